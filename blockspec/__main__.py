@@ -1,0 +1,3 @@
+from blockspec.cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""Pure functions over a resolved spec: shapes, receptive field, jump, parameters, MACs.
+
+Nothing here imports torch; the tests prove every number equals what the built module
+does (parameter counts, forward-pass shapes, receptive fields measured from gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from blockspec.errors import fail
+from blockspec.layers import IDENTITY, Context, Field1D, Shape, Window, expand
+from blockspec.spec import Spec
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One built layer (a `repeat` gives one row per repetition)."""
+
+    block: str
+    name: str
+    path: str
+    kind: str
+    in_shape: Shape
+    out_shape: Shape
+    window: Window | None
+    field: Field1D
+    params: int
+    macs: int
+    global_pool: bool
+    features: frozenset[str]
+
+    @property
+    def rf(self) -> int:
+        return self.field.rf
+
+    @property
+    def jump(self) -> int:
+        return self.field.jump
+
+
+@dataclass(frozen=True)
+class Analysis:
+    rows: tuple[LayerRow, ...]
+    input_shape: Shape
+
+    @property
+    def total_params(self) -> int:
+        return sum(row.params for row in self.rows)
+
+    @property
+    def macs(self) -> int:
+        return sum(row.macs for row in self.rows)
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.rows[-1].out_shape
+
+    @property
+    def rf_row(self) -> LayerRow | None:
+        """The last spatial feature map before global pooling (None if there is none)."""
+        spatial = None
+        for row in self.rows:
+            if row.global_pool or len(row.out_shape) != 3:
+                break
+            spatial = row
+        return spatial
+
+    @property
+    def receptive_field(self) -> int:
+        row = self.rf_row
+        return row.rf if row else 1
+
+
+def input_shape(spec: Spec, input_size: tuple[int, int] | None = None) -> Shape:
+    height, width = input_size or spec.input.hw
+    return (spec.input.channels, height, width)
+
+
+def trace(spec: Spec, input_size: tuple[int, int] | None = None) -> Analysis:
+    """Walk every layer in order, propagating shape and receptive field.
+
+    Raises SpecError (with the layer's field path) for geometry that cannot be built, and
+    when the network does not end in a vector of `classes` scores.
+    """
+    shape = start = input_shape(spec, input_size)
+    field = IDENTITY
+    rows: list[LayerRow] = []
+    ctx = Context(path="", norm_groups=spec.defaults.norm_groups)
+    for block, layers in spec.blocks.items():
+        for position, (index, _, layer) in enumerate(expand(layers)):
+            layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
+            geometry = layer.geometry(shape, layer_ctx)
+            field = field.then(geometry.field)
+            rows.append(
+                LayerRow(
+                    block=block,
+                    name=f"{block}.{position}",
+                    path=layer_ctx.path,
+                    kind=layer.kind,
+                    in_shape=shape,
+                    out_shape=geometry.out_shape,
+                    window=geometry.window,
+                    field=field,
+                    params=geometry.params,
+                    macs=geometry.macs,
+                    global_pool=geometry.global_pool,
+                    features=frozenset(layer.features(shape)),
+                )
+            )
+            shape = geometry.out_shape
+    if shape != (spec.classes,):
+        raise fail(
+            f"blocks.{rows[-1].block}",
+            f"the network must end in {spec.classes} class scores (classes: {spec.classes}), "
+            f"but its last layer outputs {'×'.join(map(str, shape))}"
+            + ("; add `flatten: {}` after the 1×1 head" if shape[0] == spec.classes else ""),
+        )
+    return Analysis(tuple(rows), start)

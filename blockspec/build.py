@@ -1,0 +1,38 @@
+"""Resolved spec → `nn.Module` with readable names (`model.C1`, `model.output`)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from torch import nn
+
+from blockspec.analysis import trace
+from blockspec.errors import fail
+from blockspec.layers import Context, expand
+from blockspec.modules import BlockNet
+from blockspec.spec import Spec
+
+
+def build_model(spec: Spec) -> BlockNet:
+    """Build every block as an `nn.Sequential` of its layers, in spec order.
+
+    Module order equals spec order, so a `state_dict` from a hand-written network with the
+    same layer sequence loads by position.
+    """
+    rows = iter(trace(spec).rows)
+    ctx = Context(path="", norm_groups=spec.defaults.norm_groups)
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    for block, layers in spec.blocks.items():
+        if hasattr(nn.Sequential, block):
+            raise fail(
+                f"blocks.{block}",
+                "this block name clashes with an nn.Module attribute; rename the block",
+                block,
+            )
+        modules = []
+        for (index, _, layer), row in zip(expand(layers), rows):
+            layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
+            modules.append(layer.build(row.in_shape, layer_ctx))
+        blocks[block] = nn.Sequential(*modules)
+    return BlockNet(spec.name, blocks)

@@ -1,0 +1,101 @@
+"""Registry of layer kinds: the YAML key (`conv`, `dws`, …) → its schema class.
+
+Adding a kind means one module here and one line in `LAYER_KINDS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any, Union
+
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+from blockspec.layers.base import (
+    IDENTITY,
+    Context,
+    Field1D,
+    Geometry,
+    LayerSpec,
+    Shape,
+    Window,
+    expand,
+)
+from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
+from blockspec.layers.dws import DwsSpec
+from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec
+from blockspec.layers.head import FcSpec, FlattenSpec, LogSoftmaxSpec
+from blockspec.layers.pool import GapSpec, PoolSpec
+from blockspec.layers.residual import ResidualSpec
+
+LAYER_KINDS: dict[str, type[LayerSpec]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (
+        ConvSpec,
+        DwsSpec,
+        DilatedSpec,
+        StridedSpec,
+        PoolSpec,
+        GapSpec,
+        FcSpec,
+        NormSpec,
+        ActSpec,
+        DropoutSpec,
+        FlattenSpec,
+        LogSoftmaxSpec,
+        ResidualSpec,
+    )
+}
+
+
+def unwrap_entry(value: Any) -> Any:
+    """YAML writes a layer as a one-key mapping `{conv: {out: 16}}`; Pydantic wants a tag."""
+    if isinstance(value, LayerSpec):
+        return value
+    kinds = ", ".join(LAYER_KINDS)
+    if not isinstance(value, dict) or len(value) != 1:
+        raise PydanticCustomError(
+            "layer_entry",
+            "each layer is a one-key mapping such as `conv: {{out: 16}}`; kinds: {kinds}",
+            {"kinds": kinds},
+        )
+    ((name, args),) = value.items()
+    if name not in LAYER_KINDS:
+        close = difflib.get_close_matches(str(name), list(LAYER_KINDS), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise PydanticCustomError(
+            "unknown_kind",
+            "unknown layer kind '{name}'; {hint}allowed: {kinds}",
+            {"name": name, "hint": hint, "kinds": kinds},
+        )
+    if args is None:
+        args = {}
+    if not isinstance(args, dict) or "kind" in args:
+        raise PydanticCustomError(
+            "layer_args",
+            "the arguments of '{name}' must be a mapping of its fields, e.g. `{name}: {{...}}`",
+            {"name": name},
+        )
+    return {"kind": name, **args}
+
+
+AnyLayer = Annotated[
+    Union[tuple(LAYER_KINDS.values())],  # noqa: UP007 (a runtime-built union)
+    Field(discriminator="kind"),
+    BeforeValidator(unwrap_entry),
+]
+
+ResidualSpec.model_rebuild(_types_namespace={"AnyLayer": AnyLayer})
+
+__all__ = [
+    "IDENTITY",
+    "LAYER_KINDS",
+    "AnyLayer",
+    "Context",
+    "Field1D",
+    "Geometry",
+    "LayerSpec",
+    "Shape",
+    "Window",
+    "expand",
+]

@@ -1,0 +1,273 @@
+"""What every layer kind shares: the strict schema base, shapes, receptive-field windows.
+
+A layer kind is a Pydantic model with three methods:
+  * `geometry(in_shape, ctx)`: exact output shape, parameters, MACs and its local receptive
+    field, from the spec alone (no torch), raising `SpecError` for impossible geometry;
+  * `build(in_shape, ctx)`: the `nn.Module` (torch is imported lazily so that the analysis
+    and `build-summary` stay fast);
+  * `features(in_shape)`: the words the rules speak (`dws`, `dilated`, `maxpool`, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from blockspec.errors import fail
+
+if TYPE_CHECKING:
+    from torch import nn
+
+Shape = tuple[int, ...]
+"""(C, H, W) for feature maps, (F,) for vectors after flatten or fc."""
+
+Norm = Literal["batch", "group", "layer", "none"]
+Act = Literal["relu", "relu6", "leaky_relu", "gelu", "silu", "hardswish", "none"]
+Order = Literal["conv-norm-act", "conv-act-norm"]
+Dropout = Field(default=None, ge=0.0, lt=1.0)
+
+
+class StrictModel(BaseModel):
+    """Refuses unknown keys with the list of allowed ones and the closest match."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        allowed = [name for name in cls.model_fields if name != "kind"]
+        for key in data:
+            if key == "kind" or key in cls.model_fields:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PydanticCustomError(
+                "unknown_field",
+                "unknown field; {hint}allowed: {allowed}",
+                {"field": str(key), "hint": hint, "allowed": ", ".join(allowed) or "none"},
+            )
+        return data
+
+
+@dataclass(frozen=True)
+class Field1D:
+    """Receptive field along one axis (Araujo et al., Distill 2019).
+
+    Unit i of a map covers input pixels [start + i*jump, start + i*jump + rf - 1]. A layer's
+    own window is a Field1D in units of its input grid; composing fields is exact.
+    """
+
+    rf: int = 1
+    jump: int = 1
+    start: int = 0
+
+    def then(self, local: Field1D) -> Field1D:
+        """The field of a layer with window `local` applied on top of this one."""
+        return Field1D(
+            rf=self.rf + (local.rf - 1) * self.jump,
+            jump=self.jump * local.jump,
+            start=self.start + local.start * self.jump,
+        )
+
+    def union(self, other: Field1D) -> Field1D:
+        """Both paths of a residual block; they share the same output grid."""
+        lo = min(self.start, other.start)
+        hi = max(self.start + self.rf, other.start + other.rf)
+        return Field1D(rf=hi - lo, jump=self.jump, start=lo)
+
+
+IDENTITY = Field1D()
+
+
+def expand(layers: Sequence[LayerSpec]) -> Iterator[tuple[int, int, LayerSpec]]:
+    """Unroll `repeat`: yields (index in the spec list, repetition number, layer)."""
+    for index, layer in enumerate(layers):
+        for repetition in range(layer.repeat):
+            yield index, repetition, layer
+
+
+@dataclass(frozen=True)
+class Window:
+    """A k×k window with stride, dilation and symmetric padding: the table's k/s/d/p."""
+
+    k: int
+    stride: int = 1
+    dilation: int = 1
+    padding: int = 0
+
+    @property
+    def effective_k(self) -> int:
+        return self.dilation * (self.k - 1) + 1
+
+    def field(self) -> Field1D:
+        return Field1D(rf=self.effective_k, jump=self.stride, start=-self.padding)
+
+    def out_size(self, size: int) -> int:
+        return (size + 2 * self.padding - self.effective_k) // self.stride + 1
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything the analysis needs about one layer at one input shape."""
+
+    out_shape: Shape
+    params: int
+    macs: int
+    field: Field1D = IDENTITY
+    window: Window | None = None
+    global_pool: bool = False
+
+
+@dataclass(frozen=True)
+class Context:
+    """Spec-wide settings a layer needs besides its own fields; `path` locates errors."""
+
+    path: str
+    norm_groups: int = 8
+
+
+class LayerSpec(StrictModel):
+    """Base of every layer kind. `repeat` expands the layer N times in place."""
+
+    kind: str
+    repeat: int = Field(default=1, ge=1, le=64)
+
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        raise NotImplementedError
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        raise NotImplementedError
+
+    def features(self, in_shape: Shape) -> set[str]:
+        return {self.kind}
+
+    def with_defaults(self, defaults: dict[str, Any]) -> LayerSpec:
+        """Fill every field left unset (None) from the spec's `defaults` section."""
+        unset = {
+            name: value
+            for name, value in defaults.items()
+            if name in type(self).model_fields and getattr(self, name) is None
+        }
+        return self.model_copy(update=unset) if unset else self
+
+
+class UnitOptions(LayerSpec):
+    """Per-layer overrides of `defaults`: None means "take the spec's default"."""
+
+    norm: Norm | None = None
+    act: Act | None = None
+    order: Order | None = None
+    dropout: float | None = Dropout
+    bias: bool | None = None
+
+
+def require_map(in_shape: Shape, ctx: Context, kind: str) -> tuple[int, int, int]:
+    """Spatial layers need (C, H, W); a vector here means fc/flatten came too early."""
+    if len(in_shape) != 3:
+        raise fail(
+            ctx.path,
+            f"'{kind}' needs a feature map (C×H×W) but receives a vector of "
+            f"{in_shape[0]} features; spatial layers must come before flatten/fc",
+        )
+    return in_shape  # type: ignore[return-value]
+
+
+def check_window(window: Window, height: int, width: int, ctx: Context) -> tuple[int, int]:
+    """Output size of a window over an H×W map, or an error naming the offending numbers."""
+    padded = (height + 2 * window.padding, width + 2 * window.padding)
+    if window.effective_k > min(padded):
+        raise fail(
+            ctx.path,
+            f"kernel {window.k} with dilation {window.dilation} spans {window.effective_k} "
+            f"pixels but the padded input is only {padded[0]}×{padded[1]} "
+            f"({height}×{width} + padding {window.padding}); "
+            "use a smaller kernel/dilation, more padding, or downsample less before it",
+        )
+    return window.out_size(height), window.out_size(width)
+
+
+def resolve_padding(padding: int | str, k: int, stride: int, dilation: int, ctx: Context) -> int:
+    """'auto' centres the window (d·(k-1)/2, rounded down); 'same' also insists on H_out = H_in."""
+    if isinstance(padding, int):
+        return padding
+    span = dilation * (k - 1)
+    if padding == "same" and (stride != 1 or span % 2):
+        raise fail(
+            f"{ctx.path}.padding",
+            f"'same' needs stride 1 and an odd effective kernel; here stride={stride}, "
+            f"effective kernel={span + 1}. Use 'auto' (pads {span // 2}) or an integer",
+            padding,
+        )
+    return span // 2
+
+
+def norm_params(norm: str, channels: int, ctx: Context) -> int:
+    """Learnable parameters of a normalisation layer (affine scale and shift)."""
+    if norm == "none":
+        return 0
+    if norm == "group" and channels % ctx.norm_groups:
+        raise fail(
+            f"{ctx.path}.norm",
+            f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
+            f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
+            norm,
+        )
+    return 2 * channels
+
+
+def make_norm(norm: str, channels: int, ctx: Context, vector: bool = False) -> nn.Module:
+    from torch import nn
+
+    if norm == "batch":
+        return nn.BatchNorm1d(channels) if vector else nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(ctx.norm_groups, channels)
+    if norm == "layer":
+        return nn.LayerNorm(channels) if vector else nn.GroupNorm(1, channels)
+    raise ValueError(f"no module for norm {norm!r}")
+
+
+def make_act(act: str) -> nn.Module:
+    from torch import nn
+
+    return {
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "leaky_relu": nn.LeakyReLU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "hardswish": nn.Hardswish,
+    }[act]()
+
+
+def finish_unit(
+    modules: list[tuple[str, nn.Module]],
+    channels: int,
+    norm: str,
+    act: str,
+    order: str,
+    dropout: float,
+    ctx: Context,
+) -> nn.Module:
+    """Append norm and activation in the spec's order, then dropout, as a named Sequential."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    tail: list[tuple[str, nn.Module]] = []
+    if norm != "none":
+        tail.append(("norm", make_norm(norm, channels, ctx)))
+    if act != "none":
+        activation = ("act", make_act(act))
+        tail.insert(len(tail) if order == "conv-norm-act" else 0, activation)
+    if dropout:
+        tail.append(("drop", nn.Dropout(dropout)))
+    return nn.Sequential(OrderedDict(modules + tail))

@@ -1,0 +1,114 @@
+"""`dws`: depthwise k×k (with channel multiplier) then pointwise 1×1 (MobileNet style)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from blockspec.errors import fail
+from blockspec.layers.base import (
+    Context,
+    Geometry,
+    Shape,
+    UnitOptions,
+    Window,
+    check_window,
+    finish_unit,
+    make_act,
+    make_norm,
+    norm_params,
+    require_map,
+    resolve_padding,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class DwsSpec(UnitOptions):
+    """Depthwise-separable convolution; norm/act/dropout follow the pointwise conv.
+
+    `mid_norm` / `mid_act` put a normalisation / activation between the two convolutions
+    (MobileNet v1 does both; many CIFAR solutions do neither).
+    """
+
+    kind: Literal["dws"] = "dws"
+    out: PositiveInt
+    k: PositiveInt = 3
+    stride: PositiveInt = 1
+    dilation: PositiveInt = 1
+    padding: Literal["auto", "same"] | NonNegativeInt = "auto"
+    multiplier: int = Field(default=1, ge=1, le=64)
+    mid_norm: bool = False
+    mid_act: bool = False
+
+    def window(self, ctx: Context) -> Window:
+        pad = resolve_padding(self.padding, self.k, self.stride, self.dilation, ctx)
+        return Window(self.k, self.stride, self.dilation, pad)
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        channels, height, width = require_map(in_shape, ctx, self.kind)
+        for flag, setting in (("mid_norm", self.norm), ("mid_act", self.act)):
+            if getattr(self, flag) and setting == "none":
+                raise fail(
+                    f"{ctx.path}.{flag}",
+                    f"needs a {flag[4:]} to insert, but this layer's {flag[4:]} is 'none'",
+                    True,
+                )
+        window = self.window(ctx)
+        out_h, out_w = check_window(window, height, width, ctx)
+        mid = channels * self.multiplier
+        depthwise = mid * self.k * self.k
+        pointwise = self.out * mid
+        params = depthwise + pointwise + norm_params(self.norm, self.out, ctx)
+        if self.bias:
+            params += mid + self.out
+        if self.mid_norm:
+            params += norm_params(self.norm, mid, ctx)
+        return Geometry(
+            out_shape=(self.out, out_h, out_w),
+            params=params,
+            macs=(depthwise + pointwise) * out_h * out_w,
+            field=window.field(),
+            window=window,
+        )
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        from torch import nn
+
+        channels = in_shape[0]
+        mid = channels * self.multiplier
+        window = self.window(ctx)
+        parts: list[tuple[str, nn.Module]] = [
+            (
+                "depthwise",
+                nn.Conv2d(
+                    channels,
+                    mid,
+                    self.k,
+                    stride=self.stride,
+                    padding=window.padding,
+                    dilation=self.dilation,
+                    groups=channels,
+                    bias=self.bias,
+                ),
+            )
+        ]
+        between: list[tuple[str, nn.Module]] = []
+        if self.mid_norm:
+            between.append(("mid_norm", make_norm(self.norm, mid, ctx)))
+        if self.mid_act:
+            activation = ("mid_act", make_act(self.act))
+            between.insert(len(between) if self.order == "conv-norm-act" else 0, activation)
+        parts += between
+        parts.append(("pointwise", nn.Conv2d(mid, self.out, 1, bias=self.bias)))
+        return finish_unit(parts, self.out, self.norm, self.act, self.order, self.dropout, ctx)
+
+    def features(self, in_shape: Shape) -> set[str]:
+        found = {"dws", "depthwise"}
+        if self.dilation > 1:
+            found.add("dilated")
+        if self.stride > 1:
+            found.add("strided")
+        return found

@@ -1,0 +1,60 @@
+"""Stand-alone `norm`, `act` and `dropout`: for heads such as GAP → BatchNorm → 1×1 conv."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from blockspec.layers.base import (
+    Act,
+    Context,
+    Geometry,
+    LayerSpec,
+    Shape,
+    make_act,
+    make_norm,
+    norm_params,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class NormSpec(LayerSpec):
+    """BatchNorm2d on maps, BatchNorm1d on vectors (and group/layer norm)."""
+
+    kind: Literal["norm"] = "norm"
+    type: Literal["batch", "group", "layer"] = "batch"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, norm_params(self.type, in_shape[0], ctx), 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return make_norm(self.type, in_shape[0], ctx, vector=len(in_shape) == 1)
+
+
+class ActSpec(LayerSpec):
+    kind: Literal["act"] = "act"
+    type: Act = "relu"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, 0, 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        from torch import nn
+
+        return nn.Identity() if self.type == "none" else make_act(self.type)
+
+
+class DropoutSpec(LayerSpec):
+    kind: Literal["dropout"] = "dropout"
+    p: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, 0, 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        from torch import nn
+
+        return nn.Dropout(self.p)

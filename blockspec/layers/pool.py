@@ -1,0 +1,71 @@
+"""`pool` (max/avg window) and `gap` (global average pool, kept as C×1×1)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import NonNegativeInt, PositiveInt
+
+from blockspec.errors import fail
+from blockspec.layers.base import (
+    Context,
+    Geometry,
+    LayerSpec,
+    Shape,
+    Window,
+    check_window,
+    require_map,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class PoolSpec(LayerSpec):
+    """MaxPool2d / AvgPool2d; `stride` defaults to `k` as in PyTorch."""
+
+    kind: Literal["pool"] = "pool"
+    type: Literal["max", "avg"] = "max"
+    k: PositiveInt = 2
+    stride: PositiveInt | None = None
+    padding: NonNegativeInt = 0
+
+    def window(self) -> Window:
+        return Window(self.k, self.stride or self.k, 1, self.padding)
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        channels, height, width = require_map(in_shape, ctx, self.kind)
+        window = self.window()
+        if 2 * self.padding > self.k:
+            raise fail(
+                f"{ctx.path}.padding",
+                f"pooling padding may be at most half the kernel ({self.k // 2})",
+                self.padding,
+            )
+        out_h, out_w = check_window(window, height, width, ctx)
+        return Geometry((channels, out_h, out_w), 0, 0, window.field(), window)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        from torch import nn
+
+        pool = nn.MaxPool2d if self.type == "max" else nn.AvgPool2d
+        return pool(self.k, stride=self.stride or self.k, padding=self.padding)
+
+    def features(self, in_shape: Shape) -> set[str]:
+        return {"pool", f"{self.type}pool"}
+
+
+class GapSpec(LayerSpec):
+    """AdaptiveAvgPool2d(1): every output sees the whole map, so it ends the spatial part."""
+
+    kind: Literal["gap"] = "gap"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        channels, height, width = require_map(in_shape, ctx, self.kind)
+        window = Window(max(height, width))
+        return Geometry((channels, 1, 1), 0, 0, window.field(), window, global_pool=True)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        from torch import nn
+
+        return nn.AdaptiveAvgPool2d(1)

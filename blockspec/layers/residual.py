@@ -1,0 +1,116 @@
+"""`residual`: y = f(x) + shortcut(x), the shortcut a 1×1 projection when shapes differ."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from blockspec.errors import fail
+from blockspec.layers.base import (
+    IDENTITY,
+    Act,
+    Context,
+    Field1D,
+    Geometry,
+    LayerSpec,
+    Norm,
+    Shape,
+    expand,
+    make_act,
+    make_norm,
+    norm_params,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class ResidualSpec(LayerSpec):
+    """A ResNet-style block around `body`; `act` is applied after the sum (ReLU in ResNet).
+
+    `norm` (default: the spec's) follows the 1×1 projection conv.
+    """
+
+    kind: Literal["residual"] = "residual"
+    body: list[AnyLayer] = Field(min_length=1)  # noqa: F821 (resolved in layers/__init__)
+    act: Act = "none"
+    norm: Norm | None = None
+
+    def with_defaults(self, defaults: dict[str, Any]) -> ResidualSpec:
+        resolved = super().with_defaults(defaults)
+        body = [layer.with_defaults(defaults) for layer in self.body]
+        return resolved.model_copy(update={"body": body})
+
+    def _body_path(self, ctx: Context, index: int) -> Context:
+        return replace(ctx, path=f"{ctx.path}.body[{index}]")
+
+    def _trace_body(self, in_shape: Shape, ctx: Context) -> tuple[Shape, int, int, Field1D]:
+        shape, params, macs, field = in_shape, 0, 0, IDENTITY
+        for index, _, layer in expand(self.body):
+            geometry = layer.geometry(shape, self._body_path(ctx, index))
+            if geometry.global_pool:
+                raise fail(
+                    f"{ctx.path}.body[{index}]",
+                    "a residual body must keep a spatial map; global pooling cannot be added "
+                    "back to its input",
+                    layer.kind,
+                )
+            shape, field = geometry.out_shape, field.then(geometry.field)
+            params, macs = params + geometry.params, macs + geometry.macs
+        return shape, params, macs, field
+
+    def _projection_stride(self, in_shape: Shape, out_shape: Shape, ctx: Context) -> int | None:
+        """None when the shortcut is the identity; else the 1×1 conv's stride."""
+        if len(out_shape) != 3:
+            raise fail(ctx.path, "a residual body must end in a feature map, not a vector")
+        if out_shape == in_shape:
+            return None
+        stride = in_shape[1] // out_shape[1]
+        fits = all((size - 1) // stride + 1 == out for size, out in zip(in_shape[1:], out_shape[1:]))
+        if stride < 1 or not fits:
+            raise fail(
+                ctx.path,
+                f"the body maps {in_shape[1]}×{in_shape[2]} to {out_shape[1]}×{out_shape[2]}, "
+                "which no strided 1×1 projection can match; keep the size or halve it exactly",
+            )
+        return stride
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        if len(in_shape) != 3:
+            raise fail(ctx.path, "'residual' needs a feature map, not a vector")
+        out_shape, params, macs, field = self._trace_body(in_shape, ctx)
+        stride = self._projection_stride(in_shape, out_shape, ctx)
+        shortcut = IDENTITY
+        if stride is not None:
+            weights = out_shape[0] * in_shape[0]
+            bias = 0 if self.norm != "none" else out_shape[0]
+            params += weights + bias + norm_params(self.norm, out_shape[0], ctx)
+            macs += weights * out_shape[1] * out_shape[2]
+            shortcut = Field1D(rf=1, jump=stride, start=0)
+        return Geometry(out_shape, params, macs, field.union(shortcut))
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        from torch import nn
+
+        modules: list[tuple[str, nn.Module]] = []
+        shape = in_shape
+        for index, _, layer in expand(self.body):
+            body_ctx = self._body_path(ctx, index)
+            modules.append((f"{len(modules)}", layer.build(shape, body_ctx)))
+            shape = layer.geometry(shape, body_ctx).out_shape
+        stride = self._projection_stride(in_shape, shape, ctx)
+        projection: nn.Module = nn.Identity()
+        if stride is not None:
+            parts: list[tuple[str, nn.Module]] = [
+                ("conv", nn.Conv2d(in_shape[0], shape[0], 1, stride, bias=self.norm == "none"))
+            ]
+            if self.norm != "none":
+                parts.append(("norm", make_norm(self.norm, shape[0], ctx)))
+            projection = nn.Sequential(OrderedDict(parts))
+        act = nn.Identity() if self.act == "none" else make_act(self.act)
+        from blockspec.modules import Residual
+
+        return Residual(nn.Sequential(OrderedDict(modules)), projection, act)

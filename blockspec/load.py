@@ -1,0 +1,86 @@
+"""YAML text → validated, geometry-checked `Spec`; every failure becomes a SpecError.
+
+Only `yaml.safe_load` is used: a spec is data, and nothing in it is evaluated or imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from blockspec.analysis import trace
+from blockspec.errors import Problem, SpecError, fail
+from blockspec.layers import LAYER_KINDS
+from blockspec.spec import Spec
+
+
+def load_spec(path: str | Path, input_size: tuple[int, int] | None = None) -> Spec:
+    """Read, validate and geometry-check a spec file; every failure is a SpecError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail("", "file not found").with_source(source) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise fail("", f"cannot read the file ({type(error).__name__})").with_source(source) from None
+    return parse_spec(text, source, input_size)
+
+
+def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None) -> Spec:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise fail("", f"invalid YAML at {where}: {problem}").with_source(source) from None
+    if not isinstance(document, dict):
+        raise fail(
+            "",
+            f"a spec must be a YAML mapping (name, input, blocks, …), not {type(document).__name__}",
+        ).with_source(source)
+    try:
+        spec = Spec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError([_problem(item) for item in error.errors()], source) from None
+    try:
+        trace(spec, input_size)
+    except SpecError as error:
+        raise error.with_source(source) from None
+    return spec
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """('blocks', 'C2', 1, 'dilated', 'dilation') → 'blocks.C2[1].dilation'.
+
+    The kind tag that follows a list index is dropped: the user never wrote it as a key.
+    """
+    text = ""
+    previous: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(previous, int) and part in LAYER_KINDS:
+            pass
+        elif part.startswith("function-") or part.startswith("tagged-union"):
+            pass
+        else:
+            text += f".{part}" if text else str(part)
+        previous = part
+    return text
+
+
+def _problem(error: Any) -> Problem:
+    loc = tuple(error["loc"])
+    if error["type"] == "unknown_field":
+        loc += (error["ctx"]["field"],)
+        value = error["input"].get(error["ctx"]["field"])
+    else:
+        value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in {"missing", "unknown_kind", "layer_entry"}:
+        return Problem(field_path(loc), message)
+    return Problem(field_path(loc), message, value)

@@ -1,0 +1,88 @@
+"""Summaries as text: a rich table for terminals, Markdown for READMEs, JSON for tools."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from blockspec.analysis import LayerRow
+from blockspec.summary import Summary
+
+COLUMNS = ("Block", "Layer", "Kind", "k/s/d/p", "Output", "RF", "Jump", "Params", "MACs")
+
+
+def _cells(row: LayerRow) -> tuple[str, ...]:
+    window = row.window
+    if row.global_pool:
+        geometry = "global"
+    elif window:
+        geometry = f"{window.k}/{window.stride}/{window.dilation}/{window.padding}"
+    else:
+        geometry = ""
+    return (
+        row.block,
+        row.name,
+        row.kind,
+        geometry,
+        "×".join(map(str, row.out_shape)),
+        str(row.rf),
+        str(row.jump),
+        f"{row.params:,}",
+        f"{row.macs:,}",
+    )
+
+
+def _totals(summary: Summary) -> list[str]:
+    analysis = summary.analysis
+    rf_row = analysis.rf_row
+    return [
+        f"Total params: {analysis.total_params:,}",
+        f"Trainable params: {analysis.total_params:,}",
+        f"MACs: {analysis.macs:,} ({analysis.macs / 1e6:.2f} M)",
+        f"Receptive field: {analysis.receptive_field}"
+        + (f" (at {rf_row.name}, the last spatial map before global pooling)" if rf_row else ""),
+    ]
+
+
+def _rule_lines(summary: Summary) -> list[str]:
+    return [f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}" for rule in summary.rules]
+
+
+def print_table(summary: Summary, console: Console) -> None:
+    shape = "×".join(map(str, summary.analysis.input_shape))
+    table = Table(title=f"{summary.spec.name}  (input {shape})", title_justify="left")
+    for column in COLUMNS:
+        numeric = column in {"RF", "Jump", "Params", "MACs"}
+        table.add_column(column, justify="right" if numeric else "left")
+    previous_block = None
+    for row in summary.analysis.rows:
+        cells = _cells(row)
+        if row.block == previous_block:
+            cells = ("", *cells[1:])
+        elif previous_block is not None:
+            table.add_section()
+        previous_block = row.block
+        table.add_row(*cells)
+    console.print(table)
+    for line in _totals(summary):
+        console.print(line, highlight=False)
+    for rule in summary.rules:
+        mark = "[green]✓[/green]" if rule.ok else "[red]✗[/red]"
+        console.print(f"{mark} {rule.name}: {rule.detail}", highlight=False)
+
+
+def markdown(summary: Summary) -> str:
+    shape = "×".join(map(str, summary.analysis.input_shape))
+    lines = [f"### {summary.spec.name} (input {shape})", ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---:" if c in {"RF", "Jump", "Params", "MACs"} else "---" for c in COLUMNS) + "|")
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in summary.analysis.rows]
+    lines.append("")
+    lines += [f"- {line}" for line in _totals(summary) + _rule_lines(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(summary: Summary) -> str:
+    return json.dumps(summary.to_dict(), indent=2)

@@ -1,0 +1,125 @@
+"""The whole YAML file as Pydantic v2 models.
+
+Defaults are resolved here, once: every layer leaves `load_spec` with concrete norm, act,
+order, dropout and bias, so nothing downstream needs to know about `defaults`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from blockspec.layers import LAYER_KINDS, AnyLayer
+from blockspec.layers.base import Act, Norm, Order, StrictModel
+
+BLOCK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FEATURES = (
+    "conv",
+    "dws",
+    "depthwise",
+    "grouped",
+    "dilated",
+    "strided",
+    "pool",
+    "maxpool",
+    "avgpool",
+    "gap",
+    "fc",
+    "norm",
+    "dropout",
+    "flatten",
+    "logsoftmax",
+    "residual",
+)
+
+
+class InputSpec(StrictModel):
+    channels: PositiveInt = 3
+    size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
+
+
+class Defaults(StrictModel):
+    """What a conv/dws layer uses for every option it does not set itself."""
+
+    norm: Norm = "batch"
+    act: Act = "relu"
+    order: Order = "conv-norm-act"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    bias: bool = True
+    norm_groups: PositiveInt = 8
+
+
+class Rules(StrictModel):
+    """Design rules checked by `blockspec check`; each is optional."""
+
+    max_params: PositiveInt | None = None
+    min_rf: PositiveInt | None = None
+    require: list[str] = Field(default_factory=list)
+    forbid: list[str] = Field(default_factory=list)
+    blocks: list[str] | None = None
+
+    @field_validator("require", "forbid")
+    @classmethod
+    def _known_features(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; allowed: {', '.join(FEATURES)}")
+        return names
+
+
+class Spec(StrictModel):
+    """One architecture file."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    input: InputSpec = Field(default_factory=InputSpec)
+    classes: PositiveInt = 10
+    defaults: Defaults = Field(default_factory=Defaults)
+    blocks: dict[str, list[AnyLayer]] = Field(min_length=1)
+    rules: Rules = Field(default_factory=Rules)
+    data: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("blocks")
+    @classmethod
+    def _block_names(cls, blocks: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, layers in blocks.items():
+            if not BLOCK_NAME.match(name):
+                raise ValueError(f"block name {name!r} must be an identifier such as C1 or output")
+            if not layers:
+                raise ValueError(f"block {name!r} has no layers")
+        return blocks
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> Spec:
+        values = self.defaults.model_dump()
+        resolved = {
+            name: [layer.with_defaults(values) for layer in layers]
+            for name, layers in self.blocks.items()
+        }
+        object.__setattr__(self, "blocks", resolved)
+        return self
+
+    def to_yaml(self) -> str:
+        """The effective spec (defaults resolved), readable back by `load_spec`."""
+        data = self.model_dump(mode="json")
+        data["blocks"] = {
+            name: [{layer.kind: layer_args(layer)} for layer in layers]
+            for name, layers in self.blocks.items()
+        }
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def layer_args(layer: Any) -> dict[str, Any]:
+    """A layer's fields in YAML form (nested bodies re-wrapped as `{kind: args}`)."""
+    args = layer.model_dump(mode="json", exclude={"kind"})
+    if "body" in args:
+        args["body"] = [{child.kind: layer_args(child)} for child in layer.body]
+    return args

@@ -1,0 +1,63 @@
+"""`summarize(spec)`: the analysis and rule results as one plain, JSON-ready record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from blockspec.analysis import Analysis, LayerRow, trace
+from blockspec.rules import RuleResult, check_rules
+from blockspec.spec import Spec
+
+
+@dataclass(frozen=True)
+class Summary:
+    spec: Spec
+    analysis: Analysis
+    rules: tuple[RuleResult, ...]
+
+    @property
+    def rules_ok(self) -> bool:
+        return all(rule.ok for rule in self.rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        analysis = self.analysis
+        rf_row = analysis.rf_row
+        return {
+            "name": self.spec.name,
+            "input_shape": list(analysis.input_shape),
+            "output_shape": list(analysis.output_shape),
+            "total_params": analysis.total_params,
+            "trainable_params": analysis.total_params,
+            "macs": analysis.macs,
+            "receptive_field": analysis.receptive_field,
+            "receptive_field_layer": rf_row.name if rf_row else None,
+            "layers": [_layer_dict(row) for row in analysis.rows],
+            "rules": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in self.rules],
+            "rules_ok": self.rules_ok,
+        }
+
+
+def summarize(spec: Spec, input_size: tuple[int, int] | None = None) -> Summary:
+    analysis = trace(spec, input_size)
+    return Summary(spec, analysis, tuple(check_rules(spec, analysis)))
+
+
+def _layer_dict(row: LayerRow) -> dict[str, Any]:
+    window = row.window
+    return {
+        "block": row.block,
+        "name": row.name,
+        "kind": row.kind,
+        "path": row.path,
+        "in_shape": list(row.in_shape),
+        "out_shape": list(row.out_shape),
+        "k": window.k if window else None,
+        "stride": window.stride if window else None,
+        "dilation": window.dilation if window else None,
+        "padding": window.padding if window else None,
+        "rf": row.rf,
+        "jump": row.jump,
+        "params": row.params,
+        "macs": row.macs,
+    }
