@@ -77,11 +77,13 @@ def input_shape(spec: Spec, input_size: tuple[int, int] | None = None) -> Shape:
     return (spec.input.channels, height, width)
 
 
-def trace(spec: Spec, input_size: tuple[int, int] | None = None) -> Analysis:
+def trace(
+    spec: Spec, input_size: tuple[int, int] | None = None, check_head: bool = True
+) -> Analysis:
     """Walk every layer in order, propagating shape and receptive field.
 
-    Raises SpecError (with the layer's field path) for geometry that cannot be built, and
-    when the network does not end in a vector of `classes` scores.
+    Raises SpecError (with the layer's field path) for geometry that cannot be built, and,
+    with `check_head`, when the network does not end in a vector of `classes` scores.
     """
     shape = start = input_shape(spec, input_size)
     field = IDENTITY
@@ -105,11 +107,11 @@ def trace(spec: Spec, input_size: tuple[int, int] | None = None) -> Analysis:
                     params=geometry.params,
                     macs=geometry.macs,
                     global_pool=geometry.global_pool,
-                    features=frozenset(layer.features(shape)),
+                    features=frozenset(layer.features(shape, layer_ctx)),
                 )
             )
             shape = geometry.out_shape
-    if shape != (spec.classes,):
+    if check_head and shape != (spec.classes,):
         raise fail(
             f"blocks.{rows[-1].block}",
             f"the network must end in {spec.classes} class scores (classes: {spec.classes}), "

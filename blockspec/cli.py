@@ -83,10 +83,10 @@ def check(spec_path: SpecPath) -> None:
     typer.echo(f"{spec_path}: all {len(summary.rules)} rules hold")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     try:
-        app()
+        app(args=argv)
     except SpecError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)

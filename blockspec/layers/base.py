@@ -146,7 +146,7 @@ class LayerSpec(StrictModel):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         raise NotImplementedError
 
-    def features(self, in_shape: Shape) -> set[str]:
+    def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         return {self.kind}
 
     def with_defaults(self, defaults: dict[str, Any]) -> LayerSpec:

@@ -89,7 +89,7 @@ class ConvSpec(UnitOptions):
             [("conv", conv)], self.out, self.norm, self.act, self.order, self.dropout, ctx
         )
 
-    def features(self, in_shape: Shape) -> set[str]:
+    def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         found = {"conv"}
         if self.dilation > 1:
             found.add("dilated")

@@ -105,7 +105,7 @@ class DwsSpec(UnitOptions):
         parts.append(("pointwise", nn.Conv2d(mid, self.out, 1, bias=self.bias)))
         return finish_unit(parts, self.out, self.norm, self.act, self.order, self.dropout, ctx)
 
-    def features(self, in_shape: Shape) -> set[str]:
+    def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         found = {"dws", "depthwise"}
         if self.dilation > 1:
             found.add("dilated")

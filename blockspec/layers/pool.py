@@ -51,7 +51,7 @@ class PoolSpec(LayerSpec):
         pool = nn.MaxPool2d if self.type == "max" else nn.AvgPool2d
         return pool(self.k, stride=self.stride or self.k, padding=self.padding)
 
-    def features(self, in_shape: Shape) -> set[str]:
+    def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         return {"pool", f"{self.type}pool"}
 
 

@@ -62,27 +62,45 @@ class ResidualSpec(LayerSpec):
             params, macs = params + geometry.params, macs + geometry.macs
         return shape, params, macs, field
 
-    def _projection_stride(self, in_shape: Shape, out_shape: Shape, ctx: Context) -> int | None:
-        """None when the shortcut is the identity; else the 1×1 conv's stride."""
+    def _projection_stride(
+        self, in_shape: Shape, out_shape: Shape, body: Field1D, ctx: Context
+    ) -> int | None:
+        """None when the shortcut is the identity; else the 1×1 conv's stride.
+
+        The stride is the body's total stride, and the body must produce exactly the map a
+        strided 1×1 conv does (⌈H / stride⌉), so the two paths line up at every input size.
+        """
         if len(out_shape) != 3:
             raise fail(ctx.path, "a residual body must end in a feature map, not a vector")
         if out_shape == in_shape:
             return None
-        stride = in_shape[1] // out_shape[1]
-        fits = all((size - 1) // stride + 1 == out for size, out in zip(in_shape[1:], out_shape[1:]))
-        if stride < 1 or not fits:
+        stride = body.jump
+        expected = tuple((size - 1) // stride + 1 for size in in_shape[1:])
+        if out_shape[1:] != expected:
             raise fail(
                 ctx.path,
-                f"the body maps {in_shape[1]}×{in_shape[2]} to {out_shape[1]}×{out_shape[2]}, "
-                "which no strided 1×1 projection can match; keep the size or halve it exactly",
+                f"the body maps {in_shape[1]}×{in_shape[2]} to {out_shape[1]}×{out_shape[2]} "
+                f"with total stride {stride}, but the shortcut gives "
+                f"{expected[0]}×{expected[1]}; pad the body's convolutions to keep the size "
+                "('auto' padding does)",
             )
         return stride
+
+    def features(self, in_shape: Shape, ctx: Context) -> set[str]:
+        """The body's features count too: a dilated conv inside a block is still dilated."""
+        found = {"residual"}
+        shape = in_shape
+        for index, _, layer in expand(self.body):
+            body_ctx = self._body_path(ctx, index)
+            found |= layer.features(shape, body_ctx)
+            shape = layer.geometry(shape, body_ctx).out_shape
+        return found
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         if len(in_shape) != 3:
             raise fail(ctx.path, "'residual' needs a feature map, not a vector")
         out_shape, params, macs, field = self._trace_body(in_shape, ctx)
-        stride = self._projection_stride(in_shape, out_shape, ctx)
+        stride = self._projection_stride(in_shape, out_shape, field, ctx)
         shortcut = IDENTITY
         if stride is not None:
             weights = out_shape[0] * in_shape[0]
@@ -96,12 +114,13 @@ class ResidualSpec(LayerSpec):
         from torch import nn
 
         modules: list[tuple[str, nn.Module]] = []
-        shape = in_shape
+        shape, field = in_shape, IDENTITY
         for index, _, layer in expand(self.body):
             body_ctx = self._body_path(ctx, index)
             modules.append((f"{len(modules)}", layer.build(shape, body_ctx)))
-            shape = layer.geometry(shape, body_ctx).out_shape
-        stride = self._projection_stride(in_shape, shape, ctx)
+            geometry = layer.geometry(shape, body_ctx)
+            shape, field = geometry.out_shape, field.then(geometry.field)
+        stride = self._projection_stride(in_shape, shape, field, ctx)
         projection: nn.Module = nn.Identity()
         if stride is not None:
             parts: list[tuple[str, nn.Module]] = [

@@ -1,0 +1,141 @@
+"""The analysis (no torch) must equal the built module: parameters, shapes, receptive field.
+
+Checked on every spec in the repository and on a few hundred generated specs.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from blockspec import SpecError, build_model, parse_spec, summarize
+from blockspec.analysis import trace
+from blockspec.verify import measured_shapes
+from tests.rf_probe import measured_window
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO_SPECS = sorted((ROOT / "architectures").rglob("*.yaml"))
+
+
+def assert_analysis_matches_module(spec_text: str) -> None:
+    spec = parse_spec(spec_text)
+    analysis = trace(spec)
+    model = build_model(spec)
+    assert sum(p.numel() for p in model.parameters()) == analysis.total_params
+    assert measured_shapes(model, analysis) == [row.out_shape for row in analysis.rows]
+    first, last, centre, probed = measured_window(spec)
+    row = probed.rf_row
+    assert last - first + 1 == row.rf == analysis.receptive_field
+    assert first == row.field.start + centre * row.jump
+
+
+def test_repository_has_specs() -> None:
+    assert len(REPO_SPECS) >= 7
+
+
+@pytest.mark.parametrize("path", REPO_SPECS, ids=lambda p: p.stem)
+def test_repository_spec_matches_module(path: Path) -> None:
+    assert_analysis_matches_module(path.read_text())
+
+
+def test_per_layer_params_match_module_children() -> None:
+    spec = parse_spec((ROOT / "architectures/reference/fourblocks-128k.yaml").read_text())
+    model = build_model(spec)
+    layers = [layer for block in model for layer in block]
+    counts = [sum(p.numel() for p in layer.parameters()) for layer in layers]
+    assert counts == [row.params for row in trace(spec).rows]
+
+
+def _random_layer(rng: random.Random, channels: int, depth: int = 0) -> dict:
+    width = rng.choice([4, 8, 12, 16])
+    kind = rng.choice(["conv", "conv", "dws", "dilated", "strided", "pool", "residual", "norm"])
+    if kind == "residual" and depth == 0:
+        body = []
+        for _ in range(rng.randint(1, 2)):
+            body.append(_random_layer(rng, channels, depth + 1))
+            channels = _out_channels(body[-1], channels)
+        return {"residual": {"body": body, "act": rng.choice(["relu", "none"])}}
+    if kind in {"residual", "norm"}:
+        return {"norm": {}} if depth == 0 else {"conv": {"out": width}}
+    if kind == "pool":
+        k = rng.choice([2, 3])
+        return {"pool": {"type": rng.choice(["max", "avg"]), "k": k, "stride": rng.choice([1, 2]),
+                         "padding": rng.choice([0, k // 2])}}
+    args: dict = {"out": width, "k": rng.choice([1, 3, 3, 3, 5])}
+    if kind != "strided":
+        args["stride"] = rng.choice([1, 1, 1, 2])
+    if kind != "dilated":
+        args["dilation"] = rng.choice([1, 1, 2, 3])
+    else:
+        args["dilation"] = rng.choice([2, 3])
+    args["padding"] = "auto" if depth else rng.choice(["auto", "auto", "auto", 0, 1, 2])
+    args["act"] = rng.choice(["relu", "gelu", "silu", "none"])
+    args["order"] = rng.choice(["conv-norm-act", "conv-act-norm"])
+    args["bias"] = rng.choice([True, False])
+    args["repeat"] = rng.choice([1, 1, 1, 2])
+    if kind == "dws":
+        args["multiplier"] = rng.choice([1, 2])
+        args["mid_norm"] = rng.choice([True, False])
+        args["mid_act"] = rng.choice([True, False]) and args["act"] != "none"
+    elif rng.random() < 0.3 and channels % 2 == 0:
+        args["groups"] = 2
+    return {kind: args}
+
+
+def _out_channels(layer: dict, channels: int) -> int:
+    ((kind, args),) = layer.items()
+    if kind == "residual":
+        return _out_channels(args["body"][-1], channels)
+    return args.get("out", channels)
+
+
+def random_spec_text(seed: int) -> str:
+    rng = random.Random(seed)
+    blocks: dict[str, list[dict]] = {}
+    channels = 3
+    for name in ("C1", "C2", "C3"):
+        blocks[name] = []
+        for _ in range(rng.randint(1, 3)):
+            blocks[name].append(_random_layer(rng, channels))
+            channels = _out_channels(blocks[name][-1], channels)
+    head = rng.choice(
+        [
+            [{"gap": {}}, {"fc": {"out": 10}}],
+            [{"conv": {"out": 10, "k": 1, "norm": "none", "act": "none"}}, {"gap": {}}, {"flatten": {}}],
+            [{"gap": {}}, {"norm": {}}, {"fc": {"out": 16, "act": "relu"}}, {"fc": {"out": 10}}, {"logsoftmax": {}}],
+        ]
+    )
+    blocks["output"] = head
+    return yaml.safe_dump({"name": f"generated-{seed}", "input": {"size": 32}, "blocks": blocks})
+
+
+def test_generated_specs_match_module() -> None:
+    """Random stacks of every kind; impossible ones must be refused with a SpecError."""
+    torch.manual_seed(0)
+    built = refused = 0
+    for seed in range(200):
+        text = random_spec_text(seed)
+        try:
+            parse_spec(text)
+        except SpecError as error:
+            refused += 1
+            assert error.problems and error.problems[0].path.startswith("blocks."), str(error)
+            continue
+        assert_analysis_matches_module(text)
+        built += 1
+    assert built >= 120 and refused >= 20, (built, refused)
+
+
+def test_input_size_changes_shapes_not_local_geometry() -> None:
+    spec = parse_spec((ROOT / "architectures/reference/fourblocks-128k.yaml").read_text())
+    at_64 = summarize(spec, (64, 64)).to_dict()
+    assert at_64["input_shape"] == [3, 64, 64]
+    assert at_64["layers"][3]["out_shape"] == [32, 32, 32]
+    assert at_64["total_params"] == 127_738
+    assert at_64["receptive_field"] == 41
+    fc_macs = 64 * 10
+    assert at_64["macs"] == 4 * (summarize(spec).to_dict()["macs"] - fc_macs) + fc_macs
