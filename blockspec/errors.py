@@ -21,10 +21,10 @@ class Problem:
     value: Any = _UNSET
 
     def render(self) -> str:
-        where = self.path or "<document>"
+        where = f"{self.path}: " if self.path else ""
         if self.value is _UNSET:
-            return f"{where}: {self.message}"
-        return f"{where} = {_short_repr(self.value)}: {self.message}"
+            return f"{where}{self.message}"
+        return f"{self.path} = {_short_repr(self.value)}: {self.message}"
 
 
 class SpecError(Exception):

@@ -1,0 +1,161 @@
+"""The commands as users run them: output formats, exit codes, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blockspec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FOURBLOCKS = ROOT / "architectures/reference/fourblocks-128k.yaml"
+FLAGSHIP = ROOT / "architectures/flagship.yaml"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_json_summary_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["build-summary", str(FOURBLOCKS), "--format", "json"], capsys)
+    data = json.loads(out)
+    assert code == 0
+    assert data["name"] == "fourblocks-128k"
+    assert data["total_params"] == data["trainable_params"] == 127_738
+    assert data["receptive_field"] == 41
+    assert data["macs"] > 0
+    first = data["layers"][0]
+    assert {"block", "name", "kind", "out_shape", "rf", "jump", "params", "macs"} <= set(first)
+    assert first["out_shape"] == [8, 32, 32]
+    assert {rule["name"]: rule["ok"] for rule in data["rules"]}["min_rf"] is False
+
+
+def test_table_and_markdown_show_every_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, table, _ = run(["build-summary", str(FLAGSHIP)], capsys)
+    assert code == 0 and "C4.1" in table and "Receptive field" in table and "✓" in table
+    code, md, _ = run(["build-summary", str(FLAGSHIP), "-f", "markdown"], capsys)
+    assert code == 0 and md.count("\n| ") == 1 + 10  # header + one row per layer
+    assert "| output | output.1 | fc |  | 10 |" in md
+
+
+def test_input_size_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["build-summary", str(FOURBLOCKS), "-f", "json", "--input-size", "64", "64"], capsys)
+    assert code == 0 and json.loads(out)["layers"][0]["out_shape"] == [8, 64, 64]
+
+
+def test_verify_builds_and_agrees(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["build-summary", str(FLAGSHIP), "--verify"], capsys)
+    assert code == 0 and "✓ built module agrees" in out
+
+
+def test_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["check", str(FLAGSHIP)], capsys)
+    assert code == 0 and "all 7 rules hold" in out
+    code, out, err = run(["check", str(FOURBLOCKS)], capsys)
+    assert code == 1 and "✗ min_rf: receptive field 41 (need ≥ 45)" in out and "min_rf" in err
+
+
+BROKEN = {
+    "invalid_yaml": ("name: x\nblocks: [\n", "invalid YAML at line 3"),
+    "not_mapping": ("- a\n- b\n", "must be a YAML mapping"),
+    "unknown_key": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8, dilaton: 2}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].dilaton = 2: unknown field; did you mean 'dilation'?",
+    ),
+    "unknown_kind": (
+        "name: x\nblocks:\n  C1: [cnov: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: unknown layer kind 'cnov'; did you mean 'conv'?",
+    ),
+    "wrong_type": (
+        "name: x\nblocks:\n  C1: [conv: {out: '16'}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].out = '16': Input should be a valid integer",
+    ),
+    "bad_dilation": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  C2: [conv: {out: 8}, dilated: {out: 8, dilation: 1}]\n"
+        "  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C2[1].dilation = 1: Input should be greater than or equal to 2",
+    ),
+    "kernel_too_big": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8, k: 40, padding: 0}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: kernel 40 with dilation 1 spans 40 pixels but the padded input is only 32×32",
+    ),
+    "map_vanishes": (
+        "name: x\nblocks:\n  C1: [strided: {out: 8, padding: 0, repeat: 5}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: kernel 3 with dilation 1 spans 3 pixels but the padded input is only 1×1",
+    ),
+    "groups": (
+        "name: x\nblocks:\n  C1: [conv: {out: 9, groups: 2}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].groups = 2: groups must divide both input channels (3) and out (9)",
+    ),
+    "fc_before_pool": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}, fc: {out: 10}]\n",
+        "blocks.C1[1]: 'fc' needs a pooled map (C×1×1) or a vector, but receives 8×32×32",
+    ),
+    "zero_channels": (
+        "name: x\nblocks:\n  C1: [conv: {out: 0}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].out = 0: Input should be greater than 0",
+    ),
+    "wrong_class_count": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 7}]\n",
+        "must end in 10 class scores",
+    ),
+    "missing_name": ("blocks:\n  output: [gap: {}, fc: {out: 10}]\n", "name: Field required"),
+    "python_tag": ("!!python/object/apply:os.system ['echo pwned']\n", "could not determine a constructor"),
+    "same_with_stride": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8, stride: 2, padding: same}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].padding = 'same': 'same' needs stride 1",
+    ),
+    "fc_vector_into_conv": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}, gap: {}, flatten: {}, conv: {out: 10}]\n",
+        "blocks.C1[3]: 'conv' needs a feature map (C×H×W) but receives a vector of 8 features",
+    ),
+    "residual_mismatch": (
+        "name: x\nblocks:\n  C1: [residual: {body: [conv: {out: 8, padding: 0}]}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: the body maps 32×32 to 30×30",
+    ),
+    "unknown_rule_feature": (
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {require: [dsw]}\n",
+        "rules.require = ['dsw']: unknown feature(s) ['dsw']",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["build-summary", "check"])
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_specs_exit_2_with_located_message(
+    case: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, expected = BROKEN[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    code, out, err = run([command, str(path)], capsys)
+    assert code == 2
+    assert err.startswith(f"error: {path}: ")
+    assert expected in err
+    assert "Traceback" not in out + err
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(["check", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "nope.yaml: file not found" in err
+
+
+def test_module_entry_point_runs_without_traceback(tmp_path: Path) -> None:
+    """The real interpreter, as a user would call it: `python -m blockspec`."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(BROKEN["unknown_kind"][0])
+    result = subprocess.run(
+        [sys.executable, "-m", "blockspec", "build-summary", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "unknown layer kind 'cnov'" in result.stderr and "Traceback" not in result.stderr
