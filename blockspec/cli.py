@@ -83,6 +83,60 @@ def check(spec_path: SpecPath) -> None:
     typer.echo(f"{spec_path}: all {len(summary.rules)} rules hold")
 
 
+OptionalPath = Annotated[
+    Optional[Path],  # noqa: UP007
+    typer.Argument(help="Architecture spec (YAML); optional with --resume.", show_default=False),
+]
+
+
+@app.command()
+def train(
+    spec_path: OptionalPath = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,  # noqa: UP007
+    batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size.")] = None,  # noqa: UP007
+    lr: Annotated[Optional[float], typer.Option(help="Override the (peak) learning rate.")] = None,  # noqa: UP007
+    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
+    device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP007
+    seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP007
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    limit_train: Annotated[Optional[int], typer.Option(help="Use N training images.")] = None,  # noqa: UP007
+    limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
+    resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP007
+    target: Annotated[Optional[float], typer.Option(help="Target test accuracy in %.")] = None,  # noqa: UP007
+) -> None:
+    """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
+    from blockspec.errors import fail
+    from blockspec.load import load_spec
+    from blockspec.train.overrides import apply_overrides
+    from blockspec.train.run import RunOptions, TrainingInterrupted
+    from blockspec.train.run import train as run_training
+
+    if spec_path is None and resume is None:
+        raise fail("SPEC", "give a spec file to train, or --resume RUN_DIR to continue a run")
+    spec = None
+    if resume is None:
+        spec = apply_overrides(
+            load_spec(spec_path),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            dataset=dataset,
+            data_root=data_root,
+            seed=seed,
+            target=target,
+        )
+    if workers < 0:
+        raise fail("--workers", "must be 0 or more", workers)
+    options = RunOptions(device, workers, out, limit_train, limit_test, resume)
+    try:
+        run_training(spec, options, log=typer.echo)
+    except TrainingInterrupted as stop:
+        typer.echo(str(stop), err=True)
+        raise typer.Exit(130) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     try:

@@ -7,10 +7,19 @@ order, dropout and bias, so nothing downstream needs to know about `defaults`.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import Act, Norm, Order, StrictModel
@@ -74,6 +83,73 @@ class Rules(StrictModel):
         return names
 
 
+def _yaml_float(value: Any) -> Any:
+    """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+Rate = Annotated[PositiveFloat, BeforeValidator(_yaml_float)]
+Decay = Annotated[NonNegativeFloat, BeforeValidator(_yaml_float)]
+
+DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
+
+
+class DataSpec(StrictModel):
+    """Where images come from and how training images are augmented (albumentations 2.x).
+
+    `augment` entries are `{TransformName: {argument: value}}`; they are checked against
+    albumentations itself before training starts (importing it here would slow every
+    command by seconds).
+    """
+
+    dataset: Literal[DATASET_NAMES] = "cifar10"  # type: ignore[valid-type]
+    root: str = "data"
+    augment: list[Any] = Field(default_factory=list)
+
+
+class OptimizerSpec(StrictModel):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: Rate = 0.05
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: Decay = 5e-4
+
+
+class SchedulerSpec(StrictModel):
+    """Learning-rate schedule; steps per batch (onecycle, cosine) or per epoch (step, plateau)."""
+
+    name: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
+    max_lr: Rate | None = Field(default=None, description="onecycle peak; default: 10 × lr")
+    pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
+    warmup_epochs: NonNegativeFloat = Field(default=0.0, description="cosine: linear warm-up")
+    step_size: PositiveInt = Field(default=10, description="step: epochs between decays")
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    patience: NonNegativeInt = 3
+    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+
+class TrainSpec(StrictModel):
+    """The recipe; every field can be overridden on the command line where a flag exists."""
+
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 128
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: NonNegativeInt = 0
+    target: float = Field(default=85.0, gt=0.0, le=100.0)
+    compile: bool = False
+    channels_last: bool = True
+    amp: bool = True
+    ema: float | None = Field(default=None, gt=0.0, lt=1.0, description="EMA decay of weights")
+    tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
+
+
 class Spec(StrictModel):
     """One architecture file."""
 
@@ -84,8 +160,8 @@ class Spec(StrictModel):
     defaults: Defaults = Field(default_factory=Defaults)
     blocks: dict[str, list[AnyLayer]] = Field(min_length=1)
     rules: Rules = Field(default_factory=Rules)
-    data: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
 
     @field_validator("blocks")
     @classmethod

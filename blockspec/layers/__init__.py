@@ -50,8 +50,8 @@ LAYER_KINDS: dict[str, type[LayerSpec]] = {
 
 def unwrap_entry(value: Any) -> Any:
     """YAML writes a layer as a one-key mapping `{conv: {out: 16}}`; Pydantic wants a tag."""
-    if isinstance(value, LayerSpec):
-        return value
+    if isinstance(value, LayerSpec) or (isinstance(value, dict) and value.get("kind") in LAYER_KINDS):
+        return value  # already tagged: a model, or a dump of one
     kinds = ", ".join(LAYER_KINDS)
     if not isinstance(value, dict) or len(value) != 1:
         raise PydanticCustomError(

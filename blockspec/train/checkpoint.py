@@ -1,0 +1,74 @@
+"""Checkpoints that survive a SIGKILL: written to a temporary file, then renamed.
+
+Everything in them is a tensor, number, string, list or dict, so `torch.load(...,
+weights_only=True)` opens them and a foreign file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from blockspec.errors import fail
+
+FORMAT = "blockspec-checkpoint-v1"
+
+
+def save_atomic(payload: dict[str, Any], target: Path) -> None:
+    """Write `payload` so that `target` is always either the old or the new complete file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save({"format": FORMAT, **payload}, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A blockspec checkpoint, or a SpecError saying why the file is not one."""
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise fail("--checkpoint", "no such checkpoint file", str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (any unreadable file gets the same answer)
+        raise fail(
+            "--checkpoint",
+            f"cannot read it as a checkpoint ({type(error).__name__}: {str(error)[:120]})",
+            str(path),
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise fail("--checkpoint", "not a blockspec checkpoint (no model/spec inside)", str(path))
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "numpy_pos": int(numpy_state[2]),
+        "python": [list(part) if isinstance(part, tuple) else part for part in random.getstate()],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

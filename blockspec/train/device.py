@@ -1,0 +1,53 @@
+"""Which device to train on, and what it can do (autocast dtype, channels-last, pinning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from blockspec.errors import fail
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    pin_memory: bool
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def describe(self) -> str:
+        if self.is_cuda:
+            name = torch.cuda.get_device_name(self.device)
+            dtype = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32"
+            return f"cuda ({name}, {dtype})"
+        return self.device.type
+
+
+def pick_device(requested: str, amp: bool = True, channels_last: bool = True) -> DeviceInfo:
+    """`auto` prefers CUDA, then Apple's MPS, then the CPU; a named device must exist."""
+    name = requested.split(":")[0]
+    if name not in DEVICES:
+        raise fail("--device", f"unknown device; allowed: {', '.join(DEVICES)} (or cuda:N)", requested)
+    if name == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise fail("--device", "CUDA was requested but torch sees no CUDA device", requested)
+    elif name == "mps" and not torch.backends.mps.is_available():
+        raise fail("--device", "MPS was requested but is not available", requested)
+    device = torch.device(requested)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return DeviceInfo(device, dtype if amp else None, channels_last, pin_memory=True)
+    return DeviceInfo(device, None, channels_last=False, pin_memory=False)

@@ -1,0 +1,124 @@
+"""One training epoch and one evaluation pass; no files, no printing beyond the bar."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from blockspec.data import normalize_batch
+from blockspec.train.device import DeviceInfo
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    acc: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    acc: float
+    predictions: np.ndarray
+    labels: np.ndarray
+
+
+class Batches:
+    """uint8 batches → normalised float tensors on the device, in the layout the model wants."""
+
+    def __init__(self, info: DeviceInfo, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.info, self.mean, self.std = info, mean, std
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.info.device
+        x = normalize_batch(images.to(device, non_blocking=True), self.mean, self.std)
+        if self.info.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, labels.to(device, non_blocking=True)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.info.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.info.device.type, dtype=dtype)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    after_step: Callable[[], None],
+    description: str,
+    total: int,
+) -> EpochStats:
+    """Sums stay on the device; the bar reads them back only every few batches."""
+    model.train()
+    device = batches.info.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=description, total=total, leave=False, dynamic_ncols=True, mininterval=0.5)
+    for step, (images, labels) in enumerate(bar):
+        x, y = batches(images, labels)
+        with batches.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        after_step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if step % 20 == 0:
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}",
+                acc=f"{100 * correct.item() / seen:.1f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.4f}",
+                img_s=f"{seen / elapsed:.0f}",
+            )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    bar.close()
+    return EpochStats(loss_sum.item() / max(seen, 1), 100 * correct.item() / max(seen, 1), seen, seconds)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable, batches: Batches, loss_fn: nn.Module, tta_flip: bool = False
+) -> Evaluation:
+    """Test loss and accuracy; with `tta_flip`, scores are averaged with the mirrored image's."""
+    model.eval()
+    loss_sum = 0.0
+    predictions, labels = [], []
+    for images, targets in loader:
+        x, y = batches(images, targets)
+        with batches.autocast():
+            logits = model(x)
+            if tta_flip:
+                logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+            loss_sum += loss_fn(logits.float(), y).item() * len(y)
+        predictions.append(logits.argmax(1).cpu())
+        labels.append(y.cpu())
+    predicted = torch.cat(predictions).numpy()
+    truth = torch.cat(labels).numpy()
+    acc = 100.0 * float((predicted == truth).mean()) if len(truth) else 0.0
+    return Evaluation(loss_sum / max(len(truth), 1), acc, predicted, truth)

@@ -1,0 +1,80 @@
+"""Optimizer, learning-rate schedule and loss from the spec's `train` section."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from blockspec.spec import Spec
+
+Scheduler = LRScheduler | ReduceLROnPlateau | None
+
+
+def make_optimizer(spec: Spec, model: nn.Module) -> torch.optim.Optimizer:
+    """Weight decay applies to weights only, not to norm parameters or biases."""
+    config = spec.train.optimizer
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0
+        )
+    if config.name == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
+    config = spec.train.scheduler
+    epochs = spec.train.epochs
+    total = epochs * steps_per_epoch
+    if config.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.max_lr or spec.train.optimizer.lr,
+            total_steps=total,
+            pct_start=config.pct_start,
+        )
+    if config.name == "cosine":
+        warmup = int(config.warmup_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if config.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+    if config.name == "plateau":
+        return ReduceLROnPlateau(optimizer, mode="max", factor=config.factor, patience=config.patience)
+    return None
+
+
+def steps_per_batch(spec: Spec) -> bool:
+    """onecycle and cosine move every batch; step and plateau once per epoch."""
+    return spec.train.scheduler.name in {"onecycle", "cosine"}
+
+
+def ends_in_log_softmax(spec: Spec) -> bool:
+    last_block = list(spec.blocks.values())[-1]
+    return last_block[-1].kind == "logsoftmax"
+
+
+def make_loss(spec: Spec) -> nn.Module:
+    """NLL for log-softmax heads (they already output log-probabilities), else cross-entropy."""
+    if ends_in_log_softmax(spec):
+        if spec.train.label_smoothing:
+            # Cross-entropy of log-probabilities equals NLL (log_softmax is idempotent), and
+            # it supports label smoothing.
+            return nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)
+        return nn.NLLLoss()
+    return nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing)

@@ -1,0 +1,52 @@
+"""Command-line flags layered over the spec; the result is the effective spec of the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from blockspec.errors import Problem, SpecError
+from blockspec.spec import Spec
+
+
+def apply_overrides(
+    spec: Spec,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    seed: int | None = None,
+    target: float | None = None,
+) -> Spec:
+    """A new spec with the given flags applied, validated like the file itself.
+
+    `--lr` sets the optimizer's rate and, for onecycle, its peak (a `max_lr` in the file
+    would otherwise silently win).
+    """
+    data = spec.model_dump(mode="python")
+    train: dict[str, Any] = data["train"]
+    flags = {
+        ("train", "epochs"): epochs,
+        ("train", "batch_size"): batch_size,
+        ("train", "seed"): seed,
+        ("train", "target"): target,
+        ("data", "dataset"): dataset,
+        ("data", "root"): data_root,
+    }
+    for (section, field), value in flags.items():
+        if value is not None:
+            data[section][field] = value
+    if lr is not None:
+        train["optimizer"]["lr"] = lr
+        train["scheduler"]["max_lr"] = None
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            Problem("--" + str(item["loc"][-1]).replace("_", "-"), item["msg"], item.get("input"))
+            for item in error.errors()
+        ]
+        raise SpecError(problems) from None

@@ -1,0 +1,312 @@
+"""A training run from start (or `--resume`) to finish, with its directory of artefacts.
+
+Order of writes at each epoch end: best.pt, then last.pt (which carries the metric
+history), then metrics/summary/curves rewritten from that history. A SIGKILL at any
+moment therefore leaves a consistent last.pt, and resuming never loses or doubles an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from blockspec.analysis import trace
+from blockspec.build import build_model
+from blockspec.data import ImageData, build_augment, load_dataset, make_loaders, read_augment, seed_augment
+from blockspec.errors import fail
+from blockspec.load import parse_spec
+from blockspec.spec import Spec
+from blockspec.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_atomic
+from blockspec.train.device import DeviceInfo, pick_device
+from blockspec.train.loop import Batches, evaluate, train_epoch
+from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
+from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
+from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, as opposed to what to train (that is the spec)."""
+
+    device: str = "auto"
+    workers: int = 2
+    out: Path | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    resume: Path | None = None
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: last.pt holds the last complete epoch; the CLI exits with 130."""
+
+
+def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train `spec` (or resume `options.resume`) and return the run summary."""
+    checkpoint = load_checkpoint(options.resume) if options.resume else None
+    if checkpoint is not None:
+        spec = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
+        run_dir = _checkpoint_dir(options.resume)
+    else:
+        assert spec is not None
+        run_dir = prepare_run_dir(options.out, spec.name)
+    plan = read_augment(spec.data.augment)
+    for note in plan.notes:
+        log(f"note: {note}")
+    data = load_dataset(spec.data.dataset, spec.data.root)
+    check_data_fits(spec, data)
+    info = pick_device(options.device, spec.train.amp, spec.train.channels_last)
+    augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+    train_loader, test_loader = make_loaders(
+        data,
+        augment,
+        spec.train.batch_size,
+        options.workers,
+        spec.train.seed,
+        info.pin_memory,
+        options.limit_train,
+        options.limit_test,
+    )
+    session = Session(spec, info, len(train_loader))
+    history: list[dict[str, Any]] = []
+    if checkpoint is not None:
+        session.restore(checkpoint)
+        history = list(checkpoint["history"])
+        log(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
+    else:
+        write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
+    analysis = trace(spec)
+    log(
+        f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
+        f"{analysis.receptive_field}, on {info.describe()}; {len(train_loader.dataset):,} train / "
+        f"{len(test_loader.dataset):,} test images ({spec.data.dataset}); run dir {run_dir}"
+    )
+    batches = Batches(info, data.mean, data.std)
+    last_eval = None
+    start = len(history) + 1
+    if not (run_dir / "last.pt").exists():
+        session.save(run_dir / "last.pt", epoch=0, history=history)
+    try:
+        for epoch in range(start, spec.train.epochs + 1):
+            record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches)
+            history.append(record)
+            if max(r["test_acc"] for r in history) == record["test_acc"]:
+                session.save_best(run_dir / "best.pt", epoch)
+            session.save(run_dir / "last.pt", epoch=epoch, history=history)
+            write_metrics(run_dir, history)
+            write_summary(run_dir, run_summary(spec, history, info))
+            plot_curves(history, run_dir / "curves.png")
+            log(epoch_line(record, spec.train.epochs))
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted; {run_dir / 'last.pt'} holds epoch {len(history)}. "
+            f"Resume with: blockspec train --resume {run_dir}"
+        ) from None
+    if last_eval is None:
+        last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, spec.train.tta_flip)
+    test_images = test_loader.dataset.images
+    plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
+    plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
+    summary = run_summary(spec, history, info)
+    write_summary(run_dir, summary)
+    reached = summary["target_epoch"]
+    log(
+        f"best test accuracy {summary['best_test_acc']:.2f}% at epoch {summary['best_epoch']}; "
+        + (f"target {spec.train.target:g}% first reached at epoch {reached}" if reached else f"target {spec.train.target:g}% not reached")
+        + f"; artefacts in {run_dir}"
+    )
+    return summary
+
+
+class Session:
+    """Model, optimizer, schedule, loss and EMA for one spec on one device."""
+
+    def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int) -> None:
+        self.spec, self.info = spec, info
+        torch.manual_seed(spec.train.seed)
+        model = build_model(spec).to(info.device)
+        if info.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = make_optimizer(spec, model)
+        self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
+        self.loss_fn = make_loss(spec)
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec.train.ema), use_buffers=True)
+            if spec.train.ema
+            else None
+        )
+        self.forward = torch.compile(model) if spec.train.compile and info.is_cuda else model
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if self.scheduler is not None and steps_per_batch(self.spec):
+            self.scheduler.step()
+
+    def run_epoch(self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches) -> tuple[dict[str, Any], Any]:
+        seed_epoch(self.spec.train.seed, epoch, train_loader)
+        stats = train_epoch(
+            self.forward,
+            train_loader,
+            batches,
+            self.optimizer,
+            self.loss_fn,
+            self.after_step,
+            f"epoch {epoch}/{self.spec.train.epochs}",
+            len(train_loader),
+        )
+        if not math.isfinite(stats.loss):
+            raise fail(
+                "train",
+                f"the training loss became {stats.loss} in epoch {epoch}; the run stopped and "
+                "last.pt keeps the last good epoch (lower the learning rate?)",
+            )
+        started = time.perf_counter()
+        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, self.spec.train.tta_flip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None and not steps_per_batch(self.spec):
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(result.acc)
+            else:
+                self.scheduler.step()
+        record = {
+            "epoch": epoch,
+            "train_loss": round(stats.loss, 5),
+            "train_acc": round(stats.acc, 3),
+            "test_loss": round(result.loss, 5),
+            "test_acc": round(result.acc, 3),
+            "lr": lr,
+            "seconds": round(stats.seconds + time.perf_counter() - started, 3),
+            "images_per_second": round(stats.images_per_second, 1),
+        }
+        return record, result
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+        }
+
+    def save(self, target: Path, epoch: int, history: list[dict[str, Any]]) -> None:
+        save_atomic(
+            {**self.state(), "spec": self.spec.to_yaml(), "epoch": epoch, "history": history, "rng": rng_state()},
+            target,
+        )
+
+    def save_best(self, target: Path, epoch: int) -> None:
+        """best.pt holds the weights that were evaluated (the EMA ones when EMA is on)."""
+        save_atomic({"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "epoch": epoch}, target)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        restore_rng(checkpoint["rng"])
+
+
+def seed_epoch(seed: int, epoch: int, loader: Any) -> None:
+    """Every random draw of an epoch derives from (seed, epoch), so a resumed run repeats
+    exactly what the uninterrupted one would have done."""
+    value = seed * 1_000_003 + epoch
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+    loader.generator.manual_seed(value)
+    if loader.dataset.augment is not None:
+        seed_augment(loader.dataset.augment, value)
+
+
+def check_data_fits(spec: Spec, data: ImageData) -> None:
+    expected = (spec.input.channels, *spec.input.hw)
+    found = (data.train_images.shape[3], *data.train_images.shape[1:3])
+    if expected != found:
+        raise fail(
+            "input",
+            f"the spec expects {'×'.join(map(str, expected))} images but data set "
+            f"'{spec.data.dataset}' has {'×'.join(map(str, found))}; change `input` "
+            "(channels, size) or the data set",
+        )
+    if spec.classes != len(data.classes):
+        raise fail(
+            "classes",
+            f"data set '{spec.data.dataset}' has {len(data.classes)} classes; the spec says",
+            spec.classes,
+        )
+
+
+def prepare_run_dir(out: Path | None, name: str) -> Path:
+    """A new, writable run directory; an existing non-empty one is never reused silently."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / name / stamp
+        suffix = 1
+        while out.exists():
+            out = Path("runs") / name / f"{stamp}-{suffix}"
+            suffix += 1
+    if out.exists() and any(out.iterdir()):
+        raise fail(
+            "--out",
+            "the run directory already exists and is not empty; continue it with "
+            f"`--resume {out}` or choose another --out",
+            str(out),
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"0" * 65536)
+        probe.unlink()
+    except OSError as error:
+        raise fail("--out", f"cannot write there ({error.strerror})", str(out)) from None
+    return out
+
+
+def _checkpoint_dir(resume: Path) -> Path:
+    return resume if resume.is_dir() else resume.parent
+
+
+def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> dict[str, Any]:
+    summary = summarize_history(history, spec.train.target)
+    summary["device"] = info.describe()
+    summary["peak_host_memory_mb"] = round(_peak_rss_mb(), 1)
+    summary["peak_gpu_memory_mb"] = (
+        round(torch.cuda.max_memory_allocated(info.device) / 2**20, 1) if info.is_cuda else None
+    )
+    return summary
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']:>3}/{epochs}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_acc']:6.2f}%  test loss {record['test_loss']:.4f} "
+        f"acc {record['test_acc']:6.2f}%  lr {record['lr']:.5f}  "
+        f"{record['images_per_second']:,.0f} img/s  {record['seconds']:.1f} s"
+    )
+
+
+__all__ = ["RunOptions", "TrainingInterrupted", "train"]
