@@ -137,6 +137,56 @@ def train(
         raise typer.Exit(130) from None
 
 
+@app.command("eval")
+def eval_command(
+    spec_path: OptionalPath = None,
+    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
+    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
+    limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
+    device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
+) -> None:
+    """Overall and per-class test accuracy of a checkpoint (its spec is inside it)."""
+    from blockspec.load import load_spec, parse_spec
+    from blockspec.train.checkpoint import load_checkpoint
+    from blockspec.train.evaluate import evaluate_checkpoint
+    from blockspec.train.overrides import apply_overrides
+
+    if spec_path is not None:
+        spec = load_spec(spec_path)
+    else:
+        spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=f"{checkpoint} (spec inside)")
+    spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
+    report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
+    typer.echo(f"{report.spec_name}: test accuracy {report.accuracy:.2f}% on {report.images:,} images (loss {report.loss:.4f})")
+    width = max(len(name) for name in report.per_class)
+    for name, accuracy in report.per_class.items():
+        typer.echo(f"  {name:<{width}}  {accuracy:6.2f}%")
+
+
+@app.command("preview-augment")
+def preview_augment(
+    spec_path: SpecPath,
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
+    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
+    images: Annotated[int, typer.Option(help="How many training images (rows).")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed for the augmentations shown.")] = 0,
+) -> None:
+    """Save a grid of training images, each followed by augmented versions of it."""
+    from blockspec.data import build_augment, load_dataset, read_augment, save_augment_grid
+    from blockspec.load import load_spec
+    from blockspec.train.overrides import apply_overrides
+
+    spec = apply_overrides(load_spec(spec_path), dataset=dataset, data_root=data_root)
+    for note in read_augment(spec.data.augment).notes:
+        typer.echo(f"note: {note}")
+    data = load_dataset(spec.data.dataset, spec.data.root)
+    augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+    save_augment_grid(data.train_images, augment, out, n=images, seed=seed)
+    typer.echo(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     try:

@@ -45,7 +45,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 (any unreadable file gets the same answer)
         raise fail(
             "--checkpoint",
-            f"cannot read it as a checkpoint ({type(error).__name__}: {str(error)[:120]})",
+            f"cannot read it as a checkpoint ({type(error).__name__}); blockspec opens "
+            "checkpoints with weights_only=True and only reads its own",
             str(path),
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -1,0 +1,64 @@
+"""Test accuracy of a checkpoint, overall and per class; the checkpoint carries its spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from blockspec.build import build_model
+from blockspec.data import load_dataset, make_loaders
+from blockspec.errors import fail
+from blockspec.load import parse_spec
+from blockspec.spec import Spec
+from blockspec.train.checkpoint import load_checkpoint
+from blockspec.train.device import pick_device
+from blockspec.train.loop import Batches, evaluate
+from blockspec.train.optim import make_loss
+from blockspec.train.run import check_data_fits
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    spec_name: str
+    images: int
+    loss: float
+    accuracy: float
+    per_class: dict[str, float]
+
+
+def evaluate_checkpoint(
+    checkpoint_path: Path,
+    spec: Spec | None = None,
+    device: str = "auto",
+    limit_test: int | None = None,
+    workers: int = 0,
+) -> EvalReport:
+    """`spec` overrides the one inside the checkpoint (e.g. to point at another data root)."""
+    payload = load_checkpoint(checkpoint_path)
+    spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
+    model = build_model(spec)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:2] or [str(error)]
+        raise fail(
+            "--checkpoint",
+            f"its weights do not fit spec '{spec.name}': {first[0].strip()}",
+            str(checkpoint_path),
+        ) from None
+    data = load_dataset(spec.data.dataset, spec.data.root)
+    check_data_fits(spec, data)
+    info = pick_device(device, spec.train.amp, spec.train.channels_last)
+    _, test_loader = make_loaders(
+        data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test
+    )
+    model = model.to(info.device)
+    result = evaluate(model, test_loader, Batches(info, data.mean, data.std), make_loss(spec), spec.train.tta_flip)
+    per_class = {
+        name: 100.0 * float(np.mean(result.predictions[result.labels == index] == index))
+        for index, name in enumerate(data.classes)
+        if np.any(result.labels == index)
+    }
+    return EvalReport(spec.name, len(result.labels), result.loss, result.acc, per_class)
