@@ -1,0 +1,26 @@
+"""Files that appear complete or not at all.
+
+A cache or download interrupted half-way (or raced by a second run) must never be read as
+valid, so content goes to a temporary sibling and is renamed over the target only at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_write(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces `target` when the block exits without an exception."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "xb") as out:
+            yield out
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)

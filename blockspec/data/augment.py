@@ -1,0 +1,236 @@
+"""The spec's `data.augment` list, checked completely and built into an albumentations Compose.
+
+Each entry is `{TransformName: {argument: value}}`. Names resolve only to albumentations
+image-transform classes (looked up in a table built from the module, never imported from
+a string); argument names are checked against the transform's signature; albumentations
+1.x spellings are translated or refused (see augment_compat); and any warning albumentations
+raises while building, which would mean it changed or ignored something, becomes an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import random
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import albumentations as A
+from albumentations.core.transforms_interface import BasicTransform, DualTransform, ImageOnlyTransform, Transform3D
+from pydantic import ValidationError
+
+from blockspec.data.augment_compat import REMOVED, translate_args
+from blockspec.errors import Problem, SpecError, fail
+
+_NORMALISES = "blockspec converts images to tensors and normalises each batch with the data set's mean/std itself"
+_STAYS_UINT8 = "blockspec keeps images uint8 until it normalises each batch itself"
+_DONE_BY_BLOCKSPEC = {
+    "Normalize": f"{_NORMALISES}; remove this entry",
+    "ToTensorV2": f"{_NORMALISES}; remove this entry",
+    "ToFloat": f"{_STAYS_UINT8}; remove this entry",
+    "FromFloat": f"{_STAYS_UINT8}; remove this entry",
+}
+# Warnings that only advise (e.g. "ShiftScaleRotate ... use Affine instead") become notes;
+# anything else albumentations warns about at construction means it altered the request.
+_ADVISORY = re.compile(r"\b(instead|alias|slow)\b", re.IGNORECASE)
+_ALTERED = re.compile(r"not valid|deprecat|ignor|adjust|default|invalid|unknown|removed", re.IGNORECASE)
+_BASES = (BasicTransform, DualTransform, ImageOnlyTransform, Transform3D)
+_PARAMETER_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _image_transforms() -> dict[str, type[BasicTransform]]:
+    """Every concrete 2D-image transform class albumentations exports, by name."""
+    found = {}
+    for name in dir(A):
+        candidate = getattr(A, name)
+        if (
+            isinstance(candidate, type)
+            and issubclass(candidate, BasicTransform)
+            and candidate not in _BASES
+            and not issubclass(candidate, Transform3D)
+            and name not in _DONE_BY_BLOCKSPEC
+        ):
+            found[name] = candidate
+    return found
+
+
+TRANSFORMS = _image_transforms()
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """Validated entries as (name, 2.x kwargs) — `fill` may still read "mean" — plus notes for the user."""
+
+    steps: list[tuple[str, dict[str, Any]]]
+    notes: list[str]
+
+
+def read_augment(entries: list[Any] | None, path: str = "data.augment") -> AugmentPlan:
+    """Check every entry fully (each transform is built once) without needing any data."""
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise fail(path, "should be a list of {TransformName: {argument: value}} entries", entries)
+    steps: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
+    for index, entry in enumerate(entries):
+        name, given = _split_entry(entry, f"{path}[{index}]")
+        where = f"{path}[{index}].{name}"
+        args, translated = translate_args(name, given, where)
+        _check_arg_names(name, args, where)
+        notes += [translated] if translated else []
+        notes += _construct(name, _resolve_fill(args, 0), where)[1]
+        notes += _fill_units_note(args, where)
+        steps.append((name, args))
+    return AugmentPlan(steps, notes)
+
+
+def validate_augment(entries: list[Any] | None, path: str = "data.augment") -> list[tuple[str, dict[str, Any]]]:
+    """The entries as (name, kwargs) after 1.x translation; SpecError on the first problem."""
+    return read_augment(entries, path).steps
+
+
+def build_augment(
+    entries: list[Any] | None,
+    mean: tuple[float, ...],
+    path: str = "data.augment",
+    image_shape: tuple[int, int, int] | None = None,
+) -> A.Compose:
+    """The Compose to apply to uint8 HWC images; `fill: mean` becomes `mean` (0–1) in 0–255 units.
+
+    With `image_shape`, each transform is also tried once on such an image, so transforms that
+    need boxes/masks, or a list that changes the image size, fail here rather than mid-training.
+    """
+    plan = read_augment(entries, path)
+    fill = tuple(int(round(channel * 255)) for channel in mean)
+    transforms = [
+        _construct(name, _resolve_fill(args, fill), f"{path}[{index}].{name}")[0]
+        for index, (name, args) in enumerate(plan.steps)
+    ]
+    if image_shape is not None:
+        _dry_run(transforms, [name for name, _ in plan.steps], image_shape, path)
+    return A.Compose(transforms)
+
+
+def seed_augment(augment: A.Compose, seed: int) -> None:
+    """Make `augment` draw from one stream seeded by `seed`.
+
+    `Compose(seed=...)` gives every transform its own generator with the *same* seed, so
+    their draws coincide (two p=0.5 transforms would always fire together); a single shared
+    stream keeps them independent and still reproducible.
+    """
+    augment.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def _split_entry(entry: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise fail(where, "each entry should be a one-key mapping such as {HorizontalFlip: {p: 0.5}}", entry)
+    [(name, args)] = entry.items()
+    if not isinstance(name, str) or name not in TRANSFORMS:
+        raise fail(where, _unknown_transform(name), name)
+    if args is None:
+        return name, {}
+    if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
+        raise fail(f"{where}.{name}", "arguments should be a mapping {argument: value} (or empty)", args)
+    return name, dict(args)
+
+
+def _unknown_transform(name: Any) -> str:
+    if name in REMOVED:
+        return REMOVED[name]
+    if name in _DONE_BY_BLOCKSPEC:
+        return _DONE_BY_BLOCKSPEC[name]
+    text = str(name)
+    if isinstance(getattr(A, text, None), type) and issubclass(getattr(A, text), A.BaseCompose):
+        return "is an albumentations composition; list the transforms themselves, blockspec applies them in order"
+    by_case = [known for known in TRANSFORMS if known.lower() == text.lower()]
+    close = by_case or difflib.get_close_matches(text, TRANSFORMS, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"not an albumentations {A.__version__} image transform{hint}"
+
+
+def _check_arg_names(name: str, args: dict[str, Any], where: str) -> None:
+    parameters = inspect.signature(TRANSFORMS[name].__init__).parameters
+    valid = [arg for arg, p in parameters.items() if arg != "self" and p.kind in _PARAMETER_KINDS]
+    for arg, value in args.items():
+        if arg not in valid:
+            close = difflib.get_close_matches(arg, valid, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise fail(f"{where}.{arg}", f"not an argument of {name}; {hint}valid: {', '.join(valid)}", value)
+    missing = [arg for arg in valid if parameters[arg].default is inspect.Parameter.empty and arg not in args]
+    if missing:
+        raise fail(where, f"missing required argument(s): {', '.join(missing)}", args)
+
+
+def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransform, list[str]]:
+    """Build the transform, turning validation errors and altering warnings into SpecErrors."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            transform = TRANSFORMS[name](**args)
+        except Exception as error:  # the transform's own checks raise ValueError, TypeError, ...
+            raise _construction_error(error, where, args) from None
+    notes = []
+    for warning in caught:
+        text = str(warning.message)
+        if _ALTERED.search(text) or not _ADVISORY.search(text):
+            raise fail(where, f"albumentations would not build this as written: {text}", args)
+        notes.append(f"{where}: albumentations advises: {text}")
+    return transform, notes
+
+
+def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> SpecError:
+    cause = error.__cause__ if isinstance(error.__cause__, ValidationError) else error
+    if isinstance(cause, ValidationError):
+        problems = []
+        for item in cause.errors():
+            field = ".".join(str(part) for part in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(Problem(f"{where}.{field}" if field else where, message, item.get("input")))
+        return SpecError(problems)
+    return fail(where, f"albumentations rejected these arguments: {error}", args)
+
+
+def _resolve_fill(args: dict[str, Any], mean_fill: Any) -> dict[str, Any]:
+    if args.get("fill") == "mean":
+        return {**args, "fill": mean_fill}
+    return args
+
+
+def _fill_units_note(args: dict[str, Any], where: str) -> list[str]:
+    """Flag fills written in 0–1 units: on uint8 images they are (nearly) black."""
+    fill = args.get("fill")
+    values = fill if isinstance(fill, (list, tuple)) else [fill]
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if numbers and len(numbers) == len(values) and any(0 < v < 1 for v in numbers) and all(0 <= v <= 1 for v in numbers):
+        return [
+            f"{where}.fill: {fill!r} is in 0–255 pixel units on uint8 images, so it fills (nearly) black; "
+            "write `fill: mean` for the data set mean"
+        ]
+    return []
+
+
+def _dry_run(transforms: list[BasicTransform], names: list[str], shape: tuple[int, int, int], path: str) -> None:
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    for index, (transform, name) in enumerate(zip(transforms, names)):
+        probe = copy.deepcopy(transform)
+        probe.p = 1.0
+        try:
+            image = probe(image=image)["image"]
+        except Exception as error:  # whatever the transform raises, the cause is this entry
+            raise fail(f"{path}[{index}].{name}", f"cannot be applied to a {_shape(shape)} image: {error}") from None
+    if image.shape != shape or image.dtype != np.uint8:
+        raise fail(
+            path,
+            f"turns a {_shape(shape)} uint8 image into {_shape(image.shape)} {image.dtype}; "
+            "the list must keep the input size and dtype (e.g. pair PadIfNeeded with RandomCrop)",
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)

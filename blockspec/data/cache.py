@@ -1,0 +1,61 @@
+"""A decoded data set kept as one uncompressed .npz, so decoding happens once per version.
+
+The file name carries a key derived from the source files, so any change to them simply
+misses the cache; stale versions are removed when a new one is written. Writes are atomic,
+so a crash or a concurrent run never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from blockspec.data.atomic import atomic_write
+
+_FOLDER = ".blockspec-cache"
+
+
+def cache_folders(root: Path) -> list[Path]:
+    """Where a cache for `root` may live: inside it, else in the user's cache directory."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blockspec"
+    root_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return [root / _FOLDER, home / root_id]
+
+
+def read_cache(root: Path, prefix: str, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays stored under `key`, or None when absent or unreadable (then it is rebuilt)."""
+    for folder in cache_folders(root):
+        file = folder / f"{prefix}-{key}.npz"
+        if not file.is_file():
+            continue
+        try:
+            with np.load(file, allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            continue
+    return None
+
+
+def write_cache(root: Path, prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
+    """Store `arrays` in the first writable cache folder; None if none is (caching is optional)."""
+    for folder in cache_folders(root):
+        file = folder / f"{prefix}-{key}.npz"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(file) as out:
+                np.savez(out, **arrays)
+        except OSError:
+            continue
+        _remove_stale(folder, prefix, keep=file)
+        return file
+    return None
+
+
+def _remove_stale(folder: Path, prefix: str, keep: Path) -> None:
+    for old in folder.glob(f"{prefix}-*.npz"):
+        if old != keep:
+            old.unlink(missing_ok=True)

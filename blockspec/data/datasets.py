@@ -1,0 +1,38 @@
+"""One entry point from a data set name and folder to arrays in memory."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from blockspec.data.cifar import CIFAR10, CIFAR100, load_cifar
+from blockspec.data.imagedata import ImageData
+from blockspec.data.imagefolder import LAYOUT, load_imagefolder
+from blockspec.data.mnist import FASHION_MNIST, MNIST, load_idx_set
+from blockspec.errors import fail
+
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
+
+
+def load_dataset(name: str, root: str | Path, download: bool = True, path: str = "data") -> ImageData:
+    """Load data set `name` from `root`; errors are reported at `<path>.dataset` / `<path>.root`.
+
+    The named public sets are downloaded into `root` when missing (if `download`);
+    `imagefolder` reads `root/{train,test}/<class>/*` and is never downloaded.
+    """
+    if name not in DATASETS:
+        close = difflib.get_close_matches(str(name), DATASETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise fail(f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name)
+    folder = Path(root).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise fail(f"{path}.root", "is a file; expected a folder", str(folder))
+    if name == "imagefolder":
+        if not folder.is_dir():
+            raise fail(f"{path}.root", f"folder does not exist; {LAYOUT}", str(folder))
+        return load_imagefolder(folder, path)
+    if not folder.is_dir() and not download:
+        raise fail(f"{path}.root", "folder does not exist and download is off", str(folder))
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(CIFAR10 if name == "cifar10" else CIFAR100, folder, download, path)
+    return load_idx_set(MNIST if name == "mnist" else FASHION_MNIST, folder, download, path)

@@ -1,0 +1,169 @@
+"""Any image classification set laid out as `root/{train,test}/<class>/<image files>`.
+
+Images are decoded once (in parallel), checked to share one size, and cached as arrays
+together with their statistics, keyed by the file listing, so later runs start instantly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from blockspec.data.cache import read_cache, write_cache
+from blockspec.data.imagedata import ImageData, channel_stats
+from blockspec.errors import fail
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
+_CACHE_PREFIX = "imagefolder"
+_CACHE_VERSION = "1"  # bump when the decoding or the stored arrays change
+_POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
+_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class _Split:
+    files: list[str]
+    labels: np.ndarray
+    signature: list[str]  # "relative path, size, mtime" per file: the cache key's input
+
+
+def load_imagefolder(root: Path, path: str) -> ImageData:
+    """Load (from the cache when the files are unchanged) a train/test class-folder set."""
+    where = f"{path}.root"
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise fail(where, f"no {split}/ folder in {root}; {LAYOUT}", str(root))
+    classes = _class_names(root / "train", where)
+    test_classes = _class_names(root / "test", where)
+    if test_classes != classes:
+        missing, extra = sorted(set(classes) - set(test_classes)), sorted(set(test_classes) - set(classes))
+        raise fail(
+            where,
+            f"test/ must have the same class folders as train/; missing in test: {missing}, not in train: {extra}",
+            str(root),
+        )
+    train, test = _list_split(root, "train", classes, where), _list_split(root, "test", classes, where)
+    key = hashlib.sha256("\n".join([_CACHE_VERSION, *train.signature, *test.signature]).encode()).hexdigest()[:24]
+    cached = read_cache(root, _CACHE_PREFIX, key)
+    if cached is not None:
+        return _from_arrays(cached)
+    arrays = _decode_set(train, test, classes, where)
+    write_cache(root, _CACHE_PREFIX, key, arrays)
+    return _from_arrays(arrays)
+
+
+def _class_names(folder: Path, where: str) -> tuple[str, ...]:
+    names = tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")))
+    if not names:
+        raise fail(where, f"{folder} has no class folders; {LAYOUT}", str(folder))
+    return names
+
+
+def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) -> _Split:
+    files: list[str] = []
+    labels: list[int] = []
+    signature: list[str] = []
+    for label, name in enumerate(classes):
+        folder = root / split / name
+        entries = sorted(
+            (e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")
+             and os.path.splitext(e.name)[1].lower() in EXTENSIONS),
+            key=lambda e: e.name,
+        )
+        if not entries:
+            raise fail(where, f"{folder} holds no images ({', '.join(sorted(EXTENSIONS))}); {LAYOUT}", str(folder))
+        for entry in entries:
+            stat = entry.stat()
+            files.append(entry.path)  # str: a Path per file costs seconds on 60k files
+            labels.append(label)
+            signature.append(f"{split}/{name}/{entry.name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return _Split(files, np.asarray(labels, dtype=np.int64), signature)
+
+
+def _decode_set(train: _Split, test: _Split, classes: tuple[str, ...], where: str) -> dict[str, np.ndarray]:
+    """Decode both splits into one consistent size and colour mode, plus train statistics."""
+    files = train.files + test.files
+    decoded = _decode_files(files)
+    first = decoded[0]
+    for file, image in zip(files, decoded):
+        if isinstance(image, str):
+            raise fail(where, f"cannot decode {file}: {image}", file)
+        if image.shape[:2] != first.shape[:2]:
+            raise fail(
+                where,
+                f"all images must have one size; {file} is {_wxh(image)} but {train.files[0]} is {_wxh(first)}",
+                file,
+            )
+    gray = all(image.ndim == 2 for image in decoded)
+    images = np.stack([_as_channels(image, gray) for image in decoded])
+    train_images, test_images = images[: len(train.files)], images[len(train.files):]
+    mean, std = channel_stats(train_images)
+    return {
+        "train_images": train_images,
+        "train_labels": train.labels,
+        "test_images": test_images,
+        "test_labels": test.labels,
+        "classes": np.asarray(classes),
+        "mean": np.asarray(mean),
+        "std": np.asarray(std),
+    }
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
+    return ImageData(
+        train_images=np.ascontiguousarray(arrays["train_images"]),
+        train_labels=arrays["train_labels"],
+        test_images=np.ascontiguousarray(arrays["test_images"]),
+        test_labels=arrays["test_labels"],
+        classes=tuple(str(name) for name in arrays["classes"]),
+        mean=tuple(float(m) for m in arrays["mean"]),
+        std=tuple(float(s) for s in arrays["std"]),
+    )
+
+
+def _decode_files(names: list[str]) -> list[np.ndarray | str]:
+    workers = _cpu_count()
+    if len(names) < _POOL_MIN_FILES or workers == 1:
+        return _decode_chunk(names)
+    chunks = [names[i : i + _CHUNK] for i in range(0, len(names), _CHUNK)]
+    methods = multiprocessing.get_all_start_methods()
+    # fork: children need no re-import of torch/albumentations, which would cost seconds each
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with context.Pool(min(workers, len(chunks))) as pool:
+        return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
+
+
+def _decode_chunk(names: list[str]) -> list[np.ndarray | str]:
+    """HxW arrays for grayscale files, HxWx3 for everything else; an error text on failure."""
+    out: list[np.ndarray | str] = []
+    for name in names:
+        try:
+            with Image.open(name) as image:
+                mode = "L" if image.mode in ("L", "1") else "RGB"
+                out.append(np.asarray(image.convert(mode)))
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            out.append(str(error) or type(error).__name__)
+    return out
+
+
+def _as_channels(image: np.ndarray, gray: bool) -> np.ndarray:
+    if gray:
+        return image[..., None]
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def _wxh(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

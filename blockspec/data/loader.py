@@ -1,0 +1,117 @@
+"""Reproducible batches: per-image augmentation on CPU, normalisation per batch on the device.
+
+Batches leave the loader as uint8 (4x less to copy to the GPU than float32) and are turned
+into normalised floats by `normalize_batch` where the model runs. Every random choice —
+shuffling, augmentation in the main process or in each worker — derives from one seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from blockspec.data.augment import seed_augment
+from blockspec.data.imagedata import ImageData
+from blockspec.errors import fail
+
+_SUBSET_SEED = 0  # limits pick the same images whatever the run's seed, so runs stay comparable
+
+
+class AugmentedDataset(Dataset):
+    """uint8 NHWC images and labels; items are (uint8 CHW tensor, label) after `augment`."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: A.Compose | None = None) -> None:
+        self.images = images
+        self.labels = labels
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.augment is not None:
+            image = self.augment(image=image)["image"]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.labels[index])
+
+
+def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 [B, C, H, W] → float32 (x / 255 - mean) / std, computed on x's device."""
+    scale = 255.0
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * scale
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * scale
+    return (x.float() - m) / s
+
+
+def make_loaders(
+    data: ImageData,
+    augment: A.Compose | None,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    pin_memory: bool,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+) -> tuple[DataLoader, DataLoader]:
+    """Shuffled, augmented train batches and ordered, unaugmented test batches.
+
+    `limit_*` keep N images chosen by a fixed permutation (independent of `seed`, and not
+    simply the first N, which in a class-sorted image folder would be a single class). The
+    last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
+    `augment` is copied, so the caller's Compose keeps its own random state.
+    """
+    train_rows = _subset(len(data.train_labels), limit_train, "limit_train")
+    test_rows = _subset(len(data.test_labels), limit_test, "limit_test")
+    if augment is not None:
+        augment = copy.deepcopy(augment)
+        seed_augment(augment, seed)
+    train_set = AugmentedDataset(data.train_images[train_rows], data.train_labels[train_rows], augment)
+    test_set = AugmentedDataset(data.test_images[test_rows], data.test_labels[test_rows])
+    common = {
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        # Fresh workers each epoch draw their seeds from the generator as the epoch starts, so
+        # an epoch after --resume sees exactly the augmentations of an uninterrupted run.
+        "persistent_workers": False,
+        "worker_init_fn": _seed_worker if workers > 0 else None,
+    }
+    train = DataLoader(
+        train_set,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=len(train_set) % batch_size == 1,
+        **common,
+    )
+    test = DataLoader(test_set, shuffle=False, generator=torch.Generator().manual_seed(seed), **common)
+    return train, test
+
+
+def _subset(count: int, limit: int | None, name: str) -> slice | np.ndarray:
+    if limit is not None and limit < 1:
+        raise fail(name, "must be a positive number of images", limit)
+    if limit is None or limit >= count:
+        return slice(None)
+    return np.sort(np.random.default_rng(_SUBSET_SEED).permutation(count)[:limit])
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each worker its own stream, derived from the loader's generator (so from `seed`).
+
+    Without this every worker would hold an identical copy of the augmentation's random state
+    and produce the same "random" augmentations.
+    """
+    info = get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    cv2.setNumThreads(1)  # OpenCV's own thread pool in forked workers oversubscribes and can hang
+    if info.dataset.augment is not None:
+        seed_augment(info.dataset.augment, seed)

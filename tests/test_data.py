@@ -1,0 +1,369 @@
+"""Data sets from real files written in their official formats, the cache, and the loaders."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blockspec.data import build_augment, load_dataset, make_loaders, normalize_batch, save_augment_grid
+from blockspec.data.imagedata import ImageData, channel_stats
+from blockspec.errors import SpecError
+
+# --- CIFAR ---------------------------------------------------------------------------------
+
+
+def _cifar_rows(images_hwc: np.ndarray) -> np.ndarray:
+    """The official row layout: each image flattened channel by channel (CHW)."""
+    return images_hwc.transpose(0, 3, 1, 2).reshape(len(images_hwc), -1)
+
+
+def _dump(file: Path, content: object) -> None:
+    file.write_bytes(pickle.dumps(content, protocol=2))  # what the official (Python 2) files use
+
+
+def _write_cifar10(folder: Path, per_batch: int = 2, as_list: bool = False) -> np.ndarray:
+    """Five train batches, a test batch and batches.meta; returns all images in file order."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6 * per_batch, 32, 32, 3), dtype=np.uint8)
+    names = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    for i, name in enumerate(names):
+        chunk = images[i * per_batch : (i + 1) * per_batch]
+        rows = _cifar_rows(chunk)
+        data = rows.tolist() if as_list else rows
+        labels = [(i + j) % 10 for j in range(per_batch)]
+        _dump(folder / name, {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": []})
+    label_names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
+    _dump(folder / "batches.meta", {b"num_cases_per_batch": per_batch, b"label_names": label_names, b"num_vis": 3072})
+    return images
+
+
+def test_cifar10_loads_official_pickles_from_parent_or_folder(tmp_path: Path) -> None:
+    images = _write_cifar10(tmp_path / "cifar-10-batches-py")
+    for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        data = load_dataset("cifar10", root, download=False)
+        assert data.train_images.shape == (10, 32, 32, 3) and data.test_images.shape == (2, 32, 32, 3)
+        assert data.train_images.dtype == np.uint8 and data.train_images.flags.c_contiguous
+        np.testing.assert_array_equal(data.train_images, images[:10])
+        np.testing.assert_array_equal(data.test_images, images[10:])
+        assert data.train_labels.dtype == np.int64 and data.train_labels.tolist()[:4] == [0, 1, 1, 2]
+        assert data.classes[0] == "airplane" and data.num_classes == 10
+        assert data.mean == (0.4914, 0.4822, 0.4465) and data.channels == 3 and data.size == 32
+
+
+def test_cifar10_data_stored_as_plain_list(tmp_path: Path) -> None:
+    images = _write_cifar10(tmp_path / "cifar-10-batches-py", as_list=True)
+    np.testing.assert_array_equal(load_dataset("cifar10", tmp_path, download=False).train_images, images[:10])
+
+
+def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    fine_names = [f"class{i}".encode() for i in range(100)]
+    _dump(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": [b"x"] * 20})
+    _dump(folder / "train", {b"data": _cifar_rows(images[:3]), b"fine_labels": [99, 5, 0], b"coarse_labels": [1, 1, 1]})
+    _dump(folder / "test", {b"data": _cifar_rows(images[3:]), b"fine_labels": [7, 8], b"coarse_labels": [1, 1]})
+    data = load_dataset("cifar100", tmp_path, download=False)
+    np.testing.assert_array_equal(data.train_images, images[:3])
+    assert data.train_labels.tolist() == [99, 5, 0] and data.num_classes == 100 and data.classes[99] == "class99"
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar10(folder)
+    marker = tmp_path / "pwned"
+    _dump(folder / "test_batch", {b"data": _Exploit(marker), b"labels": [0]})
+    with pytest.raises(SpecError, match="refusing to load global (posix|os).system"):
+        load_dataset("cifar10", tmp_path, download=False)
+    assert not marker.exists()
+
+
+def test_cifar_missing_files_name_folder_and_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as error:
+        load_dataset("cifar10", tmp_path, download=False)
+    text = str(error.value)
+    assert "data.root" in text and "data_batch_1" in text and str(tmp_path / "cifar-10-batches-py") in text
+
+
+def test_cifar_bad_batch_shape(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar10(folder)
+    _dump(folder / "test_batch", {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+    with pytest.raises(SpecError, match=r"shape \[N, 3072\]"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
+def test_unknown_dataset_and_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="data.dataset = 'cifar-10'.*did you mean 'cifar10'"):
+        load_dataset("cifar-10", tmp_path)
+    with pytest.raises(SpecError, match="does not exist"):
+        load_dataset("mnist", tmp_path / "nowhere", download=False)
+
+
+# --- MNIST ---------------------------------------------------------------------------------
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write_idx_set(folder: Path, gz: bool) -> tuple[np.ndarray, np.ndarray]:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    train, test = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    files = {
+        "train-images-idx3-ubyte": _idx(train),
+        "train-labels-idx1-ubyte": _idx(np.array([0, 1, 2, 3, 9])),
+        "t10k-images-idx3-ubyte": _idx(test),
+        "t10k-labels-idx1-ubyte": _idx(np.array([4, 5, 6])),
+    }
+    for name, content in files.items():
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(content))
+        else:
+            (folder / name).write_bytes(content)
+    return train, test
+
+
+@pytest.mark.parametrize(("name", "sub", "gz"), [("mnist", "MNIST/raw", False), ("fashion-mnist", "FashionMNIST/raw", True), ("mnist", "", True)])
+def test_idx_sets_load(tmp_path: Path, name: str, sub: str, gz: bool) -> None:
+    train, test = _write_idx_set(tmp_path / sub if sub else tmp_path / "flat", gz)
+    root = tmp_path if sub else tmp_path / "flat"
+    data = load_dataset(name, root, download=False)
+    assert data.train_images.shape == (5, 28, 28, 1) and data.channels == 1
+    np.testing.assert_array_equal(data.train_images[..., 0], train)
+    np.testing.assert_array_equal(data.test_images[..., 0], test)
+    assert data.train_labels.tolist() == [0, 1, 2, 3, 9] and data.test_labels.dtype == np.int64
+    assert len(data.mean) == 1 and data.num_classes == 10
+
+
+def test_idx_bad_header(tmp_path: Path) -> None:
+    _write_idx_set(tmp_path / "MNIST" / "raw", gz=False)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03garbage")
+    with pytest.raises(SpecError, match="not an unsigned-byte IDX file"):
+        load_dataset("mnist", tmp_path, download=False)
+
+
+# --- image folders -------------------------------------------------------------------------
+
+
+def _save(file: Path, pixels: np.ndarray) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.squeeze()).save(file)
+
+
+def _write_folder(root: Path, size: int = 8, gray: bool = False) -> dict[str, np.ndarray]:
+    """Two classes; PNGs (lossless, so compared exactly) plus one JPEG per split."""
+    rng = np.random.default_rng(3)
+    shape = (size, size) if gray else (size, size, 3)
+    written = {}
+    for split, count in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            for i in range(count):
+                pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+                name = f"{split}/{cls}/{i}.png"
+                _save(root / name, pixels)
+                written[name] = pixels
+            _save(root / f"{split}/{cls}/x.jpg", rng.integers(0, 256, shape, dtype=np.uint8))
+    return written
+
+
+def _cache_files(root: Path) -> list[Path]:
+    return sorted((root / ".blockspec-cache").glob("imagefolder-*.npz"))
+
+
+def test_imagefolder_loads_png_and_jpeg(tmp_path: Path) -> None:
+    written = _write_folder(tmp_path)
+    data = load_dataset("imagefolder", tmp_path)
+    assert data.classes == ("cat", "dog")
+    assert data.train_images.shape == (8, 8, 8, 3) and data.test_images.shape == (6, 8, 8, 3)
+    assert data.train_labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # files sorted by name within a class
+    np.testing.assert_array_equal(data.train_images[0], written["train/cat/0.png"])
+    np.testing.assert_array_equal(data.test_images[4], written["test/dog/1.png"])  # cat: 0, 1, x; dog: 0, 1
+    expected_mean = data.train_images.reshape(-1, 3).astype(np.float64).mean(axis=0) / 255
+    expected_std = data.train_images.reshape(-1, 3).astype(np.float64).std(axis=0) / 255
+    np.testing.assert_allclose(data.mean, expected_mean, rtol=1e-12)
+    np.testing.assert_allclose(data.std, expected_std, rtol=1e-12)
+
+
+def test_imagefolder_cache_is_reused_then_invalidated(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    first = load_dataset("imagefolder", tmp_path)
+    [cache] = _cache_files(tmp_path)
+    written_at = cache.stat().st_mtime_ns
+
+    # Same size and mtime, different pixels: a load that decoded would see the change.
+    image = tmp_path / "train/cat/0.png"
+    stat = image.stat()
+    blank = np.zeros((8, 8, 3), np.uint8)
+    _save(image, blank)
+    assert image.stat().st_size != stat.st_size  # PNG of zeros is smaller; pad to the old size
+    image.write_bytes(image.read_bytes().ljust(stat.st_size, b"\0"))
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = load_dataset("imagefolder", tmp_path)
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    assert _cache_files(tmp_path) == [cache] and cache.stat().st_mtime_ns == written_at
+
+    # A real change (new mtime) misses the cache: decoded afresh, old cache file replaced.
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = load_dataset("imagefolder", tmp_path)
+    np.testing.assert_array_equal(changed.train_images[0], blank)
+    [new_cache] = _cache_files(tmp_path)
+    assert new_cache != cache
+
+    (tmp_path / "train/dog/x.jpg").unlink()
+    assert len(load_dataset("imagefolder", tmp_path).train_images) == 7
+
+
+def test_imagefolder_gray_and_mixed_modes(tmp_path: Path) -> None:
+    written = _write_folder(tmp_path / "gray", gray=True)
+    gray = load_dataset("imagefolder", tmp_path / "gray")
+    assert gray.channels == 1
+    np.testing.assert_array_equal(gray.train_images[0, ..., 0], written["train/cat/0.png"])
+
+    written = _write_folder(tmp_path / "mixed", gray=True)
+    _save(tmp_path / "mixed/train/dog/rgb.png", np.full((8, 8, 3), 7, np.uint8))
+    mixed = load_dataset("imagefolder", tmp_path / "mixed")
+    assert mixed.channels == 3
+    for channel in range(3):  # grayscale files are replicated into RGB, as PIL's convert does
+        np.testing.assert_array_equal(mixed.train_images[0, ..., channel], written["train/cat/0.png"])
+
+
+def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    _save(tmp_path / "test/dog/big.png", np.zeros((10, 12, 3), np.uint8))
+    with pytest.raises(SpecError, match=r"big\.png is 12x10 but .*0\.png is 8x8"):
+        load_dataset("imagefolder", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda root: None, "no train/ folder"),
+        (lambda root: (root / "train").mkdir(), "no test/ folder"),
+        (lambda root: [(root / s).mkdir() for s in ("train", "test")], "has no class folders"),
+        (lambda root: [(root / s / "cat").mkdir(parents=True) for s in ("train", "test")], "holds no images"),
+    ],
+)
+def test_imagefolder_layout_errors(tmp_path: Path, damage, message: str) -> None:
+    damage(tmp_path)
+    with pytest.raises(SpecError, match=message) as error:
+        load_dataset("imagefolder", tmp_path)
+    assert "data.root" in str(error.value) and "root/train/<class>/<images>" in str(error.value)
+
+
+def test_imagefolder_other_errors(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        load_dataset("imagefolder", tmp_path / "missing")
+    _write_folder(tmp_path)
+    _save(tmp_path / "test/bird/0.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SpecError, match=r"missing in test: \[\], not in train: \['bird'\]"):
+        load_dataset("imagefolder", tmp_path)
+    (tmp_path / "test/bird/0.png").unlink()
+    (tmp_path / "test/bird").rmdir()
+    (tmp_path / "train/cat/broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SpecError, match=r"cannot decode .*broken\.jpg"):
+        load_dataset("imagefolder", tmp_path)
+
+
+# --- statistics, loaders, preview ------------------------------------------------------------
+
+
+def test_channel_stats_exact() -> None:
+    images = np.random.default_rng(4).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)
+    mean, std = channel_stats(images)
+    flat = images.reshape(-1, 3).astype(np.float64) / 255
+    np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, flat.std(axis=0), rtol=1e-12)
+
+
+def _synthetic(n: int = 40) -> ImageData:
+    rng = np.random.default_rng(5)
+    return ImageData(
+        train_images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+        train_labels=rng.integers(0, 10, n).astype(np.int64),
+        test_images=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8),
+        test_labels=rng.integers(0, 10, 10).astype(np.int64),
+        classes=tuple(str(i) for i in range(10)),
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.25, 0.3),
+    )
+
+
+_TRIO = [
+    {"HorizontalFlip": {"p": 0.5}},
+    {"ShiftScaleRotate": {"shift_limit": 0.05, "scale_limit": 0.05, "rotate_limit": 15, "p": 0.5}},
+    {"CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [16, 16], "hole_width_range": [16, 16], "fill": "mean", "p": 0.5}},
+]
+
+
+def _first_batch(seed: int, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    data = _synthetic()
+    train, _ = make_loaders(data, build_augment(_TRIO, data.mean), 8, workers, seed, False, None, None)
+    return next(iter(train))
+
+
+def test_loader_same_seed_same_batch_different_seed_differs() -> None:
+    images, labels = _first_batch(seed=1)
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32) and labels.dtype == torch.int64
+    again, again_labels = _first_batch(seed=1)
+    assert torch.equal(images, again) and torch.equal(labels, again_labels)
+    other, _ = _first_batch(seed=2)
+    assert not torch.equal(images, other)
+
+
+def test_loader_workers_deterministic_and_independent() -> None:
+    data = _synthetic()
+    augment = build_augment([{"CoarseDropout": {"hole_height_range": [8, 8], "hole_width_range": [8, 8], "p": 1.0}}], data.mean)
+
+    def epoch(seed: int) -> torch.Tensor:
+        train, _ = make_loaders(data, augment, 4, 2, seed, False, None, None)
+        return torch.cat([images for images, _ in train])
+
+    first = epoch(3)
+    assert torch.equal(first, epoch(3))
+    # Each worker has its own stream: the hole positions of the two workers' first batches differ.
+    holes = (first == 0).all(dim=1)
+    assert not torch.equal(holes[:4], holes[4:8])
+
+
+def test_loader_limits_and_test_order() -> None:
+    data = _synthetic()
+    train, test = make_loaders(data, None, 16, 0, 0, False, limit_train=17, limit_test=3)
+    assert len(train.dataset) == 17 and len(train) == 1  # 16 + a lone image: that one is dropped
+    batch, labels = next(iter(test))
+    rows = np.sort(np.random.default_rng(0).permutation(10)[:3])
+    assert torch.equal(batch, torch.from_numpy(data.test_images[rows].transpose(0, 3, 1, 2)))
+    with pytest.raises(SpecError, match="limit_train = 0"):
+        make_loaders(data, None, 16, 0, 0, False, limit_train=0)
+
+
+def test_normalize_batch() -> None:
+    x = torch.tensor([[[[0, 255]], [[51, 102]]]], dtype=torch.uint8)  # [1, 2, 1, 2]
+    out = normalize_batch(x, mean=(0.5, 0.2), std=(0.5, 0.1))
+    expected = torch.tensor([[[[-1.0, 1.0]], [[0.0, 2.0]]]])
+    assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
+
+
+def test_preview_grid_png(tmp_path: Path) -> None:
+    data = _synthetic()
+    out = save_augment_grid(data.train_images, build_augment(_TRIO, data.mean), tmp_path / "sub" / "grid.png", n=3)
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1] > 0
