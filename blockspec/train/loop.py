@@ -73,7 +73,9 @@ def train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=description, total=total, leave=False, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(
+        loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None
+    )
     for step, (images, labels) in enumerate(bar):
         x, y = batches(images, labels)
         with batches.autocast():

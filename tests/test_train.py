@@ -1,0 +1,205 @@
+"""`blockspec train` / `eval` end to end on tiny data: artefacts, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from blockspec.cli import main
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = {"seconds", "images_per_second"}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_colour_folder(tmp_path_factory.mktemp("colours"))
+
+
+def write_spec(folder: Path, data_root: Path, epochs: int = 2, extra: str = "") -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(tiny_spec_text(data_root, epochs, extra))
+    return path
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, data_root)
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(["train", str(spec), "--out", str(out), "--workers", "0", "--target", "50"], capsys)
+    assert code == 0
+    assert "best test accuracy" in stdout and "epoch   2/2" in stdout
+    for name in ("spec.yaml", "metrics.json", "metrics.csv", "summary.json", "best.pt", "last.pt",
+                 "curves.png", "misclassified.png", "confusion.png"):
+        assert (out / name).is_file(), name
+    history = metrics(out)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                               "seconds", "images_per_second"}
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in history)
+    assert summary["target"] == 50 and summary["total_seconds"] > 0
+    assert summary["peak_host_memory_mb"] > 0
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert {"model", "spec", "optimizer", "scheduler", "epoch", "rng", "history"} <= set(last)
+    assert last["epoch"] == 2
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert "model" in best and "name: tiny" in best["spec"]
+    for picture in ("curves.png", "misclassified.png", "confusion.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_metrics(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, data_root)
+    runs = []
+    for name in ("a", "b"):
+        code, _, _ = run_cli(["train", str(spec), "--out", str(tmp_path / name), "--workers", "0"], capsys)
+        assert code == 0
+        runs.append(without_timing(metrics(tmp_path / name)))
+    assert runs[0] == runs[1]
+    code, _, _ = run_cli(["train", str(spec), "--out", str(tmp_path / "c"), "--workers", "0", "--seed", "7"], capsys)
+    assert without_timing(metrics(tmp_path / "c")) != runs[0]
+
+
+def test_tiny_data_is_learnt(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The loop really trains: colours are easy, so 6 epochs reach high accuracy."""
+    spec = write_spec(tmp_path, data_root, epochs=6)
+    code, _, _ = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--workers", "0"], capsys)
+    assert code == 0
+    assert metrics(tmp_path / "run")[-1]["test_acc"] >= 90
+
+
+def test_eval_reports_the_checkpoint_accuracy(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, data_root)
+    out = tmp_path / "run"
+    run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    code, stdout, _ = run_cli(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu"], capsys)
+    assert code == 0
+    assert f"test accuracy {metrics(out)[-1]['test_acc']:.2f}%" in stdout
+    assert "class3" in stdout
+
+
+def _wait_for_epochs(run_dir: Path, count: int, process: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.json").exists() and len(metrics(run_dir)) >= count:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the epoch in time")
+
+
+def _start(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "blockspec", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    """Killed during epoch 2 or 3 and resumed, the run equals an uninterrupted one exactly."""
+    spec = write_spec(tmp_path, data_root, epochs=4, extra="  batch_size: 4")
+    spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
+    run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers], capsys)
+    run_dir = tmp_path / "killed"
+    process = _start(["train", str(spec), "--out", str(run_dir), "--workers", workers])
+    _wait_for_epochs(run_dir, 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    done_before_kill = len(metrics(run_dir))
+    assert 1 <= done_before_kill < 4
+    code, _, _ = run_cli(["train", "--resume", str(run_dir), "--workers", workers], capsys)
+    assert code == 0
+    history = metrics(run_dir)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert without_timing(history) == without_timing(metrics(tmp_path / "straight"))
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path, data_root: Path) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
+    spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
+    run_dir = tmp_path / "interrupted"
+    process = _start(["train", str(spec), "--out", str(run_dir), "--workers", "0"])
+    _wait_for_epochs(run_dir, 1, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Resume with: blockspec train --resume" in stderr and "Traceback" not in stderr
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    assert saved["epoch"] == len(metrics(run_dir)) >= 1
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, data_root)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_cli(["train", str(spec), "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err and "--resume" in err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("augment", "expected"),
+    [
+        ("    - Cutot: {p: 0.5}\n", "data.augment[0]"),
+        ("    - HorizontalFlip: {prob: 0.5}\n", "data.augment[0].HorizontalFlip.prob"),
+        ("    - Normalize: {}\n", "data.augment[0]"),
+    ],
+)
+def test_augmentation_errors_stop_before_training(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], augment: str, expected: str
+) -> None:
+    text = tiny_spec_text(data_root)
+    start = text.index("  augment:\n") + len("  augment:\n")
+    end = text.index("train:")
+    (tmp_path / "bad.yaml").write_text(text[:start] + augment + text[end:])
+    code, _, err = run_cli(["train", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_spec_and_data_must_agree(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tiny_spec_text(data_root).replace("input: {channels: 3, size: 16}", "input: {channels: 1, size: 16}")
+    (tmp_path / "gray.yaml").write_text(text)
+    code, _, err = run_cli(["train", str(tmp_path / "gray.yaml"), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "expects 1×16×16 images" in err and "3×16×16" in err
+
+
+def test_log_softmax_head_trains_with_nll() -> None:
+    from blockspec import load_spec
+    from blockspec.train.optim import make_loss
+
+    spec = load_spec(ROOT / "architectures/reference/dilation-transition-189k.yaml")
+    assert isinstance(make_loss(spec), torch.nn.NLLLoss)
