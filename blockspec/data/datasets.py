@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from blockspec.data.archive import is_archive, unpacked_root
 from blockspec.data.cifar import CIFAR10, CIFAR100, load_cifar
 from blockspec.data.imagedata import ImageData
 from blockspec.data.imagefolder import LAYOUT, load_imagefolder
@@ -18,13 +19,16 @@ def load_dataset(name: str, root: str | Path, download: bool = True, path: str =
     """Load data set `name` from `root`; errors are reported at `<path>.dataset` / `<path>.root`.
 
     The named public sets are downloaded into `root` when missing (if `download`);
-    `imagefolder` reads `root/{train,test}/<class>/*` and is never downloaded.
+    `imagefolder` reads `root/{train,test}/<class>/*` (or such a tree inside a .tar/.zip
+    archive, unpacked once into the cache) and is never downloaded.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(str(name), DATASETS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise fail(f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name)
     folder = Path(root).expanduser()
+    if name == "imagefolder" and is_archive(folder):
+        folder = unpacked_root(folder, f"{path}.root")
     if folder.exists() and not folder.is_dir():
         raise fail(f"{path}.root", "is a file; expected a folder", str(folder))
     if name == "imagefolder":
