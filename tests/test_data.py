@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from blockspec.data import build_augment, load_dataset, make_loaders, normalize_batch, save_augment_grid
+from blockspec.data import (
+    build_augment,
+    load_dataset,
+    make_loaders,
+    normalize_batch,
+    save_augment_grid,
+)
+from blockspec.data.download import DownloadError, download_and_extract
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import SpecError
 
@@ -33,15 +43,42 @@ def _write_cifar10(folder: Path, per_batch: int = 2, as_list: bool = False) -> n
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6 * per_batch, 32, 32, 3), dtype=np.uint8)
-    names = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    names = [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
     for i, name in enumerate(names):
         chunk = images[i * per_batch : (i + 1) * per_batch]
         rows = _cifar_rows(chunk)
         data = rows.tolist() if as_list else rows
         labels = [(i + j) % 10 for j in range(per_batch)]
-        _dump(folder / name, {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": []})
-    label_names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
-    _dump(folder / "batches.meta", {b"num_cases_per_batch": per_batch, b"label_names": label_names, b"num_vis": 3072})
+        _dump(
+            folder / name,
+            {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": []},
+        )
+    label_names = [
+        n.encode()
+        for n in (
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        )
+    ]
+    _dump(
+        folder / "batches.meta",
+        {b"num_cases_per_batch": per_batch, b"label_names": label_names, b"num_vis": 3072},
+    )
     return images
 
 
@@ -49,18 +86,30 @@ def test_cifar10_loads_official_pickles_from_parent_or_folder(tmp_path: Path) ->
     images = _write_cifar10(tmp_path / "cifar-10-batches-py")
     for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
         data = load_dataset("cifar10", root, download=False)
-        assert data.train_images.shape == (10, 32, 32, 3) and data.test_images.shape == (2, 32, 32, 3)
+        assert data.train_images.shape == (10, 32, 32, 3) and data.test_images.shape == (
+            2,
+            32,
+            32,
+            3,
+        )
         assert data.train_images.dtype == np.uint8 and data.train_images.flags.c_contiguous
         np.testing.assert_array_equal(data.train_images, images[:10])
         np.testing.assert_array_equal(data.test_images, images[10:])
-        assert data.train_labels.dtype == np.int64 and data.train_labels.tolist()[:4] == [0, 1, 1, 2]
+        assert data.train_labels.dtype == np.int64 and data.train_labels.tolist()[:4] == [
+            0,
+            1,
+            1,
+            2,
+        ]
         assert data.classes[0] == "airplane" and data.num_classes == 10
         assert data.mean == (0.4914, 0.4822, 0.4465) and data.channels == 3 and data.size == 32
 
 
 def test_cifar10_data_stored_as_plain_list(tmp_path: Path) -> None:
     images = _write_cifar10(tmp_path / "cifar-10-batches-py", as_list=True)
-    np.testing.assert_array_equal(load_dataset("cifar10", tmp_path, download=False).train_images, images[:10])
+    np.testing.assert_array_equal(
+        load_dataset("cifar10", tmp_path, download=False).train_images, images[:10]
+    )
 
 
 def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
@@ -69,11 +118,21 @@ def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     fine_names = [f"class{i}".encode() for i in range(100)]
     _dump(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": [b"x"] * 20})
-    _dump(folder / "train", {b"data": _cifar_rows(images[:3]), b"fine_labels": [99, 5, 0], b"coarse_labels": [1, 1, 1]})
-    _dump(folder / "test", {b"data": _cifar_rows(images[3:]), b"fine_labels": [7, 8], b"coarse_labels": [1, 1]})
+    _dump(
+        folder / "train",
+        {b"data": _cifar_rows(images[:3]), b"fine_labels": [99, 5, 0], b"coarse_labels": [1, 1, 1]},
+    )
+    _dump(
+        folder / "test",
+        {b"data": _cifar_rows(images[3:]), b"fine_labels": [7, 8], b"coarse_labels": [1, 1]},
+    )
     data = load_dataset("cifar100", tmp_path, download=False)
     np.testing.assert_array_equal(data.train_images, images[:3])
-    assert data.train_labels.tolist() == [99, 5, 0] and data.num_classes == 100 and data.classes[99] == "class99"
+    assert (
+        data.train_labels.tolist() == [99, 5, 0]
+        and data.num_classes == 100
+        and data.classes[99] == "class99"
+    )
 
 
 class _Exploit:
@@ -98,7 +157,11 @@ def test_cifar_missing_files_name_folder_and_files(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as error:
         load_dataset("cifar10", tmp_path, download=False)
     text = str(error.value)
-    assert "data.root" in text and "data_batch_1" in text and str(tmp_path / "cifar-10-batches-py") in text
+    assert (
+        "data.root" in text
+        and "data_batch_1" in text
+        and str(tmp_path / "cifar-10-batches-py") in text
+    )
 
 
 def test_cifar_bad_batch_shape(tmp_path: Path) -> None:
@@ -107,6 +170,38 @@ def test_cifar_bad_batch_shape(tmp_path: Path) -> None:
     _dump(folder / "test_batch", {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
     with pytest.raises(SpecError, match=r"shape \[N, 3072\]"):
         load_dataset("cifar10", tmp_path, download=False)
+
+
+def _tar_gz(file: Path, members: dict[str, bytes]) -> str:
+    with tarfile.open(file, "w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return hashlib.md5(file.read_bytes()).hexdigest()
+
+
+def test_download_checks_md5_and_extracts_safely(tmp_path: Path) -> None:
+    """The real download path, fed from a file:// URL instead of the network."""
+    _write_cifar10(tmp_path / "src" / "cifar-10-batches-py")
+    members = {
+        f"cifar-10-batches-py/{f.name}": f.read_bytes()
+        for f in (tmp_path / "src" / "cifar-10-batches-py").iterdir()
+    }
+    archive = tmp_path / "cifar.tar.gz"
+    md5 = _tar_gz(archive, members)
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError, match="does not match"):
+        download_and_extract(archive.as_uri(), dest, "cifar.tar.gz", "0" * 32)
+    assert list(dest.iterdir()) == []  # nothing half-written is left behind
+    download_and_extract(archive.as_uri(), dest, "cifar.tar.gz", md5)
+    assert load_dataset("cifar10", dest, download=False).train_images.shape == (10, 32, 32, 3)
+
+    evil = tmp_path / "evil.tar.gz"
+    evil_md5 = _tar_gz(evil, {"../escaped": b"x"})
+    with pytest.raises(DownloadError, match="cannot extract"):
+        download_and_extract(evil.as_uri(), tmp_path / "evil", "evil.tar.gz", evil_md5)
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_unknown_dataset_and_missing_root(tmp_path: Path) -> None:
@@ -127,7 +222,10 @@ def _idx(array: np.ndarray) -> bytes:
 def _write_idx_set(folder: Path, gz: bool) -> tuple[np.ndarray, np.ndarray]:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(2)
-    train, test = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    train, test = (
+        rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+    )
     files = {
         "train-images-idx3-ubyte": _idx(train),
         "train-labels-idx1-ubyte": _idx(np.array([0, 1, 2, 3, 9])),
@@ -142,7 +240,14 @@ def _write_idx_set(folder: Path, gz: bool) -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
-@pytest.mark.parametrize(("name", "sub", "gz"), [("mnist", "MNIST/raw", False), ("fashion-mnist", "FashionMNIST/raw", True), ("mnist", "", True)])
+@pytest.mark.parametrize(
+    ("name", "sub", "gz"),
+    [
+        ("mnist", "MNIST/raw", False),
+        ("fashion-mnist", "FashionMNIST/raw", True),
+        ("mnist", "", True),
+    ],
+)
 def test_idx_sets_load(tmp_path: Path, name: str, sub: str, gz: bool) -> None:
     train, test = _write_idx_set(tmp_path / sub if sub else tmp_path / "flat", gz)
     root = tmp_path if sub else tmp_path / "flat"
@@ -194,9 +299,20 @@ def test_imagefolder_loads_png_and_jpeg(tmp_path: Path) -> None:
     data = load_dataset("imagefolder", tmp_path)
     assert data.classes == ("cat", "dog")
     assert data.train_images.shape == (8, 8, 8, 3) and data.test_images.shape == (6, 8, 8, 3)
-    assert data.train_labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # files sorted by name within a class
+    assert data.train_labels.tolist() == [
+        0,
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]  # files sorted by name within a class
     np.testing.assert_array_equal(data.train_images[0], written["train/cat/0.png"])
-    np.testing.assert_array_equal(data.test_images[4], written["test/dog/1.png"])  # cat: 0, 1, x; dog: 0, 1
+    np.testing.assert_array_equal(
+        data.test_images[4], written["test/dog/1.png"]
+    )  # cat: 0, 1, x; dog: 0, 1
     expected_mean = data.train_images.reshape(-1, 3).astype(np.float64).mean(axis=0) / 255
     expected_std = data.train_images.reshape(-1, 3).astype(np.float64).std(axis=0) / 255
     np.testing.assert_allclose(data.mean, expected_mean, rtol=1e-12)
@@ -243,7 +359,9 @@ def test_imagefolder_gray_and_mixed_modes(tmp_path: Path) -> None:
     mixed = load_dataset("imagefolder", tmp_path / "mixed")
     assert mixed.channels == 3
     for channel in range(3):  # grayscale files are replicated into RGB, as PIL's convert does
-        np.testing.assert_array_equal(mixed.train_images[0, ..., channel], written["train/cat/0.png"])
+        np.testing.assert_array_equal(
+            mixed.train_images[0, ..., channel], written["train/cat/0.png"]
+        )
 
 
 def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
@@ -259,7 +377,10 @@ def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
         (lambda root: None, "no train/ folder"),
         (lambda root: (root / "train").mkdir(), "no test/ folder"),
         (lambda root: [(root / s).mkdir() for s in ("train", "test")], "has no class folders"),
-        (lambda root: [(root / s / "cat").mkdir(parents=True) for s in ("train", "test")], "holds no images"),
+        (
+            lambda root: [(root / s / "cat").mkdir(parents=True) for s in ("train", "test")],
+            "holds no images",
+        ),
     ],
 )
 def test_imagefolder_layout_errors(tmp_path: Path, damage, message: str) -> None:
@@ -310,19 +431,33 @@ def _synthetic(n: int = 40) -> ImageData:
 _TRIO = [
     {"HorizontalFlip": {"p": 0.5}},
     {"ShiftScaleRotate": {"shift_limit": 0.05, "scale_limit": 0.05, "rotate_limit": 15, "p": 0.5}},
-    {"CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [16, 16], "hole_width_range": [16, 16], "fill": "mean", "p": 0.5}},
+    {
+        "CoarseDropout": {
+            "num_holes_range": [1, 1],
+            "hole_height_range": [16, 16],
+            "hole_width_range": [16, 16],
+            "fill": "mean",
+            "p": 0.5,
+        }
+    },
 ]
 
 
 def _first_batch(seed: int, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     data = _synthetic()
-    train, _ = make_loaders(data, build_augment(_TRIO, data.mean), 8, workers, seed, False, None, None)
+    train, _ = make_loaders(
+        data, build_augment(_TRIO, data.mean), 8, workers, seed, False, None, None
+    )
     return next(iter(train))
 
 
 def test_loader_same_seed_same_batch_different_seed_differs() -> None:
     images, labels = _first_batch(seed=1)
-    assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32) and labels.dtype == torch.int64
+    assert (
+        images.dtype == torch.uint8
+        and images.shape == (8, 3, 32, 32)
+        and labels.dtype == torch.int64
+    )
     again, again_labels = _first_batch(seed=1)
     assert torch.equal(images, again) and torch.equal(labels, again_labels)
     other, _ = _first_batch(seed=2)
@@ -331,7 +466,10 @@ def test_loader_same_seed_same_batch_different_seed_differs() -> None:
 
 def test_loader_workers_deterministic_and_independent() -> None:
     data = _synthetic()
-    augment = build_augment([{"CoarseDropout": {"hole_height_range": [8, 8], "hole_width_range": [8, 8], "p": 1.0}}], data.mean)
+    augment = build_augment(
+        [{"CoarseDropout": {"hole_height_range": [8, 8], "hole_width_range": [8, 8], "p": 1.0}}],
+        data.mean,
+    )
 
     def epoch(seed: int) -> torch.Tensor:
         train, _ = make_loaders(data, augment, 4, 2, seed, False, None, None)
@@ -348,7 +486,7 @@ def test_loader_limits_and_test_order() -> None:
     data = _synthetic()
     train, test = make_loaders(data, None, 16, 0, 0, False, limit_train=17, limit_test=3)
     assert len(train.dataset) == 17 and len(train) == 1  # 16 + a lone image: that one is dropped
-    batch, labels = next(iter(test))
+    batch, _ = next(iter(test))
     rows = np.sort(np.random.default_rng(0).permutation(10)[:3])
     assert torch.equal(batch, torch.from_numpy(data.test_images[rows].transpose(0, 3, 1, 2)))
     with pytest.raises(SpecError, match="limit_train = 0"):
@@ -364,6 +502,8 @@ def test_normalize_batch() -> None:
 
 def test_preview_grid_png(tmp_path: Path) -> None:
     data = _synthetic()
-    out = save_augment_grid(data.train_images, build_augment(_TRIO, data.mean), tmp_path / "sub" / "grid.png", n=3)
+    out = save_augment_grid(
+        data.train_images, build_augment(_TRIO, data.mean), tmp_path / "sub" / "grid.png", n=3
+    )
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1] > 0

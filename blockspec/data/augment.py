@@ -18,16 +18,23 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 import albumentations as A
-from albumentations.core.transforms_interface import BasicTransform, DualTransform, ImageOnlyTransform, Transform3D
+import numpy as np
+from albumentations.core.transforms_interface import (
+    BasicTransform,
+    DualTransform,
+    ImageOnlyTransform,
+    Transform3D,
+)
 from pydantic import ValidationError
 
 from blockspec.data.augment_compat import REMOVED, translate_args
 from blockspec.errors import Problem, SpecError, fail
 
-_NORMALISES = "blockspec converts images to tensors and normalises each batch with the data set's mean/std itself"
+_NORMALISES = (
+    "blockspec converts images to tensors and normalises each batch with the data set's "
+    "mean/std itself"
+)
 _STAYS_UINT8 = "blockspec keeps images uint8 until it normalises each batch itself"
 _DONE_BY_BLOCKSPEC = {
     "Normalize": f"{_NORMALISES}; remove this entry",
@@ -38,7 +45,9 @@ _DONE_BY_BLOCKSPEC = {
 # Warnings that only advise (e.g. "ShiftScaleRotate ... use Affine instead") become notes;
 # anything else albumentations warns about at construction means it altered the request.
 _ADVISORY = re.compile(r"\b(instead|alias|slow)\b", re.IGNORECASE)
-_ALTERED = re.compile(r"not valid|deprecat|ignor|adjust|default|invalid|unknown|removed", re.IGNORECASE)
+_ALTERED = re.compile(
+    r"not valid|deprecat|ignor|adjust|default|invalid|unknown|removed", re.IGNORECASE
+)
 _BASES = (BasicTransform, DualTransform, ImageOnlyTransform, Transform3D)
 _PARAMETER_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -64,7 +73,7 @@ TRANSFORMS = _image_transforms()
 
 @dataclass(frozen=True)
 class AugmentPlan:
-    """Validated entries as (name, 2.x kwargs) — `fill` may still read "mean" — plus notes for the user."""
+    """Entries as (name, 2.x kwargs), `fill` possibly still "mean", plus notes for the user."""
 
     steps: list[tuple[str, dict[str, Any]]]
     notes: list[str]
@@ -90,7 +99,9 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
     return AugmentPlan(steps, notes)
 
 
-def validate_augment(entries: list[Any] | None, path: str = "data.augment") -> list[tuple[str, dict[str, Any]]]:
+def validate_augment(
+    entries: list[Any] | None, path: str = "data.augment"
+) -> list[tuple[str, dict[str, Any]]]:
     """The entries as (name, kwargs) after 1.x translation; SpecError on the first problem."""
     return read_augment(entries, path).steps
 
@@ -101,13 +112,13 @@ def build_augment(
     path: str = "data.augment",
     image_shape: tuple[int, int, int] | None = None,
 ) -> A.Compose:
-    """The Compose to apply to uint8 HWC images; `fill: mean` becomes `mean` (0–1) in 0–255 units.
+    """The Compose to apply to uint8 HWC images; `fill: mean` becomes `mean` (0–1) × 255.
 
     With `image_shape`, each transform is also tried once on such an image, so transforms that
     need boxes/masks, or a list that changes the image size, fail here rather than mid-training.
     """
     plan = read_augment(entries, path)
-    fill = tuple(int(round(channel * 255)) for channel in mean)
+    fill = tuple(round(channel * 255) for channel in mean)
     transforms = [
         _construct(name, _resolve_fill(args, fill), f"{path}[{index}].{name}")[0]
         for index, (name, args) in enumerate(plan.steps)
@@ -129,25 +140,34 @@ def seed_augment(augment: A.Compose, seed: int) -> None:
 
 def _split_entry(entry: Any, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(entry, dict) or len(entry) != 1:
-        raise fail(where, "each entry should be a one-key mapping such as {HorizontalFlip: {p: 0.5}}", entry)
+        raise fail(
+            where,
+            "each entry should be a one-key mapping such as {HorizontalFlip: {p: 0.5}}",
+            entry,
+        )
     [(name, args)] = entry.items()
     if not isinstance(name, str) or name not in TRANSFORMS:
         raise fail(where, _unknown_transform(name), name)
     if args is None:
         return name, {}
     if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
-        raise fail(f"{where}.{name}", "arguments should be a mapping {argument: value} (or empty)", args)
+        raise fail(
+            f"{where}.{name}", "arguments should be a mapping {argument: value} (or empty)", args
+        )
     return name, dict(args)
 
 
 def _unknown_transform(name: Any) -> str:
-    if name in REMOVED:
-        return REMOVED[name]
-    if name in _DONE_BY_BLOCKSPEC:
-        return _DONE_BY_BLOCKSPEC[name]
-    text = str(name)
+    text = name if isinstance(name, str) else repr(name)  # YAML keys need not be strings
+    if text in REMOVED:
+        return REMOVED[text]
+    if text in _DONE_BY_BLOCKSPEC:
+        return _DONE_BY_BLOCKSPEC[text]
     if isinstance(getattr(A, text, None), type) and issubclass(getattr(A, text), A.BaseCompose):
-        return "is an albumentations composition; list the transforms themselves, blockspec applies them in order"
+        return (
+            "is an albumentations composition; list the transforms themselves, "
+            "blockspec applies them in order"
+        )
     by_case = [known for known in TRANSFORMS if known.lower() == text.lower()]
     close = by_case or difflib.get_close_matches(text, TRANSFORMS, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
@@ -161,8 +181,16 @@ def _check_arg_names(name: str, args: dict[str, Any], where: str) -> None:
         if arg not in valid:
             close = difflib.get_close_matches(arg, valid, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
-            raise fail(f"{where}.{arg}", f"not an argument of {name}; {hint}valid: {', '.join(valid)}", value)
-    missing = [arg for arg in valid if parameters[arg].default is inspect.Parameter.empty and arg not in args]
+            raise fail(
+                f"{where}.{arg}",
+                f"not an argument of {name}; {hint}valid: {', '.join(valid)}",
+                value,
+            )
+    missing = [
+        arg
+        for arg in valid
+        if parameters[arg].default is inspect.Parameter.empty and arg not in args
+    ]
     if missing:
         raise fail(where, f"missing required argument(s): {', '.join(missing)}", args)
 
@@ -173,7 +201,7 @@ def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransf
         warnings.simplefilter("always")
         try:
             transform = TRANSFORMS[name](**args)
-        except Exception as error:  # the transform's own checks raise ValueError, TypeError, ...
+        except Exception as error:  # noqa: BLE001 - its own checks raise ValueError, TypeError, ...
             raise _construction_error(error, where, args) from None
     notes = []
     for warning in caught:
@@ -191,7 +219,9 @@ def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> S
         for item in cause.errors():
             field = ".".join(str(part) for part in item["loc"])
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(Problem(f"{where}.{field}" if field else where, message, item.get("input")))
+            problems.append(
+                Problem(f"{where}.{field}" if field else where, message, item.get("input"))
+            )
         return SpecError(problems)
     return fail(where, f"albumentations rejected these arguments: {error}", args)
 
@@ -207,23 +237,29 @@ def _fill_units_note(args: dict[str, Any], where: str) -> list[str]:
     fill = args.get("fill")
     values = fill if isinstance(fill, (list, tuple)) else [fill]
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if numbers and len(numbers) == len(values) and any(0 < v < 1 for v in numbers) and all(0 <= v <= 1 for v in numbers):
-        return [
-            f"{where}.fill: {fill!r} is in 0–255 pixel units on uint8 images, so it fills (nearly) black; "
-            "write `fill: mean` for the data set mean"
-        ]
-    return []
+    fractions = all(0 <= v <= 1 for v in numbers) and any(0 < v < 1 for v in numbers)
+    if not numbers or len(numbers) != len(values) or not fractions:
+        return []
+    note = (
+        f"{where}.fill: {fill!r} is in 0–255 pixel units on uint8 images, so it fills (nearly) "
+        "black; write `fill: mean` for the data set mean"
+    )
+    return [note]
 
 
-def _dry_run(transforms: list[BasicTransform], names: list[str], shape: tuple[int, int, int], path: str) -> None:
+def _dry_run(
+    transforms: list[BasicTransform], names: list[str], shape: tuple[int, int, int], path: str
+) -> None:
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     for index, (transform, name) in enumerate(zip(transforms, names)):
         probe = copy.deepcopy(transform)
         probe.p = 1.0
         try:
             image = probe(image=image)["image"]
-        except Exception as error:  # whatever the transform raises, the cause is this entry
-            raise fail(f"{path}[{index}].{name}", f"cannot be applied to a {_shape(shape)} image: {error}") from None
+        except Exception as error:  # noqa: BLE001 - whatever it raises, the cause is this entry
+            raise fail(
+                f"{path}[{index}].{name}", f"cannot be applied to a {_shape(shape)} image: {error}"
+            ) from None
     if image.shape != shape or image.dtype != np.uint8:
         raise fail(
             path,

@@ -43,12 +43,15 @@ class _Pair:
         if not given:
             return None
         _refuse_both(args, where, tuple(given), self.new)
-        if self.second not in args or (self.first not in args and not self.first_defaults_to_second):
+        if self.second not in args or (
+            self.first not in args and not self.first_defaults_to_second
+        ):
             missing = self.second if self.second not in args else self.first
             raise fail(
                 f"{where}.{given[0]}",
-                f"albumentations 1.x argument; 2.x takes {self.new}: [{self.first}, {self.second}], "
-                f"and {missing} is not given (its 1.x default varies by release), so write {self.new} directly",
+                f"albumentations 1.x argument; 2.x takes {self.new}: [{self.first}, "
+                f"{self.second}], and {missing} is not given (its 1.x default varies by "
+                f"release), so write {self.new} directly",
                 args[given[0]],
             )
         second = args.pop(self.second)
@@ -66,7 +69,11 @@ class _Gone:
 
     def apply(self, args: dict[str, Any], where: str) -> str | None:
         if self.old in args:
-            raise fail(f"{where}.{self.old}", f"albumentations 1.x argument, removed in 2.x; {self.hint}", args[self.old])
+            raise fail(
+                f"{where}.{self.old}",
+                f"albumentations 1.x argument, removed in 2.x; {self.hint}",
+                args[self.old],
+            )
         return None
 
 
@@ -103,40 +110,66 @@ _RULES: dict[str, tuple[_Rule, ...]] = {
         *_FILL,
         _Gone("alpha_affine", "add a separate Affine entry for the affine part"),
     ),
-    "Affine": (_Rename("cval", "fill"), _Rename("cval_mask", "fill_mask"), _Rename("mode", "border_mode")),
-    "Perspective": (_Rename("pad_val", "fill"), _Rename("mask_pad_val", "fill_mask"), _Rename("pad_mode", "border_mode")),
-    "CropAndPad": (_Rename("pad_cval", "fill"), _Rename("pad_cval_mask", "fill_mask"), _Rename("pad_mode", "border_mode")),
+    "Affine": (
+        _Rename("cval", "fill"),
+        _Rename("cval_mask", "fill_mask"),
+        _Rename("mode", "border_mode"),
+    ),
+    "Perspective": (
+        _Rename("pad_val", "fill"),
+        _Rename("mask_pad_val", "fill_mask"),
+        _Rename("pad_mode", "border_mode"),
+    ),
+    "CropAndPad": (
+        _Rename("pad_cval", "fill"),
+        _Rename("pad_cval_mask", "fill_mask"),
+        _Rename("pad_mode", "border_mode"),
+    ),
     "RandomResizedCrop": (_Pair("height", "width", "size"),),
     "RandomSizedCrop": (_Pair("height", "width", "size"),),
     "ImageCompression": (_Pair("quality_lower", "quality_upper", "quality_range"),),
     "Downscale": (
         _Pair("scale_min", "scale_max", "scale_range"),
-        _Gone("interpolation", "use interpolation_pair: {downscale: <cv2 flag>, upscale: <cv2 flag>}"),
+        _Gone(
+            "interpolation", "use interpolation_pair: {downscale: <cv2 flag>, upscale: <cv2 flag>}"
+        ),
     ),
     "RandomFog": (_Pair("fog_coef_lower", "fog_coef_upper", "fog_coef_range"),),
     "RandomRain": (_Pair("slant_lower", "slant_upper", "slant_range"),),
     "RandomSnow": (_Pair("snow_point_lower", "snow_point_upper", "snow_point_range"),),
     "RandomShadow": (_Pair("num_shadows_lower", "num_shadows_upper", "num_shadows_limit"),),
-    "RandomSunFlare": (_Pair("num_flare_circles_lower", "num_flare_circles_upper", "num_flare_circles_range"),),
+    "RandomSunFlare": (
+        _Pair("num_flare_circles_lower", "num_flare_circles_upper", "num_flare_circles_range"),
+    ),
     "GaussNoise": (
-        _Gone("var_limit", "use std_range: [low, high], the noise std as a fraction of 255 (std = sqrt(var) / 255)"),
+        _Gone(
+            "var_limit",
+            "use std_range: [low, high], the noise std as a fraction of 255 "
+            "(std = sqrt(var) / 255)",
+        ),
         _Gone("mean", "use mean_range: [low, high], as a fraction of 255"),
     ),
 }
 
 # Transforms that no longer exist, with what replaces them.
 REMOVED: dict[str, str] = {
-    "Cutout": "Cutout was removed in albumentations 2; use CoarseDropout: {num_holes_range: [n, n], "
+    "Cutout": "Cutout was removed in albumentations 2; use CoarseDropout: "
+    "{num_holes_range: [n, n], "
     "hole_height_range: [h, h], hole_width_range: [w, w], fill: ...}",
-    "JpegCompression": "JpegCompression was removed; use ImageCompression: {quality_range: [low, high]}",
+    "JpegCompression": "JpegCompression was removed; "
+    "use ImageCompression: {quality_range: [low, high]}",
     "Flip": "Flip was removed; use HorizontalFlip and/or VerticalFlip",
-    "RandomBrightness": "RandomBrightness was removed; use RandomBrightnessContrast: {contrast_limit: 0}",
-    "RandomContrast": "RandomContrast was removed; use RandomBrightnessContrast: {brightness_limit: 0}",
+    "RandomBrightness": "RandomBrightness was removed; "
+    "use RandomBrightnessContrast: {contrast_limit: 0}",
+    "RandomContrast": "RandomContrast was removed; "
+    "use RandomBrightnessContrast: {brightness_limit: 0}",
 }
 
 
-def translate_args(name: str, args: dict[str, Any], where: str) -> tuple[dict[str, Any], str | None]:
-    """2.x arguments for transform `name`, and a note listing what was translated (None if nothing)."""
+def translate_args(
+    name: str, args: dict[str, Any], where: str
+) -> tuple[dict[str, Any], str | None]:
+    """2.x arguments for transform `name`, and a note on what was translated (None if nothing)."""
     out = dict(args)
     done = [note for rule in (*_COMMON, *_RULES.get(name, ())) if (note := rule.apply(out, where))]
     note = f"{where}: translated albumentations 1.x arguments: {'; '.join(done)}" if done else None
@@ -147,6 +180,7 @@ def _refuse_both(args: dict[str, Any], where: str, old: tuple[str, ...], new: st
     if new in args:
         raise fail(
             f"{where}.{old[0]}",
-            f"both the albumentations 1.x argument(s) {', '.join(old)} and the 2.x {new} are given; keep only {new}",
+            f"both the albumentations 1.x argument(s) {', '.join(old)} and the 2.x {new} "
+            f"are given; keep only {new}",
             args[old[0]],
         )

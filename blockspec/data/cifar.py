@@ -98,10 +98,16 @@ def _fetch(fmt: _CifarFormat, root: Path, download: bool, path: str) -> Path:
     try:
         download_and_extract(fmt.url, root, fmt.url.rsplit("/", 1)[1], fmt.md5)
     except DownloadError as error:
-        raise fail(f"{path}.root", f"{expected}; they are missing and the download failed: {error}", str(root)) from None
+        raise fail(
+            f"{path}.root",
+            f"{expected}; they are missing and the download failed: {error}",
+            str(root),
+        ) from None
     folder = _find_folder(fmt, root)
     if folder is None:
-        raise fail(f"{path}.root", f"{expected}; the downloaded archive did not provide them", str(root))
+        raise fail(
+            f"{path}.root", f"{expected}; the downloaded archive did not provide them", str(root)
+        )
     return folder
 
 
@@ -109,40 +115,65 @@ def _read_dict(file: Path, path: str) -> dict[str, Any]:
     """A batch file's top-level dict, with Python 2 byte-string keys decoded."""
     content = load_pickle(file, f"{path}.root")
     if not isinstance(content, dict):
-        raise fail(f"{path}.root", f"{file} should hold a dict, found {type(content).__name__}", str(file))
-    return {key.decode("latin-1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}
+        raise fail(
+            f"{path}.root", f"{file} should hold a dict, found {type(content).__name__}", str(file)
+        )
+    return {
+        key.decode("latin-1") if isinstance(key, bytes) else str(key): value
+        for key, value in content.items()
+    }
 
 
 def _field(content: dict[str, Any], key: str, file: Path, path: str) -> Any:
     if key not in content:
-        raise fail(f"{path}.root", f"{file} has no {key!r} entry (found {sorted(content)})", str(file))
+        raise fail(
+            f"{path}.root", f"{file} has no {key!r} entry (found {sorted(content)})", str(file)
+        )
     return content[key]
 
 
 def _read_classes(fmt: _CifarFormat, file: Path, path: str) -> tuple[str, ...]:
     names = _field(_read_dict(file, path), fmt.names_key, file, path)
-    if not isinstance(names, list) or not names or not all(isinstance(n, (bytes, str)) for n in names):
-        raise fail(f"{path}.root", f"{file}: {fmt.names_key!r} should be a non-empty list of names", str(file))
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, (bytes, str)) for n in names)
+    ):
+        raise fail(
+            f"{path}.root",
+            f"{file}: {fmt.names_key!r} should be a non-empty list of names",
+            str(file),
+        )
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
 
 
-def _read_batch(fmt: _CifarFormat, file: Path, num_classes: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(
+    fmt: _CifarFormat, file: Path, num_classes: int, path: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Images as NHWC uint8 (each stored row is 3072 bytes in CHW order) and int64 labels."""
     content = _read_dict(file, path)
     pixels = np.asarray(_field(content, "data", file, path))
     labels = np.asarray(_field(content, fmt.labels_key, file, path))
-    if pixels.ndim != 2 or pixels.shape[1] != _PIXELS or not np.issubdtype(pixels.dtype, np.integer):
+    if (
+        pixels.ndim != 2
+        or pixels.shape[1] != _PIXELS
+        or not np.issubdtype(pixels.dtype, np.integer)
+    ):
         raise fail(
             f"{path}.root",
-            f"{file}: 'data' should be integers of shape [N, {_PIXELS}], found {pixels.dtype} {list(pixels.shape)}",
+            f"{file}: 'data' should be integers of shape [N, {_PIXELS}], "
+            f"found {pixels.dtype} {list(pixels.shape)}",
             str(file),
         )
     if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
         raise fail(f"{path}.root", f"{file}: pixel values must lie in 0..255", str(file))
-    if labels.shape != (len(pixels),) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+    if labels.shape != (len(pixels),) or (
+        labels.size and not np.issubdtype(labels.dtype, np.integer)
+    ):
         raise fail(
             f"{path}.root",
-            f"{file}: {fmt.labels_key!r} should be {len(pixels)} integer labels, found shape {list(labels.shape)}",
+            f"{file}: {fmt.labels_key!r} should be {len(pixels)} integer labels, "
+            f"found shape {list(labels.shape)}",
             str(file),
         )
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

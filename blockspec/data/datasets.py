@@ -15,7 +15,9 @@ from blockspec.errors import fail
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
 
 
-def load_dataset(name: str, root: str | Path, download: bool = True, path: str = "data") -> ImageData:
+def load_dataset(
+    name: str, root: str | Path, download: bool = True, path: str = "data"
+) -> ImageData:
     """Load data set `name` from `root`; errors are reported at `<path>.dataset` / `<path>.root`.
 
     The named public sets are downloaded into `root` when missing (if `download`);
@@ -25,7 +27,9 @@ def load_dataset(name: str, root: str | Path, download: bool = True, path: str =
     if name not in DATASETS:
         close = difflib.get_close_matches(str(name), DATASETS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise fail(f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name)
+        raise fail(
+            f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name
+        )
     folder = Path(root).expanduser()
     if name == "imagefolder" and is_archive(folder):
         folder = unpacked_root(folder, f"{path}.root")

@@ -19,7 +19,7 @@ _CHUNK = 1 << 20
 
 
 class DownloadError(Exception):
-    """A download or extraction failed; callers turn it into a SpecError naming what was expected."""
+    """A download or extraction failed; callers turn it into a SpecError naming the files."""
 
 
 def download(urls: list[str], folder: Path, filename: str, md5: str) -> Path:
@@ -36,7 +36,11 @@ def download(urls: list[str], folder: Path, filename: str, md5: str) -> Path:
         try:
             _fetch(url, target, md5)
             return target
-        except (OSError, http.client.HTTPException, DownloadError) as error:  # URLError is an OSError
+        except (
+            OSError,
+            http.client.HTTPException,
+            DownloadError,
+        ) as error:  # URLError is an OSError
             failures.append(f"{url}: {error}")
     raise DownloadError("; ".join(failures))
 

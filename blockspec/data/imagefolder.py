@@ -19,7 +19,9 @@ from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import fail
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
 _CACHE_PREFIX = "imagefolder"
 _CACHE_VERSION = "1"  # bump when the decoding or the stored arrays change
@@ -43,14 +45,23 @@ def load_imagefolder(root: Path, path: str) -> ImageData:
     classes = _class_names(root / "train", where)
     test_classes = _class_names(root / "test", where)
     if test_classes != classes:
-        missing, extra = sorted(set(classes) - set(test_classes)), sorted(set(test_classes) - set(classes))
+        missing, extra = (
+            sorted(set(classes) - set(test_classes)),
+            sorted(set(test_classes) - set(classes)),
+        )
         raise fail(
             where,
-            f"test/ must have the same class folders as train/; missing in test: {missing}, not in train: {extra}",
+            f"test/ must have the same class folders as train/; missing in test: {missing}, "
+            f"not in train: {extra}",
             str(root),
         )
-    train, test = _list_split(root, "train", classes, where), _list_split(root, "test", classes, where)
-    key = hashlib.sha256("\n".join([_CACHE_VERSION, *train.signature, *test.signature]).encode()).hexdigest()[:24]
+    train, test = (
+        _list_split(root, "train", classes, where),
+        _list_split(root, "test", classes, where),
+    )
+    key = hashlib.sha256(
+        "\n".join([_CACHE_VERSION, *train.signature, *test.signature]).encode()
+    ).hexdigest()[:24]
     cached = read_cache(root, _CACHE_PREFIX, key)
     if cached is not None:
         return _from_arrays(cached)
@@ -60,7 +71,13 @@ def load_imagefolder(root: Path, path: str) -> ImageData:
 
 
 def _class_names(folder: Path, where: str) -> tuple[str, ...]:
-    names = tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")))
+    names = tuple(
+        sorted(
+            entry.name
+            for entry in os.scandir(folder)
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
+    )
     if not names:
         raise fail(where, f"{folder} has no class folders; {LAYOUT}", str(folder))
     return names
@@ -73,12 +90,21 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     for label, name in enumerate(classes):
         folder = root / split / name
         entries = sorted(
-            (e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")
-             and os.path.splitext(e.name)[1].lower() in EXTENSIONS),
+            (
+                e
+                for e in os.scandir(folder)
+                if e.is_file()
+                and not e.name.startswith(".")
+                and os.path.splitext(e.name)[1].lower() in EXTENSIONS
+            ),
             key=lambda e: e.name,
         )
         if not entries:
-            raise fail(where, f"{folder} holds no images ({', '.join(sorted(EXTENSIONS))}); {LAYOUT}", str(folder))
+            raise fail(
+                where,
+                f"{folder} holds no images ({', '.join(sorted(EXTENSIONS))}); {LAYOUT}",
+                str(folder),
+            )
         for entry in entries:
             stat = entry.stat()
             files.append(entry.path)  # str: a Path per file costs seconds on 60k files
@@ -87,7 +113,9 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     return _Split(files, np.asarray(labels, dtype=np.int64), signature)
 
 
-def _decode_set(train: _Split, test: _Split, classes: tuple[str, ...], where: str) -> dict[str, np.ndarray]:
+def _decode_set(
+    train: _Split, test: _Split, classes: tuple[str, ...], where: str
+) -> dict[str, np.ndarray]:
     """Decode both splits into one consistent size and colour mode, plus train statistics."""
     files = train.files + test.files
     decoded = _decode_files(files)
@@ -98,12 +126,13 @@ def _decode_set(train: _Split, test: _Split, classes: tuple[str, ...], where: st
         if image.shape[:2] != first.shape[:2]:
             raise fail(
                 where,
-                f"all images must have one size; {file} is {_wxh(image)} but {train.files[0]} is {_wxh(first)}",
+                f"all images must have one size; {file} is {_wxh(image)} "
+                f"but {train.files[0]} is {_wxh(first)}",
                 file,
             )
     gray = all(image.ndim == 2 for image in decoded)
     images = np.stack([_as_channels(image, gray) for image in decoded])
-    train_images, test_images = images[: len(train.files)], images[len(train.files):]
+    train_images, test_images = images[: len(train.files)], images[len(train.files) :]
     mean, std = channel_stats(train_images)
     return {
         "train_images": train_images,

@@ -12,7 +12,6 @@ import random
 from collections.abc import Sequence
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -27,7 +26,9 @@ _SUBSET_SEED = 0  # limits pick the same images whatever the run's seed, so runs
 class AugmentedDataset(Dataset):
     """uint8 NHWC images and labels; items are (uint8 CHW tensor, label) after `augment`."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: A.Compose | None = None) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, augment: A.Compose | None = None
+    ) -> None:
         self.images = images
         self.labels = labels
         self.augment = augment
@@ -39,7 +40,9 @@ class AugmentedDataset(Dataset):
         image = self.images[index]
         if self.augment is not None:
             image = self.augment(image=image)["image"]
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.labels[index])
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(
+            self.labels[index]
+        )
 
 
 def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -72,7 +75,9 @@ def make_loaders(
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)
-    train_set = AugmentedDataset(data.train_images[train_rows], data.train_labels[train_rows], augment)
+    train_set = AugmentedDataset(
+        data.train_images[train_rows], data.train_labels[train_rows], augment
+    )
     test_set = AugmentedDataset(data.test_images[test_rows], data.test_labels[test_rows])
     common = {
         "batch_size": batch_size,
@@ -90,7 +95,9 @@ def make_loaders(
         drop_last=len(train_set) % batch_size == 1,
         **common,
     )
-    test = DataLoader(test_set, shuffle=False, generator=torch.Generator().manual_seed(seed), **common)
+    test = DataLoader(
+        test_set, shuffle=False, generator=torch.Generator().manual_seed(seed), **common
+    )
     return train, test
 
 
@@ -106,12 +113,13 @@ def _seed_worker(worker_id: int) -> None:
     """Give each worker its own stream, derived from the loader's generator (so from `seed`).
 
     Without this every worker would hold an identical copy of the augmentation's random state
-    and produce the same "random" augmentations.
+    and produce the same "random" augmentations. OpenCV threads are not touched here: calling
+    `cv2.setNumThreads` in a forked child whose parent ran OpenCV's thread pool deadlocks (about
+    1 fork in 10); the package sets it once, in the parent, on import.
     """
     info = get_worker_info()
     seed = info.seed % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # OpenCV's own thread pool in forked workers oversubscribes and can hang
     if info.dataset.augment is not None:
         seed_augment(info.dataset.augment, seed)

@@ -17,7 +17,12 @@ from blockspec.data.download import DownloadError, download
 from blockspec.data.imagedata import ImageData
 from blockspec.errors import fail
 
-_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 _UBYTE = 0x08
 
 
@@ -47,7 +52,18 @@ MNIST = _IdxSet(
 )
 FASHION_MNIST = _IdxSet(
     folder="FashionMNIST",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    classes=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     md5=(
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -66,15 +82,21 @@ def load_idx_set(spec: _IdxSet, root: Path, download_missing: bool, path: str) -
     if files is None:
         files = _fetch(spec, root, download_missing, path)
     train_images, train_labels, test_images, test_labels = (_read_idx(file, path) for file in files)
-    for images, labels, file in ((train_images, train_labels, files[0]), (test_images, test_labels, files[2])):
+    for images, labels, file in (
+        (train_images, train_labels, files[0]),
+        (test_images, test_labels, files[2]),
+    ):
         if images.ndim != 3 or labels.shape != (len(images),):
             raise fail(
                 f"{path}.root",
-                f"{file}: expected [N, H, W] images and N labels, found {list(images.shape)} and {list(labels.shape)}",
+                f"{file}: expected [N, H, W] images and N labels, "
+                f"found {list(images.shape)} and {list(labels.shape)}",
                 str(file),
             )
         if labels.size and labels.max() >= len(spec.classes):
-            raise fail(f"{path}.root", f"{file}: labels must lie in 0..{len(spec.classes) - 1}", str(file))
+            raise fail(
+                f"{path}.root", f"{file}: labels must lie in 0..{len(spec.classes) - 1}", str(file)
+            )
     return ImageData(
         train_images=train_images[..., None],
         train_labels=train_labels.astype(np.int64),
@@ -116,7 +138,11 @@ def _fetch(spec: _IdxSet, root: Path, download_missing: bool, path: str) -> list
             for name, md5 in zip(_FILES, spec.md5)
         ]
     except DownloadError as error:
-        raise fail(f"{path}.root", f"{expected}; they are missing and the download failed: {error}", str(root)) from None
+        raise fail(
+            f"{path}.root",
+            f"{expected}; they are missing and the download failed: {error}",
+            str(root),
+        ) from None
 
 
 def _read_idx(file: Path, path: str) -> np.ndarray:
@@ -126,7 +152,9 @@ def _read_idx(file: Path, path: str) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as error:
         raise fail(f"{path}.root", f"cannot read {file}: {error}", str(file)) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE:
-        raise fail(f"{path}.root", f"{file} is not an unsigned-byte IDX file (bad header)", str(file))
+        raise fail(
+            f"{path}.root", f"{file} is not an unsigned-byte IDX file (bad header)", str(file)
+        )
     rank = raw[3]
     header = 4 + 4 * rank
     if rank == 0 or len(raw) < header:
@@ -135,7 +163,8 @@ def _read_idx(file: Path, path: str) -> np.ndarray:
     if len(raw) - header != int(np.prod(shape)):
         raise fail(
             f"{path}.root",
-            f"{file}: header says {list(shape)} ({int(np.prod(shape))} bytes) but holds {len(raw) - header} bytes",
+            f"{file}: header says {list(shape)} ({int(np.prod(shape))} bytes) "
+            f"but holds {len(raw) - header} bytes",
             str(file),
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable

@@ -15,7 +15,7 @@ from blockspec.data.augment import seed_augment
 def save_augment_grid(
     images: np.ndarray, augment: A.Compose, out: Path, n: int = 8, seed: int = 0, versions: int = 6
 ) -> Path:
-    """Save a PNG with one row per image (n picked with `seed`): the original, then `versions` augmentations."""
+    """Save a PNG, one row per image (n picked with `seed`): the original, then augmentations."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(images), size=min(n, len(images)), replace=False)
     augment = copy.deepcopy(augment)
@@ -26,7 +26,9 @@ def save_augment_grid(
         shown = [images[index]] + [augment(image=images[index])["image"] for _ in range(versions)]
         for ax, image in zip(row, shown):
             gray = image.shape[2] == 1
-            ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255)
+            ax.imshow(
+                image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=255
+            )
             ax.set_axis_off()
     for column, ax in enumerate(axes[0]):
         ax.set_title("original" if column == 0 else f"augmented {column}", fontsize=8)

@@ -54,14 +54,14 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def load_pickle(file: Path, path: str) -> Any:
-    """Unpickle `file` (Python 2 style byte strings kept as bytes); SpecError if unsafe or broken."""
+    """Unpickle `file` (Python 2 byte strings kept as bytes); SpecError if unsafe or broken."""
     try:
         raw = file.read_bytes()
     except OSError as error:
         raise fail(path, f"cannot read {file}: {error.strerror}", str(file)) from None
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as error:  # a corrupt pickle can raise almost anything
+    except Exception as error:  # noqa: BLE001 - a corrupt pickle can raise almost anything
         raise fail(
             path,
             f"{file} is not a valid data pickle ({error}); only numpy arrays, lists, dicts, "

@@ -1,0 +1,232 @@
+"""The `data.augment` list: lookup, argument checks, 1.x translation, `fill: mean`, real effect."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from blockspec.data import build_augment, read_augment, seed_augment, validate_augment
+from blockspec.errors import SpecError
+
+MEAN = (0.4914, 0.4822, 0.4465)
+MEAN_255 = (125, 123, 114)
+
+TRIO = [
+    {"HorizontalFlip": {"p": 0.5}},
+    {"ShiftScaleRotate": {"shift_limit": 0.05, "scale_limit": 0.05, "rotate_limit": 15, "p": 0.5}},
+    {
+        "CoarseDropout": {
+            "num_holes_range": [1, 1],
+            "hole_height_range": [16, 16],
+            "hole_width_range": [16, 16],
+            "fill": "mean",
+            "p": 0.5,
+        }
+    },
+]
+EXERCISE_1X = {
+    "CoarseDropout": {
+        "max_holes": 1,
+        "max_height": 16,
+        "max_width": 16,
+        "min_holes": 1,
+        "min_height": 16,
+        "min_width": 16,
+        "fill_value": 0.473363,
+        "p": 0.5,
+    }
+}
+
+
+def _error(entries: list, **kwargs) -> str:
+    with pytest.raises(SpecError) as caught:
+        build_augment(entries, MEAN, **kwargs)
+    return str(caught.value)
+
+
+def test_exercise_trio_builds() -> None:
+    compose = build_augment(TRIO, MEAN, image_shape=(32, 32, 3))
+    flip, ssr, dropout = compose.transforms
+    assert isinstance(flip, A.HorizontalFlip) and isinstance(ssr, A.ShiftScaleRotate)
+    assert ssr.rotate_limit == (-15, 15) and dropout.p == 0.5
+    assert tuple(dropout.fill) == MEAN_255
+    plan = read_augment(TRIO)
+    assert plan.steps[2] == (
+        "CoarseDropout",
+        TRIO[2]["CoarseDropout"],
+    )  # "mean" kept until data is known
+    assert any(
+        "ShiftScaleRotate" in note and "Affine" in note for note in plan.notes
+    )  # advice, not an error
+
+
+def test_exercise_1x_coarse_dropout_is_translated() -> None:
+    [dropout] = build_augment([EXERCISE_1X], MEAN).transforms
+    assert dropout.num_holes_range == (1, 1)
+    assert dropout.hole_height_range == (16, 16) and dropout.hole_width_range == (16, 16)
+    assert dropout.fill == pytest.approx(0.473363) and dropout.p == 0.5
+    notes = read_augment([EXERCISE_1X]).notes
+    assert any(
+        "max_holes" in n and "num_holes_range=[1, 1]" in n and "fill_value → fill" in n
+        for n in notes
+    )
+    assert any("0–255" in n for n in notes)  # 0.47 on uint8 images is black: tell the user
+
+
+def test_1x_min_defaults_to_max_as_in_1x() -> None:
+    [(_, args)] = validate_augment(
+        [{"CoarseDropout": {"max_holes": 2, "max_height": 8, "max_width": 4}}]
+    )
+    assert (
+        args["num_holes_range"] == [2, 2]
+        and args["hole_height_range"] == [8, 8]
+        and args["hole_width_range"] == [4, 4]
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "where", "says"),
+    [
+        (
+            {"CoarseDropout": {"max_holes": 1, "num_holes_range": [1, 1]}},
+            "CoarseDropout.max_holes",
+            "keep only num_holes_range",
+        ),
+        (
+            {"CoarseDropout": {"fill_value": 0, "fill": 0}},
+            "CoarseDropout.fill_value",
+            "keep only fill",
+        ),
+        (
+            {"CoarseDropout": {"min_holes": 1}},
+            "CoarseDropout.min_holes",
+            "write num_holes_range directly",
+        ),
+        ({"GaussNoise": {"var_limit": [10, 50]}}, "GaussNoise.var_limit", "std_range"),
+        ({"HorizontalFlip": {"always_apply": True}}, "HorizontalFlip.always_apply", "p: 1.0"),
+        ({"Cutout": {"num_holes": 1}}, "data.augment[0] = 'Cutout'", "use CoarseDropout"),
+    ],
+)
+def test_1x_forms_without_exact_translation_are_refused(entry: dict, where: str, says: str) -> None:
+    text = _error([entry])
+    assert where in text and says in text
+
+
+def test_other_1x_renames() -> None:
+    [ssr, crop] = build_augment(
+        [
+            {"ShiftScaleRotate": {"value": "mean", "border_mode": 0}},
+            {"RandomResizedCrop": {"height": 32, "width": 32}},
+        ],
+        MEAN,
+    ).transforms
+    assert tuple(ssr.fill) == MEAN_255 and crop.size == (32, 32)
+
+
+def test_fill_mean() -> None:
+    [dropout] = build_augment([{"CoarseDropout": {"fill": "mean"}}], (0.5, 0.25, 1.0)).transforms
+    assert tuple(dropout.fill) == (128, 64, 255)
+
+
+def test_coarse_dropout_blanks_one_16x16_hole_with_the_mean() -> None:
+    compose = build_augment([{"CoarseDropout": {**TRIO[2]["CoarseDropout"], "p": 1.0}}], MEAN)
+    seed_augment(compose, 0)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    image[np.all(image == MEAN_255, axis=2)] = 0  # no pixel may equal the fill by chance
+    out = compose(image=image)["image"]
+    filled = np.all(out == MEAN_255, axis=2)
+    rows, cols = np.nonzero(filled)
+    assert filled.sum() == 16 * 16
+    assert rows.max() - rows.min() == 15 and cols.max() - cols.min() == 15
+    np.testing.assert_array_equal(out[~filled], image[~filled])
+
+
+def test_unknown_transform_suggests_names() -> None:
+    text = _error([{"HorizontalFlip": {}}, {"HorizontalFlp": {"p": 0.5}}])
+    assert "data.augment[1] = 'HorizontalFlp'" in text and "did you mean HorizontalFlip" in text
+    assert "did you mean HorizontalFlip" in _error([{"horizontalflip": {}}])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Compose",
+        "OneOf",
+        "__builtins__",
+        "core",
+        "BasicTransform",
+        "DualTransform",
+        "CoarseDropout3D",
+        "check_version",
+    ],
+)
+def test_albumentations_attributes_that_are_not_image_transforms(name: str) -> None:
+    assert f"data.augment[0] = '{name}'" in _error([{name: {}}])
+
+
+@pytest.mark.parametrize("name", ["Normalize", "ToTensorV2", "ToFloat"])
+def test_normalisation_is_blockspecs_job(name: str) -> None:
+    assert "normalises each batch" in _error([{name: {}}])
+
+
+def test_unknown_argument_lists_valid_ones() -> None:
+    text = _error([{"CoarseDropout": {"num_holes": 1}}], path="spec.data.augment")
+    assert "spec.data.augment[0].CoarseDropout.num_holes = 1" in text
+    assert (
+        "did you mean num_holes_range" in text
+        and "hole_height_range, hole_width_range, fill, fill_mask, p" in text
+    )
+
+
+def test_values_checked_by_albumentations_schema() -> None:
+    text = _error([{"CoarseDropout": {"num_holes_range": [3, 1]}}])
+    assert "data.augment[0].CoarseDropout.num_holes_range" in text and "(3, 1)" in text
+    assert "data.augment[0].HorizontalFlip.p = 2" in _error([{"HorizontalFlip": {"p": 2}}])
+    assert "missing required argument(s): height, width" in _error([{"RandomCrop": {}}])
+
+
+def test_silent_adjustment_warning_becomes_error() -> None:
+    text = _error([{"Blur": {"blur_limit": 4}}])  # albumentations would quietly use (3, 5)
+    assert "data.augment[0].Blur" in text and "automatically adjusted" in text
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        ("HorizontalFlip", "should be a list"),
+        (["HorizontalFlip"], "one-key mapping"),
+        ([{"HorizontalFlip": {}, "VerticalFlip": {}}], "one-key mapping"),
+        ([{"HorizontalFlip": [0.5]}], "should be a mapping"),
+    ],
+)
+def test_malformed_entries(entries: object, says: str) -> None:
+    assert says in _error(entries)
+
+
+def test_null_arguments_and_empty_list() -> None:
+    assert validate_augment([{"HorizontalFlip": None}]) == [("HorizontalFlip", {})]
+    assert build_augment([], MEAN).transforms == []
+
+
+def test_dry_run_catches_size_changes_and_missing_targets() -> None:
+    assert "turns a 32x32x3 uint8 image into 24x24x3" in _error(
+        [{"RandomCrop": {"height": 24, "width": 24}}], image_shape=(32, 32, 3)
+    )
+    pad_then_crop = [
+        {"PadIfNeeded": {"min_height": 40, "min_width": 40}},
+        {"RandomCrop": {"height": 32, "width": 32}},
+    ]
+    assert len(build_augment(pad_then_crop, MEAN, image_shape=(32, 32, 3)).transforms) == 2
+    assert "data.augment[0].BBoxSafeRandomCrop: cannot be applied" in _error(
+        [{"BBoxSafeRandomCrop": {}}], image_shape=(32, 32, 3)
+    )
+
+
+def test_seeded_transforms_draw_independently() -> None:
+    """One shared stream: two p=0.5 flips must not always fire together (Compose(seed=) does)."""
+    compose = build_augment([{"HorizontalFlip": {"p": 0.5}}, {"VerticalFlip": {"p": 0.5}}], MEAN)
+    seed_augment(compose, 0)
+    image = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
+    outcomes = {compose(image=image)["image"].tobytes() for _ in range(40)}
+    assert len(outcomes) == 4
