@@ -101,6 +101,9 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP007
     seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP007
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    loader: Annotated[
+        str, typer.Option(help="auto, gpu (batched tensor augmentation) or albumentations.")
+    ] = "auto",
     limit_train: Annotated[Optional[int], typer.Option(help="Use N training images.")] = None,  # noqa: UP007
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
     resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP007
@@ -129,7 +132,9 @@ def train(
         )
     if workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
-    options = RunOptions(device, workers, out, limit_train, limit_test, resume)
+    if loader not in ("auto", "gpu", "albumentations"):
+        raise fail("--loader", "allowed: auto, gpu, albumentations", loader)
+    options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume)
     try:
         run_training(spec, options, log=typer.echo)
     except TrainingInterrupted as stop:

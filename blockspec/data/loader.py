@@ -70,8 +70,8 @@ def make_loaders(
     last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
     `augment` is copied, so the caller's Compose keeps its own random state.
     """
-    train_rows = _subset(len(data.train_labels), limit_train, "limit_train")
-    test_rows = _subset(len(data.test_labels), limit_test, "limit_test")
+    train_rows = subset_rows(len(data.train_labels), limit_train, "limit_train")
+    test_rows = subset_rows(len(data.test_labels), limit_test, "limit_test")
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)
@@ -101,7 +101,7 @@ def make_loaders(
     return train, test
 
 
-def _subset(count: int, limit: int | None, name: str) -> slice | np.ndarray:
+def subset_rows(count: int, limit: int | None, name: str) -> slice | np.ndarray:
     if limit is not None and limit < 1:
         raise fail(name, "must be a positive number of images", limit)
     if limit is None or limit >= count:

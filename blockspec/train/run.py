@@ -25,6 +25,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from blockspec.analysis import trace
 from blockspec.build import build_model
 from blockspec.data import ImageData, build_augment, load_dataset, make_loaders, read_augment, seed_augment
+from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
@@ -42,6 +44,7 @@ class RunOptions:
 
     device: str = "auto"
     workers: int = 2
+    loader: str = "auto"
     out: Path | None = None
     limit_train: int | None = None
     limit_test: int | None = None
@@ -67,17 +70,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
     info = pick_device(options.device, spec.train.amp, spec.train.channels_last)
-    augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
-    train_loader, test_loader = make_loaders(
-        data,
-        augment,
-        spec.train.batch_size,
-        options.workers,
-        spec.train.seed,
-        info.pin_memory,
-        options.limit_train,
-        options.limit_test,
-    )
+    train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info)
     session = Session(spec, info, len(train_loader))
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
@@ -90,7 +83,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     log(
         f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
         f"{analysis.receptive_field}, on {info.describe()}; {len(train_loader.dataset):,} train / "
-        f"{len(test_loader.dataset):,} test images ({spec.data.dataset}); run dir {run_dir}"
+        f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {path_used} "
+        f"augmentation); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
     last_eval = None
@@ -223,6 +217,40 @@ class Session:
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint["ema"])
         restore_rng(checkpoint["rng"])
+
+
+def make_run_loaders(
+    spec: Spec, data: ImageData, steps: list, options: RunOptions, info: DeviceInfo
+) -> tuple[Any, Any, str]:
+    """Batched tensor augmentation on the device when the spec's transforms allow it
+    (`--loader auto`), else per-image albumentations in DataLoader workers."""
+    plan = plan_batched(steps)
+    if options.loader == "gpu" and plan is None:
+        raise fail(
+            "--loader",
+            "the spec's augmentation has no batched equivalent (supported: HorizontalFlip, "
+            "ShiftScaleRotate, CoarseDropout with pixel sizes); use --loader albumentations",
+            options.loader,
+        )
+    if options.loader == "albumentations" or plan is None:
+        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+        train, test = make_loaders(
+            data, augment, spec.train.batch_size, options.workers, spec.train.seed,
+            info.pin_memory, options.limit_train, options.limit_test,
+        )
+        return train, test, "per-image albumentations"
+    train_rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
+    test_rows = subset_rows(len(data.test_labels), options.limit_test, "--limit-test")
+    batch = spec.train.batch_size
+    train = DeviceLoader(
+        data.train_images[train_rows], data.train_labels[train_rows], batch, info.device,
+        plan, data.mean, shuffle=True, seed=spec.train.seed,
+    )
+    test = DeviceLoader(
+        data.test_images[test_rows], data.test_labels[test_rows], max(batch, 512), info.device,
+        None, data.mean, shuffle=False, seed=0,
+    )
+    return train, test, f"batched tensor ({info.device.type})"
 
 
 def seed_epoch(seed: int, epoch: int, loader: Any) -> None:

@@ -1,0 +1,246 @@
+"""Augmentation of whole batches as tensor operations, on whatever device holds the data.
+
+The data set lives on the device as uint8; each batch is flipped, warped (one affine grid
+sample for shift/scale/rotate) and cut out in a handful of kernels instead of one OpenCV
+call per image. Each supported albumentations transform is matched in distribution:
+
+* HorizontalFlip(p): mirror with probability p;
+* ShiftScaleRotate(shift_limit, scale_limit, rotate_limit, p, border_mode, fill): scale
+  1 + U(scale range), rotation U(rotate range) degrees about the centre, translation
+  U(shift range) of the width/height truncated to whole pixels, bilinear, constant border (`fill`) or reflection;
+* CoarseDropout(num_holes_range, hole_height_range, hole_width_range, fill, p): that many
+  holes of integer sizes drawn from the ranges, placed wholly inside the image.
+
+`plan_batched` returns None when any transform or argument has no equivalent here, and the
+caller falls back to per-image albumentations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_BORDER_CONSTANT, _BORDER_REFLECT_101, _INTER_LINEAR = 0, 4, 1  # OpenCV's flag values
+_AFFINE_ARGS = {
+    "shift_limit", "scale_limit", "rotate_limit", "p", "border_mode", "fill",
+    "shift_limit_x", "shift_limit_y", "interpolation",
+}
+_CUTOUT_ARGS = {"num_holes_range", "hole_height_range", "hole_width_range", "fill", "p"}
+
+
+@dataclass(frozen=True)
+class Affine:
+    p: float
+    shift: tuple[tuple[float, float], tuple[float, float]]  # (x range, y range), fractions
+    scale: tuple[float, float]
+    rotate: tuple[float, float]  # degrees
+    reflect: bool
+    fill: tuple[float, ...] | float | str
+
+
+@dataclass(frozen=True)
+class Cutout:
+    p: float
+    holes: tuple[int, int]
+    height: tuple[int, int]
+    width: tuple[int, int]
+    fill: tuple[float, ...] | float | str
+
+
+@dataclass(frozen=True)
+class BatchedPlan:
+    flip_p: float = 0.0
+    affine: Affine | None = None
+    cutout: Cutout | None = None
+
+
+def _range(value: Any, bias: float = 0.0) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return (bias - abs(value), bias + abs(value))
+    return (bias + float(value[0]), bias + float(value[1]))
+
+
+def _int_range(value: Any) -> tuple[int, int] | None:
+    low, high = (value, value) if isinstance(value, int) else tuple(value)
+    if not (isinstance(low, int) and isinstance(high, int)):
+        return None  # fractions of the image size: not mirrored here
+    return (low, high)
+
+
+def plan_batched(steps: list[tuple[str, dict[str, Any]]]) -> BatchedPlan | None:
+    """The batched equivalent of validated (name, kwargs) steps, or None if there is none."""
+    flip_p, affine, cutout = 0.0, None, None
+    for name, args in steps:
+        args = dict(args)
+        if name == "HorizontalFlip" and set(args) <= {"p"} and not flip_p:
+            flip_p = float(args.get("p", 0.5))
+        elif name == "ShiftScaleRotate" and affine is None and set(args) <= _AFFINE_ARGS:
+            border = args.get("border_mode", _BORDER_CONSTANT)
+            if border not in (_BORDER_CONSTANT, _BORDER_REFLECT_101):
+                return None
+            if args.get("interpolation", _INTER_LINEAR) != _INTER_LINEAR:
+                return None
+            shift = args.get("shift_limit", 0.0625)
+            affine = Affine(
+                p=float(args.get("p", 0.5)),
+                shift=(_range(args.get("shift_limit_x", shift)), _range(args.get("shift_limit_y", shift))),
+                scale=_range(args.get("scale_limit", 0.1), bias=1.0),
+                rotate=_range(args.get("rotate_limit", 45)),
+                reflect=border == _BORDER_REFLECT_101,
+                fill=args.get("fill", 0),
+            )
+        elif name == "CoarseDropout" and cutout is None and set(args) <= _CUTOUT_ARGS:
+            holes = _int_range(args.get("num_holes_range", (1, 2)))
+            height = _int_range(args.get("hole_height_range", (0.1, 0.2)))
+            width = _int_range(args.get("hole_width_range", (0.1, 0.2)))
+            fill = args.get("fill", 0)
+            if None in (holes, height, width) or (isinstance(fill, str) and fill != "mean"):
+                return None  # size fractions, random or inpainted fills: albumentations only
+            cutout = Cutout(float(args.get("p", 0.5)), holes, height, width, args.get("fill", 0))
+        else:
+            return None
+    if affine is not None and cutout is not None:
+        order = [name for name, _ in steps]
+        if order.index("ShiftScaleRotate") > order.index("CoarseDropout"):
+            return None  # a warped hole is not a hole: only the usual order is mirrored
+    return BatchedPlan(flip_p, affine, cutout)
+
+
+def _fill_tensor(fill: Any, channels: int, device: torch.device) -> torch.Tensor:
+    values = fill if isinstance(fill, (tuple, list)) else (fill,) * channels
+    return torch.tensor([float(v) for v in values], device=device).view(1, channels, 1, 1)
+
+
+def augment_batch(
+    x: torch.Tensor, plan: BatchedPlan, generator: torch.Generator, mean_fill: tuple[float, ...]
+) -> torch.Tensor:
+    """uint8 or float [B, C, H, W] in 0–255 → augmented float in 0–255, same device.
+
+    Random numbers come from `generator` (on the CPU, so runs repeat exactly on any device).
+    """
+    batch, channels, height, width = x.shape
+    device = x.device
+    x = x.float()
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(batch, generator=generator) * (high - low) + low).to(device)
+
+    def chance(p: float) -> torch.Tensor:
+        return (torch.rand(batch, generator=generator) < p).to(device)
+
+    if plan.flip_p:
+        x = torch.where(chance(plan.flip_p).view(-1, 1, 1, 1), x.flip(3), x)
+    if plan.affine is not None:
+        x = _warp(x, plan.affine, uniform, chance, mean_fill)
+    if plan.cutout is not None:
+        x = _cut(x, plan.cutout, generator, chance, mean_fill)
+    return x
+
+
+def _warp(
+    x: torch.Tensor, affine: Affine, uniform: Any, chance: Any, mean_fill: tuple[float, ...]
+) -> torch.Tensor:
+    """One grid sample: output pixel → input pixel through the inverse of scale·rotate + shift."""
+    batch, channels, height, width = x.shape
+    angle = -uniform(*affine.rotate) * (math.pi / 180)  # OpenCV turns counter-clockwise
+    scale = uniform(*affine.scale)
+    # albumentations truncates the shift to whole pixels; normalised units span 2 per side
+    shift_x = torch.trunc(uniform(*affine.shift[0]) * width) * (2 / width)
+    shift_y = torch.trunc(uniform(*affine.shift[1]) * height) * (2 / height)
+    apply = chance(affine.p)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [
+            torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
+            torch.stack([-sin, cos, -(-sin * shift_x + cos * shift_y)], 1),
+        ],
+        1,
+    )
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], device=x.device).expand(batch, 2, 3)
+    theta = torch.where(apply.view(-1, 1, 1), theta, identity)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    padding = "reflection" if affine.reflect else "zeros"
+    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    fill = _fill_tensor(mean_fill if affine.fill == "mean" else affine.fill, channels, x.device)
+    if not affine.reflect and bool((fill != 0).any()):
+        inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", align_corners=False)
+        warped = warped + fill * (1 - inside)
+    return warped
+
+
+def _cut(
+    x: torch.Tensor, cutout: Cutout, generator: torch.Generator, chance: Any, mean_fill: tuple[float, ...]
+) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    fill = mean_fill if cutout.fill == "mean" else cutout.fill
+    fill_value = _fill_tensor(fill, channels, x.device)
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
+    apply = chance(cutout.p)
+    counts = torch.randint(cutout.holes[0], cutout.holes[1] + 1, (batch,), generator=generator).to(x.device)
+    for hole in range(cutout.holes[1]):
+        hole_h = torch.randint(cutout.height[0], cutout.height[1] + 1, (batch,), generator=generator)
+        hole_w = torch.randint(cutout.width[0], cutout.width[1] + 1, (batch,), generator=generator)
+        top = (torch.rand(batch, generator=generator) * (height - hole_h + 1)).floor().long()
+        left = (torch.rand(batch, generator=generator) * (width - hole_w + 1)).floor().long()
+        top, left = top.to(x.device).view(-1, 1, 1), left.to(x.device).view(-1, 1, 1)
+        hole_h, hole_w = hole_h.to(x.device).view(-1, 1, 1), hole_w.to(x.device).view(-1, 1, 1)
+        inside = (rows >= top) & (rows < top + hole_h) & (cols >= left) & (cols < left + hole_w)
+        active = (apply & (counts > hole)).view(-1, 1, 1)
+        x = torch.where((inside & active).unsqueeze(1), fill_value, x)
+    return x
+
+
+class HeldImages:
+    """What the run needs of a data set besides batches: its images (for plots) and size."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels, self.augment = images, labels, None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class DeviceLoader:
+    """Batches straight from device-resident uint8 tensors, augmented as whole batches."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        plan: BatchedPlan | None,
+        mean: tuple[float, ...],
+        shuffle: bool,
+        seed: int,
+    ) -> None:
+        self.dataset = HeldImages(images, labels)
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+        self.batch_size, self.plan, self.shuffle = batch_size, plan, shuffle
+        self.mean_fill = tuple(round(255 * value) for value in mean)
+        self.generator = torch.Generator().manual_seed(seed)
+        count = len(images)
+        self.drop_last = shuffle and count % batch_size == 1  # BatchNorm cannot train on one image
+
+    def __len__(self) -> int:
+        count = len(self.labels)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.labels)
+        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        order = order.to(self.images.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            images = self.images[rows]
+            if self.plan is not None:
+                images = augment_batch(images, self.plan, self.generator, self.mean_fill)
+            yield images, self.labels[rows]

@@ -1,0 +1,87 @@
+"""The batched tensor augmentation matches albumentations' transforms."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from blockspec.data import read_augment
+from blockspec.data.batched import DeviceLoader, augment_batch, plan_batched
+
+
+def smooth_image(size: int = 32) -> np.ndarray:
+    """A smooth colour gradient, so interpolation differences stay small."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    image = np.stack([rows * 6, cols * 6, (rows + cols) * 3], axis=-1)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def plan_for(entries: list) -> object:
+    plan = plan_batched(read_augment(entries).steps)
+    assert plan is not None
+    return plan
+
+
+def run(plan: object, images: np.ndarray, seed: int = 0) -> np.ndarray:
+    batch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    out = augment_batch(batch, plan, torch.Generator().manual_seed(seed), (120, 120, 120))
+    return out.numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"shift_limit": (0.1, 0.1), "scale_limit": 0, "rotate_limit": 0},
+        {"shift_limit": 0, "scale_limit": (0.2, 0.2), "rotate_limit": 0},
+        {"shift_limit": 0, "scale_limit": 0, "rotate_limit": (20, 20)},
+        {"shift_limit": (-0.05, -0.05), "scale_limit": (-0.1, -0.1), "rotate_limit": (-15, -15)},
+    ],
+)
+def test_fixed_affine_equals_albumentations(limits: dict) -> None:
+    """With degenerate ranges both sides apply the same warp; pixels agree closely."""
+    image = smooth_image()
+    ours = run(plan_for([{"ShiftScaleRotate": {**limits, "p": 1.0}}]), image[None])[0]
+    theirs = A.ShiftScaleRotate(**limits, p=1.0)(image=image)["image"].astype(np.float32)
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.abs(ours[inner] - theirs[inner]).mean() < 3.0
+
+
+def test_flip_probability_and_exactness() -> None:
+    image = smooth_image()
+    flipped = run(plan_for([{"HorizontalFlip": {"p": 1.0}}]), image[None])[0]
+    assert (flipped == image[:, ::-1]).all()
+    many = run(plan_for([{"HorizontalFlip": {"p": 0.5}}]), np.repeat(image[None], 2000, 0))
+    rate = (many[:, 0, 0, 1] != image[0, 0, 1]).mean()
+    assert 0.45 < rate < 0.55
+
+
+def test_cutout_is_one_mean_hole_inside_the_image() -> None:
+    plan = plan_for([{"CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [16, 16],
+                                        "hole_width_range": [16, 16], "fill": "mean", "p": 1.0}}])
+    images = np.full((500, 32, 32, 3), 7, dtype=np.uint8)
+    out = run(plan, images)
+    holes = (out == 120).all(axis=-1)
+    assert (holes.sum(axis=(1, 2)) == 256).all()
+    tops = holes.any(axis=2).argmax(axis=1)
+    lefts = holes.any(axis=1).argmax(axis=1)
+    assert tops.min() == 0 and tops.max() == 16 and lefts.min() == 0 and lefts.max() == 16
+    assert abs(tops.mean() - 8) < 1
+
+
+def test_unsupported_transforms_fall_back() -> None:
+    assert plan_batched(read_augment([{"RandomBrightnessContrast": {"p": 0.5}}]).steps) is None
+    assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 2}}]).steps) is None
+    assert plan_batched(read_augment([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}]).steps) is None
+
+
+def test_device_loader_covers_the_data_once_per_epoch_and_repeats_with_its_seed() -> None:
+    images = np.arange(50 * 4 * 4 * 3, dtype=np.int64).reshape(50, 4, 4, 3).astype(np.uint8)
+    labels = np.arange(50)
+    loader = DeviceLoader(images, labels, 8, torch.device("cpu"), None, (0.5, 0.5, 0.5), True, 3)
+    seen = torch.cat([y for _, y in loader])
+    assert sorted(seen.tolist()) == list(range(50)) and len(loader) == 7
+    loader.generator.manual_seed(3)
+    again = torch.cat([y for _, y in loader])
+    assert torch.equal(seen, again)
