@@ -5,6 +5,7 @@ Only `yaml.safe_load` is used: a spec is data, and nothing in it is evaluated or
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | 
     return spec
 
 
+_PYDANTIC_INTERNAL = re.compile(r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$)")
+
+
 def field_path(loc: tuple[Any, ...]) -> str:
     """('blocks', 'C2', 1, 'dilated', 'dilation') → 'blocks.C2[1].dilation'.
 
@@ -65,8 +69,8 @@ def field_path(loc: tuple[Any, ...]) -> str:
             text += f"[{part}]"
         elif isinstance(previous, int) and part in LAYER_KINDS:
             pass
-        elif part.startswith("function-") or part.startswith("tagged-union"):
-            pass
+        elif _PYDANTIC_INTERNAL.match(part):
+            pass  # the name of a union member, not a field the user wrote
         else:
             text += f".{part}" if text else str(part)
         previous = part

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BeforeValidator,
+    Strict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -23,6 +24,20 @@ from pydantic import (
 
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import Act, Norm, Order, StrictModel
+
+def _yaml_float(value: Any) -> Any:
+    """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+Rate = Annotated[PositiveFloat, BeforeValidator(_yaml_float)]
+Real = Annotated[float, BeforeValidator(_yaml_float)]
+Decay = Annotated[NonNegativeFloat, BeforeValidator(_yaml_float)]
 
 BLOCK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FEATURES = (
@@ -47,7 +62,7 @@ FEATURES = (
 
 class InputSpec(StrictModel):
     channels: PositiveInt = 3
-    size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
+    size: PositiveInt | Annotated[tuple[PositiveInt, PositiveInt], Strict(False)] = 32
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -60,7 +75,7 @@ class Defaults(StrictModel):
     norm: Norm = "batch"
     act: Act = "relu"
     order: Order = "conv-norm-act"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: Real = Field(default=0.0, ge=0.0, lt=1.0)
     bias: bool = True
     norm_groups: PositiveInt = 8
 
@@ -83,19 +98,6 @@ class Rules(StrictModel):
         return names
 
 
-def _yaml_float(value: Any) -> Any:
-    """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-Rate = Annotated[PositiveFloat, BeforeValidator(_yaml_float)]
-Decay = Annotated[NonNegativeFloat, BeforeValidator(_yaml_float)]
-
 DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
 
 
@@ -115,7 +117,7 @@ class DataSpec(StrictModel):
 class OptimizerSpec(StrictModel):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: Rate = 0.05
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    momentum: Real = Field(default=0.9, ge=0.0, lt=1.0)
     nesterov: bool = True
     weight_decay: Decay = 5e-4
 
@@ -124,13 +126,13 @@ class SchedulerSpec(StrictModel):
     """Learning-rate schedule; steps per batch (onecycle, cosine) or per epoch (step, plateau)."""
 
     name: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
-    max_lr: Rate | None = Field(default=None, description="onecycle peak; default: 10 × lr")
-    pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
+    max_lr: Rate | None = Field(default=None, description="onecycle peak; default: optimizer.lr")
+    pct_start: Real = Field(default=0.25, gt=0.0, lt=1.0)
     warmup_epochs: NonNegativeFloat = Field(default=0.0, description="cosine: linear warm-up")
     step_size: PositiveInt = Field(default=10, description="step: epochs between decays")
-    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    gamma: Real = Field(default=0.1, gt=0.0, le=1.0)
     patience: NonNegativeInt = 3
-    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+    factor: Real = Field(default=0.1, gt=0.0, lt=1.0)
 
 
 class TrainSpec(StrictModel):
@@ -140,13 +142,13 @@ class TrainSpec(StrictModel):
     batch_size: PositiveInt = 128
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    label_smoothing: Real = Field(default=0.0, ge=0.0, lt=1.0)
     seed: NonNegativeInt = 0
-    target: float = Field(default=85.0, gt=0.0, le=100.0)
+    target: Real = Field(default=85.0, gt=0.0, le=100.0)
     compile: bool = False
     channels_last: bool = True
     amp: bool = True
-    ema: float | None = Field(default=None, gt=0.0, lt=1.0, description="EMA decay of weights")
+    ema: Real | None = Field(default=None, gt=0.0, lt=1.0, description="EMA decay of weights")
     tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
 
 

@@ -48,6 +48,8 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True) ->
         raise fail("--device", "MPS was requested but is not available", requested)
     device = torch.device(requested)
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return DeviceInfo(device, dtype if amp else None, channels_last, pin_memory=True)
+        # bf16 needs no loss scaling; older GPUs without it train in fp32 rather than risk
+        # fp16 gradients underflowing.
+        dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else None
+        return DeviceInfo(device, dtype, channels_last, pin_memory=True)
     return DeviceInfo(device, None, channels_last=False, pin_memory=False)
