@@ -60,17 +60,20 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     checkpoint = load_checkpoint(options.resume) if options.resume else None
     if checkpoint is not None:
         spec = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
-        run_dir = _checkpoint_dir(options.resume)
-    else:
-        assert spec is not None
-        run_dir = prepare_run_dir(options.out, spec.name)
+    assert spec is not None
+    if checkpoint is None and options.out is not None:
+        check_run_dir_free(options.out)
+    info = pick_device(options.device, spec.train.amp, spec.train.channels_last)
     plan = read_augment(spec.data.augment)
     for note in plan.notes:
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
-    info = pick_device(options.device, spec.train.amp, spec.train.channels_last)
     train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info)
+    if checkpoint is not None:
+        run_dir = _checkpoint_dir(options.resume)
+    else:
+        run_dir = prepare_run_dir(options.out, spec.name)
     session = Session(spec, info, len(train_loader))
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
@@ -292,13 +295,7 @@ def prepare_run_dir(out: Path | None, name: str) -> Path:
         while out.exists():
             out = Path("runs") / name / f"{stamp}-{suffix}"
             suffix += 1
-    if out.exists() and any(out.iterdir()):
-        raise fail(
-            "--out",
-            "the run directory already exists and is not empty; continue it with "
-            f"`--resume {out}` or choose another --out",
-            str(out),
-        )
+    check_run_dir_free(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -307,6 +304,17 @@ def prepare_run_dir(out: Path | None, name: str) -> Path:
     except OSError as error:
         raise fail("--out", f"cannot write there ({error.strerror})", str(out)) from None
     return out
+
+
+def check_run_dir_free(out: Path) -> None:
+    """Refuse, before any slow work, to reuse a run directory that holds something."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise fail(
+            "--out",
+            "the run directory already exists and is not empty; continue it with "
+            f"`--resume {out}` or choose another --out",
+            str(out),
+        )
 
 
 def _checkpoint_dir(resume: Path) -> Path:
