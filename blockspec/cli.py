@@ -192,6 +192,16 @@ def preview_augment(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema (draft 2020-12) of spec files, for editors and validators."""
+    import json
+
+    from blockspec.schema import spec_json_schema
+
+    typer.echo(json.dumps(spec_json_schema(), indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     try:

@@ -1,0 +1,53 @@
+"""JSON Schema (draft 2020-12) of a spec file as users write it, for editors and CI.
+
+Pydantic describes the validated models, where layers carry a `kind` tag; in YAML a layer
+is a one-key mapping `{conv: {...}}`. The block lists are therefore re-described here as
+"exactly one of these keys", each holding that kind's arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from blockspec.layers import LAYER_KINDS
+from blockspec.spec import Spec
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+ENTRY = {"$ref": "#/$defs/LayerEntry"}
+
+
+def spec_json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema(ref_template="#/$defs/{model}")
+    definitions: dict[str, Any] = schema.setdefault("$defs", {})
+    choices = []
+    for kind, cls in LAYER_KINDS.items():
+        arguments = cls.model_json_schema(ref_template="#/$defs/{model}")
+        nested = arguments.pop("$defs", {})
+        if "$ref" in arguments:  # a recursive model (residual) is described by reference
+            arguments = nested.pop(arguments["$ref"].rsplit("/", 1)[1])
+        definitions.update(nested)
+        arguments["properties"].pop("kind", None)
+        if "body" in arguments["properties"]:
+            arguments["properties"]["body"]["items"] = ENTRY
+        arguments.setdefault("description", (cls.__doc__ or kind).strip().splitlines()[0])
+        definitions[f"{cls.__name__}Args"] = arguments
+        choices.append(
+            {
+                "type": "object",
+                "properties": {kind: {"anyOf": [{"$ref": f"#/$defs/{cls.__name__}Args"}, {"type": "null"}]}},
+                "required": [kind],
+                "additionalProperties": False,
+            }
+        )
+    definitions["LayerEntry"] = {"oneOf": choices, "description": "one layer: `kind: {arguments}`"}
+    schema["properties"]["blocks"] = {
+        "type": "object",
+        "minProperties": 1,
+        "description": "ordered block name → its layers",
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "additionalProperties": {"type": "array", "minItems": 1, "items": ENTRY},
+    }
+    for name in [key for key in definitions if key in {cls.__name__ for cls in LAYER_KINDS.values()}]:
+        del definitions[name]  # the tagged models themselves are not what users write
+    return {"$schema": DIALECT, **copy.deepcopy(schema)}

@@ -1,0 +1,46 @@
+"""The JSON Schema users' editors see agrees with the loader, and ships up to date."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from blockspec.schema import spec_json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "architectures").rglob("*.yaml"))
+VALIDATOR = jsonschema.Draft202012Validator(spec_json_schema())
+
+
+def test_schema_is_valid_draft_2020_12_and_shipped_copy_is_current() -> None:
+    jsonschema.Draft202012Validator.check_schema(spec_json_schema())
+    shipped = json.loads((ROOT / "docs" / "spec.schema.json").read_text())
+    assert shipped == spec_json_schema(), "regenerate with: blockspec schema > docs/spec.schema.json"
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_shipped_spec_validates_and_points_at_the_schema(path: Path) -> None:
+    first_line = path.read_text().splitlines()[0]
+    match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first_line)
+    assert match and (path.parent / match.group(1)).resolve() == ROOT / "docs" / "spec.schema.json"
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(path.read_text()))) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "name: x\nblocks:\n  C1: [conv: {out: 8, dilaton: 2}]\n",
+        "name: x\nblocks:\n  C1: [cnov: {out: 8}]\n",
+        "name: x\nblocks:\n  C1: [conv: {out: 8}, dws: {}]\n",
+        "name: x\nblocks:\n  C1: [residual: {body: [conv: {out: 8, k: 0}]}]\n",
+        "name: x\nblocks: {}\n",
+        "blocks:\n  C1: [gap: {}]\n",
+    ],
+)
+def test_schema_refuses_what_the_loader_refuses(text: str) -> None:
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(text)))
