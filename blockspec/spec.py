@@ -92,9 +92,10 @@ class Rules(StrictModel):
     @field_validator("require", "forbid")
     @classmethod
     def _known_features(cls, names: list[str]) -> list[str]:
-        unknown = [name for name in names if name not in FEATURES]
+        allowed = FEATURES + tuple(kind for kind in LAYER_KINDS if kind not in FEATURES)
+        unknown = [name for name in names if name not in allowed]
         if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; allowed: {', '.join(FEATURES)}")
+            raise ValueError(f"unknown feature(s) {unknown}; allowed: {', '.join(allowed)}")
         return names
 
 

@@ -1,11 +1,15 @@
 """Registry of layer kinds: the YAML key (`conv`, `dws`, …) → its schema class.
 
-Adding a kind means one module here and one line in `LAYER_KINDS`.
+Adding a built-in kind means one module here and one line in `LAYER_KINDS`. A user's own
+installed package adds kinds through the `blockspec.layers` entry-point group (see
+docs/plugins.md): the user's deliberate install, never a module path written in a spec.
 """
 
 from __future__ import annotations
 
 import difflib
+import sys
+from importlib.metadata import entry_points
 from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Field
@@ -28,7 +32,7 @@ from blockspec.layers.head import FcSpec, FlattenSpec, LogSoftmaxSpec
 from blockspec.layers.pool import GapSpec, PoolSpec
 from blockspec.layers.residual import ResidualSpec
 
-LAYER_KINDS: dict[str, type[LayerSpec]] = {
+BUILTIN_KINDS: dict[str, type[LayerSpec]] = {
     cls.model_fields["kind"].default: cls
     for cls in (
         ConvSpec,
@@ -46,6 +50,36 @@ LAYER_KINDS: dict[str, type[LayerSpec]] = {
         ResidualSpec,
     )
 }
+
+
+def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpec]]:
+    """Layer kinds registered by installed packages; a broken one is skipped with a warning."""
+    found: dict[str, type[LayerSpec]] = {}
+    for entry in entry_points(group="blockspec.layers"):
+        try:
+            cls = entry.load()
+            problem = _plugin_problem(entry.name, cls, builtin)
+        except Exception as error:  # noqa: BLE001 (a plugin's import error must not stop blockspec)
+            problem = f"cannot be loaded ({type(error).__name__}: {error})"
+        if problem:
+            print(f"blockspec: ignoring layer plugin '{entry.name}' ({entry.value}): {problem}", file=sys.stderr)
+        else:
+            found[entry.name] = cls
+    return found
+
+
+def _plugin_problem(name: str, cls: Any, builtin: dict[str, type[LayerSpec]]) -> str | None:
+    if not (isinstance(cls, type) and issubclass(cls, LayerSpec)):
+        return "it is not a subclass of blockspec.layers.LayerSpec"
+    if name in builtin:
+        return "a built-in kind has that name"
+    kind = cls.model_fields["kind"].default
+    if kind != name:
+        return f"its `kind` field defaults to {kind!r}, not {name!r}"
+    return None
+
+
+LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **plugin_kinds(BUILTIN_KINDS)}
 
 
 def unwrap_entry(value: Any) -> Any:
@@ -88,6 +122,7 @@ AnyLayer = Annotated[
 ResidualSpec.model_rebuild(_types_namespace={"AnyLayer": AnyLayer})
 
 __all__ = [
+    "BUILTIN_KINDS",
     "IDENTITY",
     "LAYER_KINDS",
     "AnyLayer",
