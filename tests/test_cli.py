@@ -9,22 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from blockspec.cli import main
+from tests.cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FOURBLOCKS = ROOT / "architectures/reference/fourblocks-128k.yaml"
 FLAGSHIP = ROOT / "architectures/flagship.yaml"
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
 
 def test_json_summary_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["build-summary", str(FOURBLOCKS), "--format", "json"], capsys)
+    code, out, _ = run_cli(["build-summary", str(FOURBLOCKS), "--format", "json"], capsys)
     data = json.loads(out)
     assert code == 0
     assert data["name"] == "fourblocks-128k"
@@ -38,27 +32,27 @@ def test_json_summary_has_the_documented_fields(capsys: pytest.CaptureFixture[st
 
 
 def test_table_and_markdown_show_every_layer(capsys: pytest.CaptureFixture[str]) -> None:
-    code, table, _ = run(["build-summary", str(FLAGSHIP)], capsys)
+    code, table, _ = run_cli(["build-summary", str(FLAGSHIP)], capsys)
     assert code == 0 and "C4.1" in table and "Receptive field" in table and "✓" in table
-    code, md, _ = run(["build-summary", str(FLAGSHIP), "-f", "markdown"], capsys)
+    code, md, _ = run_cli(["build-summary", str(FLAGSHIP), "-f", "markdown"], capsys)
     assert code == 0 and md.count("\n| ") == 1 + 10  # header + one row per layer
     assert "| output | output.1 | fc |  | 10 |" in md
 
 
 def test_input_size_option(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["build-summary", str(FOURBLOCKS), "-f", "json", "--input-size", "64", "64"], capsys)
+    code, out, _ = run_cli(["build-summary", str(FOURBLOCKS), "-f", "json", "--input-size", "64", "64"], capsys)
     assert code == 0 and json.loads(out)["layers"][0]["out_shape"] == [8, 64, 64]
 
 
 def test_verify_builds_and_agrees(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["build-summary", str(FLAGSHIP), "--verify"], capsys)
+    code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--verify"], capsys)
     assert code == 0 and "✓ built module agrees" in out
 
 
 def test_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["check", str(FLAGSHIP)], capsys)
+    code, out, _ = run_cli(["check", str(FLAGSHIP)], capsys)
     assert code == 0 and "all 7 rules hold" in out
-    code, out, err = run(["check", str(FOURBLOCKS)], capsys)
+    code, out, err = run_cli(["check", str(FOURBLOCKS)], capsys)
     assert code == 1 and "✗ min_rf: receptive field 41 (need ≥ 45)" in out and "min_rf" in err
 
 
@@ -135,7 +129,7 @@ def test_broken_specs_exit_2_with_located_message(
     text, expected = BROKEN[case]
     path = tmp_path / f"{case}.yaml"
     path.write_text(text)
-    code, out, err = run([command, str(path)], capsys)
+    code, out, err = run_cli([command, str(path)], capsys)
     assert code == 2
     assert err.startswith(f"error: {path}: ")
     assert expected in err
@@ -143,7 +137,7 @@ def test_broken_specs_exit_2_with_located_message(
 
 
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(["check", str(tmp_path / "nope.yaml")], capsys)
+    code, _, err = run_cli(["check", str(tmp_path / "nope.yaml")], capsys)
     assert code == 2 and "nope.yaml: file not found" in err
 
 

@@ -25,6 +25,7 @@ from blockspec.data import (
 from blockspec.data.download import DownloadError, download_and_extract
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import SpecError
+from tests.test_augment import TRIO
 
 # --- CIFAR ---------------------------------------------------------------------------------
 
@@ -428,25 +429,12 @@ def _synthetic(n: int = 40) -> ImageData:
     )
 
 
-_TRIO = [
-    {"HorizontalFlip": {"p": 0.5}},
-    {"ShiftScaleRotate": {"shift_limit": 0.05, "scale_limit": 0.05, "rotate_limit": 15, "p": 0.5}},
-    {
-        "CoarseDropout": {
-            "num_holes_range": [1, 1],
-            "hole_height_range": [16, 16],
-            "hole_width_range": [16, 16],
-            "fill": "mean",
-            "p": 0.5,
-        }
-    },
-]
 
 
 def _first_batch(seed: int, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     data = _synthetic()
     train, _ = make_loaders(
-        data, build_augment(_TRIO, data.mean), 8, workers, seed, False, None, None
+        data, build_augment(TRIO, data.mean), 8, workers, seed, False, None, None
     )
     return next(iter(train))
 
@@ -503,7 +491,7 @@ def test_normalize_batch() -> None:
 def test_preview_grid_png(tmp_path: Path) -> None:
     data = _synthetic()
     out = save_augment_grid(
-        data.train_images, build_augment(_TRIO, data.mean), tmp_path / "sub" / "grid.png", n=3
+        data.train_images, build_augment(TRIO, data.mean), tmp_path / "sub" / "grid.png", n=3
     )
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1] > 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blockspec import build_model, load_spec
-from blockspec.cli import main
+from tests.cli_helpers import run_cli
 from blockspec.train.checkpoint import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,16 +23,10 @@ def checkpoint(tmp_path: Path) -> Path:
     return target
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
 
 def test_torchscript_export_matches(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "model.ts"
-    code, stdout, _ = run(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)], capsys)
+    code, stdout, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)], capsys)
     assert code == 0 and "max |exported − torch|" in stdout
     spec = load_spec(ROOT / "architectures/reference/fourblocks-128k.yaml")
     model = build_model(spec).eval()
@@ -45,7 +39,7 @@ def test_onnx_export_matches_in_onnxruntime(checkpoint: Path, tmp_path: Path, ca
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     out = tmp_path / "model.onnx"
-    code, _, _ = run(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)], capsys)
+    code, _, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)], capsys)
     assert code == 0
     spec = load_spec(ROOT / "architectures/reference/fourblocks-128k.yaml")
     model = build_model(spec).eval()
@@ -59,18 +53,18 @@ def test_onnx_export_matches_in_onnxruntime(checkpoint: Path, tmp_path: Path, ca
 def test_corrupt_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)
-    code, _, err = run(["export", "--checkpoint", str(bad)], capsys)
+    code, _, err = run_cli(["export", "--checkpoint", str(bad)], capsys)
     assert code == 2 and "cannot read it as a checkpoint" in err and "Traceback" not in err
 
 
 def test_foreign_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
-    code, _, err = run(["eval", "--checkpoint", str(foreign)], capsys)
+    code, _, err = run_cli(["eval", "--checkpoint", str(foreign)], capsys)
     assert code == 2 and "not a blockspec checkpoint" in err
 
 
 def test_weights_of_another_spec_are_refused(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = ROOT / "architectures/flagship.yaml"
-    code, _, err = run(["export", str(other), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.pt")], capsys)
+    code, _, err = run_cli(["export", str(other), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.pt")], capsys)
     assert code == 2 and "do not fit spec 'flagship'" in err

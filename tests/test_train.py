@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blockspec.cli import main
+from tests.cli_helpers import run_cli
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +30,6 @@ def write_spec(folder: Path, data_root: Path, epochs: int = 2, extra: str = "") 
     path.write_text(tiny_spec_text(data_root, epochs, extra))
     return path
 
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def metrics(run_dir: Path) -> list[dict]:

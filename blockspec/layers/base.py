@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from blockspec.errors import fail
@@ -167,6 +167,20 @@ class UnitOptions(LayerSpec):
     order: Order | None = None
     dropout: float | None = Dropout
     bias: bool | None = None
+
+
+class SlidingUnit(UnitOptions):
+    """What conv and dws share: `out` channels from a k×k window with stride/dilation/padding."""
+
+    out: PositiveInt
+    k: PositiveInt = 3
+    stride: PositiveInt = 1
+    dilation: PositiveInt = 1
+    padding: Literal["auto", "same"] | NonNegativeInt = "auto"
+
+    def window(self, ctx: Context) -> Window:
+        pad = resolve_padding(self.padding, self.k, self.stride, self.dilation, ctx)
+        return Window(self.k, self.stride, self.dilation, pad)
 
 
 def require_map(in_shape: Shape, ctx: Context, kind: str) -> tuple[int, int, int]:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, PositiveInt
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
     Context,
     Geometry,
     Shape,
-    UnitOptions,
-    Window,
+    SlidingUnit,
     check_window,
     finish_unit,
     norm_params,
     require_map,
-    resolve_padding,
 )
 
 if TYPE_CHECKING:
@@ -26,22 +24,13 @@ if TYPE_CHECKING:
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
-class ConvSpec(UnitOptions):
+class ConvSpec(SlidingUnit):
     """Conv2d → norm → activation (or activation → norm) → dropout."""
 
     kind: Literal["conv"] = "conv"
-    out: PositiveInt
-    k: PositiveInt = 3
-    stride: PositiveInt = 1
-    dilation: PositiveInt = 1
-    padding: Literal["auto", "same"] | NonNegativeInt = "auto"
     groups: PositiveInt = 1
     padding_mode: PaddingMode = "zeros"
 
-
-    def window(self, ctx: Context) -> Window:
-        pad = resolve_padding(self.padding, self.k, self.stride, self.dilation, ctx)
-        return Window(self.k, self.stride, self.dilation, pad)
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         channels, height, width = require_map(in_shape, ctx, self.kind)

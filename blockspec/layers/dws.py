@@ -4,29 +4,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
     Context,
     Geometry,
     Shape,
-    UnitOptions,
-    Window,
+    SlidingUnit,
     check_window,
     finish_unit,
     make_act,
     make_norm,
     norm_params,
     require_map,
-    resolve_padding,
 )
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-class DwsSpec(UnitOptions):
+class DwsSpec(SlidingUnit):
     """Depthwise-separable convolution; norm/act/dropout follow the pointwise conv.
 
     `mid_norm` / `mid_act` put a normalisation / activation between the two convolutions
@@ -34,18 +32,9 @@ class DwsSpec(UnitOptions):
     """
 
     kind: Literal["dws"] = "dws"
-    out: PositiveInt
-    k: PositiveInt = 3
-    stride: PositiveInt = 1
-    dilation: PositiveInt = 1
-    padding: Literal["auto", "same"] | NonNegativeInt = "auto"
     multiplier: int = Field(default=1, ge=1, le=64)
     mid_norm: bool = False
     mid_act: bool = False
-
-    def window(self, ctx: Context) -> Window:
-        pad = resolve_padding(self.padding, self.k, self.stride, self.dilation, ctx)
-        return Window(self.k, self.stride, self.dilation, pad)
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         channels, height, width = require_map(in_shape, ctx, self.kind)
