@@ -33,6 +33,9 @@ def load_spec(path: str | Path, input_size: tuple[int, int] | None = None) -> Sp
 def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None) -> Spec:
     try:
         document = yaml.safe_load(text)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
+        # PyYAML's constructors raise these for `!!int x`, impossible dates, huge integers.
+        raise fail("", f"invalid YAML value ({type(error).__name__}: {error})").with_source(source) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
@@ -67,6 +70,8 @@ def field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif previous == "blocks":
+            text += f".{part}"  # a block name, whatever it looks like
         elif isinstance(previous, int) and part in LAYER_KINDS:
             pass
         elif _PYDANTIC_INTERNAL.match(part):

@@ -84,13 +84,14 @@ LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **plugin_kinds(BUILT
 
 def unwrap_entry(value: Any) -> Any:
     """YAML writes a layer as a one-key mapping `{conv: {out: 16}}`; Pydantic wants a tag."""
-    if isinstance(value, LayerSpec) or (isinstance(value, dict) and value.get("kind") in LAYER_KINDS):
+    tagged = isinstance(value, dict) and isinstance(value.get("kind"), str) and value["kind"] in LAYER_KINDS
+    if isinstance(value, LayerSpec) or tagged:
         return value  # already tagged: a model, or a dump of one
     kinds = ", ".join(LAYER_KINDS)
     if not isinstance(value, dict) or len(value) != 1:
         raise PydanticCustomError(
             "layer_entry",
-            "each layer is a one-key mapping such as `conv: {{out: 16}}`; kinds: {kinds}",
+            "each layer is a one-key mapping such as `conv: {out: 16}`; kinds: {kinds}",
             {"kinds": kinds},
         )
     ((name, args),) = value.items()
@@ -107,7 +108,7 @@ def unwrap_entry(value: Any) -> Any:
     if not isinstance(args, dict) or "kind" in args:
         raise PydanticCustomError(
             "layer_args",
-            "the arguments of '{name}' must be a mapping of its fields, e.g. `{name}: {{...}}`",
+            "the arguments of '{name}' must be a mapping of its fields, e.g. `{name}: {...}`",
             {"name": name},
         )
     return {"kind": name, **args}

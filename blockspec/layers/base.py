@@ -223,17 +223,29 @@ def resolve_padding(padding: int | str, k: int, stride: int, dilation: int, ctx:
     return span // 2
 
 
-def norm_params(norm: str, channels: int, ctx: Context) -> int:
-    """Learnable parameters of a normalisation layer (affine scale and shift)."""
+def norm_params(norm: str, channels: int, ctx: Context, positions: int) -> int:
+    """Learnable parameters of a normalisation layer (affine scale and shift).
+
+    `positions` is H·W of the map it normalises (1 for vectors): group norm needs more than
+    one value per group, or torch refuses to run it.
+    """
     if norm == "none":
         return 0
-    if norm == "group" and channels % ctx.norm_groups:
-        raise fail(
-            f"{ctx.path}.norm",
-            f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
-            f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
-            norm,
-        )
+    if norm == "group":
+        if channels % ctx.norm_groups:
+            raise fail(
+                f"{ctx.path}.norm",
+                f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
+                f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
+                norm,
+            )
+        if channels // ctx.norm_groups * positions < 2:
+            raise fail(
+                f"{ctx.path}.norm",
+                f"group norm over {channels} channels of a 1×1 map in {ctx.norm_groups} groups "
+                "has one value per group; use batch norm here or fewer groups",
+                norm,
+            )
     return 2 * channels
 
 

@@ -50,7 +50,7 @@ class ConvSpec(SlidingUnit):
             )
         out_h, out_w = check_window(window, height, width, ctx)
         weights = self.out * (channels // self.groups) * self.k * self.k
-        params = weights + (self.out if self.bias else 0) + norm_params(self.norm, self.out, ctx)
+        params = weights + (self.out if self.bias else 0) + norm_params(self.norm, self.out, ctx, out_h * out_w)
         return Geometry(
             out_shape=(self.out, out_h, out_w),
             params=params,

@@ -50,11 +50,11 @@ class DwsSpec(SlidingUnit):
         mid = channels * self.multiplier
         depthwise = mid * self.k * self.k
         pointwise = self.out * mid
-        params = depthwise + pointwise + norm_params(self.norm, self.out, ctx)
+        params = depthwise + pointwise + norm_params(self.norm, self.out, ctx, out_h * out_w)
         if self.bias:
             params += mid + self.out
         if self.mid_norm:
-            params += norm_params(self.norm, mid, ctx)
+            params += norm_params(self.norm, mid, ctx, out_h * out_w)
         return Geometry(
             out_shape=(self.out, out_h, out_w),
             params=params,

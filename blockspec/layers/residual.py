@@ -65,16 +65,16 @@ class ResidualSpec(LayerSpec):
     def _projection_stride(
         self, in_shape: Shape, out_shape: Shape, body: Field1D, ctx: Context
     ) -> int | None:
-        """None when the shortcut is the identity; else the 1×1 conv's stride.
+        """None when the shortcut is the identity (same shape, no stride); else the 1×1 conv's stride.
 
         The stride is the body's total stride, and the body must produce exactly the map a
         strided 1×1 conv does (⌈H / stride⌉), so the two paths line up at every input size.
         """
         if len(out_shape) != 3:
             raise fail(ctx.path, "a residual body must end in a feature map, not a vector")
-        if out_shape == in_shape:
-            return None
         stride = body.jump
+        if out_shape == in_shape and stride == 1:
+            return None
         expected = tuple((size - 1) // stride + 1 for size in in_shape[1:])
         if out_shape[1:] != expected:
             raise fail(
@@ -105,7 +105,7 @@ class ResidualSpec(LayerSpec):
         if stride is not None:
             weights = out_shape[0] * in_shape[0]
             bias = 0 if self.norm != "none" else out_shape[0]
-            params += weights + bias + norm_params(self.norm, out_shape[0], ctx)
+            params += weights + bias + norm_params(self.norm, out_shape[0], ctx, out_shape[1] * out_shape[2])
             macs += weights * out_shape[1] * out_shape[2]
             shortcut = Field1D(rf=1, jump=stride, start=0)
         return Geometry(out_shape, params, macs, field.union(shortcut))
