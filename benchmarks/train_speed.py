@@ -154,13 +154,25 @@ def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
 
         return body
 
+    def rounds() -> None:
+        run("reference loop (per-image albumentations)", 128, "fp32", reference)
+        run("blockspec, per-image albumentations", 128, "fp32", blockspec_albumentations)
+        run("blockspec, batched tensor augmentation", 128, precision, blockspec_batched(128))
+        if info.is_cuda:
+            run("blockspec, batched tensor augmentation", 512, precision, blockspec_batched(512))
+
     precision = "bf16" if info.autocast_dtype is not None else "fp32"
-    run("reference loop (per-image albumentations)", 128, "fp32", reference)
-    run("blockspec, per-image albumentations", 128, "fp32", blockspec_albumentations)
-    run("blockspec, batched tensor augmentation", 128, precision, blockspec_batched(128))
-    if info.is_cuda:
-        run("blockspec, batched tensor augmentation", 512, precision, blockspec_batched(512))
-    return rows
+    for _ in range(args.rounds):  # interleaved, so a noisy moment hits every path alike
+        rounds()
+    return _medians(rows)
+
+
+def _medians(rows: list[tuple[str, int, str, float]]) -> list[tuple[str, int, str, float]]:
+    """One row per path: the median of its rounds."""
+    grouped: dict[tuple[str, int, str], list[float]] = {}
+    for label, batch, precision, speed in rows:
+        grouped.setdefault((label, batch, precision), []).append(speed)
+    return [(*key, float(np.median(speeds))) for key, speeds in grouped.items()]
 
 
 def table(rows: list[tuple[str, int, str, float]], args: argparse.Namespace, device: str) -> str:
@@ -168,7 +180,8 @@ def table(rows: list[tuple[str, int, str, float]], args: argparse.Namespace, dev
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {device} ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads), spec `{Path(args.spec).relative_to(ROOT)}`, "
-        f"CIFAR-10 (JPEG copy), {args.steps} steps after {args.warmup} warm-up steps, "
+        f"CIFAR-10 (JPEG copy), median of {args.rounds} interleaved rounds of {args.steps} steps "
+        f"after {args.warmup} warm-up steps, "
         f"{args.workers} DataLoader workers where a DataLoader is used.",
         "",
         "| path | batch | precision | images/s | × reference |",
@@ -194,6 +207,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians reported")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     rows = measure(args)
