@@ -1,0 +1,36 @@
+"""Render a run directory's metrics.json and summary.json as a Markdown table for docs/.
+
+    python benchmarks/run_table.py runs/flagship/20261121-224200
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def render(run_dir: Path) -> str:
+    history = json.loads((run_dir / "metrics.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines = [
+        "| epoch | train loss | train acc % | test loss | test acc % | lr | images/s | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in history:
+        lines.append(
+            f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.2f} | {r['test_loss']:.4f} | "
+            f"{r['test_acc']:.2f} | {r['lr']:.5f} | {r['images_per_second']:,.0f} | {r['seconds']:,.1f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Best test accuracy {summary['best_test_acc']:.2f} % at epoch {summary['best_epoch']}; "
+        f"target {summary['target']:g} % reached at epoch {summary['target_epoch'] or '—'}; "
+        f"{summary['epochs_completed']} epochs in {summary['total_seconds']:,.0f} s of training and "
+        f"evaluation on {summary['device']}; peak host memory {summary['peak_host_memory_mb']:,.0f} MB."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render(Path(sys.argv[1])))
