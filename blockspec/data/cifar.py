@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from blockspec.data.download import DownloadError, download_and_extract
+from blockspec.data.download import download_and_extract, fetch_missing
 from blockspec.data.imagedata import ImageData
 from blockspec.data.safe_pickle import load_pickle
 from blockspec.errors import fail
@@ -93,16 +93,10 @@ def _find_folder(fmt: _CifarFormat, root: Path) -> Path | None:
 
 def _fetch(fmt: _CifarFormat, root: Path, download: bool, path: str) -> Path:
     expected = f"expected {', '.join(fmt.files)} in {root / fmt.folder} (or directly in {root})"
-    if not download:
-        raise fail(f"{path}.root", f"{expected}; they are missing and download is off", str(root))
-    try:
-        download_and_extract(fmt.url, root, fmt.url.rsplit("/", 1)[1], fmt.md5)
-    except DownloadError as error:
-        raise fail(
-            f"{path}.root",
-            f"{expected}; they are missing and the download failed: {error}",
-            str(root),
-        ) from None
+    archive = fmt.url.rsplit("/", 1)[1]
+    fetch_missing(
+        lambda: download_and_extract(fmt.url, root, archive, fmt.md5), expected, root, path, download
+    )
     folder = _find_folder(fmt, root)
     if folder is None:
         raise fail(

@@ -10,12 +10,18 @@ import hashlib
 import http.client
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from blockspec.data.atomic import atomic_write
+from blockspec.errors import fail
 
 _TIMEOUT_S = 30
 _CHUNK = 1 << 20
+
+
+T = TypeVar("T")
 
 
 class DownloadError(Exception):
@@ -71,3 +77,15 @@ def _md5(file: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def fetch_missing(fetch: Callable[[], T], expected: str, root: Path, path: str, allowed: bool) -> T:
+    """Run `fetch` for files that are missing, or say exactly which files were expected where."""
+    if not allowed:
+        raise fail(f"{path}.root", f"{expected}; they are missing and download is off", str(root))
+    try:
+        return fetch()
+    except DownloadError as error:
+        raise fail(
+            f"{path}.root", f"{expected}; they are missing and the download failed: {error}", str(root)
+        ) from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blockspec.data.download import DownloadError, download
+from blockspec.data.download import download, fetch_missing
 from blockspec.data.imagedata import ImageData
 from blockspec.errors import fail
 
@@ -130,19 +130,16 @@ def _existing(file: Path) -> Path | None:
 def _fetch(spec: _IdxSet, root: Path, download_missing: bool, path: str) -> list[Path]:
     raw, _ = _folders(spec, root)
     expected = f"expected {', '.join(_FILES)} (each optionally .gz) in {raw} or {root}"
-    if not download_missing:
-        raise fail(f"{path}.root", f"{expected}; they are missing and download is off", str(root))
-    try:
-        return [
+    return fetch_missing(
+        lambda: [
             download([mirror + name + ".gz" for mirror in spec.mirrors], raw, name + ".gz", md5)
             for name, md5 in zip(_FILES, spec.md5)
-        ]
-    except DownloadError as error:
-        raise fail(
-            f"{path}.root",
-            f"{expected}; they are missing and the download failed: {error}",
-            str(root),
-        ) from None
+        ],
+        expected,
+        root,
+        path,
+        download_missing,
+    )
 
 
 def _read_idx(file: Path, path: str) -> np.ndarray:
