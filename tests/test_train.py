@@ -197,3 +197,16 @@ def test_log_softmax_head_trains_with_nll() -> None:
 
     spec = load_spec(ROOT / "architectures/reference/dilation-transition-189k.yaml")
     assert isinstance(make_loss(spec), torch.nn.NLLLoss)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=3)
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", str(spec), "--out", str(out), "--workers", "0", "--lr", "1e30"], capsys
+    )
+    assert code == 2 and "the training loss became" in err and "last.pt keeps" in err
+    saved = torch.load(out / "last.pt", weights_only=True)
+    assert saved["epoch"] == 0 and all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
