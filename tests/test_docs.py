@@ -1,0 +1,38 @@
+"""Every YAML snippet in README.md and docs/ is valid, so the docs cannot drift from the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from blockspec import parse_spec
+from blockspec.data import read_augment
+from blockspec.layers import LAYER_KINDS, AnyLayer
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = {"name": "snippet", "blocks": {"C1": [{"conv": {"out": 8}}], "output": [{"gap": {}}, {"fc": {"out": 10}}]}}
+SNIPPETS = [
+    (path, index, text)
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for index, text in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S))
+]
+
+
+def test_docs_have_snippets() -> None:
+    assert len(SNIPPETS) >= 15
+
+
+@pytest.mark.parametrize(("path", "index", "text"), SNIPPETS, ids=lambda v: v.name if isinstance(v, Path) else None)
+def test_snippet_is_valid(path: Path, index: int, text: str) -> None:
+    document = yaml.safe_load(text)
+    if isinstance(document, list) and all(next(iter(e)) in LAYER_KINDS for e in document):
+        TypeAdapter(list[AnyLayer]).validate_python(document)
+    elif isinstance(document, list):
+        read_augment(document)
+    else:
+        spec = parse_spec(yaml.safe_dump({**MINIMAL, **document}), f"{path.name} snippet {index}")
+        read_augment(spec.data.augment)
