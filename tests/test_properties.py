@@ -640,6 +640,9 @@ FOUND = {
     # the module cannot run (torch: "Expected more than 1 value per channel").
     "group-norm-after-gap": "name: x\nblocks:\n  C1: [conv: {out: 8}]\n"
     "  C2: [gap: {}, norm: {type: group}, fc: {out: 10}]\n",
+    # The same for `layer` (GroupNorm(1, C) on a map) over one channel of a 1×1 map.
+    "layer-norm-one-value": "name: x\ninput: {channels: 1, size: 1}\nclasses: 1\n"
+    "blocks:\n  C1: [conv: {out: 1, norm: layer}]\n  C2: [gap: {}, fc: {out: 1}]\n",
     # A strided residual body that keeps a 1×1 map gets an identity shortcut, so the
     # module only runs at 1×1, while the analysis at any other size adds a projection.
     "residual-identity-with-stride": "name: x\ninput: {channels: 1, size: 1}\nclasses: 1\n"

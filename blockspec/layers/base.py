@@ -223,29 +223,30 @@ def resolve_padding(padding: int | str, k: int, stride: int, dilation: int, ctx:
     return span // 2
 
 
-def norm_params(norm: str, channels: int, ctx: Context, positions: int) -> int:
+def norm_params(norm: str, channels: int, ctx: Context, positions: int | None) -> int:
     """Learnable parameters of a normalisation layer (affine scale and shift).
 
-    `positions` is H·W of the map it normalises (1 for vectors): group norm needs more than
-    one value per group, or torch refuses to run it.
+    `positions` is H·W of the map it normalises (None for vectors): group norm (and layer
+    norm, which is group norm with one group on maps) needs more than one value per group,
+    or torch refuses to run it.
     """
     if norm == "none":
         return 0
-    if norm == "group":
-        if channels % ctx.norm_groups:
-            raise fail(
-                f"{ctx.path}.norm",
-                f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
-                f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
-                norm,
-            )
-        if channels // ctx.norm_groups * positions < 2:
-            raise fail(
-                f"{ctx.path}.norm",
-                f"group norm over {channels} channels of a 1×1 map in {ctx.norm_groups} groups "
-                "has one value per group; use batch norm here or fewer groups",
-                norm,
-            )
+    if norm == "group" and channels % ctx.norm_groups:
+        raise fail(
+            f"{ctx.path}.norm",
+            f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
+            f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
+            norm,
+        )
+    groups = {"group": ctx.norm_groups, "layer": 1}.get(norm)
+    if groups and positions is not None and channels // groups * positions < 2:
+        raise fail(
+            f"{ctx.path}.norm",
+            f"{norm} norm over {channels} channel(s) of a 1×1 map has one value per group; "
+            "use batch norm here",
+            norm,
+        )
     return 2 * channels
 
 

@@ -28,7 +28,7 @@ class NormSpec(LayerSpec):
     type: Literal["batch", "group", "layer"] = "batch"
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
-        positions = in_shape[1] * in_shape[2] if len(in_shape) == 3 else 1
+        positions = in_shape[1] * in_shape[2] if len(in_shape) == 3 else None
         return Geometry(in_shape, norm_params(self.type, in_shape[0], ctx, positions), 0)
 
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
