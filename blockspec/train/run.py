@@ -32,7 +32,8 @@ from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_atomic
 from blockspec.train.device import DeviceInfo, pick_device
-from blockspec.train.loop import Batches, evaluate, train_epoch
+from blockspec.train import distributed
+from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
 from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
@@ -61,43 +62,54 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     if checkpoint is not None:
         spec = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
     assert spec is not None
+    ranks = distributed.from_environment()
+    if not ranks.main:
+        log = _silent
     if checkpoint is None and options.out is not None:
         check_run_dir_free(options.out)
-    info = pick_device(options.device, spec.train.amp, spec.train.channels_last)
+    info = pick_device(distributed.device_for(options.device, ranks), spec.train.amp, spec.train.channels_last)
+    distributed.start(ranks, info.device)
     plan = read_augment(spec.data.augment)
     for note in plan.notes:
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
+    data = distributed.shard(data, ranks, spec.train.seed)
     train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info)
     if checkpoint is not None:
         run_dir = _checkpoint_dir(options.resume)
-    else:
+    elif ranks.main:
         run_dir = prepare_run_dir(options.out, spec.name)
-    session = Session(spec, info, len(train_loader))
+    else:
+        run_dir = options.out or Path("runs") / spec.name  # never written by this rank
+    session = Session(spec, info, len(train_loader), ranks)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)
         history = list(checkpoint["history"])
         log(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
-    else:
+    elif ranks.main:
         write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
     analysis = trace(spec)
     log(
         f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
-        f"{analysis.receptive_field}, on {info.describe()}; {len(train_loader.dataset):,} train / "
+        f"{analysis.receptive_field}, on {info.describe()}"
+        + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
+        + f"; {len(train_loader.dataset) * ranks.world:,} train / "
         f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {path_used} "
         f"augmentation); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
     last_eval = None
     start = len(history) + 1
-    if not (run_dir / "last.pt").exists():
+    if ranks.main and not (run_dir / "last.pt").exists():
         session.save(run_dir / "last.pt", epoch=0, history=history)
     try:
         for epoch in range(start, spec.train.epochs + 1):
             record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches)
             history.append(record)
+            if not ranks.main:
+                continue
             if max(r["test_acc"] for r in history) == record["test_acc"]:
                 session.save_best(run_dir / "best.pt", epoch)
             session.save(run_dir / "last.pt", epoch=epoch, history=history)
@@ -112,6 +124,9 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         ) from None
     if last_eval is None:
         last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, spec.train.tta_flip)
+    if not ranks.main:
+        distributed.stop(ranks)
+        return run_summary(spec, history, info)
     test_images = test_loader.dataset.images
     plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
     plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
@@ -123,14 +138,15 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + (f"target {spec.train.target:g}% first reached at epoch {reached}" if reached else f"target {spec.train.target:g}% not reached")
         + f"; artefacts in {run_dir}"
     )
+    distributed.stop(ranks)
     return summary
 
 
 class Session:
     """Model, optimizer, schedule, loss and EMA for one spec on one device."""
 
-    def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int) -> None:
-        self.spec, self.info = spec, info
+    def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int, ranks: distributed.Ranks) -> None:
+        self.spec, self.info, self.ranks = spec, info, ranks
         torch.manual_seed(spec.train.seed)
         model = build_model(spec).to(info.device)
         if info.channels_last:
@@ -144,7 +160,11 @@ class Session:
             if spec.train.ema
             else None
         )
-        self.forward = torch.compile(model) if spec.train.compile and info.is_cuda else model
+        forward: torch.nn.Module = model
+        if ranks.active:
+            ids = [info.device.index] if info.is_cuda else None
+            forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.forward = torch.compile(forward) if spec.train.compile and info.is_cuda else forward
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -168,6 +188,7 @@ class Session:
             f"epoch {epoch}/{self.spec.train.epochs}",
             len(train_loader),
         )
+        stats = self._over_ranks(stats)
         if not math.isfinite(stats.loss):
             raise fail(
                 "train",
@@ -193,6 +214,17 @@ class Session:
             "images_per_second": round(stats.images_per_second, 1),
         }
         return record, result
+
+    def _over_ranks(self, stats: EpochStats) -> EpochStats:
+        """Loss, accuracy and images of the whole step, not just this rank's share."""
+        if not self.ranks.active:
+            return stats
+        loss_sum, correct, images = distributed.sum_over_ranks(
+            [stats.loss * stats.images, stats.acc * stats.images / 100, stats.images],
+            self.ranks,
+            self.info.device,
+        )
+        return EpochStats(loss_sum / images, 100 * correct / images, int(images), stats.seconds)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -254,6 +286,10 @@ def make_run_loaders(
         None, data.mean, shuffle=False, seed=0,
     )
     return train, test, f"batched tensor ({info.device.type})"
+
+
+def _silent(message: str) -> None:
+    """Ranks other than 0 say nothing; rank 0 speaks for the run."""
 
 
 def seed_epoch(seed: int, epoch: int, loader: Any) -> None:

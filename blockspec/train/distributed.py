@@ -1,0 +1,74 @@
+"""Data-parallel training under `torchrun`: one process per device, rank 0 writes.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything here is a no-op,
+so a plain `blockspec train` runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from blockspec.data import ImageData
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def from_environment() -> Ranks:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    return Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(requested: str, ranks: Ranks) -> str:
+    """Each process takes its own GPU; CPU processes share the CPU."""
+    if ranks.active and requested in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{ranks.local_rank}"
+    return requested
+
+
+def start(ranks: Ranks, device: torch.device) -> None:
+    if ranks.active and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def stop(ranks: Ranks) -> None:
+    if ranks.active and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def shard(data: ImageData, ranks: Ranks, seed: int) -> ImageData:
+    """This rank's share of the training images: every rank-th of a seeded permutation."""
+    if not ranks.active:
+        return data
+    rows = np.sort(np.random.default_rng(seed).permutation(len(data.train_labels))[ranks.rank :: ranks.world])
+    return replace(data, train_images=data.train_images[rows], train_labels=data.train_labels[rows])
+
+
+def sum_over_ranks(values: list[float], ranks: Ranks, device: torch.device) -> list[float]:
+    if not ranks.active:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
