@@ -27,6 +27,8 @@ from blockspec.layers.base import (
 if TYPE_CHECKING:
     from torch import nn
 
+BodyStep = tuple[LayerSpec, Shape, Geometry, Context]
+
 
 class ResidualSpec(LayerSpec):
     """A ResNet-style block around `body`; `act` is applied after the sum (ReLU in ResNet).
@@ -44,23 +46,31 @@ class ResidualSpec(LayerSpec):
         body = [layer.with_defaults(defaults) for layer in self.body]
         return resolved.model_copy(update={"body": body})
 
-    def _body_path(self, ctx: Context, index: int) -> Context:
-        return replace(ctx, path=f"{ctx.path}.body[{index}]")
-
-    def _trace_body(self, in_shape: Shape, ctx: Context) -> tuple[Shape, int, int, Field1D]:
-        shape, params, macs, field = in_shape, 0, 0, IDENTITY
+    def _body_steps(self, in_shape: Shape, ctx: Context) -> list[BodyStep]:
+        """Each body layer with its input shape, geometry and context: the one walk of the
+        body that geometry, features and build all read from."""
+        steps: list[BodyStep] = []
+        shape = in_shape
         for index, _, layer in expand(self.body):
-            geometry = layer.geometry(shape, self._body_path(ctx, index))
+            body_ctx = replace(ctx, path=f"{ctx.path}.body[{index}]")
+            geometry = layer.geometry(shape, body_ctx)
             if geometry.global_pool:
                 raise fail(
-                    f"{ctx.path}.body[{index}]",
+                    body_ctx.path,
                     "a residual body must keep a spatial map; global pooling cannot be added "
                     "back to its input",
                     layer.kind,
                 )
-            shape, field = geometry.out_shape, field.then(geometry.field)
-            params, macs = params + geometry.params, macs + geometry.macs
-        return shape, params, macs, field
+            steps.append((layer, shape, geometry, body_ctx))
+            shape = geometry.out_shape
+        return steps
+
+    @staticmethod
+    def _body_field(steps: list[BodyStep]) -> Field1D:
+        field = IDENTITY
+        for _, _, geometry, _ in steps:
+            field = field.then(geometry.field)
+        return field
 
     def _projection_stride(
         self, in_shape: Shape, out_shape: Shape, body: Field1D, ctx: Context
@@ -89,17 +99,17 @@ class ResidualSpec(LayerSpec):
     def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         """The body's features count too: a dilated conv inside a block is still dilated."""
         found = {"residual"}
-        shape = in_shape
-        for index, _, layer in expand(self.body):
-            body_ctx = self._body_path(ctx, index)
+        for layer, shape, _, body_ctx in self._body_steps(in_shape, ctx):
             found |= layer.features(shape, body_ctx)
-            shape = layer.geometry(shape, body_ctx).out_shape
         return found
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         if len(in_shape) != 3:
             raise fail(ctx.path, "'residual' needs a feature map, not a vector")
-        out_shape, params, macs, field = self._trace_body(in_shape, ctx)
+        steps = self._body_steps(in_shape, ctx)
+        out_shape, field = steps[-1][2].out_shape, self._body_field(steps)
+        params = sum(geometry.params for _, _, geometry, _ in steps)
+        macs = sum(geometry.macs for _, _, geometry, _ in steps)
         stride = self._projection_stride(in_shape, out_shape, field, ctx)
         shortcut = IDENTITY
         if stride is not None:
@@ -113,14 +123,10 @@ class ResidualSpec(LayerSpec):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
-        modules: list[tuple[str, nn.Module]] = []
-        shape, field = in_shape, IDENTITY
-        for index, _, layer in expand(self.body):
-            body_ctx = self._body_path(ctx, index)
-            modules.append((f"{len(modules)}", layer.build(shape, body_ctx)))
-            geometry = layer.geometry(shape, body_ctx)
-            shape, field = geometry.out_shape, field.then(geometry.field)
-        stride = self._projection_stride(in_shape, shape, field, ctx)
+        steps = self._body_steps(in_shape, ctx)
+        body = nn.Sequential(*(layer.build(shape, step_ctx) for layer, shape, _, step_ctx in steps))
+        shape = steps[-1][2].out_shape
+        stride = self._projection_stride(in_shape, shape, self._body_field(steps), ctx)
         projection: nn.Module = nn.Identity()
         if stride is not None:
             parts: list[tuple[str, nn.Module]] = [
@@ -132,4 +138,4 @@ class ResidualSpec(LayerSpec):
         act = nn.Identity() if self.act == "none" else make_act(self.act)
         from blockspec.modules import Residual
 
-        return Residual(nn.Sequential(OrderedDict(modules)), projection, act)
+        return Residual(body, projection, act)
