@@ -1,0 +1,56 @@
+"""Device choice: what the CPU path turns on, and that the bf16 CPU path really trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blockspec.build import build_model
+from blockspec.load import parse_spec
+from blockspec.train.device import cpu_has_native_bf16, pick_device
+
+SPEC = """
+name: tiny
+input: {channels: 3, size: 16}
+classes: 4
+blocks:
+  C1: [conv: {out: 8}, strided: {out: 16}, dws: {out: 16}]
+  output: [gap: {}, fc: {out: 4}]
+"""
+
+
+def test_cpu_uses_channels_last_and_bf16_only_with_hardware_support() -> None:
+    info = pick_device("cpu")
+    assert info.channels_last
+    assert info.autocast_dtype == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert pick_device("cpu", amp=False, channels_last=False).autocast_dtype is None
+    assert not pick_device("cpu", amp=False, channels_last=False).channels_last
+
+
+def test_unknown_device_is_a_spec_style_error() -> None:
+    from blockspec.errors import SpecError
+
+    with pytest.raises(SpecError, match="allowed: auto, cuda, mps, cpu"):
+        pick_device("tpu")
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no bf16 instructions")
+def test_bf16_channels_last_cpu_step_matches_fp32_closely() -> None:
+    """One SGD step under CPU bf16 autocast lands near the fp32 step from the same weights."""
+    torch.manual_seed(0)
+    reference = build_model(parse_spec(SPEC, "tiny.yaml"))
+    fast = build_model(parse_spec(SPEC, "tiny.yaml")).to(memory_format=torch.channels_last)
+    fast.load_state_dict(reference.state_dict())
+    x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 4, (32,))
+    losses = []
+    for model, autocast in ((reference, False), (fast, True)):
+        inputs = x.contiguous(memory_format=torch.channels_last) if autocast else x
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = torch.nn.functional.cross_entropy(model(inputs), y)
+        loss.backward()
+        losses.append(loss.item())
+        for p in model.parameters():
+            p.data -= 0.1 * p.grad
+    assert abs(losses[0] - losses[1]) < 0.02
+    for a, b in zip(reference.parameters(), fast.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=0.02), (a - b).abs().max()
