@@ -1,6 +1,11 @@
-"""Running the CLI in-process the way a shell would, capturing exit code and output."""
+"""Running the CLI the way a shell would, and reading what a run left behind."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -13,3 +18,25 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         main(argv)
     out, err = capsys.readouterr()
     return int(exit_info.value.code or 0), out, err
+
+
+TIMING = {"seconds", "images_per_second"}
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+def wait_for_epochs(run_dir: Path, count: int, process: subprocess.Popen, limit: float = 120) -> None:
+    """Block until the run in `run_dir` has recorded `count` epochs (the process must live)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.json").exists() and len(metrics(run_dir)) >= count:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the epoch in time")

@@ -2,35 +2,123 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
+from blockspec.data import ImageData, make_loaders
+from blockspec.data.batched import DeviceLoader
+from blockspec.train.run import seed_epoch
+from tests.cli_helpers import metrics, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 8
 
 
-def test_two_processes_train_one_run(tmp_path: Path) -> None:
-    data = write_colour_folder(tmp_path / "data")
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(tiny_spec_text(data, epochs=3))
-    out = tmp_path / "run"
-    result = subprocess.run(
+def _torchrun(spec_or_resume: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "blockspec", "train", str(spec), "--device", "cpu", "--workers", "0", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+         "-m", "blockspec", "train", *spec_or_resume, "--device", "cpu", "--workers", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "× 2 processes (DDP)" in result.stdout and "96 train" in result.stdout
-    assert result.stdout.count("epoch   3/3") == 1  # rank 1 stays silent
-    history = json.loads((out / "metrics.json").read_text())
-    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as a machine crash would (torchrun
+    starts each worker in a session of its own, so killing its process group is not enough)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, index = [pid], 0
+    while index < len(tree):
+        tree += children.get(tree[index], [])
+        index += 1
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+def _finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(spec, run dir, stdout) of one uninterrupted two-process run."""
+    root = tmp_path_factory.mktemp("ddp")
+    spec = root / "tiny.yaml"
+    text = tiny_spec_text(write_colour_folder(root / "data"), epochs=EPOCHS, extra="  batch_size: 4")
+    spec.write_text(text.replace("  batch_size: 16\n", ""))  # many small steps: slow enough to kill mid-run
+    out = root / "straight"
+    return spec, out, _finish(_torchrun([str(spec), "--out", str(out)], root))
+
+
+def test_two_processes_train_one_run(ddp_run: tuple[Path, Path, str]) -> None:
+    spec, out, stdout = ddp_run
+    assert "× 2 processes (DDP)" in stdout and "96 train" in stdout
+    assert stdout.count(f"epoch   {EPOCHS}/{EPOCHS}") == 1  # rank 1 stays silent
+    history = metrics(out)
+    assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
+    assert all(r["images_per_second"] > 0 for r in history)
     assert history[-1]["test_acc"] >= 75
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
-    assert not (tmp_path / "runs").exists()  # no second run directory from rank 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == EPOCHS
+    assert not (spec.parent / "runs").exists()  # no second run directory from rank 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_killed_ddp_run_resumes_to_the_uninterrupted_result(ddp_run: tuple[Path, Path, str]) -> None:
+    """Every process SIGKILLed after epoch 1, then `torchrun … --resume`: same metrics."""
+    spec, straight, _ = ddp_run
+    run_dir = spec.parent / "killed"
+    process = _torchrun([str(spec), "--out", str(run_dir)], spec.parent)
+    wait_for_epochs(run_dir, 1, process, limit=240)
+    _kill_tree(process.pid)
+    process.communicate()
+    assert 1 <= len(metrics(run_dir)) < EPOCHS
+    _finish(_torchrun(["--resume", str(run_dir)], spec.parent))
+    assert without_timing(metrics(run_dir)) == without_timing(metrics(straight))
+
+
+def _epoch_rows(loader, epoch: int, rank: int) -> list[int]:
+    seed_epoch(0, epoch, loader, rank)
+    return [int(label) for _, labels in loader for label in labels]
+
+
+def _data(count: int) -> ImageData:
+    images = np.zeros((count, 4, 4, 3), dtype=np.uint8)
+    labels = np.arange(count, dtype=np.int64)  # a label names its row
+    return ImageData(images, labels, images[:2], labels[:2], tuple("c" * count), (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.mark.parametrize("path", ["batched", "dataloader"])
+def test_ranks_split_each_epoch_and_the_split_changes(path: str) -> None:
+    """Like DistributedSampler: the two shares of an epoch cover every image (one padded
+    repeat for an odd count), and an image does not stay on the same rank every epoch."""
+    data = _data(21)
+
+    def loader(rank: int):
+        if path == "batched":
+            return DeviceLoader(data.train_images, data.train_labels, 4, torch.device("cpu"), None,
+                                data.mean, True, 0, shard=(rank, 2))
+        return make_loaders(data, None, 4, 0, 0, False, shard=(rank, 2))[0]
+
+    shares = {epoch: [_epoch_rows(loader(rank), epoch, rank) for rank in (0, 1)] for epoch in (1, 2)}
+    for first, second in shares.values():
+        assert len(first) == len(second) == 11
+        assert sorted(set(first) | set(second)) == list(range(21))
+    assert set(shares[1][0]) != set(shares[2][0])

@@ -7,17 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import metrics, run_cli, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"seconds", "images_per_second"}
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +28,6 @@ def write_spec(folder: Path, data_root: Path, epochs: int = 2, extra: str = "") 
     path.write_text(tiny_spec_text(data_root, epochs, extra))
     return path
 
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def without_timing(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
 
 
 def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,16 +87,6 @@ def test_eval_reports_the_checkpoint_accuracy(tmp_path: Path, data_root: Path, c
     assert "class3" in stdout
 
 
-def _wait_for_epochs(run_dir: Path, count: int, process: subprocess.Popen, limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.json").exists() and len(metrics(run_dir)) >= count:
-            return
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    raise AssertionError("training did not reach the epoch in time")
-
-
 def _start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "blockspec", *argv],
@@ -128,7 +108,7 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers], capsys)
     run_dir = tmp_path / "killed"
     process = _start(["train", str(spec), "--out", str(run_dir), "--workers", workers])
-    _wait_for_epochs(run_dir, 1, process)
+    wait_for_epochs(run_dir, 1, process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     done_before_kill = len(metrics(run_dir))
@@ -145,7 +125,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path, data_root: Path) -> None
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_dir = tmp_path / "interrupted"
     process = _start(["train", str(spec), "--out", str(run_dir), "--workers", "0"])
-    _wait_for_epochs(run_dir, 1, process)
+    wait_for_epochs(run_dir, 1, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130

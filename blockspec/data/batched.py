@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from blockspec.data.loader import epoch_sampler
+
 _BORDER_CONSTANT, _BORDER_REFLECT_101, _INTER_LINEAR = 0, 4, 1  # OpenCV's flag values
 _AFFINE_ARGS = {
     "shift_limit", "scale_limit", "rotate_limit", "p", "border_mode", "fill",
@@ -208,7 +210,12 @@ class HeldImages:
 
 
 class DeviceLoader:
-    """Batches straight from device-resident uint8 tensors, augmented as whole batches."""
+    """Batches straight from device-resident uint8 tensors, augmented as whole batches.
+
+    Training order comes from `epoch_sampler` (so `shard` splits it over processes like the
+    DataLoader path); augmentation draws from `generator`, which the run reseeds per epoch
+    and per process.
+    """
 
     def __init__(
         self,
@@ -220,23 +227,27 @@ class DeviceLoader:
         mean: tuple[float, ...],
         shuffle: bool,
         seed: int,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.dataset = HeldImages(images, labels)
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
-        self.batch_size, self.plan, self.shuffle = batch_size, plan, shuffle
+        self.batch_size, self.plan = batch_size, plan
         self.mean_fill = tuple(round(255 * value) for value in mean)
         self.generator = torch.Generator().manual_seed(seed)
-        count = len(images)
+        self.sampler = epoch_sampler(self.dataset, seed, shard) if shuffle else None
+        count = len(self.sampler) if self.sampler is not None else len(images)
         self.drop_last = shuffle and count % batch_size == 1  # BatchNorm cannot train on one image
 
     def __len__(self) -> int:
-        count = len(self.labels)
+        count = len(self.sampler) if self.sampler is not None else len(self.labels)
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        count = len(self.labels)
-        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), dtype=torch.long)
+        else:
+            order = torch.arange(len(self.labels))
         order = order.to(self.images.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             rows = order[start : start + self.batch_size]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from blockspec.data.augment import seed_augment
 from blockspec.data.imagedata import ImageData
@@ -62,13 +62,15 @@ def make_loaders(
     pin_memory: bool,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[DataLoader, DataLoader]:
     """Shuffled, augmented train batches and ordered, unaugmented test batches.
 
     `limit_*` keep N images chosen by a fixed permutation (independent of `seed`, and not
     simply the first N, which in a class-sorted image folder would be a single class). The
     last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
-    `augment` is copied, so the caller's Compose keeps its own random state.
+    `augment` is copied, so the caller's Compose keeps its own random state. `shard` is
+    (rank, world size): each process's share of every epoch's shuffle (see `epoch_sampler`).
     """
     train_rows = subset_rows(len(data.train_labels), limit_train, "limit_train")
     test_rows = subset_rows(len(data.test_labels), limit_test, "limit_test")
@@ -88,17 +90,27 @@ def make_loaders(
         "persistent_workers": False,
         "worker_init_fn": _seed_worker if workers > 0 else None,
     }
+    sampler = epoch_sampler(train_set, seed, shard)
     train = DataLoader(
         train_set,
-        shuffle=True,
+        sampler=sampler,
         generator=torch.Generator().manual_seed(seed),
-        drop_last=len(train_set) % batch_size == 1,
+        drop_last=len(sampler) % batch_size == 1,
         **common,
     )
     test = DataLoader(
         test_set, shuffle=False, generator=torch.Generator().manual_seed(seed), **common
     )
     return train, test
+
+
+def epoch_sampler(dataset: Sized, seed: int, shard: tuple[int, int]) -> DistributedSampler:
+    """The training order: a permutation drawn from (seed, epoch) — the same in every
+    process — of which process `rank` takes every `world`-th index, so the shares of an epoch
+    partition the data and change from epoch to epoch. One process is the `world = 1` case.
+    The caller moves it on with `set_epoch`."""
+    rank, world = shard
+    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
 
 def subset_rows(count: int, limit: int | None, name: str) -> slice | np.ndarray:

@@ -7,13 +7,10 @@ so a plain `blockspec train` runs exactly as before.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
-
-from blockspec.data import ImageData
 
 
 @dataclass(frozen=True)
@@ -56,14 +53,6 @@ def stop(ranks: Ranks) -> None:
     if ranks.active and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def shard(data: ImageData, ranks: Ranks, seed: int) -> ImageData:
-    """This rank's share of the training images: every rank-th of a seeded permutation."""
-    if not ranks.active:
-        return data
-    rows = np.sort(np.random.default_rng(seed).permutation(len(data.train_labels))[ranks.rank :: ranks.world])
-    return replace(data, train_images=data.train_images[rows], train_labels=data.train_labels[rows])
 
 
 def sum_over_ranks(values: list[float], ranks: Ranks, device: torch.device) -> list[float]:

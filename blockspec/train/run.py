@@ -74,8 +74,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
-    data = distributed.shard(data, ranks, spec.train.seed)
-    train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info)
+    train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info, ranks)
     if checkpoint is not None:
         run_dir = _checkpoint_dir(options.resume)
     elif ranks.main:
@@ -95,7 +94,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
         f"{analysis.receptive_field}, on {info.describe()}"
         + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
-        + f"; {len(train_loader.dataset) * ranks.world:,} train / "
+        + f"; {len(train_loader.dataset):,} train / "
         f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {path_used} "
         f"augmentation); run dir {run_dir}"
     )
@@ -177,7 +176,7 @@ class Session:
             self.scheduler.step()
 
     def run_epoch(self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches) -> tuple[dict[str, Any], Any]:
-        seed_epoch(self.spec.train.seed, epoch, train_loader)
+        seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
         stats = train_epoch(
             self.forward,
             train_loader,
@@ -255,7 +254,7 @@ class Session:
 
 
 def make_run_loaders(
-    spec: Spec, data: ImageData, steps: list, options: RunOptions, info: DeviceInfo
+    spec: Spec, data: ImageData, steps: list, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
 ) -> tuple[Any, Any, str]:
     """Batched tensor augmentation on the device when the spec's transforms allow it
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
@@ -271,7 +270,7 @@ def make_run_loaders(
         augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
         train, test = make_loaders(
             data, augment, spec.train.batch_size, options.workers, spec.train.seed,
-            info.pin_memory, options.limit_train, options.limit_test,
+            info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world),
         )
         return train, test, "per-image albumentations"
     train_rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
@@ -279,7 +278,7 @@ def make_run_loaders(
     batch = spec.train.batch_size
     train = DeviceLoader(
         data.train_images[train_rows], data.train_labels[train_rows], batch, info.device,
-        plan, data.mean, shuffle=True, seed=spec.train.seed,
+        plan, data.mean, shuffle=True, seed=spec.train.seed, shard=(ranks.rank, ranks.world),
     )
     test = DeviceLoader(
         data.test_images[test_rows], data.test_labels[test_rows], max(batch, 512), info.device,
@@ -292,10 +291,12 @@ def _silent(message: str) -> None:
     """Ranks other than 0 say nothing; rank 0 speaks for the run."""
 
 
-def seed_epoch(seed: int, epoch: int, loader: Any) -> None:
+def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
     """Every random draw of an epoch derives from (seed, epoch), so a resumed run repeats
-    exactly what the uninterrupted one would have done."""
-    value = seed * 1_000_003 + epoch
+    exactly what the uninterrupted one would have done. The order of the images is shared
+    by all processes (each takes its share); augmentation draws differ per process."""
+    loader.sampler.set_epoch(epoch)
+    value = seed * 1_000_003 + epoch + rank * 2**40
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     random.seed(value)
