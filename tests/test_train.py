@@ -102,8 +102,9 @@ def _start(argv: list[str]) -> subprocess.Popen:
 def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], workers: str
 ) -> None:
-    """Killed during epoch 2 or 3 and resumed, the run equals an uninterrupted one exactly."""
-    spec = write_spec(tmp_path, data_root, epochs=4, extra="  batch_size: 4")
+    """Killed during epoch 2 or 3 and resumed, the run equals an uninterrupted one exactly
+    (the weight average and flip-TTA evaluation included)."""
+    spec = write_spec(tmp_path, data_root, epochs=4, extra="  batch_size: 4\n  ema: 0.99\n  tta_flip: true")
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers], capsys)
     run_dir = tmp_path / "killed"

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from blockspec.analysis import trace
 from blockspec.build import build_model
@@ -32,6 +31,7 @@ from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_atomic
 from blockspec.train.device import DeviceInfo, pick_device
+from blockspec.train.ema import make_ema
 from blockspec.train import distributed
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
@@ -154,11 +154,7 @@ class Session:
         self.optimizer = make_optimizer(spec, model)
         self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
         self.loss_fn = make_loss(spec)
-        self.ema = (
-            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec.train.ema), use_buffers=True)
-            if spec.train.ema
-            else None
-        )
+        self.ema = make_ema(model, spec.train.ema) if spec.train.ema else None
         forward: torch.nn.Module = model
         if ranks.active:
             ids = [info.device.index] if info.is_cuda else None

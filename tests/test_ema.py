@@ -1,0 +1,51 @@
+"""The weight average: the warmed-up recurrence, exactly, on parameters and BatchNorm buffers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blockspec.train.ema import make_ema
+
+
+def test_average_follows_the_warmed_up_recurrence() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ema = make_ema(model, decay=0.9)
+    expected = None
+    for n in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(2, 3, 8, 8))  # moves BatchNorm's running statistics
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        if expected is None:
+            expected = state  # the first update copies
+        else:
+            decay = min(0.9, (1 + n) / (10 + n))
+            for key, value in state.items():
+                if value.is_floating_point():
+                    expected[key] = decay * expected[key] + (1 - decay) * value
+                else:
+                    expected[key] = value
+        ema.update_parameters(model)
+        for key, value in ema.module.state_dict().items():
+            assert torch.allclose(value, expected[key], atol=1e-5), (n, key)
+    assert int(ema.module[1].num_batches_tracked) == 30
+
+
+def test_early_average_is_mostly_the_trained_weights() -> None:
+    """After 5 updates a 0.999 average keeps 0.2 % of its start (∏ (1+n)/(10+n)), not 0.999⁵ ≈ 99.5 %."""
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = make_ema(model, decay=0.999)
+    ema.update_parameters(model)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(5):
+        ema.update_parameters(model)
+    start_share = 1.0
+    for n in range(1, 6):
+        start_share *= (1 + n) / (10 + n)
+    assert abs(float(ema.module.weight) - (1 - start_share)) < 1e-6
+    assert float(ema.module.weight) > 0.9
