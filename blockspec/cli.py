@@ -93,7 +93,7 @@ OptionalPath = Annotated[
 def train(
     spec_path: OptionalPath = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,  # noqa: UP007
-    batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size.")] = None,  # noqa: UP007
+    batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size; rescales the learning rate unless --lr is given.")] = None,  # noqa: UP007
     lr: Annotated[Optional[float], typer.Option(help="Override the (peak) learning rate.")] = None,  # noqa: UP007
     dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007

@@ -31,6 +31,12 @@ def make_optimizer(spec: Spec, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+def peak_lr(spec: Spec) -> float:
+    """The highest rate the schedule reaches: onecycle's `max_lr` when given, else `lr`."""
+    config = spec.train.scheduler
+    return (config.max_lr if config.name == "onecycle" else None) or spec.train.optimizer.lr
+
+
 def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
     config = spec.train.scheduler
     epochs = spec.train.epochs
@@ -38,7 +44,7 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
     if config.name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=config.max_lr or spec.train.optimizer.lr,
+            max_lr=peak_lr(spec),
             total_steps=total,
             pct_start=config.pct_start,
         )

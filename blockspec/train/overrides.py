@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +25,8 @@ def apply_overrides(
     """A new spec with the given flags applied, validated like the file itself.
 
     `--lr` sets the optimizer's rate and, for onecycle, its peak (a `max_lr` in the file
-    would otherwise silently win).
+    would otherwise silently win). `--batch-size` without `--lr` rescales the spec's rates
+    (see `scale_rates`), so a recipe tuned at one batch size stays sensible at another.
     """
     data = spec.model_dump(mode="python")
     train: dict[str, Any] = data["train"]
@@ -42,6 +44,8 @@ def apply_overrides(
     if lr is not None:
         train["optimizer"]["lr"] = lr
         train["scheduler"]["max_lr"] = None
+    elif batch_size is not None and batch_size > 0:
+        scale_rates(train, batch_size / spec.train.batch_size)
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
@@ -50,3 +54,13 @@ def apply_overrides(
             for item in error.errors()
         ]
         raise SpecError(problems) from None
+
+
+def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
+    """Learning rates for a batch `batch_ratio` times the spec's: linear for SGD (Goyal et al.,
+    2017: the same number of epochs then takes the same path), square root for Adam/AdamW,
+    whose normalised steps would overshoot under linear scaling."""
+    factor = batch_ratio if train["optimizer"]["name"] == "sgd" else math.sqrt(batch_ratio)
+    train["optimizer"]["lr"] *= factor
+    if train["scheduler"]["max_lr"] is not None:
+        train["scheduler"]["max_lr"] *= factor

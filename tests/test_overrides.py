@@ -1,0 +1,48 @@
+"""Command-line flags over the spec: batch size rescales the learning rate unless --lr is given."""
+
+from __future__ import annotations
+
+import pytest
+
+from blockspec.errors import SpecError
+from blockspec.load import parse_spec
+from blockspec.train.optim import peak_lr
+from blockspec.train.overrides import apply_overrides
+
+SPEC = """
+name: tiny
+blocks:
+  C1: [conv: {out: 8}]
+  output: [gap: {}, fc: {out: 10}]
+train:
+  batch_size: 128
+  optimizer: {name: OPTIMIZER, lr: 0.1}
+  scheduler: {name: onecycle, max_lr: MAX_LR}
+"""
+
+
+def spec(optimizer: str = "sgd", max_lr: str = "null"):
+    return parse_spec(SPEC.replace("OPTIMIZER", optimizer).replace("MAX_LR", max_lr), "tiny.yaml")
+
+
+def test_sgd_rates_scale_linearly_with_the_batch() -> None:
+    scaled = apply_overrides(spec(), batch_size=512)
+    assert scaled.train.batch_size == 512
+    assert scaled.train.optimizer.lr == pytest.approx(0.4)
+    assert peak_lr(scaled) == pytest.approx(0.4)
+    with_peak = apply_overrides(spec(max_lr="0.2"), batch_size=64)
+    assert peak_lr(with_peak) == pytest.approx(0.1) and with_peak.train.optimizer.lr == pytest.approx(0.05)
+
+
+def test_adam_rates_scale_with_the_square_root() -> None:
+    assert apply_overrides(spec("adamw"), batch_size=512).train.optimizer.lr == pytest.approx(0.2)
+
+
+def test_explicit_lr_wins_and_same_batch_changes_nothing() -> None:
+    assert peak_lr(apply_overrides(spec(max_lr="0.2"), batch_size=512, lr=0.03)) == pytest.approx(0.03)
+    assert apply_overrides(spec(), batch_size=128) == spec()
+
+
+def test_bad_flag_value_names_the_flag() -> None:
+    with pytest.raises(SpecError, match="--batch-size"):
+        apply_overrides(spec(), batch_size=0)
