@@ -25,6 +25,7 @@ from pydantic import (
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import Act, Norm, Order, StrictModel
 
+
 def _yaml_float(value: Any) -> Any:
     """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
     if isinstance(value, str):
@@ -61,8 +62,14 @@ FEATURES = (
 
 
 class InputSpec(StrictModel):
-    channels: PositiveInt = 3
-    size: PositiveInt | Annotated[tuple[PositiveInt, PositiveInt], Strict(False)] = 32
+    """Shape of one input image."""
+
+    channels: PositiveInt = Field(
+        default=3, description="image channels (3 for CIFAR, 1 for MNIST)"
+    )
+    size: PositiveInt | Annotated[tuple[PositiveInt, PositiveInt], Strict(False)] = Field(
+        default=32, description="height and width, or `[H, W]`"
+    )
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -72,22 +79,39 @@ class InputSpec(StrictModel):
 class Defaults(StrictModel):
     """What a conv/dws layer uses for every option it does not set itself."""
 
-    norm: Norm = "batch"
-    act: Act = "relu"
-    order: Order = "conv-norm-act"
-    dropout: Real = Field(default=0.0, ge=0.0, lt=1.0)
-    bias: bool = True
-    norm_groups: PositiveInt = 8
+    norm: Norm = Field(default="batch", description="normalisation after each conv unit")
+    act: Act = Field(default="relu", description="activation of each conv unit")
+    order: Order = Field(
+        default="conv-norm-act", description="normalisation before or after the activation"
+    )
+    dropout: Real = Field(
+        default=0.0, ge=0.0, lt=1.0, description="dropout after each conv unit; 0 = none"
+    )
+    bias: bool = Field(default=True, description="bias of the convolutions")
+    norm_groups: PositiveInt = Field(
+        default=8, description="groups of every `group` norm (spec-wide); must divide its channels"
+    )
 
 
 class Rules(StrictModel):
     """Design rules checked by `blockspec check`; each is optional."""
 
-    max_params: PositiveInt | None = None
-    min_rf: PositiveInt | None = None
-    require: list[str] = Field(default_factory=list)
-    forbid: list[str] = Field(default_factory=list)
-    blocks: list[str] | None = None
+    max_params: PositiveInt | None = Field(
+        default=None, description="holds when total parameters ≤ this"
+    )
+    min_rf: PositiveInt | None = Field(
+        default=None, description="holds when the network's receptive field ≥ this"
+    )
+    require: list[str] = Field(
+        default_factory=list,
+        description="features (`dws`, `dilated`, `gap`, …) some layer must have",
+    )
+    forbid: list[str] = Field(
+        default_factory=list, description="features (`maxpool`, …) no layer may have"
+    )
+    blocks: list[str] | None = Field(
+        default=None, description="holds when the block names, in order, are exactly these"
+    )
 
     @field_validator("require", "forbid")
     @classmethod
@@ -110,56 +134,95 @@ class DataSpec(StrictModel):
     command by seconds).
     """
 
-    dataset: Literal[DATASET_NAMES] = "cifar10"  # type: ignore[valid-type]
-    root: str = "data"
-    augment: list[Any] = Field(default_factory=list)
+    dataset: Literal[DATASET_NAMES] = Field(  # type: ignore[valid-type]
+        default="cifar10", description="which images to train and test on (`--dataset`)"
+    )
+    root: str = Field(
+        default="data",
+        description="the data set's folder; CIFAR and MNIST download into it (`--data-root`)",
+    )
+    augment: list[Any] = Field(
+        default_factory=list,
+        description="`{TransformName: {argument: value}}` entries, applied in order",
+    )
 
 
 class OptimizerSpec(StrictModel):
+    """torch.optim SGD, Adam (L2 penalty) or AdamW (decoupled weight decay)."""
+
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: Rate = 0.05
-    momentum: Real = Field(default=0.9, ge=0.0, lt=1.0)
-    nesterov: bool = True
-    weight_decay: Decay = 5e-4
+    lr: Rate = Field(default=0.05, description="learning rate (`--lr`)")
+    momentum: Real = Field(default=0.9, ge=0.0, lt=1.0, description="SGD only")
+    nesterov: bool = Field(default=True, description="SGD only; used when momentum > 0")
+    weight_decay: Decay = Field(
+        default=5e-4, description="on conv and linear weights only, not biases or norms"
+    )
 
 
 class SchedulerSpec(StrictModel):
     """Learning-rate schedule; steps per batch (onecycle, cosine) or per epoch (step, plateau)."""
 
-    name: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
+    name: Literal["onecycle", "cosine", "step", "plateau", "none"] = Field(
+        default="onecycle", description="`none` keeps the optimizer's lr"
+    )
     max_lr: Rate | None = Field(default=None, description="onecycle peak; default: optimizer.lr")
-    pct_start: Real = Field(default=0.25, gt=0.0, lt=1.0)
-    warmup_epochs: NonNegativeFloat = Field(default=0.0, description="cosine: linear warm-up")
+    pct_start: Real = Field(
+        default=0.25, gt=0.0, lt=1.0, description="onecycle: fraction of steps rising to the peak"
+    )
+    warmup_epochs: NonNegativeFloat = Field(
+        default=0.0, description="cosine: linear warm-up, in epochs"
+    )
     step_size: PositiveInt = Field(default=10, description="step: epochs between decays")
-    gamma: Real = Field(default=0.1, gt=0.0, le=1.0)
-    patience: NonNegativeInt = 3
-    factor: Real = Field(default=0.1, gt=0.0, lt=1.0)
+    gamma: Real = Field(default=0.1, gt=0.0, le=1.0, description="step: decay factor")
+    patience: NonNegativeInt = Field(
+        default=3, description="plateau: epochs without a new best test accuracy before decaying"
+    )
+    factor: Real = Field(default=0.1, gt=0.0, lt=1.0, description="plateau: decay factor")
 
 
 class TrainSpec(StrictModel):
     """The recipe; every field can be overridden on the command line where a flag exists."""
 
-    epochs: PositiveInt = 40
-    batch_size: PositiveInt = 128
+    epochs: PositiveInt = Field(default=40, description="training epochs (`--epochs`)")
+    batch_size: PositiveInt = Field(
+        default=128, description="images per batch, train and test (`--batch-size`)"
+    )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    label_smoothing: Real = Field(default=0.0, ge=0.0, lt=1.0)
-    seed: NonNegativeInt = 0
-    target: Real = Field(default=85.0, gt=0.0, le=100.0)
-    compile: bool = False
-    channels_last: bool = True
-    amp: bool = True
-    ema: Real | None = Field(default=None, gt=0.0, lt=1.0, description="EMA decay of weights")
+    label_smoothing: Real = Field(
+        default=0.0, ge=0.0, lt=1.0, description="of the cross-entropy loss"
+    )
+    seed: NonNegativeInt = Field(
+        default=0, description="seeds initialisation, shuffling and augmentation (`--seed`)"
+    )
+    target: Real = Field(
+        default=85.0,
+        gt=0.0,
+        le=100.0,
+        description="test accuracy % whose first epoch is recorded (`--target`); no early stop",
+    )
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA only)")
+    channels_last: bool = Field(
+        default=True, description="channels-last memory format on CUDA and CPU"
+    )
+    amp: bool = Field(
+        default=True, description="bfloat16 autocast where the GPU or CPU supports it"
+    )
+    ema: Annotated[Real, Field(gt=0.0, lt=1.0)] | None = Field(
+        default=None, description="EMA decay of weights; evaluation and best.pt use the average"
+    )
     tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
 
 
 class Spec(StrictModel):
     """One architecture file."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
+    name: str = Field(
+        min_length=1, description="the network's name; runs go to runs/<name>/<time>/"
+    )
+    description: str = Field(default="", description="free text")
     input: InputSpec = Field(default_factory=InputSpec)
-    classes: PositiveInt = 10
+    classes: PositiveInt = Field(default=10, description="the network must end in this many scores")
     defaults: Defaults = Field(default_factory=Defaults)
     blocks: dict[str, list[AnyLayer]] = Field(min_length=1)
     rules: Rules = Field(default_factory=Rules)

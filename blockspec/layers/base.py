@@ -29,7 +29,6 @@ Shape = tuple[int, ...]
 Norm = Literal["batch", "group", "layer", "none"]
 Act = Literal["relu", "relu6", "leaky_relu", "gelu", "silu", "hardswish", "none"]
 Order = Literal["conv-norm-act", "conv-act-norm"]
-Dropout = Field(default=None, ge=0.0, lt=1.0)
 
 
 class StrictModel(BaseModel):
@@ -137,7 +136,7 @@ class LayerSpec(StrictModel):
     """Base of every layer kind. `repeat` expands the layer N times in place."""
 
     kind: str
-    repeat: int = Field(default=1, ge=1, le=64)
+    repeat: int = Field(default=1, ge=1, le=64, description="build the layer N times in place")
 
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
@@ -162,21 +161,27 @@ class LayerSpec(StrictModel):
 class UnitOptions(LayerSpec):
     """Per-layer overrides of `defaults`: None means "take the spec's default"."""
 
-    norm: Norm | None = None
-    act: Act | None = None
-    order: Order | None = None
-    dropout: float | None = Dropout
-    bias: bool | None = None
+    norm: Norm | None = Field(default=None, description="normalisation; unset: `defaults.norm`")
+    act: Act | None = Field(default=None, description="activation; unset: `defaults.act`")
+    order: Order | None = Field(default=None, description="unset: `defaults.order`")
+    dropout: float | None = Field(
+        default=None, ge=0.0, lt=1.0, description="after norm and act; unset: `defaults.dropout`"
+    )
+    bias: bool | None = Field(
+        default=None, description="of the convolution(s); unset: `defaults.bias`"
+    )
 
 
 class SlidingUnit(UnitOptions):
     """What conv and dws share: `out` channels from a k×k window with stride/dilation/padding."""
 
-    out: PositiveInt
-    k: PositiveInt = 3
+    out: PositiveInt = Field(description="output channels")
+    k: PositiveInt = Field(default=3, description="kernel size (k×k)")
     stride: PositiveInt = 1
     dilation: PositiveInt = 1
-    padding: Literal["auto", "same"] | NonNegativeInt = "auto"
+    padding: Literal["auto", "same"] | NonNegativeInt = Field(
+        default="auto", description="`auto`: ⌊dilation·(k−1)/2⌋; `same`: that, if the size is kept"
+    )
 
     def window(self, ctx: Context) -> Window:
         pad = resolve_padding(self.padding, self.k, self.stride, self.dilation, ctx)

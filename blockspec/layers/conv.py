@@ -28,7 +28,9 @@ class ConvSpec(SlidingUnit):
     """Conv2d → norm → activation (or activation → norm) → dropout."""
 
     kind: Literal["conv"] = "conv"
-    groups: PositiveInt = 1
+    groups: PositiveInt = Field(
+        default=1, description="must divide input channels and `out`; = input channels: depthwise"
+    )
     padding_mode: PaddingMode = "zeros"
 
 

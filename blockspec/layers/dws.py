@@ -32,9 +32,11 @@ class DwsSpec(SlidingUnit):
     """
 
     kind: Literal["dws"] = "dws"
-    multiplier: int = Field(default=1, ge=1, le=64)
-    mid_norm: bool = False
-    mid_act: bool = False
+    multiplier: int = Field(
+        default=1, ge=1, le=64, description="depthwise outputs per input channel"
+    )
+    mid_norm: bool = Field(default=False, description="normalisation between the two convolutions")
+    mid_act: bool = Field(default=False, description="activation between the two convolutions")
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         channels, height, width = require_map(in_shape, ctx, self.kind)

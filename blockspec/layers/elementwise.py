@@ -25,7 +25,9 @@ class NormSpec(LayerSpec):
     """BatchNorm2d on maps, BatchNorm1d on vectors (and group/layer norm)."""
 
     kind: Literal["norm"] = "norm"
-    type: Literal["batch", "group", "layer"] = "batch"
+    type: Literal["batch", "group", "layer"] = Field(
+        default="batch", description="not from `defaults.norm`"
+    )
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         positions = in_shape[1] * in_shape[2] if len(in_shape) == 3 else None
@@ -36,8 +38,10 @@ class NormSpec(LayerSpec):
 
 
 class ActSpec(LayerSpec):
+    """A stand-alone activation (`none` builds nn.Identity)."""
+
     kind: Literal["act"] = "act"
-    type: Act = "relu"
+    type: Act = Field(default="relu", description="not from `defaults.act`")
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         return Geometry(in_shape, 0, 0)
@@ -49,8 +53,10 @@ class ActSpec(LayerSpec):
 
 
 class DropoutSpec(LayerSpec):
+    """A stand-alone nn.Dropout."""
+
     kind: Literal["dropout"] = "dropout"
-    p: float = Field(default=0.1, ge=0.0, lt=1.0)
+    p: float = Field(default=0.1, ge=0.0, lt=1.0, description="probability of zeroing a value")
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         return Geometry(in_shape, 0, 0)

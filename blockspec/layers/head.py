@@ -23,9 +23,9 @@ class FcSpec(LayerSpec):
     """
 
     kind: Literal["fc"] = "fc"
-    out: PositiveInt
-    act: Act = "none"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    out: PositiveInt = Field(description="output features")
+    act: Act = Field(default="none", description="after the linear map (not from `defaults`)")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="after the activation")
     bias: bool = True
 
     def in_features(self, in_shape: Shape, ctx: Context) -> int:

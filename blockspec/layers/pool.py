@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
@@ -26,9 +26,9 @@ class PoolSpec(LayerSpec):
 
     kind: Literal["pool"] = "pool"
     type: Literal["max", "avg"] = "max"
-    k: PositiveInt = 2
-    stride: PositiveInt | None = None
-    padding: NonNegativeInt = 0
+    k: PositiveInt = Field(default=2, description="window size (k×k)")
+    stride: PositiveInt | None = Field(default=None, description="unset: `k`")
+    padding: NonNegativeInt = Field(default=0, description="at most ⌊k/2⌋")
 
     def window(self) -> Window:
         return Window(self.k, self.stride or self.k, 1, self.padding)

@@ -37,9 +37,13 @@ class ResidualSpec(LayerSpec):
     """
 
     kind: Literal["residual"] = "residual"
-    body: list[AnyLayer] = Field(min_length=1)  # noqa: F821 (resolved in layers/__init__)
-    act: Act = "none"
-    norm: Norm | None = None
+    body: list[AnyLayer] = Field(  # noqa: F821 (resolved in layers/__init__)
+        min_length=1, description="the residual branch: layers of any kind, keeping a spatial map"
+    )
+    act: Act = Field(default="none", description="after the sum (not from `defaults`)")
+    norm: Norm | None = Field(
+        default=None, description="after the 1×1 projection shortcut; unset: `defaults.norm`"
+    )
 
     def with_defaults(self, defaults: dict[str, Any]) -> ResidualSpec:
         resolved = super().with_defaults(defaults)
