@@ -20,7 +20,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return int(exit_info.value.code or 0), out, err
 
 
-TIMING = {"seconds", "images_per_second"}
+TIMING = {"seconds", "images_per_second", "peak_host_memory_mb", "peak_gpu_memory_mb"}
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from blockspec.load import parse_spec
+from blockspec.train.device import pick_device
+from blockspec.train.run import run_summary
 from tests.cli_helpers import metrics, run_cli, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
@@ -42,7 +45,7 @@ def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: py
     history = metrics(out)
     assert [r["epoch"] for r in history] == [1, 2]
     assert set(history[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
-                               "seconds", "images_per_second"}
+                               "seconds", "images_per_second", "peak_host_memory_mb", "peak_gpu_memory_mb"}
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_test_acc"] == max(r["test_acc"] for r in history)
@@ -191,3 +194,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert code == 2 and "the training loss became" in err and "last.pt keeps" in err
     saved = torch.load(out / "last.pt", weights_only=True)
     assert saved["epoch"] == 0 and all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
+
+
+def test_summary_memory_peak_covers_the_processes_before_a_resume(data_root: Path, tmp_path: Path) -> None:
+    """An epoch recorded by an earlier process keeps its (higher) peak in the summary."""
+    spec = parse_spec(tiny_spec_text(data_root), "tiny.yaml")
+    info = pick_device("cpu")
+    earlier = {"epoch": 1, "test_acc": 50.0, "seconds": 1.0, "peak_host_memory_mb": 10.0**7, "peak_gpu_memory_mb": None}
+    now = {**earlier, "epoch": 2, "peak_host_memory_mb": 1.0}
+    summary = run_summary(spec, [earlier, now], info)
+    assert summary["peak_host_memory_mb"] == 10.0**7
+    assert summary["peak_gpu_memory_mb"] is None
+    assert 0 < run_summary(spec, [now], info)["peak_host_memory_mb"] < 10.0**7

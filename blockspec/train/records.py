@@ -19,6 +19,8 @@ METRIC_FIELDS = (
     "lr",
     "seconds",
     "images_per_second",
+    "peak_host_memory_mb",
+    "peak_gpu_memory_mb",
 )
 
 

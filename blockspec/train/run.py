@@ -208,6 +208,7 @@ class Session:
             "lr": lr,
             "seconds": round(stats.seconds + time.perf_counter() - started, 3),
             "images_per_second": round(stats.images_per_second, 1),
+            **memory_peaks(self.info),
         }
         return record, result
 
@@ -356,13 +357,20 @@ def _checkpoint_dir(resume: Path) -> Path:
 
 
 def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> dict[str, Any]:
+    """The run at a glance. Memory peaks are the highest any epoch recorded, so a run resumed
+    in a new process still reports the peak of the processes before it."""
     summary = summarize_history(history, spec.train.target)
     summary["device"] = info.describe()
-    summary["peak_host_memory_mb"] = round(_peak_rss_mb(), 1)
-    summary["peak_gpu_memory_mb"] = (
-        round(torch.cuda.max_memory_allocated(info.device) / 2**20, 1) if info.is_cuda else None
-    )
+    for key, now in memory_peaks(info).items():
+        seen = [record[key] for record in history if record.get(key) is not None]
+        summary[key] = max([*seen, now]) if now is not None else (max(seen) if seen else None)
     return summary
+
+
+def memory_peaks(info: DeviceInfo) -> dict[str, float | None]:
+    """This process's peak resident host memory and peak allocated GPU memory so far, in MB."""
+    gpu = round(torch.cuda.max_memory_allocated(info.device) / 2**20, 1) if info.is_cuda else None
+    return {"peak_host_memory_mb": round(_peak_rss_mb(), 1), "peak_gpu_memory_mb": gpu}
 
 
 def _peak_rss_mb() -> float:
