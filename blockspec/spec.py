@@ -208,7 +208,7 @@ class TrainSpec(StrictModel):
     amp: bool = Field(
         default=True, description="bfloat16 autocast where the GPU or CPU supports it"
     )
-    ema: Annotated[Real, Field(gt=0.0, lt=1.0)] | None = Field(
+    ema: Annotated[float, Field(gt=0.0, lt=1.0), BeforeValidator(_yaml_float)] | None = Field(
         default=None, description="EMA decay of weights; evaluation and best.pt use the average"
     )
     tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
@@ -218,7 +218,7 @@ class Spec(StrictModel):
     """One architecture file."""
 
     name: str = Field(
-        min_length=1, description="the network's name; runs go to runs/<name>/<time>/"
+        min_length=1, description="the network's name; runs go to `runs/<name>/<time>/`"
     )
     description: str = Field(default="", description="free text")
     input: InputSpec = Field(default_factory=InputSpec)
