@@ -25,7 +25,9 @@ def render(run_dir: Path) -> str:
     lines.append("")
     lines.append(
         f"Best test accuracy {summary['best_test_acc']:.2f} % at epoch {summary['best_epoch']}; "
-        f"target {summary['target']:g} % reached at epoch {summary['target_epoch'] or '—'}; "
+        f"target {summary['target']:g} % reached at epoch {summary['target_epoch'] or '—'}"
+        + (f" after {summary['target_seconds']:,.0f} s" if summary.get("target_seconds") else "")
+        + "; "
         f"{summary['epochs_completed']} epochs in {summary['total_seconds']:,.0f} s of training and "
         f"evaluation on {summary['device']}; peak host memory {summary['peak_host_memory_mb']:,.0f} MB."
     )

@@ -14,6 +14,7 @@ import torch
 
 from blockspec.load import parse_spec
 from blockspec.train.device import pick_device
+from blockspec.train.records import summarize_history
 from blockspec.train.run import run_summary
 from tests.cli_helpers import metrics, run_cli, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
@@ -206,3 +207,10 @@ def test_summary_memory_peak_covers_the_processes_before_a_resume(data_root: Pat
     assert summary["peak_host_memory_mb"] == 10.0**7
     assert summary["peak_gpu_memory_mb"] is None
     assert 0 < run_summary(spec, [now], info)["peak_host_memory_mb"] < 10.0**7
+
+
+def test_time_to_target_sums_the_epochs_up_to_the_first_hit() -> None:
+    history = [{"epoch": e, "test_acc": a, "seconds": s} for e, a, s in ((1, 40.0, 1.5), (2, 86.0, 2.0), (3, 84.0, 4.0))]
+    summary = summarize_history(history, 85.0)
+    assert (summary["target_epoch"], summary["target_seconds"], summary["total_seconds"]) == (2, 3.5, 7.5)
+    assert summarize_history(history, 90.0)["target_seconds"] is None

@@ -53,6 +53,10 @@ def summarize_history(history: list[dict[str, Any]], target: float) -> dict[str,
         "best_epoch": best["epoch"] if best else None,
         "target": target,
         "target_epoch": reached,
+        # time-to-target: training and evaluation seconds of the epochs up to the first hit
+        "target_seconds": (
+            round(sum(r["seconds"] for r in history if r["epoch"] <= reached), 3) if reached else None
+        ),
         "epochs_completed": len(history),
         "total_seconds": round(sum(r["seconds"] for r in history), 3),
     }
