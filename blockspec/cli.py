@@ -210,14 +210,29 @@ def export(
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
 
 
+SCHEMA_FORMATS = ("json", "markdown")
+
+
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema (draft 2020-12) of spec files, for editors and validators."""
+def schema(
+    format: Annotated[
+        str, typer.Option("--format", help="json (for editors) or markdown (docs/reference.md).")
+    ] = "json",
+) -> None:
+    """Print the JSON Schema (draft 2020-12) of spec files, or the reference rendered from it."""
     import json
 
+    from blockspec.errors import fail
     from blockspec.schema import spec_json_schema
 
-    typer.echo(json.dumps(spec_json_schema(), indent=2))
+    if format not in SCHEMA_FORMATS:
+        raise fail("--format", f"allowed: {', '.join(SCHEMA_FORMATS)}", format)
+    if format == "markdown":
+        from blockspec.schema_doc import schema_markdown
+
+        typer.echo(schema_markdown(spec_json_schema()), nl=False)
+    else:
+        typer.echo(json.dumps(spec_json_schema(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

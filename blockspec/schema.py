@@ -40,7 +40,10 @@ def spec_json_schema() -> dict[str, Any]:
                 "additionalProperties": False,
             }
         )
-    definitions["LayerEntry"] = {"oneOf": choices, "description": "one layer: `kind: {arguments}`"}
+    definitions["LayerEntry"] = {
+        "oneOf": choices,
+        "description": "one layer: a one-key mapping `kind: {fields}`, such as `conv: {out: 16}`",
+    }
     schema["properties"]["blocks"] = {
         "type": "object",
         "minProperties": 1,

@@ -10,7 +10,11 @@ import jsonschema
 import pytest
 import yaml
 
+from blockspec.layers import LAYER_KINDS
 from blockspec.schema import spec_json_schema
+from blockspec.schema_doc import schema_markdown
+from blockspec.spec import Spec
+from tests.cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "architectures").rglob("*.yaml"))
@@ -21,6 +25,32 @@ def test_schema_is_valid_draft_2020_12_and_shipped_copy_is_current() -> None:
     jsonschema.Draft202012Validator.check_schema(spec_json_schema())
     shipped = json.loads((ROOT / "docs" / "spec.schema.json").read_text())
     assert shipped == spec_json_schema(), "regenerate with: blockspec schema > docs/spec.schema.json"
+
+
+def test_shipped_reference_is_current() -> None:
+    shipped = (ROOT / "docs" / "reference.md").read_text()
+    assert shipped == schema_markdown(spec_json_schema()), (
+        "regenerate with: blockspec schema --format markdown > docs/reference.md"
+    )
+
+
+def test_reference_has_every_layer_kind_and_top_level_field() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    top_level = reference.split("\n## Top level\n", 1)[1].split("\n## ", 1)[0]
+    for field in Spec.model_fields:
+        assert f"\n| `{field}` |" in top_level, field
+    for kind in LAYER_KINDS:
+        assert f"\n### {kind}\n" in reference, kind
+        assert f"| [`{kind}`](#{kind}) |" in reference, kind
+
+
+def test_schema_markdown_flag_and_a_wrong_format(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["schema", "--format", "markdown"], capsys)
+    assert code == 0 and out == (ROOT / "docs" / "reference.md").read_text()
+    code, out, _ = run_cli(["schema"], capsys)
+    assert code == 0 and json.loads(out) == spec_json_schema()
+    code, _, err = run_cli(["schema", "--format", "html"], capsys)
+    assert code == 2 and err == "error: --format = 'html': allowed: json, markdown\n"
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
