@@ -1,8 +1,12 @@
-"""Every YAML snippet in README.md and docs/ is valid, so the docs cannot drift from the code."""
+"""Every YAML snippet in README.md and docs/ is valid, so the docs cannot drift from the code;
+the site builds with `mkdocs build --strict` (broken links, anchors and pages left out of
+the nav all fail it), and the index links every page."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +40,18 @@ def test_snippet_is_valid(path: Path, index: int, text: str) -> None:
     else:
         spec = parse_spec(yaml.safe_dump({**MINIMAL, **document}), f"{path.name} snippet {index}")
         read_augment(spec.data.augment)
+
+
+def test_index_links_every_page() -> None:
+    index = (ROOT / "docs" / "index.md").read_text()
+    pages = sorted(path.name for path in (ROOT / "docs").glob("*.md") if path.name != "index.md")
+    assert [page for page in pages if f"]({page})" not in index] == []
+
+
+def test_site_builds_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs")
+    build = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)]
+    result = subprocess.run(
+        build, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
