@@ -1,93 +1,59 @@
-"""Training throughput: blockspec's path against a published-style reference loop.
+"""Training speed: blockspec's paths against a published-style reference loop.
 
 Both train the same network (built from the same spec) on the same images, one after the
-other in this process, on the same device:
+other in this process, on the same device. The reference (benchmarks/reference_loop.py) is
+what the published CIFAR-10 solutions do: albumentations per image in a DataLoader, fp32,
+batch 128, a plain loop, written independently of blockspec's training code.
 
-* reference: what the published CIFAR-10 solutions do — an albumentations pipeline per
-  image inside a DataLoader (HorizontalFlip, ShiftScaleRotate, CoarseDropout, then
-  Normalize and a tensor conversion per image), fp32, batch 128, written here
-  independently of blockspec's own loop;
-* blockspec, per-image albumentations: blockspec's loop with `--loader albumentations`;
-* blockspec, batched tensor augmentation: the data set held on the device as uint8 and
-  augmented a batch at a time (the `--loader auto` choice for this spec), with bf16
-  autocast and channels-last on CUDA.
+Throughput (default): images/s over `--steps` optimisation steps after `--warmup` steps, in
+interleaved rounds, for
+* the reference loop;
+* blockspec's loop with per-image albumentations (`--loader albumentations`, fp32), which
+  isolates the loop itself;
+* blockspec's loop with the data set held on the device as uint8 and augmented a batch at a
+  time (the `--loader auto` choice for this spec), in bf16 and channels-last where the
+  device supports it, at the recipe's batch and at `--large-batch`.
 
-Each measures images/s over `--steps` optimisation steps after `--warmup` steps. Results
-go to stdout and, with `--write`, into docs/benchmarks.md between markers.
+Time to target (`--to-target EPOCHS`): both train the spec's recipe (its SGD settings,
+OneCycle and label smoothing, over EPOCHS epochs) until the test accuracy first reaches the
+spec's target; the reference without blockspec's EMA and flip-TTA, which published loops do
+not have. blockspec's time includes its start-up (loading the cached data set, building the
+model); the reference's starts at its first step.
+
+Results go to stdout and, with `--write`, into docs/benchmarks.md between markers.
 
     python benchmarks/train_speed.py --data-root ../shared/data/cifar10-jpeg.tar.xz --write
+    python benchmarks/train_speed.py --data-root ../shared/data/cifar10-jpeg.tar.xz --to-target 40 --write
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
+import reference_loop as reference
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.data import build_augment, load_dataset, make_loaders, read_augment
 from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.loader import subset_rows
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, train_epoch
-from blockspec.train.optim import make_loss, make_optimizer
+from blockspec.train.optim import make_loss, make_optimizer, peak_lr
+from blockspec.train.overrides import apply_overrides
+from blockspec.train.run import RunOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK_START, MARK_END = "<!-- train_speed:start -->", "<!-- train_speed:end -->"
-
-
-class ReferenceSet(Dataset):
-    """The published solutions' dataset: augment, normalise and convert each image alone."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: tuple, std: tuple) -> None:
-        self.images, self.labels = images, labels
-        fill = tuple(int(round(255 * m)) for m in mean)
-        self.transform = A.Compose(
-            [
-                A.HorizontalFlip(p=0.5),
-                A.ShiftScaleRotate(shift_limit=0.1, scale_limit=0.1, rotate_limit=10, p=0.5),
-                A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16),
-                                hole_width_range=(16, 16), fill=fill, p=0.5),
-                A.Normalize(mean=mean, std=std),
-            ]
-        )
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.transform(image=self.images[index])["image"]
-        return torch.from_numpy(image.transpose(2, 0, 1).copy()), int(self.labels[index])
-
-
-def reference_loop(model: nn.Module, loader: DataLoader, device: torch.device, steps: int, warmup: int) -> float:
-    """A plain fp32 loop as the published networks train; returns images/s."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    criterion = nn.CrossEntropyLoss()
-    model.train()
-    seen, start = 0, 0.0
-    batches = _cycle(loader)
-    for step in range(warmup + steps):
-        if step == warmup:
-            _sync(device)
-            start, seen = time.perf_counter(), 0
-        images, labels = next(batches)
-        images, labels = images.to(device), labels.to(device)
-        optimizer.zero_grad()
-        loss = criterion(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        seen += len(labels)
-    _sync(device)
-    return seen / (time.perf_counter() - start)
 
 
 def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int, warmup: int) -> float:
@@ -99,20 +65,15 @@ def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int,
     return stats.images_per_second
 
 
-def _cycle(loader) -> Iterator:
-    while True:
-        yield from loader
-
-
 def _take(loader, count: int) -> Iterator:
-    batches = _cycle(loader)
-    for _ in range(count):
-        yield next(batches)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """`count` batches, starting the loader again whenever it runs out."""
+    taken = 0
+    while taken < count:
+        for batch in loader:
+            yield batch
+            taken += 1
+            if taken == count:
+                return
 
 
 def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
@@ -128,12 +89,11 @@ def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
         rows.append((label, batch, precision, speed))
         print(f"{label:<48} batch {batch:>4}  {precision:<5} {speed:10.0f} img/s", flush=True)
 
-    def reference() -> float:
+    def reference_path() -> float:
         model = build_model(spec).to(device)
-        dataset = ReferenceSet(data.train_images, data.train_labels, data.mean, data.std)
-        loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=args.workers,
-                            pin_memory=info.is_cuda, drop_last=True, persistent_workers=args.workers > 0)
-        return reference_loop(model, loader, device, args.steps, args.warmup)
+        loader = reference.reference_loader(data.train_images, data.train_labels, data.mean, data.std, True,
+                                              args.workers, info.is_cuda)
+        return reference.throughput(model, loader, device, args.steps, args.warmup)
 
     def blockspec_albumentations() -> float:
         model = build_model(spec).to(device)
@@ -155,11 +115,11 @@ def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
         return body
 
     def rounds() -> None:
-        run("reference loop (per-image albumentations)", 128, "fp32", reference)
+        run("reference loop (per-image albumentations)", reference.BATCH, "fp32", reference_path)
         run("blockspec, per-image albumentations", 128, "fp32", blockspec_albumentations)
         run("blockspec, batched tensor augmentation", 128, precision, blockspec_batched(128))
-        if info.is_cuda:
-            run("blockspec, batched tensor augmentation", 512, precision, blockspec_batched(512))
+        if args.large_batch:
+            run("blockspec, batched tensor augmentation", args.large_batch, precision, blockspec_batched(args.large_batch))
 
     precision = "bf16" if info.autocast_dtype is not None else "fp32"
     for _ in range(args.rounds):  # interleaved, so a noisy moment hits every path alike
@@ -191,12 +151,88 @@ def table(rows: list[tuple[str, int, str, float]], args: argparse.Namespace, dev
     return "\n".join(lines)
 
 
-def write_docs(text: str, command: str) -> None:
+def time_to_target(args: argparse.Namespace) -> str:
+    """Train both to the spec's target; a Markdown table of when each got there."""
+    spec = apply_overrides(load_spec(args.spec), epochs=args.to_target, target=args.target,
+                           dataset="imagefolder", data_root=args.data_root)
+    config = spec.train.optimizer
+    if config.name != "sgd" or spec.train.scheduler.name != "onecycle":
+        raise SystemExit("--to-target compares the SGD + OneCycle recipe; this spec trains otherwise")
+    data = load_dataset("imagefolder", args.data_root)
+    info = pick_device(args.device)
+    train_rows = subset_rows(len(data.train_labels), args.limit_train, "--limit-train")
+    test_rows = subset_rows(len(data.test_labels), args.limit_test, "--limit-test")
+    torch.manual_seed(spec.train.seed)
+    model = build_model(spec).to(info.device)
+    loaders = [
+        reference.reference_loader(images[rows], labels[rows], data.mean, data.std, is_train, args.workers, info.is_cuda)
+        for images, labels, rows, is_train in (
+            (data.train_images, data.train_labels, train_rows, True),
+            (data.test_images, data.test_labels, test_rows, False),
+        )
+    ]
+    reference_history = reference.train_to_target(
+        model, *loaders, info.device, epochs=spec.train.epochs, target=spec.train.target, lr=peak_lr(spec),
+        momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay,
+        pct_start=spec.train.scheduler.pct_start, label_smoothing=spec.train.label_smoothing,
+    )
+    blockspec_history = _blockspec_to_target(spec, args)
+    rows = [("reference loop (per-image albumentations, fp32)", reference_history),
+            (f"blockspec train ({info.describe()})", blockspec_history)]
+    return _target_table(rows, spec.train.target, spec.train.epochs, args)
+
+
+def _blockspec_to_target(spec, args: argparse.Namespace) -> list[tuple[int, float, float]]:
+    """(epoch, test accuracy, wall seconds since `train` was called) of a real blockspec run."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if line.startswith("epoch "):
+            stamps.append(time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "run"
+        options = RunOptions(args.device, args.workers, "auto", out, args.limit_train, args.limit_test)
+        train(spec, options, log=log)
+        history = json.loads((out / "metrics.json").read_text())
+    return [(record["epoch"], record["test_acc"], stamp) for record, stamp in zip(history, stamps, strict=True)]
+
+
+def _target_table(rows: list[tuple[str, list[tuple[int, float, float]]]], target: float, epochs: int,
+                  args: argparse.Namespace) -> str:
+    reached = {label: next(((e, s) for e, a, s in history if a >= target), None) for label, history in rows}
+    baseline = reached[rows[0][0]]
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')}, spec `{Path(args.spec).relative_to(ROOT)}` trained for up to "
+        f"{epochs} epochs (its recipe's schedule over {epochs} epochs), CIFAR-10 (JPEG copy)"
+        + (f", {args.limit_train} train / {args.limit_test} test images" if args.limit_train or args.limit_test else "")
+        + f", {args.workers} DataLoader workers where a DataLoader is used.",
+        "",
+        f"| path | first epoch at ≥ {target:g} % | wall seconds to {target:g} % | best test acc % (epochs run) | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, history in rows:
+        hit = reached[label]
+        best = max(accuracy for _, accuracy, _ in history)
+        speedup = f"{baseline[1] / hit[1]:.1f}×" if hit and baseline else "—"
+        epoch, seconds = (str(hit[0]), f"{hit[1]:,.0f}") if hit else ("not reached", "—")
+        lines.append(f"| {label} | {epoch} | {seconds} | {best:.2f} ({len(history)}) | {speedup} |")
+    return "\n".join(lines)
+
+
+def write_docs(text: str, marker: str) -> None:
+    """Replace what docs/benchmarks.md holds between this marker's start and end comments."""
     target = ROOT / "docs" / "benchmarks.md"
-    body = target.read_text() if target.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
-    head, rest = body.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    target.write_text(f"{head}{MARK_START}\nCommand: `{command}`\n\n{text}\n{MARK_END}{tail}")
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    body = target.read_text()
+    if start not in body:
+        body += f"\n{start}\n{end}\n"
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    command = " ".join(["python", "benchmarks/train_speed.py", *sys.argv[1:]])
+    target.write_text(f"{head}{start}\nCommand: `{command}`\n\n{text}\n{end}{tail}")
 
 
 def main() -> None:
@@ -208,15 +244,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians reported")
+    parser.add_argument("--large-batch", type=int, default=512, help="extra batched row; 0 for none")
+    parser.add_argument("--to-target", type=int, metavar="EPOCHS", help="measure time to the spec's target instead")
+    parser.add_argument("--target", type=float, help="time to target: accuracy %% (default: the spec's)")
+    parser.add_argument("--limit-train", type=int, help="time to target on N training images (smoke runs)")
+    parser.add_argument("--limit-test", type=int, help="time to target on N test images (smoke runs)")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
-    rows = measure(args)
-    text = table(rows, args, pick_device(args.device).describe())
+    if args.to_target:
+        text, marker = time_to_target(args), "time_to_target"
+    else:
+        text, marker = table(measure(args), args, pick_device(args.device).describe()), "train_speed"
     print(text)
     if args.write:
-        import sys
-
-        write_docs(text, "python " + " ".join(["benchmarks/train_speed.py", *sys.argv[1:]]))
+        write_docs(text, marker)
 
 
 if __name__ == "__main__":
