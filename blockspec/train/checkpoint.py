@@ -6,6 +6,7 @@ weights_only=True)` opens them and a foreign file cannot run code.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -21,11 +22,17 @@ FORMAT = "blockspec-checkpoint-v1"
 
 
 def save_atomic(payload: dict[str, Any], target: Path) -> None:
-    """Write `payload` so that `target` is always either the old or the new complete file."""
+    """Write `payload` so that `target` is always either the old or the new complete file.
+
+    Serialised in memory first: torch's zip writer turns a failed write (a full disk) into an
+    opaque RuntimeError, while a plain file write raises the OSError that says what happened.
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, **payload}, stream)
+            stream.write(buffer.getbuffer())
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)

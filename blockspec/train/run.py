@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,13 @@ from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, peak_lr, steps_per_batch
 from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
+from blockspec.train.rundir import (
+    check_room_for_run,
+    check_run_dir_free,
+    checkpoint_dir,
+    disk_errors_reported,
+    prepare_run_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     check_data_fits(spec, data)
     train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info, ranks)
     if checkpoint is not None:
-        run_dir = _checkpoint_dir(options.resume)
+        run_dir = checkpoint_dir(options.resume)
     elif ranks.main:
         run_dir = prepare_run_dir(options.out, spec.name)
     else:
@@ -103,19 +109,23 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     last_eval = None
     start = len(history) + 1
     if ranks.main and not (run_dir / "last.pt").exists():
-        session.save(run_dir / "last.pt", epoch=0, history=history)
+        with disk_errors_reported(run_dir, "write the first checkpoint", None):
+            session.save(run_dir / "last.pt", epoch=0, history=history)
+        check_room_for_run(run_dir)
     try:
         for epoch in range(start, spec.train.epochs + 1):
             record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches)
             history.append(record)
             if not ranks.main:
                 continue
-            if max(r["test_acc"] for r in history) == record["test_acc"]:
-                session.save_best(run_dir / "best.pt", epoch)
-            session.save(run_dir / "last.pt", epoch=epoch, history=history)
-            write_metrics(run_dir, history)
-            write_summary(run_dir, run_summary(spec, history, info))
-            plot_curves(history, run_dir / "curves.png")
+            with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
+                if max(r["test_acc"] for r in history) == record["test_acc"]:
+                    session.save_best(run_dir / "best.pt", epoch)
+                session.save(run_dir / "last.pt", epoch=epoch, history=history)
+            with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
+                write_metrics(run_dir, history)
+                write_summary(run_dir, run_summary(spec, history, info))
+                plot_curves(history, run_dir / "curves.png")
             log(epoch_line(record, spec.train.epochs))
     except KeyboardInterrupt:
         raise TrainingInterrupted(
@@ -319,41 +329,6 @@ def check_data_fits(spec: Spec, data: ImageData) -> None:
             f"data set '{spec.data.dataset}' has {len(data.classes)} classes; the spec says",
             spec.classes,
         )
-
-
-def prepare_run_dir(out: Path | None, name: str) -> Path:
-    """A new, writable run directory; an existing non-empty one is never reused silently."""
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / name / stamp
-        suffix = 1
-        while out.exists():
-            out = Path("runs") / name / f"{stamp}-{suffix}"
-            suffix += 1
-    check_run_dir_free(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"0" * 65536)
-        probe.unlink()
-    except OSError as error:
-        raise fail("--out", f"cannot write there ({error.strerror})", str(out)) from None
-    return out
-
-
-def check_run_dir_free(out: Path) -> None:
-    """Refuse, before any slow work, to reuse a run directory that holds something."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise fail(
-            "--out",
-            "the run directory already exists and is not empty; continue it with "
-            f"`--resume {out}` or choose another --out",
-            str(out),
-        )
-
-
-def _checkpoint_dir(resume: Path) -> Path:
-    return resume if resume.is_dir() else resume.parent
 
 
 def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""The run directory on disk: created fresh, never reused silently, and checked for room.
+
+A full disk must be reported before training starts, not after an epoch of work is lost;
+and if the disk fills up later, the message says which epoch last.pt still holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from blockspec.errors import fail
+
+PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
+
+
+def prepare_run_dir(out: Path | None, name: str) -> Path:
+    """A new, writable run directory; an existing non-empty one is never reused silently."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / name / stamp
+        suffix = 1
+        while out.exists():
+            out = Path("runs") / name / f"{stamp}-{suffix}"
+            suffix += 1
+    check_run_dir_free(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"0" * 65536)
+        probe.unlink()
+    except OSError as error:
+        raise fail("--out", f"cannot write there ({error.strerror})", str(out)) from None
+    return out
+
+
+def check_run_dir_free(out: Path) -> None:
+    """Refuse, before any slow work, to reuse a run directory that holds something."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise fail(
+            "--out",
+            "the run directory already exists and is not empty; continue it with "
+            f"`--resume {out}` or choose another --out",
+            str(out),
+        )
+
+
+def checkpoint_dir(resume: Path) -> Path:
+    return resume if resume.is_dir() else resume.parent
+
+
+def check_room_for_run(run_dir: Path) -> None:
+    """After the first last.pt: is there room for best.pt and for the temporary copy an atomic
+    save of last.pt writes beside the old one, plus plots and metrics?"""
+    checkpoint = (run_dir / "last.pt").stat().st_size
+    needed = 2 * checkpoint + PLOTS_AND_METRICS_BYTES
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise fail(
+            "--out",
+            f"only {free / 2**20:.1f} MB free there and the run needs about {needed / 2**20:.1f} MB "
+            f"more (a checkpoint is {checkpoint / 2**20:.1f} MB); free some space, then continue "
+            f"with `blockspec train --resume {run_dir}`",
+            str(run_dir),
+        )
+
+
+@contextlib.contextmanager
+def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None) -> Iterator[None]:
+    """An OSError while writing the run (disk full, directory removed) becomes a spec-style
+    error that says what last.pt still holds — saves are atomic, so it is intact. `kept_epoch`
+    is None before the first checkpoint exists."""
+    try:
+        yield
+    except OSError as error:
+        then = (
+            f"{run_dir / 'last.pt'} still holds epoch {kept_epoch}: free some space, then "
+            f"`blockspec train --resume {run_dir}`"
+            if kept_epoch is not None
+            else "nothing was trained yet: free some space, then start again with an empty --out"
+        )
+        raise fail("--out", f"could not {action} ({error.strerror or error}); {then}", str(run_dir)) from None

@@ -1,0 +1,105 @@
+"""A full disk: reported before training when there is no room, and mid-run without losing
+what last.pt holds. Uses small real tmpfs mounts (Linux, root); skipped where they cannot be made."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cli_helpers import metrics, run_cli, wait_for_epochs
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """make(kilobytes) → the mount point of a fresh tmpfs of that size."""
+    mounts: list[Path] = []
+
+    def make(kilobytes: int) -> Path:
+        point = tmp_path / f"disk{len(mounts)}"
+        point.mkdir()
+        if not (sys.platform.startswith("linux") and shutil.which("mount")):
+            pytest.skip("needs Linux mount")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(point)],
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+        mounts.append(point)
+        return point
+
+    yield make
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("disk-data")
+    path = folder / "tiny.yaml"
+    text = tiny_spec_text(write_colour_folder(folder / "data"), epochs=4, extra="  batch_size: 4")
+    path.write_text(text.replace("  batch_size: 16\n", ""))  # many small steps: time to fill the disk
+    return path
+
+
+def test_full_disk_is_reported_before_training(small_disk, spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = small_disk(32) / "run"
+    code, stdout, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    assert code == 2
+    assert "--out" in err and "No space left on device" in err and "Traceback" not in err
+    assert "epoch" not in stdout
+
+
+def test_too_little_room_for_the_run_is_reported_before_training(
+    small_disk, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = small_disk(2048) / "run"
+    code, stdout, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    assert code == 2
+    assert "MB free there and the run needs about" in err and f"--resume {out}" in err
+    assert "epoch " not in stdout and not (out / "metrics.json").exists()
+
+
+def test_disk_filling_up_mid_run_keeps_last_good_epoch_and_resumes(
+    small_disk, spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = small_disk(6144)
+    out = disk / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blockspec", "train", str(spec), "--out", str(out), "--workers", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    wait_for_epochs(out, 1, process)
+    filler = disk / "filler"
+    with filler.open("wb") as stream:  # take every free byte
+        try:
+            while True:
+                stream.write(b"\0" * 65536)
+                stream.flush()
+        except OSError:
+            pass
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+    kept = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    if process.returncode == 0:
+        pytest.skip("the run finished before the disk filled up")
+    assert process.returncode == 2, err
+    assert "could not" in err and "No space left on device" in err and "Traceback" not in err
+    assert f"still holds epoch {kept}" in err and kept >= 1
+    filler.unlink()
+    code, _, _ = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 0
+    assert [r["epoch"] for r in metrics(out)] == [1, 2, 3, 4]
