@@ -222,7 +222,7 @@ def _target_table(rows: list[tuple[str, list[tuple[int, float, float]]]], target
     return "\n".join(lines)
 
 
-def write_docs(text: str, marker: str) -> None:
+def write_docs(text: str, marker: str, script: str = "benchmarks/train_speed.py") -> None:
     """Replace what docs/benchmarks.md holds between this marker's start and end comments."""
     target = ROOT / "docs" / "benchmarks.md"
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
@@ -231,7 +231,7 @@ def write_docs(text: str, marker: str) -> None:
         body += f"\n{start}\n{end}\n"
     head, rest = body.split(start, 1)
     _, tail = rest.split(end, 1)
-    command = " ".join(["python", "benchmarks/train_speed.py", *sys.argv[1:]])
+    command = " ".join(["python", script, *sys.argv[1:]])
     target.write_text(f"{head}{start}\nCommand: `{command}`\n\n{text}\n{end}{tail}")
 
 

@@ -1,0 +1,97 @@
+"""Where blockspec's CPU speed comes from: one network's training steps in each numeric mode.
+
+The model alone (random inputs, no data loading) under fp32 or bf16 autocast, NCHW or
+channels-last memory, and optionally torch.compile, measured in interleaved rounds in one
+process. It explains the choice `pick_device` makes on a CPU (channels-last always; bf16
+only where the CPU has bf16 instructions) and records that torch.compile does not pay here.
+
+    python benchmarks/cpu_modes.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from blockspec import load_spec
+from blockspec.build import build_model
+from blockspec.train.device import cpu_has_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
+
+
+def steps_per_second(spec, batch: int, channels_last: bool, bf16: bool, compiled: bool, steps: int, warmup: int) -> float:
+    """Images/s of SGD steps of the spec's network on one fixed random batch."""
+    torch.manual_seed(0)
+    model = build_model(spec)
+    x = torch.randn(batch, spec.input.channels, *spec.input.hw)
+    y = torch.randint(0, spec.classes, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    criterion = nn.CrossEntropyLoss()
+    start = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = criterion(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(ROOT / "architectures" / "flagship.yaml"))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="add a compiled channels-last bf16 row")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    modes = MODES + ([(True, True, True)] if args.compile else [])
+    speeds: dict[tuple[bool, bool, bool], list[float]] = {mode: [] for mode in modes}
+    for _ in range(args.rounds):
+        for mode in modes:
+            speeds[mode].append(steps_per_second(spec, args.batch, *mode, args.steps, args.warmup))
+            print(mode, f"{speeds[mode][-1]:.0f} img/s", flush=True)
+    baseline = float(np.median(speeds[MODES[0]]))
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')}, spec `{Path(args.spec).relative_to(ROOT)}`, batch {args.batch}, "
+        f"{torch.get_num_threads()} torch threads, CPU bf16 instructions: "
+        f"{'yes' if cpu_has_native_bf16() else 'no'}; median of {args.rounds} interleaved rounds of "
+        f"{args.steps} steps after {args.warmup} warm-up steps (compilation time not counted).",
+        "",
+        "| memory format | precision | torch.compile | images/s | × fp32 NCHW |",
+        "|---|---|---|---:|---:|",
+    ]
+    for (channels_last, bf16, compiled), values in speeds.items():
+        speed = float(np.median(values))
+        lines.append(
+            f"| {'channels-last' if channels_last else 'NCHW'} | {'bf16 autocast' if bf16 else 'fp32'} | "
+            f"{'yes' if compiled else 'no'} | {speed:,.0f} | {speed / baseline:.2f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from train_speed import write_docs
+
+        write_docs(text, "cpu_modes", "benchmarks/cpu_modes.py")
+
+
+if __name__ == "__main__":
+    main()
