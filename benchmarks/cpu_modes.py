@@ -3,7 +3,7 @@
 The model alone (random inputs, no data loading) under fp32 or bf16 autocast, NCHW or
 channels-last memory, and optionally torch.compile, measured in interleaved rounds in one
 process. It explains the choice `pick_device` makes on a CPU (channels-last always; bf16
-only where the CPU has bf16 instructions) and records that torch.compile does not pay here.
+only where the CPU has bf16 instructions); `--compile` adds a torch.compile row.
 
     python benchmarks/cpu_modes.py --write
 """
