@@ -92,6 +92,9 @@ def test_eval_reports_the_checkpoint_accuracy(tmp_path: Path, data_root: Path, c
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
+    """`blockspec ARGV` as a child that answers Ctrl-C even when this test runs as a shell's
+    background job (those inherit SIGINT ignored, and Python then never raises
+    KeyboardInterrupt)."""
     return subprocess.Popen(
         [sys.executable, "-m", "blockspec", *argv],
         cwd=ROOT,
@@ -99,7 +102,12 @@ def _start(argv: list[str]) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
