@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from blockspec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -40,3 +45,22 @@ def wait_for_epochs(run_dir: Path, count: int, process: subprocess.Popen, limit:
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)
     raise AssertionError("training did not reach the epoch in time")
+
+
+def start_blockspec(argv: list[str]) -> subprocess.Popen:
+    """`blockspec ARGV` as a child that answers Ctrl-C even when this test runs as a shell's
+    background job (those inherit SIGINT ignored, and Python then never raises
+    KeyboardInterrupt)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "blockspec", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

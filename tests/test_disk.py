@@ -3,7 +3,6 @@ what last.pt holds. Uses small real tmpfs mounts (Linux, root); skipped where th
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -14,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_helpers import metrics, run_cli, wait_for_epochs
+from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -74,11 +72,7 @@ def test_disk_filling_up_mid_run_keeps_last_good_epoch_and_resumes(
 ) -> None:
     disk = small_disk(6144)
     out = disk / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "blockspec", "train", str(spec), "--out", str(out), "--workers", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = start_blockspec(["train", str(spec), "--out", str(out), "--workers", "0"])
     wait_for_epochs(out, 1, process)
     filler = disk / "filler"
     with filler.open("wb") as stream:  # take every free byte

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from blockspec.load import parse_spec
 from blockspec.train.device import pick_device
 from blockspec.train.records import summarize_history
 from blockspec.train.run import run_summary
-from tests.cli_helpers import metrics, run_cli, wait_for_epochs, without_timing
+from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,25 +88,6 @@ def test_eval_reports_the_checkpoint_accuracy(tmp_path: Path, data_root: Path, c
     assert "class3" in stdout
 
 
-def _start(argv: list[str]) -> subprocess.Popen:
-    """`blockspec ARGV` as a child that answers Ctrl-C even when this test runs as a shell's
-    background job (those inherit SIGINT ignored, and Python then never raises
-    KeyboardInterrupt)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "blockspec", *argv],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=_default_sigint,
-    )
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], workers: str
@@ -120,7 +98,7 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers], capsys)
     run_dir = tmp_path / "killed"
-    process = _start(["train", str(spec), "--out", str(run_dir), "--workers", workers])
+    process = start_blockspec(["train", str(spec), "--out", str(run_dir), "--workers", workers])
     wait_for_epochs(run_dir, 1, process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
@@ -137,7 +115,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path, data_root: Path) -> None
     spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_dir = tmp_path / "interrupted"
-    process = _start(["train", str(spec), "--out", str(run_dir), "--workers", "0"])
+    process = start_blockspec(["train", str(spec), "--out", str(run_dir), "--workers", "0"])
     wait_for_epochs(run_dir, 1, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
