@@ -55,7 +55,7 @@ def throughput(model: nn.Module, loader: DataLoader, device: torch.device, steps
     criterion = nn.CrossEntropyLoss()
     model.train()
     seen, start = 0, 0.0
-    batches = _cycle(loader)
+    batches = cycle_batches(loader)
     for step in range(warmup + steps):
         if step == warmup:
             _sync(device)
@@ -111,7 +111,8 @@ def _accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> flo
     return 100.0 * correct / total
 
 
-def _cycle(loader: DataLoader) -> Iterator:
+def cycle_batches(loader) -> Iterator:
+    """The loader's batches forever, starting it again whenever it runs out."""
     while True:
         yield from loader
 

@@ -29,6 +29,7 @@ Results go to stdout and, with `--write`, into docs/benchmarks.md between marker
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -66,14 +67,7 @@ def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int,
 
 
 def _take(loader, count: int) -> Iterator:
-    """`count` batches, starting the loader again whenever it runs out."""
-    taken = 0
-    while taken < count:
-        for batch in loader:
-            yield batch
-            taken += 1
-            if taken == count:
-                return
+    return itertools.islice(reference.cycle_batches(loader), count)
 
 
 def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:

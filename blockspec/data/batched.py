@@ -236,11 +236,15 @@ class DeviceLoader:
         self.mean_fill = tuple(round(255 * value) for value in mean)
         self.generator = torch.Generator().manual_seed(seed)
         self.sampler = epoch_sampler(self.dataset, seed, shard) if shuffle else None
-        count = len(self.sampler) if self.sampler is not None else len(images)
-        self.drop_last = shuffle and count % batch_size == 1  # BatchNorm cannot train on one image
+        # BatchNorm cannot train on one image
+        self.drop_last = shuffle and self._images_per_epoch() % batch_size == 1
+
+    def _images_per_epoch(self) -> int:
+        """This process's share when shuffled (the sampler's length), else every image."""
+        return len(self.sampler) if self.sampler is not None else len(self.labels)
 
     def __len__(self) -> int:
-        count = len(self.sampler) if self.sampler is not None else len(self.labels)
+        count = self._images_per_epoch()
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

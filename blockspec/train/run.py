@@ -29,9 +29,9 @@ from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_atomic
+from blockspec.train import distributed
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.ema import make_ema
-from blockspec.train import distributed
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, peak_lr, steps_per_batch
 from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
@@ -337,8 +337,8 @@ def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> 
     summary = summarize_history(history, spec.train.target)
     summary["device"] = info.describe()
     for key, now in memory_peaks(info).items():
-        seen = [record[key] for record in history if record.get(key) is not None]
-        summary[key] = max([*seen, now]) if now is not None else (max(seen) if seen else None)
+        recorded = [value for value in (*(r.get(key) for r in history), now) if value is not None]
+        summary[key] = max(recorded, default=None)
     return summary
 
 
