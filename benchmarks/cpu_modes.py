@@ -3,7 +3,8 @@
 The model alone (random inputs, no data loading) under fp32 or bf16 autocast, NCHW or
 channels-last memory, and optionally torch.compile, measured in interleaved rounds in one
 process. It explains the choice `pick_device` makes on a CPU (channels-last always; bf16
-only where the CPU has bf16 instructions); `--compile` adds a torch.compile row.
+only where the CPU has bf16 instructions) and why depthwise convolutions stay fp32 inside
+bf16 autocast (a row with them in bf16 too); `--compile` adds a torch.compile row.
 
     python benchmarks/cpu_modes.py --write
 """
@@ -21,16 +22,30 @@ from torch import nn
 
 from blockspec import load_spec
 from blockspec.build import build_model
+from blockspec.modules import DepthwiseConv2d
 from blockspec.train.device import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
+# (channels-last, bf16 autocast, torch.compile, depthwise convolutions in bf16 too)
+MODES = [
+    (False, False, False, False),
+    (False, True, False, False),
+    (True, False, False, False),
+    (True, True, False, True),
+    (True, True, False, False),
+]
 
 
-def steps_per_second(spec, batch: int, channels_last: bool, bf16: bool, compiled: bool, steps: int, warmup: int) -> float:
+def steps_per_second(
+    spec, batch: int, channels_last: bool, bf16: bool, compiled: bool, depthwise_bf16: bool, steps: int, warmup: int
+) -> float:
     """Images/s of SGD steps of the spec's network on one fixed random batch."""
     torch.manual_seed(0)
     model = build_model(spec)
+    if depthwise_bf16:  # undo blockspec's fp32 depthwise: plain convolutions follow autocast
+        for module in model.modules():
+            if isinstance(module, DepthwiseConv2d):
+                module.__class__ = nn.Conv2d
     x = torch.randn(batch, spec.input.channels, *spec.input.hw)
     y = torch.randint(0, spec.classes, (batch,))
     if channels_last:
@@ -62,27 +77,28 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     spec = load_spec(args.spec)
-    modes = MODES + ([(True, True, True)] if args.compile else [])
-    speeds: dict[tuple[bool, bool, bool], list[float]] = {mode: [] for mode in modes}
+    modes = MODES + ([(True, True, True, False)] if args.compile else [])
+    speeds: dict[tuple[bool, bool, bool, bool], list[float]] = {mode: [] for mode in modes}
     for _ in range(args.rounds):
         for mode in modes:
             speeds[mode].append(steps_per_second(spec, args.batch, *mode, args.steps, args.warmup))
             print(mode, f"{speeds[mode][-1]:.0f} img/s", flush=True)
     baseline = float(np.median(speeds[MODES[0]]))
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')}, spec `{Path(args.spec).relative_to(ROOT)}`, batch {args.batch}, "
+        f"Measured {time.strftime('%Y-%m-%d')}, spec `{shown_path(args.spec)}`, batch {args.batch}, "
         f"{torch.get_num_threads()} torch threads, CPU bf16 instructions: "
         f"{'yes' if cpu_has_native_bf16() else 'no'}; median of {args.rounds} interleaved rounds of "
         f"{args.steps} steps after {args.warmup} warm-up steps (compilation time not counted).",
         "",
-        "| memory format | precision | torch.compile | images/s | × fp32 NCHW |",
-        "|---|---|---|---:|---:|",
+        "| memory format | precision | depthwise convs | torch.compile | images/s | × fp32 NCHW |",
+        "|---|---|---|---|---:|---:|",
     ]
-    for (channels_last, bf16, compiled), values in speeds.items():
+    for (channels_last, bf16, compiled, depthwise_bf16), values in speeds.items():
         speed = float(np.median(values))
+        depthwise = "bf16" if depthwise_bf16 else "fp32"
         lines.append(
             f"| {'channels-last' if channels_last else 'NCHW'} | {'bf16 autocast' if bf16 else 'fp32'} | "
-            f"{'yes' if compiled else 'no'} | {speed:,.0f} | {speed / baseline:.2f} |"
+            f"{depthwise} | {'yes' if compiled else 'no'} | {speed:,.0f} | {speed / baseline:.2f} |"
         )
     text = "\n".join(lines)
     print(text)
@@ -91,6 +107,12 @@ def main() -> None:
         from train_speed import write_docs
 
         write_docs(text, "cpu_modes", "benchmarks/cpu_modes.py")
+
+
+def shown_path(path: str) -> str:
+    """The spec's path relative to the repository where it lies inside it, else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
 if __name__ == "__main__":

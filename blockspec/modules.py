@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import Tensor, nn
 
 
@@ -18,6 +19,22 @@ class Residual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.body(x) + self.shortcut(x))
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution that computes in fp32 under CPU bf16 autocast.
+
+    oneDNN's bf16 depthwise backward is slower than its fp32 one, so on a CPU with bf16
+    instructions the depthwise-heavy flagship trained faster in fp32 than in bf16; keeping
+    only these convolutions in fp32 makes the rest of the network's bf16 speed-up a net gain
+    (benchmarks/cpu_modes.py). Elsewhere (CUDA, fp32, export) it is a plain `nn.Conv2d`.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
 
 
 class BlockNet(nn.Sequential):

@@ -54,3 +54,24 @@ def test_bf16_channels_last_cpu_step_matches_fp32_closely() -> None:
     assert abs(losses[0] - losses[1]) < 0.02
     for a, b in zip(reference.parameters(), fast.parameters(), strict=True):
         assert torch.allclose(a, b, atol=0.02), (a - b).abs().max()
+
+
+def test_depthwise_convolutions_compute_in_fp32_under_cpu_autocast() -> None:
+    """Built depthwise convs leave bf16 autocast (slow in oneDNN) and match fp32 exactly."""
+    from blockspec.modules import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    model = build_model(parse_spec(SPEC, "tiny.yaml"))
+    depthwise = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    assert len(depthwise) == 1 and depthwise[0].groups == depthwise[0].in_channels == 16
+    conv = depthwise[0]
+    x = torch.randn(4, 16, 8, 8, requires_grad=True)
+    plain = torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = conv(x.bfloat16())
+        pointwise = torch.nn.Conv2d(16, 4, 1)(x)
+    assert pointwise.dtype == torch.bfloat16  # autocast was really on
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, torch.nn.functional.conv2d(
+        x.bfloat16().float(), conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+    torch.testing.assert_close(conv(x), plain, rtol=0, atol=0)

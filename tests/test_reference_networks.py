@@ -476,7 +476,9 @@ def run_units(model: nn.Module, x: Tensor) -> tuple[list[tuple[str, nn.Module, T
     leaves: list[Row] = []
 
     def record(module: nn.Module, _: tuple[Tensor, ...], out: Tensor) -> None:
-        leaves.append((type(module).__name__, tuple(out.shape[1:]), count(module)))
+        # blockspec's own subclasses (DepthwiseConv2d) print as the torch layer they are.
+        torch_class = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+        leaves.append((torch_class.__name__, tuple(out.shape[1:]), count(module)))
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
     units = []

@@ -64,8 +64,11 @@ class ConvSpec(SlidingUnit):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
+        from blockspec.modules import DepthwiseConv2d
+
         window = self.window(ctx)
-        conv = nn.Conv2d(
+        conv_class = DepthwiseConv2d if self.groups == in_shape[0] > 1 else nn.Conv2d
+        conv = conv_class(
             in_shape[0],
             self.out,
             self.k,

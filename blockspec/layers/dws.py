@@ -68,13 +68,15 @@ class DwsSpec(SlidingUnit):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
+        from blockspec.modules import DepthwiseConv2d
+
         channels = in_shape[0]
         mid = channels * self.multiplier
         window = self.window(ctx)
         parts: list[tuple[str, nn.Module]] = [
             (
                 "depthwise",
-                nn.Conv2d(
+                DepthwiseConv2d(
                     channels,
                     mid,
                     self.k,

@@ -52,10 +52,10 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True) ->
         dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else None
         return DeviceInfo(device, dtype, channels_last, pin_memory=True)
     if device.type == "cpu":
-        # oneDNN runs convolutions faster channels-last on CPU too. bf16 (where the CPU has
-        # AVX512-BF16/AMX; elsewhere it is emulated, so it stays off) sped up the previous
-        # flagship's full convolutions but slows the current, depthwise-heavy flagship
-        # (benchmarks/cpu_modes.py): choosing it per network is still open.
+        # oneDNN runs convolutions faster channels-last on CPU too, and bf16 faster where the
+        # CPU has AVX512-BF16/AMX (elsewhere it is emulated, so it stays off). Depthwise
+        # convolutions stay fp32 inside autocast (modules.DepthwiseConv2d): their bf16
+        # backward is the slow one (benchmarks/cpu_modes.py).
         dtype = torch.bfloat16 if amp and cpu_has_native_bf16() else None
         return DeviceInfo(device, dtype, channels_last, pin_memory=False)
     return DeviceInfo(device, None, channels_last=False, pin_memory=False)
