@@ -48,6 +48,59 @@ def test_fixed_affine_equals_albumentations(limits: dict) -> None:
     assert np.abs(ours[inner] - theirs[inner]).mean() < 3.0
 
 
+def smooth_rectangle(height: int, width: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.stack([rows * 5, cols * 5, (rows + cols) * 3], axis=-1)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"scale": {"x": 1.2, "y": 0.9}},
+        {"translate_px": {"x": 3, "y": -2}},
+        {"translate_percent": {"x": 0.1, "y": -0.05}},
+        {"rotate": 20, "scale": {"x": 1.1, "y": 0.95}},
+        {"rotate": -15, "scale": 1.1, "translate_px": 2, "border_mode": 4},
+    ],
+)
+@pytest.mark.parametrize("shape", [(32, 32), (24, 40)])
+def test_fixed_albumentations_affine_equals_albumentations(args: dict, shape: tuple[int, int]) -> None:
+    """Affine's own arguments, per-axis scales and non-square images warp as albumentations does."""
+    image = smooth_rectangle(*shape)
+    ours = run(plan_for([{"Affine": {**args, "p": 1.0}}]), image[None])[0]
+    theirs = A.Affine(**args, p=1.0)(image=image)["image"].astype(np.float32)
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.abs(ours[inner] - theirs[inner]).mean() < 3.0
+
+
+def bright_extent(images: np.ndarray) -> np.ndarray:
+    """Width / height of the bright square in each image."""
+    bright = images[..., 0] > 127
+    return bright.any(axis=1).sum(axis=1) / bright.any(axis=2).sum(axis=1)
+
+
+def test_shift_scale_rotate_scales_each_axis_apart_like_albumentations() -> None:
+    """albumentations 2.x draws ShiftScaleRotate's x and y scales independently; so do we."""
+    square = np.zeros((32, 32, 3), dtype=np.uint8)
+    square[8:24, 8:24] = 255
+    limits = {"shift_limit": 0, "scale_limit": 0.3, "rotate_limit": 0, "p": 1.0}
+    ours = bright_extent(run(plan_for([{"ShiftScaleRotate": limits}]), np.repeat(square[None], 400, 0)))
+    transform = A.ShiftScaleRotate(**limits)
+    theirs = bright_extent(np.stack([transform(image=square)["image"] for _ in range(400)]))
+    assert np.log(theirs).std() > 0.1  # the reference really is anisotropic
+    assert abs(np.log(ours).std() / np.log(theirs).std() - 1) < 0.2
+    assert abs(np.log(ours).mean() - np.log(theirs).mean()) < 0.03
+
+
+def test_shift_only_shift_scale_rotate_and_affine_are_one_plan() -> None:
+    """The same warp spelt either way is the same plan, so it draws the same random numbers."""
+    shift_scale_rotate = plan_for([{"ShiftScaleRotate": {"shift_limit": 0.125, "scale_limit": 0,
+                                                          "rotate_limit": 0, "p": 1.0}}])
+    affine = plan_for([{"Affine": {"translate_percent": [-0.125, 0.125], "p": 1.0}}])
+    assert shift_scale_rotate == affine
+
+
 def test_flip_probability_and_exactness() -> None:
     image = smooth_image()
     flipped = run(plan_for([{"HorizontalFlip": {"p": 1.0}}]), image[None])[0]
@@ -73,6 +126,8 @@ def test_cutout_is_one_mean_hole_inside_the_image() -> None:
 def test_unsupported_transforms_fall_back() -> None:
     assert plan_batched(read_augment([{"RandomBrightnessContrast": {"p": 0.5}}]).steps) is None
     assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 2}}]).steps) is None
+    assert plan_batched(read_augment([{"Affine": {"shear": 10}}]).steps) is None
+    assert plan_batched(read_augment([{"Affine": {"scale": [0.8, 1.2], "balanced_scale": True}}]).steps) is None
     assert plan_batched(read_augment([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}]).steps) is None
 
 

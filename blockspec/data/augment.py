@@ -212,6 +212,12 @@ def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransf
     return transform, notes
 
 
+def parsed_transform(name: str, args: dict[str, Any]) -> BasicTransform:
+    """The transform as albumentations' own schema normalises validated arguments (ranges
+    as tuples, per-axis dicts), for code that mirrors it; a `mean` fill is built as 0."""
+    return _construct(name, _resolve_fill(args, 0), name)[0]
+
+
 def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> SpecError:
     cause = error.__cause__ if isinstance(error.__cause__, ValidationError) else error
     if isinstance(cause, ValidationError):

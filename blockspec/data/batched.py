@@ -5,9 +5,13 @@ sample for shift/scale/rotate) and cut out in a handful of kernels instead of on
 call per image. Each supported albumentations transform is matched in distribution:
 
 * HorizontalFlip(p): mirror with probability p;
-* ShiftScaleRotate(shift_limit, scale_limit, rotate_limit, p, border_mode, fill): scale
-  1 + U(scale range), rotation U(rotate range) degrees about the centre, translation
-  U(shift range) of the width/height truncated to whole pixels, bilinear, constant border (`fill`) or reflection;
+* Affine(scale, translate_percent or translate_px, rotate, keep_ratio, p, border_mode, fill)
+  and its special case ShiftScaleRotate: scale U(x range) and U(y range) drawn apart unless
+  keep_ratio (as albumentations does for both), then rotation U(rotate range) degrees about
+  the centre, then translation U(percent range) of the width/height truncated to whole
+  pixels or a whole number of pixels from the px range; bilinear, constant border (`fill`)
+  or reflection. Ranges are read from the albumentations transform itself, so every
+  spelling of the arguments it accepts means the same here;
 * CoarseDropout(num_holes_range, hole_height_range, hole_width_range, fill, p): that many
   holes of integer sizes drawn from the ranges, placed wholly inside the image.
 
@@ -26,22 +30,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from blockspec.data.augment import parsed_transform
 from blockspec.data.loader import epoch_sampler
 
 _BORDER_CONSTANT, _BORDER_REFLECT_101, _INTER_LINEAR = 0, 4, 1  # OpenCV's flag values
-_AFFINE_ARGS = {
-    "shift_limit", "scale_limit", "rotate_limit", "p", "border_mode", "fill",
-    "shift_limit_x", "shift_limit_y", "interpolation",
-}
+_AFFINE_NAMES = ("Affine", "ShiftScaleRotate")
 _CUTOUT_ARGS = {"num_holes_range", "hole_height_range", "hole_width_range", "fill", "p"}
+
+
+Range = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Affine:
     p: float
-    shift: tuple[tuple[float, float], tuple[float, float]]  # (x range, y range), fractions
-    scale: tuple[float, float]
-    rotate: tuple[float, float]  # degrees
+    shift: tuple[Range, Range]  # (x range, y range): fractions of the size, or pixels
+    shift_in_pixels: bool
+    scale: tuple[Range, Range]  # (x range, y range)
+    keep_ratio: bool
+    rotate: Range  # degrees
     reflect: bool
     fill: tuple[float, ...] | float | str
 
@@ -62,12 +69,6 @@ class BatchedPlan:
     cutout: Cutout | None = None
 
 
-def _range(value: Any, bias: float = 0.0) -> tuple[float, float]:
-    if isinstance(value, (int, float)):
-        return (bias - abs(value), bias + abs(value))
-    return (bias + float(value[0]), bias + float(value[1]))
-
-
 def _int_range(value: Any) -> tuple[int, int] | None:
     low, high = (value, value) if isinstance(value, int) else tuple(value)
     if not (isinstance(low, int) and isinstance(high, int)):
@@ -82,21 +83,10 @@ def plan_batched(steps: list[tuple[str, dict[str, Any]]]) -> BatchedPlan | None:
         args = dict(args)
         if name == "HorizontalFlip" and set(args) <= {"p"} and not flip_p:
             flip_p = float(args.get("p", 0.5))
-        elif name == "ShiftScaleRotate" and affine is None and set(args) <= _AFFINE_ARGS:
-            border = args.get("border_mode", _BORDER_CONSTANT)
-            if border not in (_BORDER_CONSTANT, _BORDER_REFLECT_101):
+        elif name in _AFFINE_NAMES and affine is None:
+            affine = _affine_plan(name, args)
+            if affine is None:
                 return None
-            if args.get("interpolation", _INTER_LINEAR) != _INTER_LINEAR:
-                return None
-            shift = args.get("shift_limit", 0.0625)
-            affine = Affine(
-                p=float(args.get("p", 0.5)),
-                shift=(_range(args.get("shift_limit_x", shift)), _range(args.get("shift_limit_y", shift))),
-                scale=_range(args.get("scale_limit", 0.1), bias=1.0),
-                rotate=_range(args.get("rotate_limit", 45)),
-                reflect=border == _BORDER_REFLECT_101,
-                fill=args.get("fill", 0),
-            )
         elif name == "CoarseDropout" and cutout is None and set(args) <= _CUTOUT_ARGS:
             holes = _int_range(args.get("num_holes_range", (1, 2)))
             height = _int_range(args.get("hole_height_range", (0.1, 0.2)))
@@ -109,9 +99,37 @@ def plan_batched(steps: list[tuple[str, dict[str, Any]]]) -> BatchedPlan | None:
             return None
     if affine is not None and cutout is not None:
         order = [name for name, _ in steps]
-        if order.index("ShiftScaleRotate") > order.index("CoarseDropout"):
+        warp_at = next(index for index, name in enumerate(order) if name in _AFFINE_NAMES)
+        if warp_at > order.index("CoarseDropout"):
             return None  # a warped hole is not a hole: only the usual order is mirrored
     return BatchedPlan(flip_p, affine, cutout)
+
+
+def _affine_plan(name: str, args: dict[str, Any]) -> Affine | None:
+    """The warp albumentations' Affine (which ShiftScaleRotate is) would draw, if mirrored here."""
+    transform = parsed_transform(name, args)
+    if transform.border_mode not in (_BORDER_CONSTANT, _BORDER_REFLECT_101):
+        return None
+    if transform.interpolation != _INTER_LINEAR or transform.fit_output or transform.balanced_scale:
+        return None
+    if any(float(v) != 0.0 for axis in transform.shear.values() for v in axis):
+        return None
+    in_pixels = transform.translate_px is not None
+    shift = transform.translate_px if in_pixels else transform.translate_percent
+
+    def axes(ranges: dict[str, Any]) -> tuple[Range, Range]:
+        return tuple((float(ranges[axis][0]), float(ranges[axis][1])) for axis in ("x", "y"))  # type: ignore[return-value]
+
+    return Affine(
+        p=float(transform.p),
+        shift=axes(shift),
+        shift_in_pixels=in_pixels,
+        scale=axes(transform.scale),
+        keep_ratio=bool(transform.keep_ratio),
+        rotate=(float(transform.rotate[0]), float(transform.rotate[1])),
+        reflect=transform.border_mode == _BORDER_REFLECT_101,
+        fill=args.get("fill", 0),
+    )
 
 
 def _fill_tensor(fill: Any, channels: int, device: torch.device) -> torch.Tensor:
@@ -148,19 +166,21 @@ def augment_batch(
 def _warp(
     x: torch.Tensor, affine: Affine, uniform: Any, chance: Any, mean_fill: tuple[float, ...]
 ) -> torch.Tensor:
-    """One grid sample: output pixel → input pixel through the inverse of scale·rotate + shift."""
+    """One grid sample: output pixel → input pixel through the inverse of shift·rotate·scale."""
     batch, channels, height, width = x.shape
     angle = -uniform(*affine.rotate) * (math.pi / 180)  # OpenCV turns counter-clockwise
-    scale = uniform(*affine.scale)
-    # albumentations truncates the shift to whole pixels; normalised units span 2 per side
-    shift_x = torch.trunc(uniform(*affine.shift[0]) * width) * (2 / width)
-    shift_y = torch.trunc(uniform(*affine.shift[1]) * height) * (2 / height)
+    scale_x = uniform(*affine.scale[0])
+    shift_x, shift_y = (_shift(uniform, affine, axis, size) for axis, size in ((0, width), (1, height)))
     apply = chance(affine.p)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    scale_y = scale_x if affine.keep_ratio else _draw(uniform, affine.scale[1], batch, x.device)
+    # inverse of rotate·scale, in grid units (which span 2 across each side of the image)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    a, b = cos / scale_x, sin / scale_x * (height / width)
+    c, d = -sin / scale_y * (width / height), cos / scale_y
     theta = torch.stack(
         [
-            torch.stack([cos, sin, -(cos * shift_x + sin * shift_y)], 1),
-            torch.stack([-sin, cos, -(-sin * shift_x + cos * shift_y)], 1),
+            torch.stack([a, b, -(a * shift_x + b * shift_y)], 1),
+            torch.stack([c, d, -(c * shift_x + d * shift_y)], 1),
         ],
         1,
     )
@@ -174,6 +194,21 @@ def _warp(
         inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", align_corners=False)
         warped = warped + fill * (1 - inside)
     return warped
+
+
+def _draw(uniform: Any, bounds: Range, batch: int, device: torch.device) -> torch.Tensor:
+    """U(bounds) per image; a fixed value takes no random draw, so adding a fixed axis leaves
+    the random stream (and so a seeded run) as it was."""
+    if bounds[0] == bounds[1]:
+        return torch.full((batch,), bounds[0], device=device)
+    return uniform(*bounds)
+
+
+def _shift(uniform: Any, affine: Affine, axis: int, size: int) -> torch.Tensor:
+    """One axis' translation in grid units: whole pixels, as albumentations truncates them."""
+    low, high = affine.shift[axis]
+    pixels = uniform(low, high + 1).floor() if affine.shift_in_pixels else torch.trunc(uniform(low, high) * size)
+    return pixels * (2 / size)
 
 
 def _cut(
