@@ -271,7 +271,8 @@ def make_run_loaders(
         raise fail(
             "--loader",
             "the spec's augmentation has no batched equivalent (supported: HorizontalFlip, "
-            "ShiftScaleRotate, CoarseDropout with pixel sizes); use --loader albumentations",
+            "Affine or ShiftScaleRotate without shear, CoarseDropout with pixel sizes); "
+            "use --loader albumentations",
             options.loader,
         )
     if options.loader == "albumentations" or plan is None:
