@@ -212,6 +212,18 @@ def test_unknown_dataset_and_missing_root(tmp_path: Path) -> None:
         load_dataset("mnist", tmp_path / "nowhere", download=False)
 
 
+def test_named_set_pointed_at_an_image_folder_tree_says_use_imagefolder(tmp_path: Path) -> None:
+    """The CIFAR-10 JPEG copy read as `cifar10` gets the flag to use, not a download attempt."""
+    for split in ("train", "test"):
+        (tmp_path / "jpeg" / split / "cat").mkdir(parents=True)
+    with pytest.raises(SpecError, match="train/<class>/ and test/<class>/ folders.*--dataset imagefolder"):
+        load_dataset("cifar10", tmp_path / "jpeg")
+    archive = tmp_path / "jpeg.tar.gz"
+    _tar_gz(archive, {"train/cat/a.png": b""})
+    with pytest.raises(SpecError, match="is an archive.*--dataset imagefolder"):
+        load_dataset("cifar10", archive)
+
+
 # --- MNIST ---------------------------------------------------------------------------------
 
 

@@ -31,6 +31,20 @@ def load_dataset(
             f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name
         )
     folder = Path(root).expanduser()
+    if name != "imagefolder" and is_archive(folder):
+        raise fail(
+            f"{path}.root",
+            f"is an archive; {name} reads (and downloads into) a folder. An archive of "
+            "train/<class>/ and test/<class>/ image folders is read with `--dataset imagefolder`",
+            str(folder),
+        )
+    if name != "imagefolder" and _holds_image_folders(folder):
+        raise fail(
+            f"{path}.root",
+            f"holds images in train/<class>/ and test/<class>/ folders, not the {name} files; "
+            "read it with `--dataset imagefolder`",
+            str(folder),
+        )
     if name == "imagefolder" and is_archive(folder):
         folder = unpacked_root(folder, f"{path}.root")
     if folder.exists() and not folder.is_dir():
@@ -44,3 +58,9 @@ def load_dataset(
     if name in ("cifar10", "cifar100"):
         return load_cifar(CIFAR10 if name == "cifar10" else CIFAR100, folder, download, path)
     return load_idx_set(MNIST if name == "mnist" else FASHION_MNIST, folder, download, path)
+
+
+def _holds_image_folders(folder: Path) -> bool:
+    """True for an image-folder tree: train/ and test/, each with class subfolders."""
+    splits = [folder / "train", folder / "test"]
+    return all(split.is_dir() and any(child.is_dir() for child in split.iterdir()) for split in splits)
