@@ -1,6 +1,8 @@
-"""Render a run directory's metrics.json and summary.json as a Markdown table for docs/.
+"""Render a run directory's metrics.json and summary.json as a Markdown table for docs/;
+given several run directories, their test accuracies side by side, epoch by epoch.
 
     python benchmarks/run_table.py runs/flagship/20261121-224200
+    python benchmarks/run_table.py runs/a runs/b
 """
 
 from __future__ import annotations
@@ -34,5 +36,19 @@ def render(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def compare(run_dirs: list[Path]) -> str:
+    """Test accuracy % per epoch, one column per run (named by its directory)."""
+    histories = [{r["epoch"]: r["test_acc"] for r in json.loads((d / "metrics.json").read_text())} for d in run_dirs]
+    lines = [
+        "| epoch | " + " | ".join(f"`{d.name}` test acc %" for d in run_dirs) + " |",
+        "|---:|" + "---:|" * len(run_dirs),
+    ]
+    for epoch in sorted(set().union(*histories)):
+        cells = [f"{h[epoch]:.2f}" if epoch in h else "—" for h in histories]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(render(Path(sys.argv[1])))
+    dirs = [Path(arg) for arg in sys.argv[1:]]
+    print(render(dirs[0]) if len(dirs) == 1 else compare(dirs))
