@@ -31,20 +31,9 @@ def load_dataset(
             f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name
         )
     folder = Path(root).expanduser()
-    if name != "imagefolder" and is_archive(folder):
-        raise fail(
-            f"{path}.root",
-            f"is an archive; {name} reads (and downloads into) a folder. An archive of "
-            "train/<class>/ and test/<class>/ image folders is read with `--dataset imagefolder`",
-            str(folder),
-        )
-    if name != "imagefolder" and _holds_image_folders(folder):
-        raise fail(
-            f"{path}.root",
-            f"holds images in train/<class>/ and test/<class>/ folders, not the {name} files; "
-            "read it with `--dataset imagefolder`",
-            str(folder),
-        )
+    mismatch = _image_folder_mismatch(folder, name) if name != "imagefolder" else None
+    if mismatch:
+        raise fail(f"{path}.root", mismatch, str(folder))
     if name == "imagefolder" and is_archive(folder):
         folder = unpacked_root(folder, f"{path}.root")
     if folder.exists() and not folder.is_dir():
@@ -58,6 +47,21 @@ def load_dataset(
     if name in ("cifar10", "cifar100"):
         return load_cifar(CIFAR10 if name == "cifar10" else CIFAR100, folder, download, path)
     return load_idx_set(MNIST if name == "mnist" else FASHION_MNIST, folder, download, path)
+
+
+def _image_folder_mismatch(folder: Path, name: str) -> str | None:
+    """Why `folder` suits `--dataset imagefolder` rather than the named set, if it does."""
+    if is_archive(folder):
+        return (
+            f"is an archive; {name} reads (and downloads into) a folder. An archive of "
+            "train/<class>/ and test/<class>/ image folders is read with `--dataset imagefolder`"
+        )
+    if _holds_image_folders(folder):
+        return (
+            f"holds images in train/<class>/ and test/<class>/ folders, not the {name} files; "
+            "read it with `--dataset imagefolder`"
+        )
+    return None
 
 
 def _holds_image_folders(folder: Path) -> bool:
