@@ -24,6 +24,9 @@ def test_cpu_uses_channels_last_and_bf16_only_with_hardware_support() -> None:
     assert info.channels_last
     assert info.autocast_dtype == (torch.bfloat16 if cpu_has_native_bf16() else None)
     assert pick_device("cpu", amp=False, channels_last=False).autocast_dtype is None
+    assert pick_device("cpu", amp=False).describe() == "cpu (fp32)"
+    if cpu_has_native_bf16():
+        assert info.describe() == "cpu (bfloat16, depthwise fp32)"
     assert not pick_device("cpu", amp=False, channels_last=False).channels_last
 
 

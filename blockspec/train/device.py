@@ -26,6 +26,8 @@ class DeviceInfo:
         dtype = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32"
         if self.is_cuda:
             return f"cuda ({torch.cuda.get_device_name(self.device)}, {dtype})"
+        if self.device.type == "cpu" and self.autocast_dtype is not None:
+            dtype += ", depthwise fp32"  # see modules.DepthwiseConv2d
         return f"{self.device.type} ({dtype})"
 
 
