@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
             model = build_model(spec).to(device)
             if info.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            plan = plan_batched(read_augment(spec.data.augment).steps)
+            plan = plan_batched(read_augment(spec.data.augment))
             assert plan is not None, "the spec's augmentation has no batched equivalent"
             loader = DeviceLoader(data.train_images, data.train_labels, batch, device, plan, data.mean, True, 0)
             return blockspec_loop(spec, model, loader, Batches(info, data.mean, data.std), args.steps, args.warmup)

@@ -19,7 +19,7 @@ def smooth_image(size: int = 32) -> np.ndarray:
 
 
 def plan_for(entries: list) -> object:
-    plan = plan_batched(read_augment(entries).steps)
+    plan = plan_batched(read_augment(entries))
     assert plan is not None
     return plan
 
@@ -124,11 +124,11 @@ def test_cutout_is_one_mean_hole_inside_the_image() -> None:
 
 
 def test_unsupported_transforms_fall_back() -> None:
-    assert plan_batched(read_augment([{"RandomBrightnessContrast": {"p": 0.5}}]).steps) is None
-    assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 2}}]).steps) is None
-    assert plan_batched(read_augment([{"Affine": {"shear": 10}}]).steps) is None
-    assert plan_batched(read_augment([{"Affine": {"scale": [0.8, 1.2], "balanced_scale": True}}]).steps) is None
-    assert plan_batched(read_augment([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}]).steps) is None
+    assert plan_batched(read_augment([{"RandomBrightnessContrast": {"p": 0.5}}])) is None
+    assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 2}}])) is None
+    assert plan_batched(read_augment([{"Affine": {"shear": 10}}])) is None
+    assert plan_batched(read_augment([{"Affine": {"scale": [0.8, 1.2], "balanced_scale": True}}])) is None
+    assert plan_batched(read_augment([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}])) is None
 
 
 def test_device_loader_covers_the_data_once_per_epoch_and_repeats_with_its_seed() -> None:

@@ -73,10 +73,13 @@ TRANSFORMS = _image_transforms()
 
 @dataclass(frozen=True)
 class AugmentPlan:
-    """Entries as (name, 2.x kwargs), `fill` possibly still "mean", plus notes for the user."""
+    """Entries as (name, 2.x kwargs), `fill` possibly still "mean", plus notes for the user,
+    and each transform as albumentations built it while checking (a `mean` fill as 0): its
+    normalised arguments are what the batched path mirrors."""
 
     steps: list[tuple[str, dict[str, Any]]]
     notes: list[str]
+    built: list[BasicTransform]
 
 
 def read_augment(entries: list[Any] | None, path: str = "data.augment") -> AugmentPlan:
@@ -87,16 +90,19 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
         raise fail(path, "should be a list of {TransformName: {argument: value}} entries", entries)
     steps: list[tuple[str, dict[str, Any]]] = []
     notes: list[str] = []
+    built: list[BasicTransform] = []
     for index, entry in enumerate(entries):
         name, given = _split_entry(entry, f"{path}[{index}]")
         where = f"{path}[{index}].{name}"
         args, translated = translate_args(name, given, where)
         _check_arg_names(name, args, where)
         notes += [translated] if translated else []
-        notes += _construct(name, _resolve_fill(args, 0), where)[1]
+        transform, advice = _construct(name, _resolve_fill(args, 0), where)
+        notes += advice
         notes += _fill_units_note(args, where)
         steps.append((name, args))
-    return AugmentPlan(steps, notes)
+        built.append(transform)
+    return AugmentPlan(steps, notes, built)
 
 
 def validate_augment(
@@ -210,12 +216,6 @@ def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransf
             raise fail(where, f"albumentations would not build this as written: {text}", args)
         notes.append(f"{where}: albumentations advises: {text}")
     return transform, notes
-
-
-def parsed_transform(name: str, args: dict[str, Any]) -> BasicTransform:
-    """The transform as albumentations' own schema normalises validated arguments (ranges
-    as tuples, per-axis dicts), for code that mirrors it; a `mean` fill is built as 0."""
-    return _construct(name, _resolve_fill(args, 0), name)[0]
 
 
 def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> SpecError:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from blockspec.data.augment import parsed_transform
+from blockspec.data.augment import AugmentPlan
 from blockspec.data.loader import epoch_sampler
 
 _BORDER_CONSTANT, _BORDER_REFLECT_101, _INTER_LINEAR = 0, 4, 1  # OpenCV's flag values
@@ -76,15 +76,16 @@ def _int_range(value: Any) -> tuple[int, int] | None:
     return (low, high)
 
 
-def plan_batched(steps: list[tuple[str, dict[str, Any]]]) -> BatchedPlan | None:
-    """The batched equivalent of validated (name, kwargs) steps, or None if there is none."""
+def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
+    """The batched equivalent of checked augmentation steps, or None if there is none."""
     flip_p, affine, cutout = 0.0, None, None
-    for name, args in steps:
+    steps = augment.steps
+    for (name, args), transform in zip(steps, augment.built, strict=True):
         args = dict(args)
         if name == "HorizontalFlip" and set(args) <= {"p"} and not flip_p:
             flip_p = float(args.get("p", 0.5))
         elif name in _AFFINE_NAMES and affine is None:
-            affine = _affine_plan(name, args)
+            affine = _affine_plan(transform, args)
             if affine is None:
                 return None
         elif name == "CoarseDropout" and cutout is None and set(args) <= _CUTOUT_ARGS:
@@ -105,9 +106,8 @@ def plan_batched(steps: list[tuple[str, dict[str, Any]]]) -> BatchedPlan | None:
     return BatchedPlan(flip_p, affine, cutout)
 
 
-def _affine_plan(name: str, args: dict[str, Any]) -> Affine | None:
+def _affine_plan(transform: Any, args: dict[str, Any]) -> Affine | None:
     """The warp albumentations' Affine (which ShiftScaleRotate is) would draw, if mirrored here."""
-    transform = parsed_transform(name, args)
     if transform.border_mode not in (_BORDER_CONSTANT, _BORDER_REFLECT_101):
         return None
     if transform.interpolation != _INTER_LINEAR or transform.fit_output or transform.balanced_scale:

@@ -22,7 +22,7 @@ import torch
 
 from blockspec.analysis import trace
 from blockspec.build import build_model
-from blockspec.data import ImageData, build_augment, load_dataset, make_loaders, read_augment, seed_augment
+from blockspec.data import AugmentPlan, ImageData, build_augment, load_dataset, make_loaders, read_augment, seed_augment
 from blockspec.data.batched import DeviceLoader, plan_batched
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -80,7 +80,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
-    train_loader, test_loader, path_used = make_run_loaders(spec, data, plan.steps, options, info, ranks)
+    train_loader, test_loader, path_used = make_run_loaders(spec, data, plan, options, info, ranks)
     if checkpoint is not None:
         run_dir = checkpoint_dir(options.resume)
     elif ranks.main:
@@ -262,11 +262,11 @@ class Session:
 
 
 def make_run_loaders(
-    spec: Spec, data: ImageData, steps: list, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
+    spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
 ) -> tuple[Any, Any, str]:
     """Batched tensor augmentation on the device when the spec's transforms allow it
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
-    plan = plan_batched(steps)
+    plan = plan_batched(augment)
     if options.loader == "gpu" and plan is None:
         raise fail(
             "--loader",
