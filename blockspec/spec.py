@@ -212,6 +212,12 @@ class TrainSpec(StrictModel):
         default=None, description="EMA decay of weights; evaluation and best.pt use the average"
     )
     tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
+    tta_shift: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="pixels; also average views shifted diagonally by ± this much, at half weight",
+    )
 
 
 class Spec(StrictModel):

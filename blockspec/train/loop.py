@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from blockspec.data import normalize_batch
 from blockspec.train.device import DeviceInfo
+from blockspec.train.tta import tta_logits
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,21 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, batches: Batches, loss_fn: nn.Module, tta_flip: bool = False
+    model: nn.Module,
+    loader: Iterable,
+    batches: Batches,
+    loss_fn: nn.Module,
+    tta_flip: bool = False,
+    tta_shift: int = 0,
 ) -> Evaluation:
-    """Test loss and accuracy; with `tta_flip`, scores are averaged with the mirrored image's."""
+    """Test loss and accuracy of the scores averaged over the test-time views (`tta_logits`)."""
     model.eval()
     loss_sum = 0.0
     predictions, labels = [], []
     for images, targets in loader:
         x, y = batches(images, targets)
         with batches.autocast():
-            logits = model(x)
-            if tta_flip:
-                logits = (logits + model(torch.flip(x, dims=[3]))) / 2
+            logits = tta_logits(model, x, tta_flip, tta_shift)
             loss_sum += loss_fn(logits.float(), y).item() * len(y)
         predictions.append(logits.argmax(1).cpu())
         labels.append(y.cpu())

@@ -133,7 +133,9 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
             f"Resume with: blockspec train --resume {run_dir}"
         ) from None
     if last_eval is None:
-        last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, spec.train.tta_flip)
+        last_eval = evaluate(
+            session.eval_model, test_loader, batches, session.loss_fn, spec.train.tta_flip, spec.train.tta_shift
+        )
     if not ranks.main:
         distributed.stop(ranks)
         return run_summary(spec, history, info)
@@ -202,7 +204,8 @@ class Session:
                 "last.pt keeps the last good epoch (lower the learning rate?)",
             )
         started = time.perf_counter()
-        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, self.spec.train.tta_flip)
+        recipe = self.spec.train
+        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, recipe.tta_flip, recipe.tta_shift)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None and not steps_per_batch(self.spec):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -1,0 +1,36 @@
+"""Test-time augmentation: scores averaged over cheap views of each test image.
+
+A mirror image and small diagonal shifts are views the network saw in training (flip and
+translate augmentation), so averaging them removes some of the variance of one forward pass
+at no training cost. The shifted views follow the translation TTA of Keller Jordan's
+airbench: they take half the weight, the unshifted views the other half.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
+    """The model's scores for `x` (NCHW), averaged over the image, its mirror with `flip`, and,
+    with `shift`, each of those moved by (+shift, +shift) and (-shift, -shift) pixels."""
+    views = [x, torch.flip(x, dims=[3])] if flip else [x]
+    logits = torch.stack([model(view) for view in views]).mean(0)
+    if not shift:
+        return logits
+    moved = [shifted(view, offset) for view in views for offset in (shift, -shift)]
+    return (logits + torch.stack([model(view) for view in moved]).mean(0)) / 2
+
+
+def shifted(x: torch.Tensor, offset: int) -> torch.Tensor:
+    """`x` moved `offset` pixels right and down (left and up when negative), edges reflected."""
+    pad = abs(offset)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    height, width = x.shape[-2:]
+    top = pad - offset
+    window = padded[..., top : top + height, top : top + width]
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return window.contiguous(memory_format=torch.channels_last)
+    return window.contiguous()

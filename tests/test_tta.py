@@ -1,0 +1,49 @@
+"""Test-time views: where each shifted view takes its pixels from, and how views are weighted."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blockspec.train.tta import shifted, tta_logits
+
+
+def test_shift_moves_content_and_reflects_the_edges() -> None:
+    x = torch.randn(2, 3, 5, 6)
+    down_right = shifted(x, 2)
+    assert torch.equal(down_right[..., 2:, 2:], x[..., :-2, :-2])
+    assert torch.equal(down_right[..., 0, 2:], x[..., 2, :-2])  # row -2 reflects to row 2
+    assert torch.equal(down_right[..., 2:, 1], x[..., :-2, 1])  # column -1 reflects to column 1
+    up_left = shifted(x, -1)
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(up_left[..., -1, :-1], x[..., -2, 1:])
+
+
+def test_shift_keeps_the_memory_format() -> None:
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert shifted(x, 1).is_contiguous(memory_format=torch.channels_last)
+    assert shifted(x.contiguous(), 1).is_contiguous()
+
+
+class PixelProbe(nn.Module):
+    """Scores = the input's channel values at one pixel, so each view's weight is visible."""
+
+    def __init__(self, row: int, column: int) -> None:
+        super().__init__()
+        self.row, self.column = row, column
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, self.row, self.column]
+
+
+def test_views_are_averaged_with_shifts_at_half_weight() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    probe = PixelProbe(3, 2)
+    assert torch.equal(tta_logits(probe, x), x[:, :, 3, 2])
+    assert torch.allclose(tta_logits(probe, x, flip=True), (x[:, :, 3, 2] + x[:, :, 3, 5]) / 2)
+    expected = x[:, :, 3, 2] / 2 + (x[:, :, 2, 1] + x[:, :, 4, 3]) / 4
+    assert torch.allclose(tta_logits(probe, x, shift=1), expected)
+    flipped = x.flip(3)
+    both = (x[:, :, 3, 2] + flipped[:, :, 3, 2]) / 4
+    both = both + (x[:, :, 2, 1] + x[:, :, 4, 3] + flipped[:, :, 2, 1] + flipped[:, :, 4, 3]) / 8
+    assert torch.allclose(tta_logits(probe, x, flip=True, shift=1), both)
