@@ -202,11 +202,11 @@ def export(
     """Export a checkpoint to TorchScript or ONNX and check it numerically against torch."""
     from blockspec.export import export_model
     from blockspec.load import load_spec, parse_spec
-    from blockspec.train.checkpoint import load_checkpoint
+    from blockspec.train.checkpoint import evaluated_weights, load_checkpoint
 
     payload = load_checkpoint(checkpoint)
     spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
-    difference = export_model(spec, payload["model"], format, out)
+    difference = export_model(spec, evaluated_weights(payload), format, out)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
 
 

@@ -78,13 +78,20 @@ def test_tiny_data_is_learnt(tmp_path: Path, data_root: Path, capsys: pytest.Cap
     assert metrics(tmp_path / "run")[-1]["test_acc"] >= 90
 
 
-def test_eval_reports_the_checkpoint_accuracy(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = write_spec(tmp_path, data_root)
+@pytest.mark.parametrize("recipe", ["", "  ema: 0.9\n  tta_flip: true\n  tta_shift: 1"])
+def test_eval_reports_the_checkpoint_accuracy(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], recipe: str
+) -> None:
+    """`eval` of last.pt reproduces the run's last evaluation: the EMA weights, not the raw
+    ones that last.pt also keeps for resuming, under the spec's test-time views."""
+    spec = write_spec(tmp_path, data_root, extra=recipe)
     out = tmp_path / "run"
     run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
     code, stdout, _ = run_cli(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu"], capsys)
     assert code == 0
-    assert f"test accuracy {metrics(out)[-1]['test_acc']:.2f}%" in stdout
+    last = metrics(out)[-1]
+    assert f"test accuracy {last['test_acc']:.2f}%" in stdout
+    assert f"(loss {last['test_loss']:.4f})" in stdout
     assert "class3" in stdout
 
 

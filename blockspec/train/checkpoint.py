@@ -61,6 +61,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def evaluated_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a run evaluates: its EMA average when it keeps one, else the model's.
+
+    last.pt holds both (training resumes from the raw weights), so `evaluate` and `export`
+    must pick the average to reproduce the accuracy that metrics.json reports.
+    """
+    average = payload.get("ema") or {}
+    if not average:
+        return payload["model"]
+    return {name.removeprefix("module."): value for name, value in average.items() if name.startswith("module.")}
+
+
 def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     return {

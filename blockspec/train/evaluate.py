@@ -12,7 +12,7 @@ from blockspec.data import load_dataset, make_loaders
 from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import load_checkpoint
+from blockspec.train.checkpoint import evaluated_weights, load_checkpoint
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.optim import make_loss
@@ -40,7 +40,7 @@ def evaluate_checkpoint(
     spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
     model = build_model(spec)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(evaluated_weights(payload))
     except RuntimeError as error:
         first = str(error).splitlines()[1:2] or [str(error)]
         raise fail(
