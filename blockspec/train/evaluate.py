@@ -55,7 +55,8 @@ def evaluate_checkpoint(
         data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test
     )
     model = model.to(info.device)
-    result = evaluate(model, test_loader, Batches(info, data.mean, data.std), make_loss(spec), spec.train.tta_flip, spec.train.tta_shift)
+    batches = Batches(info, data.mean, data.std)
+    result = evaluate(model, test_loader, batches, make_loss(spec), spec.train.tta_flip, spec.train.tta_shift)
     per_class = {
         name: 100.0 * float(np.mean(result.predictions[result.labels == index] == index))
         for index, name in enumerate(data.classes)
