@@ -87,6 +87,14 @@ OptionalPath = Annotated[
     Optional[Path],  # noqa: UP007
     typer.Argument(help="Architecture spec (YAML); optional with --resume.", show_default=False),
 ]
+CheckpointSpecPath = Annotated[
+    Optional[Path],  # noqa: UP007
+    typer.Argument(
+        help="Architecture spec (YAML) to use instead of the one inside the checkpoint "
+        "(same weights; e.g. other test-time views).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -144,7 +152,7 @@ def train(
 
 @app.command("eval")
 def eval_command(
-    spec_path: OptionalPath = None,
+    spec_path: CheckpointSpecPath = None,
     checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
     dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
@@ -194,7 +202,7 @@ def preview_augment(
 
 @app.command()
 def export(
-    spec_path: OptionalPath = None,
+    spec_path: CheckpointSpecPath = None,
     checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
     format: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
     out: Annotated[Path, typer.Option(help="File to write.")] = Path("model.pt"),
