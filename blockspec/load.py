@@ -54,6 +54,11 @@ def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | 
         trace(spec, input_size)
     except SpecError as error:
         raise error.with_source(source) from None
+    smallest_side = min(input_size or spec.input.hw)
+    if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
+        raise fail(
+            "train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift
+        ).with_source(source)
     return spec
 
 

@@ -117,6 +117,10 @@ BROKEN = {
         "name: x\nblocks:\n  C1: [residual: {body: [conv: {out: 8, padding: 0}]}]\n  output: [gap: {}, fc: {out: 10}]\n",
         "blocks.C1[0]: the body maps 32×32 to 30×30",
     ),
+    "tta_shift_too_big": (
+        "name: x\ninput: {size: 4}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\ntrain: {tta_shift: 4}\n",
+        "train.tta_shift = 4: must be smaller than the input's side (4)",
+    ),
     "unknown_rule_feature": (
         "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {require: [dsw]}\n",
         "rules.require = ['dsw']: unknown feature(s) ['dsw']",
