@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from blockspec.train.ema import make_ema
 
@@ -49,3 +50,14 @@ def test_early_average_is_mostly_the_trained_weights() -> None:
         start_share *= (1 + n) / (10 + n)
     assert abs(float(ema.module.weight) - (1 - start_share)) < 1e-6
     assert float(ema.module.weight) > 0.9
+
+
+def test_state_dict_keeps_averaged_models_layout() -> None:
+    """Checkpoints written with torch's AveragedModel (earlier versions) load unchanged."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    theirs = AveragedModel(model, use_buffers=True)
+    theirs.update_parameters(model)
+    ours = make_ema(model, decay=0.9)
+    ours.load_state_dict(theirs.state_dict())
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert int(ours.n_averaged) == 1

@@ -4,31 +4,50 @@ A fixed decay of 0.999 keeps two thirds of the random initialisation in the aver
 one CIFAR epoch, so early evaluations of the average sit at chance. The decay used at update
 n is min(decay, (1 + n) / (10 + n)), the warm-up timm's model EMA uses: the average follows
 the weights closely at first and settles into the full horizon after about 10 / (1 - decay)
-updates. The decay is computed on the parameters' device, so updates never synchronise a GPU.
+updates. The first update copies the weights.
+
+Why not torch's `AveragedModel`: its update reads its step counter on the host (`if
+n_averaged == 0`, and a copy of the counter to the device), which stalls a GPU's queue at
+every step. Here the counter lives beside the weights and every update is a few foreach
+kernels the host never waits for. The state dict keeps `AveragedModel`'s layout
+(`module.*`, `n_averaged`), so checkpoints of either load into the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    """The averaged copy of `model`, BatchNorm statistics included."""
-    return AveragedModel(model, multi_avg_fn=warmed_up_ema(decay), use_buffers=True)
+class WeightAverage(nn.Module):
+    """The averaged copy of a model, BatchNorm statistics included (`module` is evaluated)."""
 
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        device = next(model.parameters()).device
+        self.register_buffer("n_averaged", torch.zeros((), dtype=torch.long, device=device))
 
-def warmed_up_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        if not torch.is_floating_point(averaged[0]):  # counters such as num_batches_tracked
-            torch._foreach_copy_(averaged, current)
-            return
-        n = updates.to(torch.float32)
-        weight = 1 - torch.clamp((1 + n) / (10 + n), max=decay)
-        torch._foreach_lerp_(averaged, current, weight.to(averaged[0].dtype))
+    def update_parameters(self, model: nn.Module) -> None:
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [*model.parameters(), *model.buffers()]
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        counters = [(a, c) for a, c in zip(averaged, current, strict=True) if not a.is_floating_point()]
+        if counters:  # such as BatchNorm's num_batches_tracked: copied, not averaged
+            torch._foreach_copy_(*map(list, zip(*counters)))
+        n = self.n_averaged.to(torch.float32)
+        weight = torch.where(n == 0, 1.0, 1 - torch.clamp((1 + n) / (10 + n), max=self.decay))
+        for dtype in {a.dtype for a, _ in floats}:
+            kept, incoming = map(list, zip(*[(a, c) for a, c in floats if a.dtype == dtype]))
+            # a·(1 − w) + c·w: foreach lerp takes its weight only as a host number
+            torch._foreach_mul_(kept, (1 - weight).to(dtype))
+            torch._foreach_add_(kept, torch._foreach_mul(incoming, weight.to(dtype)))
+        self.n_averaged += 1
 
-    return update
+
+def make_ema(model: nn.Module, decay: float) -> WeightAverage:
+    return WeightAverage(model, decay)
