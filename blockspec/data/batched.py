@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from blockspec.data.augment import AugmentPlan
-from blockspec.data.loader import epoch_sampler
+from blockspec.data.loader import channel_constant, epoch_sampler
 
 _BORDER_CONSTANT, _BORDER_REFLECT_101, _INTER_LINEAR = 0, 4, 1  # OpenCV's flag values
 _AFFINE_NAMES = ("Affine", "ShiftScaleRotate")
@@ -132,9 +132,9 @@ def _affine_plan(transform: Any, args: dict[str, Any]) -> Affine | None:
     )
 
 
-def _fill_tensor(fill: Any, channels: int, device: torch.device) -> torch.Tensor:
+def _fill_values(fill: Any, channels: int) -> tuple[float, ...]:
     values = fill if isinstance(fill, (tuple, list)) else (fill,) * channels
-    return torch.tensor([float(v) for v in values], device=device).view(1, channels, 1, 1)
+    return tuple(float(v) for v in values)
 
 
 def augment_batch(
@@ -142,17 +142,19 @@ def augment_batch(
 ) -> torch.Tensor:
     """uint8 or float [B, C, H, W] in 0–255 → augmented float in 0–255, same device.
 
-    Random numbers come from `generator` (on the CPU, so runs repeat exactly on any device).
+    Random numbers come from `generator` (on the CPU, so runs repeat exactly on any device);
+    they travel to the device without waiting for it (`non_blocking`: safe from host memory to
+    a GPU), and the fill colours are cached there, so the host never stalls a GPU's queue.
     """
     batch, channels, height, width = x.shape
     device = x.device
     x = x.float()
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return (torch.rand(batch, generator=generator) * (high - low) + low).to(device)
+        return (torch.rand(batch, generator=generator) * (high - low) + low).to(device, non_blocking=True)
 
     def chance(p: float) -> torch.Tensor:
-        return (torch.rand(batch, generator=generator) < p).to(device)
+        return (torch.rand(batch, generator=generator) < p).to(device, non_blocking=True)
 
     if plan.flip_p:
         x = torch.where(chance(plan.flip_p).view(-1, 1, 1, 1), x.flip(3), x)
@@ -184,15 +186,15 @@ def _warp(
         ],
         1,
     )
-    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], device=x.device).expand(batch, 2, 3)
+    identity = torch.eye(2, 3, device=x.device).expand(batch, 2, 3)
     theta = torch.where(apply.view(-1, 1, 1), theta, identity)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     padding = "reflection" if affine.reflect else "zeros"
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
-    fill = _fill_tensor(mean_fill if affine.fill == "mean" else affine.fill, channels, x.device)
-    if not affine.reflect and bool((fill != 0).any()):
+    fill = _fill_values(mean_fill if affine.fill == "mean" else affine.fill, channels)
+    if not affine.reflect and any(fill):
         inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", align_corners=False)
-        warped = warped + fill * (1 - inside)
+        warped = warped + channel_constant(fill, x.device) * (1 - inside)
     return warped
 
 
@@ -216,18 +218,20 @@ def _cut(
 ) -> torch.Tensor:
     batch, channels, height, width = x.shape
     fill = mean_fill if cutout.fill == "mean" else cutout.fill
-    fill_value = _fill_tensor(fill, channels, x.device)
+    fill_value = channel_constant(_fill_values(fill, channels), x.device)
     rows = torch.arange(height, device=x.device).view(1, height, 1)
     cols = torch.arange(width, device=x.device).view(1, 1, width)
     apply = chance(cutout.p)
-    counts = torch.randint(cutout.holes[0], cutout.holes[1] + 1, (batch,), generator=generator).to(x.device)
+    counts = torch.randint(cutout.holes[0], cutout.holes[1] + 1, (batch,), generator=generator)
+    counts = counts.to(x.device, non_blocking=True)
     for hole in range(cutout.holes[1]):
         hole_h = torch.randint(cutout.height[0], cutout.height[1] + 1, (batch,), generator=generator)
         hole_w = torch.randint(cutout.width[0], cutout.width[1] + 1, (batch,), generator=generator)
         top = (torch.rand(batch, generator=generator) * (height - hole_h + 1)).floor().long()
         left = (torch.rand(batch, generator=generator) * (width - hole_w + 1)).floor().long()
-        top, left = top.to(x.device).view(-1, 1, 1), left.to(x.device).view(-1, 1, 1)
-        hole_h, hole_w = hole_h.to(x.device).view(-1, 1, 1), hole_w.to(x.device).view(-1, 1, 1)
+        top, left, hole_h, hole_w = (
+            value.to(x.device, non_blocking=True).view(-1, 1, 1) for value in (top, left, hole_h, hole_w)
+        )
         inside = (rows >= top) & (rows < top + hole_h) & (cols >= left) & (cols < left + hole_w)
         active = (apply & (counts > hole)).view(-1, 1, 1)
         x = torch.where((inside & active).unsqueeze(1), fill_value, x)

@@ -8,6 +8,7 @@ shuffling, augmentation in the main process or in each worker — derives from o
 from __future__ import annotations
 
 import copy
+import functools
 import random
 from collections.abc import Sequence, Sized
 
@@ -47,10 +48,16 @@ class AugmentedDataset(Dataset):
 
 def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 [B, C, H, W] → float32 (x / 255 - mean) / std, computed on x's device."""
-    scale = 255.0
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * scale
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * scale
+    m = channel_constant(tuple(255.0 * float(v) for v in mean), x.device)
+    s = channel_constant(tuple(255.0 * float(v) for v in std), x.device)
     return (x.float() - m) / s
+
+
+@functools.lru_cache(maxsize=64)
+def channel_constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """Per-channel values as a float32 [1, C, 1, 1] tensor on `device`, made once: building
+    it from host numbers at every batch would copy to a GPU, and wait for it, every time."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
 
 def make_loaders(
