@@ -245,13 +245,14 @@ def main() -> None:
     parser.add_argument("--limit-test", type=int, help="time to target on N test images (smoke runs)")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
+    info = pick_device(args.device)
     if args.to_target:
         text, marker = time_to_target(args), "time_to_target"
     else:
-        text, marker = table(measure(args), args, pick_device(args.device).describe()), "train_speed"
+        text, marker = table(measure(args), args, info.describe()), "train_speed"
     print(text)
-    if args.write:
-        write_docs(text, marker)
+    if args.write:  # one table per kind of device: a CUDA run leaves the CPU table standing
+        write_docs(text, f"{marker}-{info.device.type}")
 
 
 if __name__ == "__main__":
