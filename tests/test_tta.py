@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blockspec.train.tta import shifted, tta_logits
+from blockspec.train.tta import TTAViews, shifted
 
 
 def test_shift_moves_content_and_reflects_the_edges() -> None:
@@ -39,11 +39,11 @@ class PixelProbe(nn.Module):
 def test_views_are_averaged_with_shifts_at_half_weight() -> None:
     x = torch.randn(2, 3, 8, 8)
     probe = PixelProbe(3, 2)
-    assert torch.equal(tta_logits(probe, x), x[:, :, 3, 2])
-    assert torch.allclose(tta_logits(probe, x, flip=True), (x[:, :, 3, 2] + x[:, :, 3, 5]) / 2)
+    assert torch.equal(TTAViews().logits(probe, x), x[:, :, 3, 2])
+    assert torch.allclose(TTAViews(flip=True).logits(probe, x), (x[:, :, 3, 2] + x[:, :, 3, 5]) / 2)
     expected = x[:, :, 3, 2] / 2 + (x[:, :, 2, 1] + x[:, :, 4, 3]) / 4
-    assert torch.allclose(tta_logits(probe, x, shift=1), expected)
+    assert torch.allclose(TTAViews(shift=1).logits(probe, x), expected)
     flipped = x.flip(3)
     both = (x[:, :, 3, 2] + flipped[:, :, 3, 2]) / 4
     both = both + (x[:, :, 2, 1] + x[:, :, 4, 3] + flipped[:, :, 2, 1] + flipped[:, :, 4, 3]) / 8
-    assert torch.allclose(tta_logits(probe, x, flip=True, shift=1), both)
+    assert torch.allclose(TTAViews(flip=True, shift=1).logits(probe, x), both)

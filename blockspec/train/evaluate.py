@@ -17,6 +17,7 @@ from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.optim import make_loss
 from blockspec.train.run import check_data_fits
+from blockspec.train.tta import TTAViews
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def evaluate_checkpoint(
     )
     model = model.to(info.device)
     batches = Batches(info, data.mean, data.std)
-    result = evaluate(model, test_loader, batches, make_loss(spec), spec.train.tta_flip, spec.train.tta_shift)
+    result = evaluate(model, test_loader, batches, make_loss(spec), TTAViews.of(spec.train))
     per_class = {
         name: 100.0 * float(np.mean(result.predictions[result.labels == index] == index))
         for index, name in enumerate(data.classes)

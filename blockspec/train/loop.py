@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from blockspec.data import normalize_batch
 from blockspec.train.device import DeviceInfo
-from blockspec.train.tta import tta_logits
+from blockspec.train.tta import TTAViews
 
 
 @dataclass(frozen=True)
@@ -110,17 +110,16 @@ def evaluate(
     loader: Iterable,
     batches: Batches,
     loss_fn: nn.Module,
-    tta_flip: bool = False,
-    tta_shift: int = 0,
+    views: TTAViews = TTAViews(),
 ) -> Evaluation:
-    """Test loss and accuracy of the scores averaged over the test-time views (`tta_logits`)."""
+    """Test loss and accuracy of the scores averaged over the test-time `views`."""
     model.eval()
     loss_sum = 0.0
     predictions, labels = [], []
     for images, targets in loader:
         x, y = batches(images, targets)
         with batches.autocast():
-            logits = tta_logits(model, x, tta_flip, tta_shift)
+            logits = views.logits(model, x)
             loss_sum += loss_fn(logits.float(), y).item() * len(y)
         predictions.append(logits.argmax(1).cpu())
         labels.append(y.cpu())

@@ -35,6 +35,7 @@ from blockspec.train.ema import make_ema
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, peak_lr, steps_per_batch
 from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
+from blockspec.train.tta import TTAViews
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
 from blockspec.train.rundir import (
     check_room_for_run,
@@ -133,9 +134,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
             f"Resume with: blockspec train --resume {run_dir}"
         ) from None
     if last_eval is None:
-        last_eval = evaluate(
-            session.eval_model, test_loader, batches, session.loss_fn, spec.train.tta_flip, spec.train.tta_shift
-        )
+        last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
     if not ranks.main:
         distributed.stop(ranks)
         return run_summary(spec, history, info)
@@ -204,8 +203,7 @@ class Session:
                 "last.pt keeps the last good epoch (lower the learning rate?)",
             )
         started = time.perf_counter()
-        recipe = self.spec.train
-        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, recipe.tta_flip, recipe.tta_shift)
+        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, TTAViews.of(self.spec.train))
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None and not steps_per_batch(self.spec):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -8,20 +8,37 @@ airbench: they take half the weight, the unshifted views the other half.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blockspec.spec import TrainSpec
 
-def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
-    """The model's scores for `x` (NCHW), averaged over the image, its mirror with `flip`, and,
-    with `shift`, each of those moved by (+shift, +shift) and (-shift, -shift) pixels."""
-    views = [x, torch.flip(x, dims=[3])] if flip else [x]
-    logits = torch.stack([model(view) for view in views]).mean(0)
-    if not shift:
-        return logits
-    moved = [shifted(view, offset) for view in views for offset in (shift, -shift)]
-    return (logits + torch.stack([model(view) for view in moved]).mean(0)) / 2
+
+@dataclass(frozen=True)
+class TTAViews:
+    """Which views of each test image are averaged: the spec's `train.tta_flip` and
+    `train.tta_shift`, carried as one value from the recipe to `evaluate`."""
+
+    flip: bool = False
+    shift: int = 0
+
+    @classmethod
+    def of(cls, recipe: TrainSpec) -> TTAViews:
+        """The views a spec's `train` section asks for."""
+        return cls(recipe.tta_flip, recipe.tta_shift)
+
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The model's scores for `x` (NCHW), averaged over the image, its mirror with `flip`,
+        and, with `shift`, each of those moved by (+shift, +shift) and (-shift, -shift) pixels."""
+        views = [x, torch.flip(x, dims=[3])] if self.flip else [x]
+        logits = torch.stack([model(view) for view in views]).mean(0)
+        if not self.shift:
+            return logits
+        moved = [shifted(view, offset) for view in views for offset in (self.shift, -self.shift)]
+        return (logits + torch.stack([model(view) for view in moved]).mean(0)) / 2
 
 
 def shifted(x: torch.Tensor, offset: int) -> torch.Tensor:
