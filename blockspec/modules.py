@@ -21,6 +21,20 @@ class Residual(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
+class SqueezeExcite(nn.Module):
+    """Scales each channel by a gate in (0, 1) computed from the channel means of the map."""
+
+    def __init__(self, channels: int, hidden: int, act: nn.Module) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.act = act
+        self.expand = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        squeezed = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(squeezed))))
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise convolution that computes in fp32 under CPU bf16 autocast.
 

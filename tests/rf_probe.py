@@ -3,7 +3,9 @@
 All weights are made positive and the input is positive, so no ReLU ever zeroes a
 gradient and every pixel the unit depends on gets a non-zero gradient. Max-pooling routes
 gradients to a single winner, so it is swapped for average pooling of the same geometry
-(the receptive field is a property of the window, not of which pixel wins).
+(the receptive field is a property of the window, not of which pixel wins). A
+squeeze-and-excitation gate is dropped: it scales channels by the whole map's means, global
+context that the receptive field does not count (docs/geometry.md), like `gap`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from torch import nn
 
 from blockspec import SpecError, build_model
 from blockspec.analysis import Analysis, trace
+from blockspec.modules import SqueezeExcite
 from blockspec.spec import Spec
 
 
 def positive_copy(model: nn.Module) -> nn.Module:
-    """Same geometry, all-positive weights, eval mode, max-pools replaced by avg-pools."""
+    """Same windows, all-positive weights, eval mode, max-pools replaced by avg-pools,
+    squeeze-and-excitation gates removed."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.MaxPool2d):
             setattr(model, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+        elif isinstance(child, SqueezeExcite):
+            setattr(model, name, nn.Identity())
         else:
             positive_copy(child)
     with torch.no_grad():

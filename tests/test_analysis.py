@@ -52,7 +52,7 @@ def test_per_layer_params_match_module_children() -> None:
 
 def _random_layer(rng: random.Random, channels: int, depth: int = 0) -> dict:
     width = rng.choice([4, 8, 12, 16])
-    kind = rng.choice(["conv", "conv", "dws", "dilated", "strided", "pool", "residual", "norm"])
+    kind = rng.choice(["conv", "conv", "dws", "dilated", "strided", "pool", "residual", "norm", "se"])
     if kind == "residual" and depth == 0:
         body = []
         for _ in range(rng.randint(1, 2)):
@@ -61,6 +61,8 @@ def _random_layer(rng: random.Random, channels: int, depth: int = 0) -> dict:
         return {"residual": {"body": body, "act": rng.choice(["relu", "none"])}}
     if kind in {"residual", "norm"}:
         return {"norm": {}} if depth == 0 else {"conv": {"out": width}}
+    if kind == "se":
+        return {"se": {"reduction": rng.choice([1, 2, 4]), "act": rng.choice(["relu", "silu", "none"])}}
     if kind == "pool":
         k = rng.choice([2, 3])
         return {"pool": {"type": rng.choice(["max", "avg"]), "k": k, "stride": rng.choice([1, 2]),

@@ -91,6 +91,10 @@ BROKEN = {
         "name: x\nblocks:\n  C1: [conv: {out: 9, groups: 2}]\n  output: [gap: {}, fc: {out: 10}]\n",
         "blocks.C1[0].groups = 2: groups must divide both input channels (3) and out (9)",
     ),
+    "se_too_narrow": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}, se: {reduction: 16}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[1].reduction = 16: leaves no hidden units for 8 channels; use at most 8",
+    ),
     "fc_before_pool": (
         "name: x\nblocks:\n  C1: [conv: {out: 8}, fc: {out: 10}]\n",
         "blocks.C1[1]: 'fc' needs a pooled map (C×1×1) or a vector, but receives 8×32×32",

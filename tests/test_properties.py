@@ -172,7 +172,7 @@ def residual_layer(draw: Any, s: State, depth: int, hostile: bool) -> dict:
 
 
 def spatial_layer(draw: Any, s: State, depth: int, hostile: bool) -> dict:
-    kinds = ["conv"] * 4 + ["dws"] * 2 + ["dilated", "strided", "pool", "norm", "act", "dropout"]
+    kinds = ["conv"] * 4 + ["dws"] * 2 + ["dilated", "strided", "pool", "norm", "act", "dropout", "se"]
     if depth < 2:
         kinds += ["residual"] * (2 if depth == 0 else 1)
     if hostile:
@@ -195,6 +195,9 @@ def elementwise_or_head_layer(draw: Any, s: State, kind: str) -> dict:
         opt(draw, args, "type", ACTS, 6)
     elif kind == "dropout":
         opt(draw, args, "p", (0.0, 0.1, 0.5, 0.9), 5)
+    elif kind == "se":
+        opt(draw, args, "reduction", (1, 2, 4, 16, 64), 6)
+        opt(draw, args, "act", ACTS, 3)
     elif kind == "fc":
         args["out"] = draw(st.sampled_from(WIDTHS))
         opt(draw, args, "act", ACTS, 3)

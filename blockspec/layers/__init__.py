@@ -25,6 +25,7 @@ from blockspec.layers.base import (
     Window,
     expand,
 )
+from blockspec.layers.attention import SeSpec
 from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
 from blockspec.layers.dws import DwsSpec
 from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec
@@ -48,6 +49,7 @@ BUILTIN_KINDS: dict[str, type[LayerSpec]] = {
         FlattenSpec,
         LogSoftmaxSpec,
         ResidualSpec,
+        SeSpec,
     )
 }
 
