@@ -95,6 +95,10 @@ BROKEN = {
         "name: x\nblocks:\n  C1: [conv: {out: 8}, se: {reduction: 16}]\n  output: [gap: {}, fc: {out: 10}]\n",
         "blocks.C1[1].reduction = 16: leaves no hidden units for 8 channels; use at most 8",
     ),
+    "group_norm_on_vector": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, flatten: {}, norm: {type: group}, fc: {out: 10}]\n",
+        "blocks.output[2].type = 'group': group norm over 8 channel(s) of a vector has one value per group",
+    ),
     "fc_before_pool": (
         "name: x\nblocks:\n  C1: [conv: {out: 8}, fc: {out: 10}]\n",
         "blocks.C1[1]: 'fc' needs a pooled map (C×1×1) or a vector, but receives 8×32×32",

@@ -228,27 +228,32 @@ def resolve_padding(padding: int | str, k: int, stride: int, dilation: int, ctx:
     return span // 2
 
 
-def norm_params(norm: str, channels: int, ctx: Context, positions: int | None) -> int:
+def norm_params(
+    norm: str, channels: int, ctx: Context, positions: int | None, field: str = "norm"
+) -> int:
     """Learnable parameters of a normalisation layer (affine scale and shift).
 
     `positions` is H·W of the map it normalises (None for vectors): group norm (and layer
     norm, which is group norm with one group on maps) needs more than one value per group,
-    or torch refuses to run it.
+    or torch refuses to run it. `field` names the spec field that chose the norm, for errors.
     """
     if norm == "none":
         return 0
     if norm == "group" and channels % ctx.norm_groups:
         raise fail(
-            f"{ctx.path}.norm",
+            f"{ctx.path}.{field}",
             f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
             f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
             norm,
         )
-    groups = {"group": ctx.norm_groups, "layer": 1}.get(norm)
-    if groups and positions is not None and channels // groups * positions < 2:
+    # On a vector, layer norm is nn.LayerNorm (any width works) but group norm is still
+    # GroupNorm, which refuses groups of one value.
+    groups = {"group": ctx.norm_groups, "layer": None if positions is None else 1}.get(norm)
+    if groups and channels // groups * (positions or 1) < 2:
+        where = "a vector" if positions is None else "a 1×1 map"
         raise fail(
-            f"{ctx.path}.norm",
-            f"{norm} norm over {channels} channel(s) of a 1×1 map has one value per group; "
+            f"{ctx.path}.{field}",
+            f"{norm} norm over {channels} channel(s) of {where} has one value per group; "
             "use batch norm here",
             norm,
         )

@@ -31,7 +31,7 @@ class NormSpec(LayerSpec):
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         positions = in_shape[1] * in_shape[2] if len(in_shape) == 3 else None
-        return Geometry(in_shape, norm_params(self.type, in_shape[0], ctx, positions), 0)
+        return Geometry(in_shape, norm_params(self.type, in_shape[0], ctx, positions, field="type"), 0)
 
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         return make_norm(self.type, in_shape[0], ctx, vector=len(in_shape) == 1)
