@@ -99,6 +99,11 @@ BROKEN = {
         "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, flatten: {}, norm: {type: group}, fc: {out: 10}]\n",
         "blocks.output[2].type = 'group': group norm over 8 channel(s) of a vector has one value per group",
     ),
+    "zero_init_without_norm": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}, residual: {body: [conv: {out: 8, norm: none}], zero_init: true}]\n"
+        "  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[1].zero_init = True: needs a normalised layer in the body",
+    ),
     "fc_before_pool": (
         "name: x\nblocks:\n  C1: [conv: {out: 8}, fc: {out: 10}]\n",
         "blocks.C1[1]: 'fc' needs a pooled map (C×1×1) or a vector, but receives 8×32×32",

@@ -166,6 +166,7 @@ def residual_layer(draw: Any, s: State, depth: int, hostile: bool) -> dict:
     args: dict = {"body": body}
     opt(draw, args, "act", ACTS, 5)
     opt(draw, args, "norm", NORMS, 3)
+    opt(draw, args, "zero_init", (True, False), 2)
     opt(draw, args, "repeat", (1, 2), 1)
     s.c = inner.c
     return {"residual": args}

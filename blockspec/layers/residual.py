@@ -44,6 +44,11 @@ class ResidualSpec(LayerSpec):
     norm: Norm | None = Field(
         default=None, description="after the 1×1 projection shortcut; unset: `defaults.norm`"
     )
+    zero_init: bool = Field(
+        default=False,
+        description="start the scale of the body's last normalisation at 0, so the block "
+        "begins as its shortcut (timm's zero_init_last)",
+    )
 
     def with_defaults(self, defaults: dict[str, Any]) -> ResidualSpec:
         resolved = super().with_defaults(defaults)
@@ -68,6 +73,22 @@ class ResidualSpec(LayerSpec):
             steps.append((layer, shape, geometry, body_ctx))
             shape = geometry.out_shape
         return steps
+
+    def _last_normalised(self, steps: list[BodyStep], ctx: Context) -> int | None:
+        """Index of the body step whose output norm `zero_init` zeroes (None without it)."""
+        if not self.zero_init:
+            return None
+        for index in reversed(range(len(steps))):
+            layer = steps[index][0]
+            # A nested residual's `norm` is its projection's, not its output's: skipped.
+            own_norm = layer.kind != "residual" and getattr(layer, "norm", None) not in (None, "none")
+            if layer.kind == "norm" or own_norm:
+                return index
+        raise fail(
+            f"{ctx.path}.zero_init",
+            "needs a normalised layer in the body (a conv or dws with a norm, or a `norm` layer)",
+            True,
+        )
 
     @staticmethod
     def _body_field(steps: list[BodyStep]) -> Field1D:
@@ -111,6 +132,7 @@ class ResidualSpec(LayerSpec):
         if len(in_shape) != 3:
             raise fail(ctx.path, "'residual' needs a feature map, not a vector")
         steps = self._body_steps(in_shape, ctx)
+        self._last_normalised(steps, ctx)
         out_shape, field = steps[-1][2].out_shape, self._body_field(steps)
         params = sum(geometry.params for _, _, geometry, _ in steps)
         macs = sum(geometry.macs for _, _, geometry, _ in steps)
@@ -129,6 +151,10 @@ class ResidualSpec(LayerSpec):
 
         steps = self._body_steps(in_shape, ctx)
         body = nn.Sequential(*(layer.build(shape, step_ctx) for layer, shape, _, step_ctx in steps))
+        last = self._last_normalised(steps, ctx)
+        if last is not None:
+            unit = body[last]
+            nn.init.zeros_(getattr(unit, "norm", unit).weight)
         shape = steps[-1][2].out_shape
         stride = self._projection_stride(in_shape, shape, self._body_field(steps), ctx)
         projection: nn.Module = nn.Identity()
