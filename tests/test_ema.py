@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -61,3 +63,20 @@ def test_state_dict_keeps_averaged_models_layout() -> None:
     ours.load_state_dict(theirs.state_dict())
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert int(ours.n_averaged) == 1
+
+
+def test_updates_keep_the_layout_and_follow_a_new_source_model() -> None:
+    """The tensor lists are built once per source model: not saved, and rebuilt for another."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ours = make_ema(model, decay=0.5)
+    keys = list(ours.state_dict())
+    ours.update_parameters(model)
+    ours.update_parameters(model)
+    assert list(ours.state_dict()) == keys
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[0].weight.fill_(1.0)
+    ours.update_parameters(other)  # third update: weight 1 - min(0.5, 3/12) = 0.75
+    expected = 0.25 * model[0].weight + 0.75 * torch.ones_like(model[0].weight)
+    assert torch.allclose(ours.module[0].weight, expected)

@@ -16,6 +16,8 @@ kernels the host never waits for. The state dict keeps `AveragedModel`'s layout
 from __future__ import annotations
 
 import copy
+import weakref
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,23 +32,46 @@ class WeightAverage(nn.Module):
         self.decay = decay
         device = next(model.parameters()).device
         self.register_buffer("n_averaged", torch.zeros((), dtype=torch.long, device=device))
+        self._source: Callable[[], nn.Module | None] = lambda: None
+        self._cached: tuple[TensorPairs, dict[torch.dtype, TensorPairs]] = (([], []), {})
+
+    def _pairs(self, model: nn.Module) -> tuple[TensorPairs, dict[torch.dtype, TensorPairs]]:
+        """(averaged, current) tensor lists: integer counters, and floats grouped by dtype.
+
+        Built once per source model: training updates its tensors in place, so the same
+        lists serve every step and the host does no per-tensor work.
+        """
+        if self._source() is not model:
+            averaged = [*self.module.parameters(), *self.module.buffers()]
+            current = [*model.parameters(), *model.buffers()]
+            pairs = list(zip(averaged, current, strict=True))
+            counters = [pair for pair in pairs if not pair[0].is_floating_point()]
+            by_dtype: dict[torch.dtype, TensorPairs] = {}
+            for dtype in dict.fromkeys(a.dtype for a, _ in pairs if a.is_floating_point()):
+                by_dtype[dtype] = _unzip([pair for pair in pairs if pair[0].dtype == dtype])
+            self._cached = (_unzip(counters), by_dtype)
+            self._source = weakref.ref(model)  # a plain attribute would register a submodule
+        return self._cached
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        averaged = [*self.module.parameters(), *self.module.buffers()]
-        current = [*model.parameters(), *model.buffers()]
-        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
-        counters = [(a, c) for a, c in zip(averaged, current, strict=True) if not a.is_floating_point()]
-        if counters:  # such as BatchNorm's num_batches_tracked: copied, not averaged
-            torch._foreach_copy_(*map(list, zip(*counters)))
+        counters, floats = self._pairs(model)
+        if counters[0]:  # such as BatchNorm's num_batches_tracked: copied, not averaged
+            torch._foreach_copy_(*counters)
         n = self.n_averaged.to(torch.float32)
         weight = torch.where(n == 0, 1.0, 1 - torch.clamp((1 + n) / (10 + n), max=self.decay))
-        for dtype in {a.dtype for a, _ in floats}:
-            kept, incoming = map(list, zip(*[(a, c) for a, c in floats if a.dtype == dtype]))
+        for dtype, (kept, incoming) in floats.items():
             # a·(1 − w) + c·w: foreach lerp takes its weight only as a host number
             torch._foreach_mul_(kept, (1 - weight).to(dtype))
             torch._foreach_add_(kept, torch._foreach_mul(incoming, weight.to(dtype)))
         self.n_averaged += 1
+
+
+TensorPairs = tuple[list[torch.Tensor], list[torch.Tensor]]
+
+
+def _unzip(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorPairs:
+    return [a for a, _ in pairs], [c for _, c in pairs]
 
 
 def make_ema(model: nn.Module, decay: float) -> WeightAverage:
