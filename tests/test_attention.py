@@ -62,14 +62,3 @@ def test_gated_network_trains_a_step() -> None:
     reduce = gate_module(model).reduce.weight
     assert reduce.grad is not None and bool(reduce.grad.abs().sum() > 0)
 
-
-def test_zero_init_starts_the_block_as_its_shortcut() -> None:
-    text = SPEC.replace("        act: relu\n    - se", "        act: relu\n        zero_init: true\n    - se")
-    spec = parse_spec(text)
-    block = build_model(spec).C1[1]
-    last_norm = block.body[1].norm
-    assert bool((last_norm.weight == 0).all()) and bool((block.body[0].norm.weight == 1).all())
-    x = torch.rand(2, 32, 16, 16)
-    assert torch.equal(block.eval()(x), torch.relu(x))  # identity shortcut, ReLU after the sum
-    plain = build_model(parse_spec(SPEC)).C1[1]
-    assert bool((plain.body[1].norm.weight == 1).all())
