@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,16 +31,17 @@ class WeightAverage(nn.Module):
         self.decay = decay
         device = next(model.parameters()).device
         self.register_buffer("n_averaged", torch.zeros((), dtype=torch.long, device=device))
-        self._source: Callable[[], nn.Module | None] = lambda: None
-        self._cached: tuple[TensorPairs, dict[torch.dtype, TensorPairs]] = (([], []), {})
+        # (source model, its tensor lists); the model weakly referenced, as a plain attribute
+        # would register it as a submodule and change the state dict.
+        self._lists: tuple[weakref.ref[nn.Module], TensorLists] | None = None
 
-    def _pairs(self, model: nn.Module) -> tuple[TensorPairs, dict[torch.dtype, TensorPairs]]:
+    def _pairs(self, model: nn.Module) -> TensorLists:
         """(averaged, current) tensor lists: integer counters, and floats grouped by dtype.
 
         Built once per source model: training updates its tensors in place, so the same
         lists serve every step and the host does no per-tensor work.
         """
-        if self._source() is not model:
+        if self._lists is None or self._lists[0]() is not model:
             averaged = [*self.module.parameters(), *self.module.buffers()]
             current = [*model.parameters(), *model.buffers()]
             pairs = list(zip(averaged, current, strict=True))
@@ -49,9 +49,8 @@ class WeightAverage(nn.Module):
             by_dtype: dict[torch.dtype, TensorPairs] = {}
             for dtype in dict.fromkeys(a.dtype for a, _ in pairs if a.is_floating_point()):
                 by_dtype[dtype] = _unzip([pair for pair in pairs if pair[0].dtype == dtype])
-            self._cached = (_unzip(counters), by_dtype)
-            self._source = weakref.ref(model)  # a plain attribute would register a submodule
-        return self._cached
+            self._lists = (weakref.ref(model), (_unzip(counters), by_dtype))
+        return self._lists[1]
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
@@ -68,6 +67,7 @@ class WeightAverage(nn.Module):
 
 
 TensorPairs = tuple[list[torch.Tensor], list[torch.Tensor]]
+TensorLists = tuple[TensorPairs, dict[torch.dtype, TensorPairs]]
 
 
 def _unzip(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorPairs:
