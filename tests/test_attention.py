@@ -61,4 +61,3 @@ def test_gated_network_trains_a_step() -> None:
     loss.backward()
     reduce = gate_module(model).reduce.weight
     assert reduce.grad is not None and bool(reduce.grad.abs().sum() > 0)
-
