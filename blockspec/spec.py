@@ -169,6 +169,9 @@ class SchedulerSpec(StrictModel):
     pct_start: Real = Field(
         default=0.25, gt=0.0, lt=1.0, description="onecycle: fraction of steps rising to the peak"
     )
+    anneal: Literal["cos", "linear"] = Field(
+        default="cos", description="onecycle: shape of the rise and the fall (`anneal_strategy`)"
+    )
     warmup_epochs: NonNegativeFloat = Field(
         default=0.0, description="cosine: linear warm-up, in epochs"
     )

@@ -47,6 +47,7 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
             max_lr=peak_lr(spec),
             total_steps=total,
             pct_start=config.pct_start,
+            anneal_strategy=config.anneal,
         )
     if config.name == "cosine":
         warmup = int(config.warmup_epochs * steps_per_epoch)

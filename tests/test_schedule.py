@@ -1,0 +1,54 @@
+"""The onecycle schedule the spec describes: peak where `pct_start` puts it, fall shaped by `anneal`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torch import nn
+
+from blockspec.load import parse_spec
+from blockspec.train.optim import make_optimizer, make_scheduler
+
+SPEC = """
+name: tiny
+blocks:
+  C1: [conv: {out: 8}]
+  output: [gap: {}, fc: {out: 10}]
+train:
+  epochs: 10
+  optimizer: {name: sgd, lr: 0.1}
+  scheduler: SCHEDULER
+"""
+STEPS_PER_EPOCH = 20
+
+
+def learning_rates(scheduler: str) -> np.ndarray:
+    """The rate of every training step, as the run's optimizer would see it."""
+    spec = parse_spec(SPEC.replace("SCHEDULER", scheduler), "tiny.yaml")
+    optimizer = make_optimizer(spec, nn.Linear(2, 2))
+    schedule = make_scheduler(spec, optimizer, STEPS_PER_EPOCH)
+    rates = []
+    for _ in range(spec.train.epochs * STEPS_PER_EPOCH):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return np.array(rates)
+
+
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+def test_onecycle_peaks_at_pct_start(anneal: str) -> None:
+    rates = learning_rates(f"{{name: onecycle, pct_start: 0.2, anneal: {anneal}}}")
+    assert rates.max() == pytest.approx(0.1)
+    assert int(rates.argmax()) == pytest.approx(0.2 * len(rates), abs=1)
+    assert rates[-1] < 1e-5
+
+
+def test_linear_anneal_falls_in_equal_steps_and_cosine_does_not() -> None:
+    def fall(scheduler: str) -> np.ndarray:
+        rates = learning_rates(scheduler)
+        return np.diff(rates[int(rates.argmax()):])
+
+    linear = fall("{name: onecycle, pct_start: 0.2, anneal: linear}")
+    assert np.allclose(linear, linear.mean(), rtol=1e-6, atol=1e-9)
+    cosine = fall("{name: onecycle, pct_start: 0.2}")  # the default
+    assert abs(cosine[len(cosine) // 2]) > 1.5 * abs(cosine[1])  # steepest mid-way
