@@ -70,6 +70,20 @@ def test_same_seed_same_metrics(tmp_path: Path, data_root: Path, capsys: pytest.
     assert without_timing(metrics(tmp_path / "c")) != runs[0]
 
 
+def test_recorded_rate_is_the_one_the_last_update_used(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not the rate a per-batch schedule moves on to after the final step: a linear onecycle
+    carried one step past its end goes below zero."""
+    spec = tmp_path / "tiny.yaml"
+    text = tiny_spec_text(data_root, epochs=2)
+    spec.write_text(text.replace("{name: onecycle}", "{name: onecycle, anneal: linear}"))
+    code, _, _ = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--workers", "0"], capsys)
+    assert code == 0
+    final = 0.05 / 25 / 1e4  # OneCycleLR's defaults: initial = peak / 25, final = initial / 1e4
+    assert metrics(tmp_path / "run")[-1]["lr"] == pytest.approx(final)
+
+
 def test_tiny_data_is_learnt(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The loop really trains: colours are easy, so 6 epochs reach high accuracy."""
     spec = write_spec(tmp_path, data_root, epochs=6)

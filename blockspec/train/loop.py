@@ -23,6 +23,7 @@ class EpochStats:
     acc: float
     images: int
     seconds: float
+    lr: float  # the rate of the epoch's last update, not the one a per-batch schedule moved on to
 
     @property
     def images_per_second(self) -> float:
@@ -72,7 +73,7 @@ def train_epoch(
     device = batches.info.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    seen, lr = 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
     bar = tqdm(
         loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None
@@ -84,6 +85,7 @@ def train_epoch(
             loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         after_step()
         loss_sum += loss.detach() * len(y)
@@ -94,14 +96,14 @@ def train_epoch(
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.3f}",
                 acc=f"{100 * correct.item() / seen:.1f}",
-                lr=f"{optimizer.param_groups[0]['lr']:.4f}",
+                lr=f"{lr:.4f}",
                 img_s=f"{seen / elapsed:.0f}",
             )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()
-    return EpochStats(loss_sum.item() / max(seen, 1), 100 * correct.item() / max(seen, 1), seen, seconds)
+    return EpochStats(loss_sum.item() / max(seen, 1), 100 * correct.item() / max(seen, 1), seen, seconds, lr)
 
 
 @torch.no_grad()

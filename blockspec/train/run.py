@@ -204,7 +204,6 @@ class Session:
             )
         started = time.perf_counter()
         result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, TTAViews.of(self.spec.train))
-        lr = self.optimizer.param_groups[0]["lr"]
         if self.scheduler is not None and not steps_per_batch(self.spec):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(result.acc)
@@ -216,7 +215,7 @@ class Session:
             "train_acc": round(stats.acc, 3),
             "test_loss": round(result.loss, 5),
             "test_acc": round(result.acc, 3),
-            "lr": lr,
+            "lr": stats.lr,
             "seconds": round(stats.seconds + time.perf_counter() - started, 3),
             "images_per_second": round(stats.images_per_second, 1),
             **memory_peaks(self.info),
@@ -232,7 +231,7 @@ class Session:
             self.ranks,
             self.info.device,
         )
-        return EpochStats(loss_sum / images, 100 * correct / images, int(images), stats.seconds)
+        return EpochStats(loss_sum / images, 100 * correct / images, int(images), stats.seconds, stats.lr)
 
     def state(self) -> dict[str, Any]:
         return {
