@@ -24,7 +24,7 @@ def write_colour_folder(root: Path, train_per_class: int = 24, test_per_class: i
     return root
 
 
-def tiny_spec_text(data_root: Path, epochs: int = 2, extra: str = "") -> str:
+def tiny_spec_text(data_root: Path, epochs: int = 2, extra: str = "", scheduler: str = "{name: onecycle}") -> str:
     return f"""
 name: tiny
 input: {{channels: 3, size: 16}}
@@ -42,6 +42,6 @@ train:
   epochs: {epochs}
   batch_size: 16
   optimizer: {{name: sgd, lr: 0.05}}
-  scheduler: {{name: onecycle}}
+  scheduler: {scheduler}
 {extra}
 """

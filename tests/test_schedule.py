@@ -17,8 +17,8 @@ STEPS_PER_EPOCH = 20
 
 def learning_rates(scheduler: str) -> np.ndarray:
     """The rate of every training step, as the run's optimizer would see it."""
-    text = tiny_spec_text(Path("unused"), epochs=10)  # parsing never opens the data folder
-    spec = parse_spec(text.replace("{name: onecycle}", scheduler), "tiny.yaml")
+    text = tiny_spec_text(Path("unused"), epochs=10, scheduler=scheduler)  # parsing never opens the data folder
+    spec = parse_spec(text, "tiny.yaml")
     optimizer = make_optimizer(spec, nn.Linear(2, 2))
     schedule = make_scheduler(spec, optimizer, STEPS_PER_EPOCH)
     rates = []

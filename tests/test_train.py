@@ -76,8 +76,7 @@ def test_recorded_rate_is_the_one_the_last_update_used(
     """Not the rate a per-batch schedule moves on to after the final step: a linear onecycle
     carried one step past its end goes below zero."""
     spec = tmp_path / "tiny.yaml"
-    text = tiny_spec_text(data_root, epochs=2)
-    spec.write_text(text.replace("{name: onecycle}", "{name: onecycle, anneal: linear}"))
+    spec.write_text(tiny_spec_text(data_root, epochs=2, scheduler="{name: onecycle, anneal: linear}"))
     code, _, _ = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--workers", "0"], capsys)
     assert code == 0
     final = 0.05 / 25 / 1e4  # OneCycleLR's defaults: initial = peak / 25, final = initial / 1e4
