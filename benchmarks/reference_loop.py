@@ -73,13 +73,18 @@ def throughput(model: nn.Module, loader: DataLoader, device: torch.device, steps
 
 def train_to_target(model: nn.Module, train: DataLoader, test: DataLoader, device: torch.device, *,
                     epochs: int, target: float, lr: float, momentum: float, nesterov: bool,
-                    weight_decay: float, pct_start: float, anneal: str, label_smoothing: float) -> list[tuple[int, float, float]]:
+                    weight_decay: float, pct_start: float, anneal: str,
+                    momentum_cycle: tuple[float, float] | None,
+                    label_smoothing: float) -> list[tuple[int, float, float]]:
     """SGD + OneCycle over `epochs`, evaluated after each epoch, stopping at `target` % test
-    accuracy; returns (epoch, test accuracy %, wall seconds since training started) per epoch."""
+    accuracy; returns (epoch, test accuracy %, wall seconds since training started) per epoch.
+    `momentum_cycle` is OneCycle's (base, max) momentum, or None to keep `momentum` fixed."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
                                 weight_decay=weight_decay)
+    cycle = ({"base_momentum": momentum_cycle[0], "max_momentum": momentum_cycle[1]} if momentum_cycle
+             else {"cycle_momentum": False})
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(train),
-                                                   pct_start=pct_start, anneal_strategy=anneal)
+                                                   pct_start=pct_start, anneal_strategy=anneal, **cycle)
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     history: list[tuple[int, float, float]] = []
     start = time.perf_counter()

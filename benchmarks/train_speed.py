@@ -169,7 +169,8 @@ def time_to_target(args: argparse.Namespace) -> str:
         model, *loaders, info.device, epochs=spec.train.epochs, target=spec.train.target, lr=peak_lr(spec),
         momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay,
         pct_start=spec.train.scheduler.pct_start,
-        anneal=spec.train.scheduler.anneal, label_smoothing=spec.train.label_smoothing,
+        anneal=spec.train.scheduler.anneal, momentum_cycle=spec.train.scheduler.momentum_cycle(),
+        label_smoothing=spec.train.label_smoothing,
     )
     blockspec_history = _blockspec_to_target(spec, args)
     rows = [("reference loop (per-image albumentations, fp32)", reference_history),

@@ -172,6 +172,17 @@ class SchedulerSpec(StrictModel):
     anneal: Literal["cos", "linear"] = Field(
         default="cos", description="onecycle: shape of the rise and the fall (`anneal_strategy`)"
     )
+    cycle_momentum: bool = Field(
+        default=True,
+        description="onecycle: move momentum (Adam's first beta) against the rate, replacing "
+        "optimizer.momentum",
+    )
+    base_momentum: Real = Field(
+        default=0.85, ge=0.0, lt=1.0, description="onecycle: the momentum at the peak rate"
+    )
+    max_momentum: Real = Field(
+        default=0.95, ge=0.0, lt=1.0, description="onecycle: the momentum at the start and the end"
+    )
     warmup_epochs: NonNegativeFloat = Field(
         default=0.0, description="cosine: linear warm-up, in epochs"
     )
@@ -181,6 +192,12 @@ class SchedulerSpec(StrictModel):
         default=3, description="plateau: epochs without a new best test accuracy before decaying"
     )
     factor: Real = Field(default=0.1, gt=0.0, lt=1.0, description="plateau: decay factor")
+
+    def momentum_cycle(self) -> tuple[float, float] | None:
+        """(base, max) momentum when onecycle moves it against the rate, else None."""
+        if self.name == "onecycle" and self.cycle_momentum:
+            return self.base_momentum, self.max_momentum
+        return None
 
 
 class TrainSpec(StrictModel):

@@ -24,7 +24,13 @@ def write_colour_folder(root: Path, train_per_class: int = 24, test_per_class: i
     return root
 
 
-def tiny_spec_text(data_root: Path, epochs: int = 2, extra: str = "", scheduler: str = "{name: onecycle}") -> str:
+def tiny_spec_text(
+    data_root: Path,
+    epochs: int = 2,
+    extra: str = "",
+    scheduler: str = "{name: onecycle}",
+    optimizer: str = "{name: sgd, lr: 0.05}",
+) -> str:
     return f"""
 name: tiny
 input: {{channels: 3, size: 16}}
@@ -41,7 +47,7 @@ data:
 train:
   epochs: {epochs}
   batch_size: 16
-  optimizer: {{name: sgd, lr: 0.05}}
+  optimizer: {optimizer}
   scheduler: {scheduler}
 {extra}
 """

@@ -9,24 +9,29 @@ import pytest
 from torch import nn
 
 from blockspec.load import parse_spec
-from blockspec.train.optim import make_optimizer, make_scheduler
+from blockspec.errors import SpecError
+from blockspec.train.optim import make_optimizer, make_scheduler, momentum_summary
 from tests.synthetic import tiny_spec_text
 
 STEPS_PER_EPOCH = 20
 
 
-def learning_rates(scheduler: str) -> np.ndarray:
-    """The rate of every training step, as the run's optimizer would see it."""
+def schedule_of(scheduler: str, key: str = "lr") -> np.ndarray:
+    """`key` (lr or momentum) at every training step, as the run's optimizer would see it."""
     text = tiny_spec_text(Path("unused"), epochs=10, scheduler=scheduler)  # parsing never opens the data folder
     spec = parse_spec(text, "tiny.yaml")
     optimizer = make_optimizer(spec, nn.Linear(2, 2))
     schedule = make_scheduler(spec, optimizer, STEPS_PER_EPOCH)
-    rates = []
+    values = []
     for _ in range(spec.train.epochs * STEPS_PER_EPOCH):
-        rates.append(optimizer.param_groups[0]["lr"])
+        values.append(optimizer.param_groups[0][key])
         optimizer.step()
         schedule.step()
-    return np.array(rates)
+    return np.array(values)
+
+
+def learning_rates(scheduler: str) -> np.ndarray:
+    return schedule_of(scheduler, "lr")
 
 
 @pytest.mark.parametrize("anneal", ["cos", "linear"])
@@ -46,3 +51,43 @@ def test_linear_anneal_falls_in_equal_steps_and_cosine_does_not() -> None:
     assert np.allclose(linear, linear.mean(), rtol=1e-6, atol=1e-9)
     cosine = fall("{name: onecycle, pct_start: 0.2}")  # the default
     assert abs(cosine[len(cosine) // 2]) > 1.5 * abs(cosine[1])  # steepest mid-way
+
+
+def test_onecycle_cycles_momentum_against_the_rate_by_default() -> None:
+    scheduler = "{name: onecycle, pct_start: 0.2, base_momentum: 0.8, max_momentum: 0.9}"
+    momenta, rates = schedule_of(scheduler, "momentum"), learning_rates(scheduler)
+    assert momenta[0] == pytest.approx(0.9)
+    assert momenta[rates.argmax()] == pytest.approx(0.8)
+    assert momenta[-1] == pytest.approx(0.9, abs=1e-4)
+
+
+def test_cycle_momentum_false_keeps_the_optimizers_momentum() -> None:
+    momenta = schedule_of("{name: onecycle, cycle_momentum: false}", "momentum")
+    assert np.all(momenta == 0.9)  # optimizer.momentum's default; the cycle would span 0.85–0.95
+
+
+def test_sgd_without_momentum_under_a_cycling_onecycle_is_a_spec_error() -> None:
+    plain_sgd = "{name: sgd, lr: 0.05, momentum: 0}"
+    with pytest.raises(SpecError) as error:
+        parse_spec(tiny_spec_text(Path("unused"), optimizer=plain_sgd), "tiny.yaml")
+    assert str(error.value).startswith("tiny.yaml: train.scheduler.cycle_momentum = True: ")
+    assert "cycle_momentum: false" in str(error.value)
+    spec = parse_spec(
+        tiny_spec_text(Path("unused"), optimizer=plain_sgd, scheduler="{name: onecycle, cycle_momentum: false}"),
+        "tiny.yaml",
+    )
+    assert momentum_summary(spec) == "momentum 0"
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "summary"),
+    [
+        ("{name: sgd, lr: 0.05}", "{name: onecycle}", "momentum 0.95→0.85→0.95"),
+        ("{name: adamw, lr: 0.001}", "{name: onecycle}", "beta1 0.95→0.85→0.95"),
+        ("{name: sgd, lr: 0.05, momentum: 0.8}", "{name: cosine}", "momentum 0.8"),
+        ("{name: adam, lr: 0.001}", "{name: cosine}", ""),
+    ],
+)
+def test_the_run_header_names_the_momentum_really_used(optimizer: str, scheduler: str, summary: str) -> None:
+    spec = parse_spec(tiny_spec_text(Path("unused"), optimizer=optimizer, scheduler=scheduler), "tiny.yaml")
+    assert momentum_summary(spec) == summary

@@ -37,6 +37,16 @@ def peak_lr(spec: Spec) -> float:
     return (config.max_lr if config.name == "onecycle" else None) or spec.train.optimizer.lr
 
 
+def momentum_summary(spec: Spec) -> str:
+    """The momentum the run really uses, for its header: a cycling onecycle replaces the optimizer's."""
+    optimizer = spec.train.optimizer
+    cycle = spec.train.scheduler.momentum_cycle()
+    if cycle is not None:
+        low, high = cycle
+        return f"{'momentum' if optimizer.name == 'sgd' else 'beta1'} {high:g}→{low:g}→{high:g}"
+    return f"momentum {optimizer.momentum:g}" if optimizer.name == "sgd" else ""
+
+
 def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
     config = spec.train.scheduler
     epochs = spec.train.epochs
@@ -48,6 +58,9 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
             total_steps=total,
             pct_start=config.pct_start,
             anneal_strategy=config.anneal,
+            cycle_momentum=config.cycle_momentum,
+            base_momentum=config.base_momentum,
+            max_momentum=config.max_momentum,
         )
     if config.name == "cosine":
         warmup = int(config.warmup_epochs * steps_per_epoch)

@@ -33,7 +33,14 @@ from blockspec.train import distributed
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.ema import make_ema
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
-from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, peak_lr, steps_per_batch
+from blockspec.train.optim import (
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    momentum_summary,
+    peak_lr,
+    steps_per_batch,
+)
 from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
 from blockspec.train.tta import TTAViews
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
@@ -102,6 +109,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         f"{analysis.receptive_field}, on {info.describe()}"
         + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
         + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
+        + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + f"; {len(train_loader.dataset):,} train / "
         f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {path_used} "
         f"augmentation); run dir {run_dir}"
