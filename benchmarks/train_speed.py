@@ -190,7 +190,8 @@ def _blockspec_to_target(spec, args: argparse.Namespace) -> list[tuple[int, floa
 
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "run"
-        options = RunOptions(args.device, args.workers, "auto", out, args.limit_train, args.limit_test)
+        options = RunOptions(args.device, args.workers, "auto", out, args.limit_train, args.limit_test,
+                             stop_at_target=True)
         train(spec, options, log=log)
         history = json.loads((out / "metrics.json").read_text())
     return [(record["epoch"], record["test_acc"], stamp) for record, stamp in zip(history, stamps, strict=True)]

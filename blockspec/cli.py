@@ -116,6 +116,9 @@ def train(
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
     resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP007
     target: Annotated[Optional[float], typer.Option(help="Target test accuracy in %.")] = None,  # noqa: UP007
+    stop_at_target: Annotated[
+        bool, typer.Option(help="End after the first epoch at the target (time-to-accuracy runs).")
+    ] = False,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
     from blockspec.errors import fail
@@ -142,7 +145,7 @@ def train(
         raise fail("--workers", "must be 0 or more", workers)
     if loader not in ("auto", "gpu", "albumentations"):
         raise fail("--loader", "allowed: auto, gpu, albumentations", loader)
-    options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume)
+    options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume, stop_at_target)
     try:
         run_training(spec, options, log=typer.echo)
     except TrainingInterrupted as stop:

@@ -70,6 +70,20 @@ def test_same_seed_same_metrics(tmp_path: Path, data_root: Path, capsys: pytest.
     assert without_timing(metrics(tmp_path / "c")) != runs[0]
 
 
+def test_stop_at_target_ends_after_the_first_epoch_at_the_target(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=4)
+    out = tmp_path / "run"
+    args = ["train", str(spec), "--out", str(out), "--workers", "0", "--target", "1", "--stop-at-target"]
+    code, stdout, _ = run_cli(args, capsys)  # any accuracy of 4 classes reaches 1 %
+    assert code == 0
+    assert "stopping: the target 1% is reached" in stdout and "epoch   2/4" not in stdout
+    assert [r["epoch"] for r in metrics(out)] == [1]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert json.loads((out / "summary.json").read_text())["target_epoch"] == 1
+
+
 def test_recorded_rate_is_the_one_the_last_update_used(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -64,6 +64,7 @@ class RunOptions:
     limit_train: int | None = None
     limit_test: int | None = None
     resume: Path | None = None
+    stop_at_target: bool = False  # time-to-accuracy runs: end after the first epoch at the target
 
 
 class TrainingInterrupted(Exception):
@@ -125,7 +126,10 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         for epoch in range(start, spec.train.epochs + 1):
             record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches)
             history.append(record)
+            reached = options.stop_at_target and record["test_acc"] >= spec.train.target
             if not ranks.main:
+                if reached:  # every rank evaluates the same summed accuracy, so all stop here
+                    break
                 continue
             with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
                 if max(r["test_acc"] for r in history) == record["test_acc"]:
@@ -136,6 +140,9 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                 write_summary(run_dir, run_summary(spec, history, info))
                 plot_curves(history, run_dir / "curves.png")
             log(epoch_line(record, spec.train.epochs))
+            if reached:
+                log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
+                break
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"interrupted; {run_dir / 'last.pt'} holds epoch {len(history)}. "
