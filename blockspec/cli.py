@@ -117,7 +117,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP007
     target: Annotated[Optional[float], typer.Option(help="Target test accuracy in %.")] = None,  # noqa: UP007
     stop_at_target: Annotated[
-        bool, typer.Option(help="End after the first epoch at the target (time-to-accuracy runs).")
+        bool, typer.Option("--stop-at-target", help="End after the first epoch at the target (time-to-accuracy runs).")
     ] = False,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
