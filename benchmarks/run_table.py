@@ -2,13 +2,13 @@
 given several run directories, their test accuracies side by side, epoch by epoch.
 
     python benchmarks/run_table.py runs/flagship/20261121-224200
-    python benchmarks/run_table.py runs/a runs/b
+    python benchmarks/run_table.py runs/a runs/b --epochs 1,5,10,15,20,30,40
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -36,19 +36,34 @@ def render(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def compare(run_dirs: list[Path]) -> str:
-    """Test accuracy % per epoch, one column per run (named by its directory)."""
+def compare(run_dirs: list[Path], epochs: set[int] | None = None) -> str:
+    """Test accuracy % per epoch (all, or those in `epochs`), one column per run (named by its directory)."""
     histories = [{r["epoch"]: r["test_acc"] for r in json.loads((d / "metrics.json").read_text())} for d in run_dirs]
     lines = [
         "| epoch | " + " | ".join(f"`{d.name}` test acc %" for d in run_dirs) + " |",
         "|---:|" + "---:|" * len(run_dirs),
     ]
-    for epoch in sorted(set().union(*histories)):
+    for epoch in sorted(set().union(*histories) & (epochs or set().union(*histories))):
         cells = [f"{h[epoch]:.2f}" if epoch in h else "—" for h in histories]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories (blockspec train --out)")
+    parser.add_argument("--epochs", help="comma-separated epochs to show when comparing runs (default: all)")
+    args = parser.parse_args()
+    missing = [str(d) for d in args.run_dirs if not (d / "metrics.json").is_file()]
+    if missing:
+        parser.error(f"no metrics.json in {', '.join(missing)}")
+    try:
+        epochs = {int(text) for text in args.epochs.split(",")} if args.epochs else None
+    except ValueError:
+        parser.error(f"--epochs takes comma-separated whole numbers, not {args.epochs!r}")
+    dirs = args.run_dirs
+    print(render(dirs[0]) if len(dirs) == 1 else compare(dirs, epochs))
+
+
 if __name__ == "__main__":
-    dirs = [Path(arg) for arg in sys.argv[1:]]
-    print(render(dirs[0]) if len(dirs) == 1 else compare(dirs))
+    main()
