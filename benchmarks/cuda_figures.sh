@@ -4,7 +4,7 @@
 #      JPEG archive, building the model, training, evaluating): target ≤ 60 s on one H100;
 #   2. the throughput table against the reference loop (train_speed.py, written into
 #      docs/benchmarks.md under its own CUDA marker): target ≥ 5× the reference's images/s;
-#   3. the same 40 epochs at batch 512 (learning rate scaled by --batch-size), data cached.
+#   3. the same 40 epochs at batch 512 (learning rate and EMA decay scaled by --batch-size), data cached.
 # Usage: benchmarks/cuda_figures.sh ARCHIVE [OUT_DIR [TRAIN_OPTION...]]
 #   ARCHIVE: cifar10-jpeg.tar.xz (copied to /tmp first, so its unpacked cache is cold);
 #   OUT_DIR: where the log, each run's metrics.json/summary.json and benchmarks.md go;

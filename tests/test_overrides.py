@@ -1,4 +1,5 @@
-"""Command-line flags over the spec: batch size rescales the learning rate unless --lr is given."""
+"""Command-line flags over the spec: batch size rescales the learning rate unless --lr is given,
+and the EMA decay so that the average spans the same epochs."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def test_adam_rates_scale_with_the_square_root() -> None:
 def test_explicit_lr_wins_and_same_batch_changes_nothing() -> None:
     assert peak_lr(apply_overrides(spec(max_lr="0.2"), batch_size=512, lr=0.03)) == pytest.approx(0.03)
     assert apply_overrides(spec(), batch_size=128) == spec()
+
+
+def test_ema_keeps_its_horizon_in_epochs_at_another_batch() -> None:
+    with_ema = parse_spec(SPEC.replace("OPTIMIZER", "sgd").replace("MAX_LR", "null") + "  ema: 0.999\n", "tiny.yaml")
+    for batch, lr in ((512, None), (512, 0.03), (64, None)):
+        decay = apply_overrides(with_ema, batch_size=batch, lr=lr).train.ema
+        steps = 50_000 // batch  # an epoch of CIFAR-10 at this batch
+        assert decay**steps == pytest.approx(0.999 ** (50_000 // 128), rel=0.02)
+    assert apply_overrides(with_ema, epochs=3).train.ema == 0.999
+    assert apply_overrides(spec(), batch_size=512).train.ema is None
 
 
 def test_bad_flag_value_names_the_flag() -> None:
