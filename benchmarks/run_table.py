@@ -43,7 +43,10 @@ def compare(run_dirs: list[Path], epochs: set[int] | None = None) -> str:
         "| epoch | " + " | ".join(f"`{d.name}` test acc %" for d in run_dirs) + " |",
         "|---:|" + "---:|" * len(run_dirs),
     ]
-    for epoch in sorted(set().union(*histories) & (epochs or set().union(*histories))):
+    shown = set().union(*histories)
+    if epochs:
+        shown &= epochs
+    for epoch in sorted(shown):
         cells = [f"{h[epoch]:.2f}" if epoch in h else "—" for h in histories]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

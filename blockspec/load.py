@@ -54,9 +54,15 @@ def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | 
         trace(spec, input_size)
     except SpecError as error:
         raise error.with_source(source) from None
-    momentum_problem = _momentum_switched_on(spec)
-    if momentum_problem is not None:
-        raise SpecError(momentum_problem, source)
+    optimizer = spec.train.optimizer
+    cycling = spec.train.scheduler.momentum_cycle() is not None
+    if cycling and optimizer.name == "sgd" and optimizer.momentum == 0:
+        raise fail(  # SGD asked for without momentum, which a cycling onecycle would silently give it
+            "train.scheduler.cycle_momentum",
+            "onecycle would move SGD's momentum between base_momentum and max_momentum, but "
+            "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
+            True,
+        ).with_source(source)
     smallest_side = min(input_size or spec.input.hw)
     if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
         raise fail(
@@ -66,19 +72,6 @@ def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | 
 
 
 _PYDANTIC_INTERNAL = re.compile(r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$)")
-
-
-def _momentum_switched_on(spec: Spec) -> Problem | None:
-    """SGD asked for without momentum, which a cycling onecycle would silently give it."""
-    optimizer = spec.train.optimizer
-    if spec.train.scheduler.momentum_cycle() is None or optimizer.name != "sgd" or optimizer.momentum > 0:
-        return None
-    return Problem(
-        "train.scheduler.cycle_momentum",
-        "onecycle would move SGD's momentum between base_momentum and max_momentum, but "
-        "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
-        True,
-    )
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
