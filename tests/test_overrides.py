@@ -22,8 +22,8 @@ train:
 """
 
 
-def spec(optimizer: str = "sgd", max_lr: str = "null"):
-    return parse_spec(SPEC.replace("OPTIMIZER", optimizer).replace("MAX_LR", max_lr), "tiny.yaml")
+def spec(optimizer: str = "sgd", max_lr: str = "null", extra: str = ""):
+    return parse_spec(SPEC.replace("OPTIMIZER", optimizer).replace("MAX_LR", max_lr) + extra, "tiny.yaml")
 
 
 def test_sgd_rates_scale_linearly_with_the_batch() -> None:
@@ -45,7 +45,7 @@ def test_explicit_lr_wins_and_same_batch_changes_nothing() -> None:
 
 
 def test_ema_keeps_its_horizon_in_epochs_at_another_batch() -> None:
-    with_ema = parse_spec(SPEC.replace("OPTIMIZER", "sgd").replace("MAX_LR", "null") + "  ema: 0.999\n", "tiny.yaml")
+    with_ema = spec(extra="  ema: 0.999\n")
     for batch, lr in ((512, None), (512, 0.03), (64, None)):
         decay = apply_overrides(with_ema, batch_size=batch, lr=lr).train.ema
         steps = 50_000 // batch  # an epoch of CIFAR-10 at this batch

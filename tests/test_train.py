@@ -24,9 +24,9 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_colour_folder(tmp_path_factory.mktemp("colours"))
 
 
-def write_spec(folder: Path, data_root: Path, epochs: int = 2, extra: str = "") -> Path:
+def write_spec(folder: Path, data_root: Path, epochs: int = 2, extra: str = "", **spec_parts: str) -> Path:
     path = folder / "tiny.yaml"
-    path.write_text(tiny_spec_text(data_root, epochs, extra))
+    path.write_text(tiny_spec_text(data_root, epochs, extra, **spec_parts))
     return path
 
 
@@ -89,8 +89,7 @@ def test_recorded_rate_is_the_one_the_last_update_used(
 ) -> None:
     """Not the rate a per-batch schedule moves on to after the final step: a linear onecycle
     carried one step past its end goes below zero."""
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(tiny_spec_text(data_root, epochs=2, scheduler="{name: onecycle, anneal: linear}"))
+    spec = write_spec(tmp_path, data_root, scheduler="{name: onecycle, anneal: linear}")
     code, _, _ = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--workers", "0"], capsys)
     assert code == 0
     final = 0.05 / 25 / 1e4  # OneCycleLR's defaults: initial = peak / 25, final = initial / 1e4
