@@ -16,7 +16,7 @@ from blockspec.train.checkpoint import evaluated_weights, load_checkpoint
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.optim import make_loss
-from blockspec.train.run import check_data_fits
+from blockspec.train.data_path import check_data_fits
 from blockspec.train.tta import TTAViews
 
 

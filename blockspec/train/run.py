@@ -7,42 +7,23 @@ moment therefore leaves a consistent last.pt, and resuming never loses or double
 
 from __future__ import annotations
 
-import math
-import random
-import resource
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from blockspec.analysis import trace
-from blockspec.build import build_model
-from blockspec.data import AugmentPlan, ImageData, build_augment, load_dataset, make_loaders, read_augment, seed_augment
-from blockspec.data.batched import DeviceLoader, plan_batched
-from blockspec.data.loader import subset_rows
-from blockspec.errors import fail
+from blockspec.data import load_dataset, read_augment
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_atomic
 from blockspec.train import distributed
+from blockspec.train.checkpoint import load_checkpoint
+from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
-from blockspec.train.ema import make_ema
-from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
-from blockspec.train.optim import (
-    make_loss,
-    make_optimizer,
-    make_scheduler,
-    momentum_summary,
-    peak_lr,
-    steps_per_batch,
-)
+from blockspec.train.loop import Batches, evaluate
+from blockspec.train.memory import memory_peaks
+from blockspec.train.optim import momentum_summary, peak_lr
+from blockspec.train.options import RunOptions
 from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
-from blockspec.train.tta import TTAViews
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
 from blockspec.train.rundir import (
     check_room_for_run,
@@ -51,20 +32,8 @@ from blockspec.train.rundir import (
     disk_errors_reported,
     prepare_run_dir,
 )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run, as opposed to what to train (that is the spec)."""
-
-    device: str = "auto"
-    workers: int = 2
-    loader: str = "auto"
-    out: Path | None = None
-    limit_train: int | None = None
-    limit_test: int | None = None
-    resume: Path | None = None
-    stop_at_target: bool = False  # time-to-accuracy runs: end after the first epoch at the target
+from blockspec.train.session import Session
+from blockspec.train.tta import TTAViews
 
 
 class TrainingInterrupted(Exception):
@@ -168,183 +137,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     return summary
 
 
-class Session:
-    """Model, optimizer, schedule, loss and EMA for one spec on one device."""
-
-    def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int, ranks: distributed.Ranks) -> None:
-        self.spec, self.info, self.ranks = spec, info, ranks
-        torch.manual_seed(spec.train.seed)
-        model = build_model(spec).to(info.device)
-        if info.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.optimizer = make_optimizer(spec, model)
-        self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
-        self.loss_fn = make_loss(spec)
-        self.ema = make_ema(model, spec.train.ema) if spec.train.ema else None
-        forward: torch.nn.Module = model
-        if ranks.active:
-            ids = [info.device.index] if info.is_cuda else None
-            forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.forward = torch.compile(forward) if spec.train.compile and info.is_cuda else forward
-
-    @property
-    def eval_model(self) -> torch.nn.Module:
-        return self.ema.module if self.ema is not None else self.model
-
-    def after_step(self) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        if self.scheduler is not None and steps_per_batch(self.spec):
-            self.scheduler.step()
-
-    def run_epoch(self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches) -> tuple[dict[str, Any], Any]:
-        seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
-        stats = train_epoch(
-            self.forward,
-            train_loader,
-            batches,
-            self.optimizer,
-            self.loss_fn,
-            self.after_step,
-            f"epoch {epoch}/{self.spec.train.epochs}",
-            len(train_loader),
-        )
-        stats = self._over_ranks(stats)
-        if not math.isfinite(stats.loss):
-            raise fail(
-                "train",
-                f"the training loss became {stats.loss} in epoch {epoch}; the run stopped and "
-                "last.pt keeps the last good epoch (lower the learning rate?)",
-            )
-        started = time.perf_counter()
-        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, TTAViews.of(self.spec.train))
-        if self.scheduler is not None and not steps_per_batch(self.spec):
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(result.acc)
-            else:
-                self.scheduler.step()
-        record = {
-            "epoch": epoch,
-            "train_loss": round(stats.loss, 5),
-            "train_acc": round(stats.acc, 3),
-            "test_loss": round(result.loss, 5),
-            "test_acc": round(result.acc, 3),
-            "lr": stats.lr,
-            "seconds": round(stats.seconds + time.perf_counter() - started, 3),
-            "images_per_second": round(stats.images_per_second, 1),
-            **memory_peaks(self.info),
-        }
-        return record, result
-
-    def _over_ranks(self, stats: EpochStats) -> EpochStats:
-        """Loss, accuracy and images of the whole step, not just this rank's share."""
-        if not self.ranks.active:
-            return stats
-        loss_sum, correct, images = distributed.sum_over_ranks(
-            [stats.loss * stats.images, stats.acc * stats.images / 100, stats.images],
-            self.ranks,
-            self.info.device,
-        )
-        return EpochStats(loss_sum / images, 100 * correct / images, int(images), stats.seconds, stats.lr)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "ema": self.ema.state_dict() if self.ema is not None else {},
-        }
-
-    def save(self, target: Path, epoch: int, history: list[dict[str, Any]]) -> None:
-        save_atomic(
-            {**self.state(), "spec": self.spec.to_yaml(), "epoch": epoch, "history": history, "rng": rng_state()},
-            target,
-        )
-
-    def save_best(self, target: Path, epoch: int) -> None:
-        """best.pt holds the weights that were evaluated (the EMA ones when EMA is on)."""
-        save_atomic({"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "epoch": epoch}, target)
-
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(checkpoint["ema"])
-        restore_rng(checkpoint["rng"])
-
-
-def make_run_loaders(
-    spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
-) -> tuple[Any, Any, str]:
-    """Batched tensor augmentation on the device when the spec's transforms allow it
-    (`--loader auto`), else per-image albumentations in DataLoader workers."""
-    plan = plan_batched(augment)
-    if options.loader == "gpu" and plan is None:
-        raise fail(
-            "--loader",
-            "the spec's augmentation has no batched equivalent (supported: HorizontalFlip, "
-            "Affine or ShiftScaleRotate without shear, CoarseDropout with pixel sizes); "
-            "use --loader albumentations",
-            options.loader,
-        )
-    if options.loader == "albumentations" or plan is None:
-        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
-        train, test = make_loaders(
-            data, augment, spec.train.batch_size, options.workers, spec.train.seed,
-            info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world),
-        )
-        return train, test, "per-image albumentations"
-    train_rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
-    test_rows = subset_rows(len(data.test_labels), options.limit_test, "--limit-test")
-    batch = spec.train.batch_size
-    train = DeviceLoader(
-        data.train_images[train_rows], data.train_labels[train_rows], batch, info.device,
-        plan, data.mean, shuffle=True, seed=spec.train.seed, shard=(ranks.rank, ranks.world),
-    )
-    test = DeviceLoader(
-        data.test_images[test_rows], data.test_labels[test_rows], max(batch, 512), info.device,
-        None, data.mean, shuffle=False, seed=0,
-    )
-    return train, test, f"batched tensor ({info.device.type})"
-
-
 def _silent(message: str) -> None:
     """Ranks other than 0 say nothing; rank 0 speaks for the run."""
-
-
-def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
-    """Every random draw of an epoch derives from (seed, epoch), so a resumed run repeats
-    exactly what the uninterrupted one would have done. The order of the images is shared
-    by all processes (each takes its share); augmentation draws differ per process."""
-    loader.sampler.set_epoch(epoch)
-    value = seed * 1_000_003 + epoch + rank * 2**40
-    torch.manual_seed(value)
-    np.random.seed(value % 2**32)
-    random.seed(value)
-    loader.generator.manual_seed(value)
-    if loader.dataset.augment is not None:
-        seed_augment(loader.dataset.augment, value)
-
-
-def check_data_fits(spec: Spec, data: ImageData) -> None:
-    expected = (spec.input.channels, *spec.input.hw)
-    found = (data.train_images.shape[3], *data.train_images.shape[1:3])
-    if expected != found:
-        raise fail(
-            "input",
-            f"the spec expects {'×'.join(map(str, expected))} images but data set "
-            f"'{spec.data.dataset}' has {'×'.join(map(str, found))}; change `input` "
-            "(channels, size) or the data set",
-        )
-    if spec.classes != len(data.classes):
-        raise fail(
-            "classes",
-            f"data set '{spec.data.dataset}' has {len(data.classes)} classes; the spec says",
-            spec.classes,
-        )
 
 
 def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> dict[str, Any]:
@@ -356,17 +150,6 @@ def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> 
         recorded = [value for value in (*(r.get(key) for r in history), now) if value is not None]
         summary[key] = max(recorded, default=None)
     return summary
-
-
-def memory_peaks(info: DeviceInfo) -> dict[str, float | None]:
-    """This process's peak resident host memory and peak allocated GPU memory so far, in MB."""
-    gpu = round(torch.cuda.max_memory_allocated(info.device) / 2**20, 1) if info.is_cuda else None
-    return {"peak_host_memory_mb": round(_peak_rss_mb(), 1), "peak_gpu_memory_mb": gpu}
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:

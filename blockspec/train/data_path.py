@@ -1,0 +1,87 @@
+"""Where a run's batches come from: the batched tensor path or per-image albumentations, the
+per-epoch seeding that makes either repeat exactly after `--resume`, and the check that the
+data set has the images and classes the spec expects."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from blockspec.data import AugmentPlan, ImageData, build_augment, make_loaders, seed_augment
+from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.loader import subset_rows
+from blockspec.errors import fail
+from blockspec.spec import Spec
+from blockspec.train import distributed
+from blockspec.train.device import DeviceInfo
+from blockspec.train.options import RunOptions
+
+
+def make_run_loaders(
+    spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
+) -> tuple[Any, Any, str]:
+    """Batched tensor augmentation on the device when the spec's transforms allow it
+    (`--loader auto`), else per-image albumentations in DataLoader workers."""
+    plan = plan_batched(augment)
+    if options.loader == "gpu" and plan is None:
+        raise fail(
+            "--loader",
+            "the spec's augmentation has no batched equivalent (supported: HorizontalFlip, "
+            "Affine or ShiftScaleRotate without shear, CoarseDropout with pixel sizes); "
+            "use --loader albumentations",
+            options.loader,
+        )
+    if options.loader == "albumentations" or plan is None:
+        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+        train, test = make_loaders(
+            data, augment, spec.train.batch_size, options.workers, spec.train.seed,
+            info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world),
+        )
+        return train, test, "per-image albumentations"
+    train_rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
+    test_rows = subset_rows(len(data.test_labels), options.limit_test, "--limit-test")
+    batch = spec.train.batch_size
+    train = DeviceLoader(
+        data.train_images[train_rows], data.train_labels[train_rows], batch, info.device,
+        plan, data.mean, shuffle=True, seed=spec.train.seed, shard=(ranks.rank, ranks.world),
+    )
+    test = DeviceLoader(
+        data.test_images[test_rows], data.test_labels[test_rows], max(batch, 512), info.device,
+        None, data.mean, shuffle=False, seed=0,
+    )
+    return train, test, f"batched tensor ({info.device.type})"
+
+
+def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
+    """Every random draw of an epoch derives from (seed, epoch), so a resumed run repeats
+    exactly what the uninterrupted one would have done. The order of the images is shared
+    by all processes (each takes its share); augmentation draws differ per process."""
+    loader.sampler.set_epoch(epoch)
+    value = seed * 1_000_003 + epoch + rank * 2**40
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+    loader.generator.manual_seed(value)
+    if loader.dataset.augment is not None:
+        seed_augment(loader.dataset.augment, value)
+
+
+def check_data_fits(spec: Spec, data: ImageData) -> None:
+    expected = (spec.input.channels, *spec.input.hw)
+    found = (data.train_images.shape[3], *data.train_images.shape[1:3])
+    if expected != found:
+        raise fail(
+            "input",
+            f"the spec expects {'×'.join(map(str, expected))} images but data set "
+            f"'{spec.data.dataset}' has {'×'.join(map(str, found))}; change `input` "
+            "(channels, size) or the data set",
+        )
+    if spec.classes != len(data.classes):
+        raise fail(
+            "classes",
+            f"data set '{spec.data.dataset}' has {len(data.classes)} classes; the spec says",
+            spec.classes,
+        )

@@ -1,0 +1,132 @@
+"""The state one training run advances: model, optimizer, schedule, loss and EMA, with
+the epoch step and the checkpoint round trip."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from blockspec.build import build_model
+from blockspec.errors import fail
+from blockspec.spec import Spec
+from blockspec.train import distributed
+from blockspec.train.checkpoint import restore_rng, rng_state, save_atomic
+from blockspec.train.data_path import seed_epoch
+from blockspec.train.device import DeviceInfo
+from blockspec.train.ema import make_ema
+from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
+from blockspec.train.memory import memory_peaks
+from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
+from blockspec.train.tta import TTAViews
+
+
+class Session:
+    """Model, optimizer, schedule, loss and EMA for one spec on one device."""
+
+    def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int, ranks: distributed.Ranks) -> None:
+        self.spec, self.info, self.ranks = spec, info, ranks
+        torch.manual_seed(spec.train.seed)
+        model = build_model(spec).to(info.device)
+        if info.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = make_optimizer(spec, model)
+        self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
+        self.loss_fn = make_loss(spec)
+        self.ema = make_ema(model, spec.train.ema) if spec.train.ema else None
+        forward: torch.nn.Module = model
+        if ranks.active:
+            ids = [info.device.index] if info.is_cuda else None
+            forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.forward = torch.compile(forward) if spec.train.compile and info.is_cuda else forward
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if self.scheduler is not None and steps_per_batch(self.spec):
+            self.scheduler.step()
+
+    def run_epoch(self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches) -> tuple[dict[str, Any], Any]:
+        seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
+        stats = train_epoch(
+            self.forward,
+            train_loader,
+            batches,
+            self.optimizer,
+            self.loss_fn,
+            self.after_step,
+            f"epoch {epoch}/{self.spec.train.epochs}",
+            len(train_loader),
+        )
+        stats = self._over_ranks(stats)
+        if not math.isfinite(stats.loss):
+            raise fail(
+                "train",
+                f"the training loss became {stats.loss} in epoch {epoch}; the run stopped and "
+                "last.pt keeps the last good epoch (lower the learning rate?)",
+            )
+        started = time.perf_counter()
+        result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, TTAViews.of(self.spec.train))
+        if self.scheduler is not None and not steps_per_batch(self.spec):
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(result.acc)
+            else:
+                self.scheduler.step()
+        record = {
+            "epoch": epoch,
+            "train_loss": round(stats.loss, 5),
+            "train_acc": round(stats.acc, 3),
+            "test_loss": round(result.loss, 5),
+            "test_acc": round(result.acc, 3),
+            "lr": stats.lr,
+            "seconds": round(stats.seconds + time.perf_counter() - started, 3),
+            "images_per_second": round(stats.images_per_second, 1),
+            **memory_peaks(self.info),
+        }
+        return record, result
+
+    def _over_ranks(self, stats: EpochStats) -> EpochStats:
+        """Loss, accuracy and images of the whole step, not just this rank's share."""
+        if not self.ranks.active:
+            return stats
+        loss_sum, correct, images = distributed.sum_over_ranks(
+            [stats.loss * stats.images, stats.acc * stats.images / 100, stats.images],
+            self.ranks,
+            self.info.device,
+        )
+        return EpochStats(loss_sum / images, 100 * correct / images, int(images), stats.seconds, stats.lr)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+        }
+
+    def save(self, target: Path, epoch: int, history: list[dict[str, Any]]) -> None:
+        save_atomic(
+            {**self.state(), "spec": self.spec.to_yaml(), "epoch": epoch, "history": history, "rng": rng_state()},
+            target,
+        )
+
+    def save_best(self, target: Path, epoch: int) -> None:
+        """best.pt holds the weights that were evaluated (the EMA ones when EMA is on)."""
+        save_atomic({"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "epoch": epoch}, target)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        restore_rng(checkpoint["rng"])
