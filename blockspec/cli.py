@@ -22,6 +22,16 @@ app = typer.Typer(
 )
 
 SpecPath = Annotated[Path, typer.Argument(help="Architecture spec (YAML).", show_default=False)]
+Edits = Annotated[
+    Optional[list[str]],  # noqa: UP007 (Typer needs Optional here)
+    typer.Option(
+        "--set",
+        metavar="PATH=VALUE",
+        help="Change one field of the spec before it is checked (repeatable); VALUE is YAML, "
+        "e.g. --set train.label_smoothing=0.2 --set 'blocks.C2[0].strided.out=72'.",
+        show_default=False,
+    ),
+]
 
 
 class Format(str, Enum):
@@ -41,13 +51,14 @@ def build_summary(
     verify: Annotated[
         bool, typer.Option("--verify", help="Also build the module and check it matches.")
     ] = False,
+    edits: Edits = None,
 ) -> None:
     """Layer table with shapes, receptive field, jump, parameters, MACs and rule checks."""
     from blockspec.load import load_spec
     from blockspec.render import as_json, markdown, print_table
     from blockspec.summary import summarize
 
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, edits=edits or ())
     summary = summarize(spec, input_size)
     if format is Format.json:
         typer.echo(as_json(summary))
@@ -65,12 +76,12 @@ def build_summary(
 
 
 @app.command()
-def check(spec_path: SpecPath) -> None:
+def check(spec_path: SpecPath, edits: Edits = None) -> None:
     """Exit 1 if any rule in the spec fails (for CI); 0 when all hold."""
     from blockspec.load import load_spec
     from blockspec.summary import summarize
 
-    summary = summarize(load_spec(spec_path))
+    summary = summarize(load_spec(spec_path, edits=edits or ()))
     if not summary.rules:
         typer.echo(f"{spec_path}: no rules to check (add a `rules:` section)")
         return
@@ -119,6 +130,7 @@ def train(
     stop_at_target: Annotated[
         bool, typer.Option("--stop-at-target", help="End after the first epoch at the target (time-to-accuracy runs).")
     ] = False,
+    edits: Edits = None,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
     from blockspec.errors import fail
@@ -129,10 +141,12 @@ def train(
 
     if spec_path is None and resume is None:
         raise fail("SPEC", "give a spec file to train, or --resume RUN_DIR to continue a run")
+    if resume is not None and edits:
+        raise fail("--set", "a resumed run keeps the spec it started with; start a new run to change it", edits)
     spec = None
     if resume is None:
         spec = apply_overrides(
-            load_spec(spec_path),
+            load_spec(spec_path, edits=edits),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

@@ -6,6 +6,7 @@ Only `yaml.safe_load` is used: a spec is data, and nothing in it is evaluated or
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,17 @@ import yaml
 from pydantic import ValidationError
 
 from blockspec.analysis import trace
+from blockspec.edits import apply_edits
 from blockspec.errors import Problem, SpecError, fail
 from blockspec.layers import LAYER_KINDS
 from blockspec.spec import Spec
 
 
-def load_spec(path: str | Path, input_size: tuple[int, int] | None = None) -> Spec:
-    """Read, validate and geometry-check a spec file; every failure is a SpecError."""
+def load_spec(
+    path: str | Path, input_size: tuple[int, int] | None = None, edits: Sequence[str] = ()
+) -> Spec:
+    """Read, validate and geometry-check a spec file, with `--set` edits applied first;
+    every failure is a SpecError."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -27,10 +32,12 @@ def load_spec(path: str | Path, input_size: tuple[int, int] | None = None) -> Sp
         raise fail("", "file not found").with_source(source) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise fail("", f"cannot read the file ({type(error).__name__})").with_source(source) from None
-    return parse_spec(text, source, input_size)
+    return parse_spec(text, source, input_size, edits)
 
 
-def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None) -> Spec:
+def parse_spec(
+    text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None, edits: Sequence[str] = ()
+) -> Spec:
     try:
         document = yaml.safe_load(text)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
@@ -46,6 +53,12 @@ def parse_spec(text: str, source: str = "<spec>", input_size: tuple[int, int] | 
             "",
             f"a spec must be a YAML mapping (name, input, blocks, …), not {type(document).__name__}",
         ).with_source(source)
+    if edits:
+        try:
+            document = apply_edits(document, edits)
+        except SpecError as error:
+            raise error.with_source(source) from None
+        source = f"{source} with --set {' '.join(edits)}"  # a bad value may come from either
     try:
         spec = Spec.model_validate(document)
     except ValidationError as error:

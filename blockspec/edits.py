@@ -1,0 +1,86 @@
+"""`--set PATH=VALUE`: change one field of a spec from the command line, before validation.
+
+A variant of a spec (another width, label smoothing, schedule) then needs no edited copy of
+the file, and the run directory's spec.yaml still records exactly what was trained. PATH is
+written the way error messages name fields (`train.label_smoothing`,
+`blocks.C2[0].strided.out`, `data.augment[2].CoarseDropout.p`); VALUE is YAML (`0.2`,
+`false`, `[1, 1]`, `{name: cosine}`). Missing mappings on the way are created, so a field
+the file leaves at its default can be set too.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from blockspec.errors import SpecError, fail
+
+_KEY = r"[^.\[\]\s]+"
+_PATH = re.compile(rf"{_KEY}(?:\.{_KEY}|\[\d+\])*")
+_STEP = re.compile(rf"({_KEY})|\[(\d+)\]")
+_EXAMPLE = "e.g. --set train.label_smoothing=0.2 or --set 'blocks.C2[0].strided.out=72'"
+
+
+def apply_edits(document: dict[str, Any], edits: Sequence[str]) -> dict[str, Any]:
+    """The YAML mapping with every `PATH=VALUE` edit applied in order (the input is unchanged)."""
+    result = copy.deepcopy(document)
+    for edit in edits:
+        steps, value = _parse(edit)
+        _assign(result, steps, value, edit)
+    return result
+
+
+def _parse(edit: str) -> tuple[list[str | int], Any]:
+    path, separator, text = edit.partition("=")
+    steps = _steps(path.strip())
+    if not separator or steps is None:
+        raise fail("--set", f"expected PATH=VALUE ({_EXAMPLE})", edit)
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+        raise fail("--set", "the value after '=' is not valid YAML", edit) from None
+    return steps, value
+
+
+def _steps(path: str) -> list[str | int] | None:
+    """'blocks.C2[0].strided.out' → ['blocks', 'C2', 0, 'strided', 'out']; None if malformed."""
+    if not _PATH.fullmatch(path):
+        return None
+    return [int(index) if index else key for key, index in _STEP.findall(path)]
+
+
+def _assign(document: dict[str, Any], steps: list[str | int], value: Any, edit: str) -> None:
+    node: Any = document
+    for depth, step in enumerate(steps):
+        container, where = _render(steps[:depth]), _render(steps[: depth + 1])
+        if isinstance(step, int):
+            if not isinstance(node, list):
+                raise _cannot(edit, f"{container} is not a list")
+            if step >= len(node):
+                raise _cannot(edit, f"{container} has {len(node)} entries (indices from 0)")
+        elif not isinstance(node, dict):
+            raise _cannot(edit, f"{container} is not a mapping")
+        if depth == len(steps) - 1:
+            node[step] = value
+            return
+        child = node[step] if isinstance(step, int) else node.get(step)
+        if child is None:
+            if isinstance(steps[depth + 1], int):
+                raise _cannot(edit, f"{where} is not in the spec, so it has no entry to set")
+            child = node[step] = {}  # a section the file leaves at its defaults
+        node = child
+
+
+def _cannot(edit: str, reason: str) -> SpecError:
+    return fail("--set", f"cannot apply: {reason}", edit)
+
+
+def _render(steps: Sequence[str | int]) -> str:
+    text = ""
+    for step in steps:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text or "the spec"

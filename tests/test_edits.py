@@ -1,0 +1,106 @@
+"""`--set PATH=VALUE`: a field changed from the command line is checked like the file's own,
+reaches the built module and the run's recorded spec, and a bad edit is a clean error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from blockspec import build_model
+from blockspec.analysis import trace
+from blockspec.edits import apply_edits
+from blockspec.errors import SpecError
+from blockspec.load import load_spec
+from tests.cli_helpers import ROOT, run_cli
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+FLAGSHIP = ROOT / "architectures" / "flagship.yaml"
+
+
+def test_edits_reach_nested_fields_list_entries_and_defaults() -> None:
+    spec = load_spec(
+        FLAGSHIP,
+        edits=[
+            "train.label_smoothing=0.2",
+            "blocks.C1[0].conv.out=24",
+            "train.scheduler.cycle_momentum=false",
+            "train.tta_shift=1",  # not in the file: left at its default there
+        ],
+    )
+    assert spec.train.label_smoothing == 0.2
+    assert spec.blocks["C1"][0].out == 24
+    assert spec.train.scheduler.cycle_momentum is False and spec.train.scheduler.pct_start == 0.15
+    assert spec.train.tta_shift == 1
+    first_conv = next(m for m in build_model(spec).modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.out_channels == 24
+
+
+def test_a_wider_layer_changes_the_counted_and_the_built_parameters_alike() -> None:
+    base = load_spec(FLAGSHIP)
+    wider = load_spec(FLAGSHIP, edits=["blocks.C2[0].strided.out=72", "blocks.C2[1].residual.body[1].conv.out=72"])
+    count = sum(p.numel() for p in build_model(wider).parameters())
+    assert count > sum(p.numel() for p in build_model(base).parameters())
+    assert trace(wider).total_params == count
+
+
+def test_edits_leave_the_document_they_are_given_unchanged() -> None:
+    document = {"train": {"optimizer": {"lr": 0.1}}, "blocks": {"C1": [{"conv": {"out": 8}}]}}
+    edited = apply_edits(document, ["train.optimizer.lr=0.2", "blocks.C1[0].conv.out=16", "data.root=x"])
+    assert document == {"train": {"optimizer": {"lr": 0.1}}, "blocks": {"C1": [{"conv": {"out": 8}}]}}
+    assert edited["train"]["optimizer"]["lr"] == 0.2 and edited["blocks"]["C1"][0]["conv"]["out"] == 16
+    assert edited["data"] == {"root": "x"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("train.label_smoothing", "expected PATH=VALUE"),
+        ("train..epochs=3", "expected PATH=VALUE"),
+        ("[0]=3", "expected PATH=VALUE"),
+        ("train.epochs=[1", "not valid YAML"),
+        ("blocks.C1[9].conv.out=8", "blocks.C1 has 2 entries"),
+        ("blocks.C7[0].conv.out=8", "blocks.C7 is not in the spec"),
+        ("train.epochs.max=3", "train.epochs is not a mapping"),
+        ("train[0]=3", "train is not a list"),
+    ],
+)
+def test_a_bad_edit_names_itself_and_the_file(edit: str, message: str) -> None:
+    with pytest.raises(SpecError) as error:
+        load_spec(FLAGSHIP, edits=[edit])
+    text = str(error.value)
+    assert text.startswith(f"{FLAGSHIP}: --set = {edit!r}") and message in text
+
+
+def test_a_bad_value_set_is_reported_at_its_field_path() -> None:
+    with pytest.raises(SpecError) as error:
+        load_spec(FLAGSHIP, edits=["train.lable_smoothing=0.2", "blocks.C2[0].strided.out=-4"])
+    text = str(error.value)
+    assert "with --set train.lable_smoothing=0.2" in text
+    assert "train.lable_smoothing = 0.2: unknown field; did you mean 'label_smoothing'?" in text
+    assert "blocks.C2[0].out = -4" in text
+
+
+def test_check_and_build_summary_take_edits(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["check", str(FLAGSHIP), "--set", "blocks.C3[0].dws.out=200"], capsys)
+    assert code == 1 and "✗ max_params" in out and "max_params" in err
+    code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--format", "json", "--set", "blocks.C1[0].conv.out=24"], capsys)
+    assert code == 0 and '"total_params": ' in out
+    code, _, err = run_cli(["check", str(FLAGSHIP), "--set", "nonsense"], capsys)
+    assert code == 2 and "expected PATH=VALUE" in err and "Traceback" not in err
+
+
+def test_a_run_records_the_edited_spec_and_refuses_edits_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1))
+    out = tmp_path / "run"
+    argv = ["train", str(spec_path), "--out", str(out), "--workers", "0", "--set", "train.label_smoothing=0.3"]
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and "epoch   1/1" in stdout
+    assert yaml.safe_load((out / "spec.yaml").read_text())["train"]["label_smoothing"] == 0.3
+    code, _, err = run_cli(["train", "--resume", str(out), "--set", "train.epochs=3"], capsys)
+    assert code == 2 and "a resumed run keeps the spec it started with" in err
