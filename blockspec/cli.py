@@ -175,6 +175,7 @@ def eval_command(
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
+    edits: Edits = None,
 ) -> None:
     """Overall and per-class test accuracy of a checkpoint (its spec is inside it)."""
     from blockspec.load import load_spec, parse_spec
@@ -183,9 +184,10 @@ def eval_command(
     from blockspec.train.overrides import apply_overrides
 
     if spec_path is not None:
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, edits=edits or ())
     else:
-        spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=f"{checkpoint} (spec inside)")
+        text = load_checkpoint(checkpoint)["spec"]
+        spec = parse_spec(text, source=f"{checkpoint} (spec inside)", edits=edits or ())
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
     typer.echo(f"{report.spec_name}: test accuracy {report.accuracy:.2f}% on {report.images:,} images (loss {report.loss:.4f})")

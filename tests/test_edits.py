@@ -92,7 +92,7 @@ def test_check_and_build_summary_take_edits(capsys: pytest.CaptureFixture[str]) 
     assert code == 2 and "expected PATH=VALUE" in err and "Traceback" not in err
 
 
-def test_a_run_records_the_edited_spec_and_refuses_edits_on_resume(
+def test_a_run_records_the_edited_spec_eval_takes_edits_resume_refuses_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec_path = tmp_path / "tiny.yaml"
@@ -104,3 +104,8 @@ def test_a_run_records_the_edited_spec_and_refuses_edits_on_resume(
     assert yaml.safe_load((out / "spec.yaml").read_text())["train"]["label_smoothing"] == 0.3
     code, _, err = run_cli(["train", "--resume", str(out), "--set", "train.epochs=3"], capsys)
     assert code == 2 and "a resumed run keeps the spec it started with" in err
+    plain = run_cli(["eval", "--checkpoint", str(out)], capsys)
+    shifted = run_cli(["eval", "--checkpoint", str(out), "--set", "train.tta_shift=2"], capsys)
+    assert plain[0] == shifted[0] == 0 and plain[1] != shifted[1]  # other test views, other loss
+    code, _, err = run_cli(["eval", "--checkpoint", str(out), "--set", "blocks.C1[0].conv.out=4"], capsys)
+    assert code == 2 and "its weights do not fit spec 'tiny'" in err
