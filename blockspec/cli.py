@@ -146,7 +146,7 @@ def train(
     spec = None
     if resume is None:
         spec = apply_overrides(
-            load_spec(spec_path, edits=edits),
+            load_spec(spec_path, edits=edits or ()),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

@@ -41,7 +41,7 @@ def _parse(edit: str) -> tuple[list[str | int], Any]:
         raise fail("--set", f"expected PATH=VALUE ({_EXAMPLE})", edit)
     try:
         value = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
         raise fail("--set", "the value after '=' is not valid YAML", edit) from None
     return steps, value
 

@@ -61,6 +61,7 @@ def test_edits_leave_the_document_they_are_given_unchanged() -> None:
         ("train..epochs=3", "expected PATH=VALUE"),
         ("[0]=3", "expected PATH=VALUE"),
         ("train.epochs=[1", "not valid YAML"),
+        ("train.epochs=!!int x", "not valid YAML"),  # PyYAML raises ValueError for this one
         ("blocks.C1[9].conv.out=8", "blocks.C1 has 2 entries"),
         ("blocks.C7[0].conv.out=8", "blocks.C7 is not in the spec"),
         ("train.epochs.max=3", "train.epochs is not a mapping"),
