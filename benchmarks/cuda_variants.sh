@@ -1,0 +1,41 @@
+#!/bin/bash
+# The flagship's recipe varied one field at a time, 40 epochs each, side by side: the search for
+# 90 % by epoch 40 that takes an hour a run on the development CPU and about a minute on a GPU.
+# Each variant is the flagship file plus `--set` edits, so every run is reproducible from the
+# repository; run benchmarks/cuda_figures.sh first (it measures the figures the issue asks for).
+# Usage: benchmarks/cuda_variants.sh DATA_ROOT [OUT_DIR [TRAIN_OPTION...]]
+#   DATA_ROOT: the CIFAR-10 JPEG archive or its unpacked folder;
+#   OUT_DIR: one run directory per variant, the log and the side-by-side table (table.md);
+#   TRAIN_OPTION: added to every run (a smoke test: --epochs 1 --limit-train 512 --limit-test 512).
+set -u
+data=${1:?usage: benchmarks/cuda_variants.sh DATA_ROOT [OUT_DIR [TRAIN_OPTION...]]}
+out=${2:-cuda-variants}
+shift $(( $# < 2 ? $# : 2 ))
+extra=("$@")
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+
+variants=(  # name, then its edits (none: the flagship as written)
+  "flagship"
+  "flagship-seed1 train.seed=1"
+  "flagship-seed2 train.seed=2"
+  "peak25 train.scheduler.pct_start=0.25"
+  "momentum09 train.scheduler.cycle_momentum=false train.optimizer.momentum=0.9"
+  "smoothing0 train.label_smoothing=0.0"
+  "decay1e-3 train.optimizer.weight_decay=1.0e-3"
+  "lr02 train.optimizer.lr=0.2"
+  "nohole data.augment[2].CoarseDropout.p=0.0"
+  "shift1 train.tta_shift=1"
+)
+
+runs=()
+for line in "${variants[@]}"; do
+  read -r name edits <<< "$line"
+  sets=()
+  for edit in $edits; do sets+=(--set "$edit"); done
+  echo "== $name: ${edits:-the flagship as written}" | tee -a "$out/log.txt"
+  python3 -m blockspec train architectures/flagship.yaml --dataset imagefolder --data-root "$data" \
+    --out "$out/$name" "${sets[@]}" "${extra[@]}" 2>&1 | tee -a "$out/log.txt"
+  [ -f "$out/$name/summary.json" ] && runs+=("$out/$name")
+done
+python3 benchmarks/run_table.py "${runs[@]}" --epochs 1,5,10,13,14,15,20,25,30,35,38,39,40 | tee "$out/table.md"
