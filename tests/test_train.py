@@ -152,7 +152,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path, data_root: Path) -> None
     wait_for_epochs(run_dir, 1, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr
     assert "Resume with: blockspec train --resume" in stderr and "Traceback" not in stderr
     saved = torch.load(run_dir / "last.pt", weights_only=True)
     assert saved["epoch"] == len(metrics(run_dir)) >= 1

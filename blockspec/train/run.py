@@ -19,6 +19,7 @@ from blockspec.train import distributed
 from blockspec.train.checkpoint import load_checkpoint
 from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
+from blockspec.train.interrupt import ctrl_c_between_steps
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr
@@ -92,26 +93,27 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
             session.save(run_dir / "last.pt", epoch=0, history=history)
         check_room_for_run(run_dir)
     try:
-        for epoch in range(start, spec.train.epochs + 1):
-            record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches)
-            history.append(record)
-            reached = options.stop_at_target and record["test_acc"] >= spec.train.target
-            if not ranks.main:
-                if reached:  # every rank evaluates the same summed accuracy, so all stop here
+        with ctrl_c_between_steps() as check_stop:
+            for epoch in range(start, spec.train.epochs + 1):
+                record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
+                history.append(record)
+                reached = options.stop_at_target and record["test_acc"] >= spec.train.target
+                if not ranks.main:
+                    if reached:  # every rank evaluates the same summed accuracy, so all stop here
+                        break
+                    continue
+                with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
+                    if max(r["test_acc"] for r in history) == record["test_acc"]:
+                        session.save_best(run_dir / "best.pt", epoch)
+                    session.save(run_dir / "last.pt", epoch=epoch, history=history)
+                with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
+                    write_metrics(run_dir, history)
+                    write_summary(run_dir, run_summary(spec, history, info))
+                    plot_curves(history, run_dir / "curves.png")
+                log(epoch_line(record, spec.train.epochs))
+                if reached:
+                    log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
                     break
-                continue
-            with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
-                if max(r["test_acc"] for r in history) == record["test_acc"]:
-                    session.save_best(run_dir / "best.pt", epoch)
-                session.save(run_dir / "last.pt", epoch=epoch, history=history)
-            with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
-                write_metrics(run_dir, history)
-                write_summary(run_dir, run_summary(spec, history, info))
-                plot_curves(history, run_dir / "curves.png")
-            log(epoch_line(record, spec.train.epochs))
-            if reached:
-                log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
-                break
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"interrupted; {run_dir / 'last.pt'} holds epoch {len(history)}. "

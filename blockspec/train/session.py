@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,23 @@ class Session:
         if self.scheduler is not None and steps_per_batch(self.spec):
             self.scheduler.step()
 
-    def run_epoch(self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches) -> tuple[dict[str, Any], Any]:
+    def run_epoch(
+        self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches, check_stop: Callable[[], None]
+    ) -> tuple[dict[str, Any], Any]:
+        """One epoch of training and its evaluation; `check_stop` runs after every step."""
         seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
+
+        def after_step() -> None:
+            self.after_step()
+            check_stop()
+
         stats = train_epoch(
             self.forward,
             train_loader,
             batches,
             self.optimizer,
             self.loss_fn,
-            self.after_step,
+            after_step,
             f"epoch {epoch}/{self.spec.train.epochs}",
             len(train_loader),
         )

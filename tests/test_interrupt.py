@@ -1,0 +1,34 @@
+"""Ctrl-C while training is taken between steps: the first only records the request, the
+loop's check raises it; a second interrupts at once; Python's handler is back afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from blockspec.train.interrupt import ctrl_c_between_steps
+
+
+def test_first_ctrl_c_waits_for_the_check_second_interrupts_at_once() -> None:
+    with ctrl_c_between_steps() as check:
+        check()  # nothing asked yet
+        os.kill(os.getpid(), signal.SIGINT)  # handled in this thread before kill returns
+        with pytest.raises(KeyboardInterrupt):
+            check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_program_that_took_sigint_itself_keeps_it() -> None:
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    try:
+        with ctrl_c_between_steps() as check:
+            os.kill(os.getpid(), signal.SIGINT)
+            check()  # not ours to take: nothing is raised
+        assert calls == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
