@@ -49,12 +49,6 @@ class Session:
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def after_step(self) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        if self.scheduler is not None and steps_per_batch(self.spec):
-            self.scheduler.step()
-
     def run_epoch(
         self, epoch: int, train_loader: Any, test_loader: Any, batches: Batches, check_stop: Callable[[], None]
     ) -> tuple[dict[str, Any], Any]:
@@ -62,7 +56,10 @@ class Session:
         seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
 
         def after_step() -> None:
-            self.after_step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            if self.scheduler is not None and steps_per_batch(self.spec):
+                self.scheduler.step()
             check_stop()
 
         stats = train_epoch(
