@@ -58,7 +58,7 @@ def build_summary(
     from blockspec.render import as_json, markdown, print_table
     from blockspec.summary import summarize
 
-    spec = load_spec(spec_path, edits=edits or ())
+    spec = load_spec(spec_path, edits=edits)
     summary = summarize(spec, input_size)
     if format is Format.json:
         typer.echo(as_json(summary))
@@ -81,7 +81,7 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
     from blockspec.load import load_spec
     from blockspec.summary import summarize
 
-    summary = summarize(load_spec(spec_path, edits=edits or ()))
+    summary = summarize(load_spec(spec_path, edits=edits))
     if not summary.rules:
         typer.echo(f"{spec_path}: no rules to check (add a `rules:` section)")
         return
@@ -146,7 +146,7 @@ def train(
     spec = None
     if resume is None:
         spec = apply_overrides(
-            load_spec(spec_path, edits=edits or ()),
+            load_spec(spec_path, edits=edits),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -184,10 +184,10 @@ def eval_command(
     from blockspec.train.overrides import apply_overrides
 
     if spec_path is not None:
-        spec = load_spec(spec_path, edits=edits or ())
+        spec = load_spec(spec_path, edits=edits)
     else:
         text = load_checkpoint(checkpoint)["spec"]
-        spec = parse_spec(text, source=f"{checkpoint} (spec inside)", edits=edits or ())
+        spec = parse_spec(text, source=f"{checkpoint} (spec inside)", edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
     typer.echo(f"{report.spec_name}: test accuracy {report.accuracy:.2f}% on {report.images:,} images (loss {report.loss:.4f})")

@@ -21,7 +21,7 @@ from blockspec.spec import Spec
 
 
 def load_spec(
-    path: str | Path, input_size: tuple[int, int] | None = None, edits: Sequence[str] = ()
+    path: str | Path, input_size: tuple[int, int] | None = None, edits: Sequence[str] | None = None
 ) -> Spec:
     """Read, validate and geometry-check a spec file, with `--set` edits applied first;
     every failure is a SpecError."""
@@ -36,7 +36,7 @@ def load_spec(
 
 
 def parse_spec(
-    text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None, edits: Sequence[str] = ()
+    text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None, edits: Sequence[str] | None = None
 ) -> Spec:
     try:
         document = yaml.safe_load(text)
