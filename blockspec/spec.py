@@ -19,6 +19,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     field_validator,
+    ValidationInfo,
     model_validator,
 )
 
@@ -126,6 +127,19 @@ class Rules(StrictModel):
 DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
 
 
+class AugmentOffSpec(StrictModel):
+    """The final epochs train with some transforms (default: all) switched off, so the network
+    ends on images closer to the unaugmented test images (Ultralytics' `close_mosaic`; the
+    "refined augmentation" of He et al., 2019, Data Augmentation Revisited)."""
+
+    last_epochs: PositiveInt = Field(description="how many final epochs (of train.epochs)")
+    transforms: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="names of data.augment's transforms to switch off; default: all",
+    )
+
+
 class DataSpec(StrictModel):
     """Where images come from and how training images are augmented (albumentations 2.x).
 
@@ -145,6 +159,23 @@ class DataSpec(StrictModel):
         default_factory=list,
         description="`{TransformName: {argument: value}}` entries, applied in order",
     )
+    augment_off: AugmentOffSpec | None = Field(
+        default=None, description="switch transforms off for the final epochs"
+    )
+
+    @field_validator("augment_off")
+    @classmethod
+    def _transforms_in_augment(cls, off: AugmentOffSpec | None, info: ValidationInfo) -> AugmentOffSpec | None:
+        if off is None or off.transforms is None:
+            return off
+        named = [next(iter(entry)) for entry in info.data.get("augment", []) if isinstance(entry, dict) and entry]
+        for index, name in enumerate(off.transforms):
+            if name not in named:
+                raise ValueError(
+                    f"transforms[{index}] = {name!r} is not in data.augment "
+                    f"(its transforms: {', '.join(named) or 'none'})"
+                )
+        return off
 
 
 class OptimizerSpec(StrictModel):

@@ -5,12 +5,13 @@ data set has the images and classes the spec expects."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from blockspec.data import AugmentPlan, ImageData, build_augment, make_loaders, seed_augment
+from blockspec.data import AugmentPlan, ImageData, build_augment, make_loaders, read_augment, seed_augment
 from blockspec.data.batched import DeviceLoader, plan_batched
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -20,11 +21,62 @@ from blockspec.train.device import DeviceInfo
 from blockspec.train.options import RunOptions
 
 
+@dataclass(frozen=True)
+class RunLoaders:
+    """The run's batches, the data path's name for the log, and the final epochs' augmentation."""
+
+    train: Any
+    test: Any
+    path: str
+    switch: AugmentSwitch | None
+
+
+@dataclass(frozen=True)
+class AugmentSwitch:
+    """`data.augment_off`: from epoch `first` on, the train loader applies `final` instead of
+    `regular` (Composes on the albumentations path; batched plans, or None, on the other)."""
+
+    first: int
+    regular: Any
+    final: Any
+    description: str
+
+    def apply(self, loader: Any, epoch: int) -> None:
+        chosen = self.final if epoch >= self.first else self.regular
+        if isinstance(loader, DeviceLoader):
+            loader.plan = chosen
+        else:
+            loader.dataset.augment = chosen
+
+
 def make_run_loaders(
     spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
-) -> tuple[Any, Any, str]:
+) -> RunLoaders:
     """Batched tensor augmentation on the device when the spec's transforms allow it
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
+    train, test, path = _make_loaders(spec, data, augment, options, info, ranks)
+    return RunLoaders(train, test, path, _augment_switch(spec, data, train))
+
+
+def _augment_switch(spec: Spec, data: ImageData, train: Any) -> AugmentSwitch | None:
+    """The final epochs' augmentation: data.augment less what `data.augment_off` names
+    (everything when it names nothing), in the form the train loader's path applies."""
+    off = spec.data.augment_off
+    if off is None:
+        return None
+    names = off.transforms
+    final = [entry for entry in spec.data.augment if names is not None and next(iter(entry)) not in names]
+    first = max(1, spec.train.epochs - off.last_epochs + 1)
+    description = f"epochs {first}–{spec.train.epochs} without {', '.join(names) if names else 'augmentation'}"
+    if isinstance(train, DeviceLoader):
+        return AugmentSwitch(first, train.plan, plan_batched(read_augment(final)), description)
+    final_compose = build_augment(final, data.mean, image_shape=data.train_images.shape[1:])
+    return AugmentSwitch(first, train.dataset.augment, final_compose, description)
+
+
+def _make_loaders(
+    spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
+) -> tuple[Any, Any, str]:
     plan = plan_batched(augment)
     if options.loader == "gpu" and plan is None:
         raise fail(

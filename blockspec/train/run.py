@@ -59,7 +59,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
-    train_loader, test_loader, path_used = make_run_loaders(spec, data, plan, options, info, ranks)
+    loaders = make_run_loaders(spec, data, plan, options, info, ranks)
+    train_loader, test_loader = loaders.train, loaders.test
     if checkpoint is not None:
         run_dir = checkpoint_dir(options.resume)
     elif ranks.main:
@@ -82,8 +83,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + f"; {len(train_loader.dataset):,} train / "
-        f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {path_used} "
-        f"augmentation); run dir {run_dir}"
+        f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {loaders.path} "
+        f"augmentation{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
     last_eval = None
@@ -95,6 +96,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     try:
         with ctrl_c_between_steps() as check_stop:
             for epoch in range(start, spec.train.epochs + 1):
+                if loaders.switch is not None:
+                    loaders.switch.apply(train_loader, epoch)
                 record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
                 history.append(record)
                 reached = options.stop_at_target and record["test_acc"] >= spec.train.target

@@ -1,0 +1,115 @@
+"""`data.augment_off`: the final epochs train with some transforms (or all) switched off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blockspec.data import ImageData, read_augment
+from blockspec.load import parse_spec
+from blockspec.train.data_path import make_run_loaders, seed_epoch
+from blockspec.train.device import pick_device
+from blockspec.train.distributed import Ranks
+from blockspec.train.options import RunOptions
+from tests.cli_helpers import metrics, run_cli, without_timing
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+FLIP_AND_HOLE = """
+name: switch
+input: {channels: 3, size: 8}
+classes: 4
+blocks:
+  C1: [conv: {out: 4}]
+  output: [gap: {}, fc: {out: 4}]
+data:
+  augment:
+    - HorizontalFlip: {p: 1.0}
+    - CoarseDropout: {num_holes_range: [1, 1], hole_height_range: [3, 3], hole_width_range: [3, 3], fill: 0, p: 1.0}
+  augment_off: OFF
+train: {epochs: 3, batch_size: 8}
+"""
+
+
+def _data(count: int = 20) -> ImageData:
+    """Images without a zero pixel (so a hole shows) whose label is their row."""
+    images = np.random.default_rng(0).integers(1, 256, size=(count, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(count, dtype=np.int64)
+    return ImageData(images, labels, images[:4], labels[:4], tuple("abcd"), (0.5,) * 3, (0.25,) * 3)
+
+
+def _epoch_images(off: str, loader_kind: str, epoch: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
+    """(the data path used, [(source row, image as trained)]) for one epoch of the run."""
+    spec = parse_spec(FLIP_AND_HOLE.replace("OFF", off), "switch.yaml")
+    data = _data()
+    options = RunOptions(workers=2 if loader_kind == "albumentations" else 0, loader=loader_kind)  # real worker processes
+    loaders = make_run_loaders(spec, data, read_augment(spec.data.augment), options, pick_device("cpu"), Ranks())
+    assert loaders.switch is not None
+    loaders.switch.apply(loaders.train, epoch)
+    seed_epoch(0, epoch, loaders.train)
+    seen = [
+        (int(label), np.asarray(image).transpose(1, 2, 0))
+        for images, labels in loaders.train
+        for image, label in zip(images, labels, strict=True)
+    ]
+    assert sorted(row for row, _ in seen) == list(range(len(data.train_labels)))
+    return loaders.path, seen
+
+
+@pytest.mark.parametrize("loader_kind", ["auto", "albumentations"])
+def test_the_named_transform_stops_in_the_final_epochs_and_the_others_go_on(loader_kind: str) -> None:
+    source = _data().train_images
+    for epoch, hole_expected in ((1, True), (2, True), (3, False)):
+        path, seen = _epoch_images("{last_epochs: 1, transforms: [CoarseDropout]}", loader_kind, epoch)
+        assert ("batched" in path) == (loader_kind == "auto")
+        for row, image in seen:
+            flipped = source[row][:, ::-1]
+            holed = (image == 0).all(axis=2)
+            assert holed.any() == hole_expected, (epoch, row)
+            assert np.array_equal(image[~holed], flipped[~holed]), (epoch, row)  # the flip goes on
+
+
+@pytest.mark.parametrize("loader_kind", ["auto", "albumentations"])
+def test_without_a_list_every_transform_stops(loader_kind: str) -> None:
+    source = _data().train_images
+    _, seen = _epoch_images("{last_epochs: 2}", loader_kind, 1)
+    assert not any(np.array_equal(image, source[row]) for row, image in seen)
+    for epoch in (2, 3):
+        _, seen = _epoch_images("{last_epochs: 2}", loader_kind, epoch)
+        assert all(np.array_equal(image, source[row]) for row, image in seen)
+
+
+@pytest.mark.parametrize(
+    ("off", "message"),
+    [
+        ("{last_epochs: 1, transforms: [Cutout]}", "transforms[0] = 'Cutout' is not in data.augment (its transforms: HorizontalFlip, CoarseDropout)"),
+        ("{last_epochs: 0}", "data.augment_off.last_epochs = 0"),
+        ("{last_epochs: 1, transforms: []}", "data.augment_off.transforms = []"),
+        ("{transforms: [HorizontalFlip]}", "data.augment_off.last_epochs"),
+        ("{last_epochs: 1, transform: [HorizontalFlip]}", "did you mean 'transforms'"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str], off: str, message: str) -> None:
+    path = tmp_path / "switch.yaml"
+    path.write_text(FLIP_AND_HOLE.replace("OFF", off))
+    code, _, err = run_cli(["check", str(path)], capsys)
+    assert code == 2
+    assert "switch.yaml" in err and message in err, err
+
+
+def test_a_run_changes_only_from_the_switch_epoch_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Against the same run without the switch: epochs before it are identical, the last differs."""
+    data_root = write_colour_folder(tmp_path / "data")
+    text = tiny_spec_text(data_root, epochs=3)
+    plain, switched = tmp_path / "plain.yaml", tmp_path / "switched.yaml"
+    plain.write_text(text)
+    switched.write_text(text.replace("train:\n", "  augment_off: {last_epochs: 1, transforms: [CoarseDropout]}\ntrain:\n"))
+    results = []
+    for spec in (plain, switched):
+        code, out, _ = run_cli(["train", str(spec), "--out", str(tmp_path / spec.stem), "--workers", "0"], capsys)
+        assert code == 0
+        results.append(without_timing(metrics(tmp_path / spec.stem)))
+    assert "epochs 3–3 without CoarseDropout" in out
+    assert results[0][:2] == results[1][:2]
+    assert results[0][2] != results[1][2]
