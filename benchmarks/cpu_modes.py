@@ -12,13 +12,13 @@ bf16 autocast (a row with them in bf16 too); `--compile` adds a torch.compile ro
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from train_speed import shown_path, write_docs  # this script's folder is on sys.path
 
 from blockspec import load_spec
 from blockspec.build import build_model
@@ -103,16 +103,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from train_speed import write_docs
-
         write_docs(text, "cpu_modes", "benchmarks/cpu_modes.py")
-
-
-def shown_path(path: str) -> str:
-    """The spec's path relative to the repository where it lies inside it, else as given."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
 if __name__ == "__main__":

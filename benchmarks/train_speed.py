@@ -129,11 +129,17 @@ def _medians(rows: list[tuple[str, int, str, float]]) -> list[tuple[str, int, st
     return [(*key, float(np.median(speeds))) for key, speeds in grouped.items()]
 
 
+def shown_path(path: str) -> str:
+    """The spec's path relative to the repository where it lies inside it, else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
+
+
 def table(rows: list[tuple[str, int, str, float]], args: argparse.Namespace, device: str) -> str:
     baseline = rows[0][3]
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads), spec `{Path(args.spec).relative_to(ROOT)}`, "
+        f"{torch.get_num_threads()} torch threads), spec `{shown_path(args.spec)}`, "
         f"CIFAR-10 (JPEG copy), median of {args.rounds} interleaved rounds of {args.steps} steps "
         f"after {args.warmup} warm-up steps, "
         f"{args.workers} DataLoader workers where a DataLoader is used.",
@@ -203,7 +209,7 @@ def _target_table(rows: list[tuple[str, list[tuple[int, float, float]]]], target
     reached = {label: next(((e, s) for e, a, s in history if a >= target), None) for label, history in rows}
     baseline = reached[rows[0][0]]
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')}, spec `{Path(args.spec).relative_to(ROOT)}` trained for up to "
+        f"Measured {time.strftime('%Y-%m-%d')}, spec `{shown_path(args.spec)}` trained for up to "
         f"{epochs} epochs (its recipe's schedule over {epochs} epochs), CIFAR-10 (JPEG copy)"
         + (f", {args.limit_train} train / {args.limit_test} test images" if args.limit_train or args.limit_test else "")
         + f", {args.workers} DataLoader workers where a DataLoader is used.",
