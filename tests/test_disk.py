@@ -72,7 +72,9 @@ def test_disk_filling_up_mid_run_keeps_last_good_epoch_and_resumes(
 ) -> None:
     disk = small_disk(6144)
     out = disk / "run"
-    process = start_blockspec(["train", str(spec), "--out", str(out), "--workers", "0"])
+    longer = spec.with_name("longer.yaml")  # epochs enough that it cannot finish before the filler fills the disk
+    longer.write_text(spec.read_text().replace("  epochs: 4\n", "  epochs: 12\n"))
+    process = start_blockspec(["train", str(longer), "--out", str(out), "--workers", "0"])
     wait_for_epochs(out, 1, process)
     filler = disk / "filler"
     try:  # take every free byte; under load the run may have taken the last ones already
@@ -96,4 +98,4 @@ def test_disk_filling_up_mid_run_keeps_last_good_epoch_and_resumes(
     filler.unlink(missing_ok=True)
     code, _, _ = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
     assert code == 0
-    assert [r["epoch"] for r in metrics(out)] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in metrics(out)] == list(range(1, 13))
