@@ -27,9 +27,8 @@ variants=(  # name, then its edits (none: the flagship as written)
   "nohole data.augment[2].CoarseDropout.p=0.0"
   "shift1 train.tta_shift=1"
   "holeoff5 data.augment_off.last_epochs=5 data.augment_off.transforms=[CoarseDropout]"
-  "stage16 blocks.C3[0].dws.stride=1 blocks.C4[0].residual.body[0].dws.dilation=2"
-  "stage16-seed1 blocks.C3[0].dws.stride=1 blocks.C4[0].residual.body[0].dws.dilation=2 train.seed=1"
-  "stage16-seed2 blocks.C3[0].dws.stride=1 blocks.C4[0].residual.body[0].dws.dilation=2 train.seed=2"
+  "stage8 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1"
+  "stage8-seed1 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1 train.seed=1"
 )
 
 runs=()
