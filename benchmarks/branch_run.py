@@ -22,6 +22,7 @@ from pathlib import Path
 from blockspec.errors import SpecError, fail
 from blockspec.load import parse_spec
 from blockspec.train.checkpoint import load_checkpoint, save_atomic
+from blockspec.train.data_path import first_switched_epoch
 from blockspec.train.records import write_text_atomic
 
 BRANCHABLE = "data.augment_off"
@@ -36,8 +37,7 @@ def branch(run_dir: Path, new_dir: Path, edits: list[str]) -> int:
     checkpoint = load_checkpoint(run_dir)
     spec = parse_spec(checkpoint["spec"], f"{run_dir} (spec inside)", edits=edits)
     saved = checkpoint["epoch"]
-    off = spec.data.augment_off
-    switch = None if off is None else spec.train.epochs - off.last_epochs + 1
+    switch = first_switched_epoch(spec)
     if switch is None or switch <= saved:
         when = "never" if switch is None else f"from epoch {switch}"
         raise fail(BRANCHABLE, f"switches {when}; the branch starts after epoch {saved}, so it must switch later")

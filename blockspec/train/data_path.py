@@ -58,15 +58,21 @@ def make_run_loaders(
     return RunLoaders(train, test, path, _augment_switch(spec, data, train))
 
 
+def first_switched_epoch(spec: Spec) -> int | None:
+    """The first epoch trained under `data.augment_off` (None without it); the run and
+    benchmarks/branch_run.py (which must branch before it) read it from here."""
+    off = spec.data.augment_off
+    return None if off is None else max(1, spec.train.epochs - off.last_epochs + 1)
+
+
 def _augment_switch(spec: Spec, data: ImageData, train: Any) -> AugmentSwitch | None:
     """The final epochs' augmentation: data.augment less what `data.augment_off` names
     (everything when it names nothing), in the form the train loader's path applies."""
-    off = spec.data.augment_off
-    if off is None:
+    first = first_switched_epoch(spec)
+    if first is None:
         return None
-    names = off.transforms
+    names = spec.data.augment_off.transforms
     final = [entry for entry in spec.data.augment if names is not None and next(iter(entry)) not in names]
-    first = max(1, spec.train.epochs - off.last_epochs + 1)
     description = f"epochs {first}–{spec.train.epochs} without {', '.join(names) if names else 'augmentation'}"
     if isinstance(train, DeviceLoader):
         return AugmentSwitch(first, train.plan, plan_batched(read_augment(final)), description)
