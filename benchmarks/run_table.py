@@ -1,8 +1,11 @@
 """Render a run directory's metrics.json and summary.json as a Markdown table for docs/;
-given several run directories, their test accuracies side by side, epoch by epoch.
+given several run directories, their test accuracies side by side, epoch by epoch, or with
+--digest one line per run: what its spec.yaml changes against the first run's, and the figures
+the flagship's targets are judged by.
 
     python benchmarks/run_table.py runs/flagship/20261121-224200
     python benchmarks/run_table.py runs/a runs/b --epochs 1,5,10,15,20,30,40
+    python benchmarks/run_table.py runs/a runs/b runs/c --digest --epochs 15,40
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import yaml
 
 
 def render(run_dir: Path) -> str:
@@ -52,20 +57,71 @@ def compare(run_dirs: list[Path], epochs: set[int] | None = None) -> str:
     return "\n".join(lines)
 
 
+def flatten(node: object, path: str = "") -> dict[str, object]:
+    """Leaves of a nested spec by field path (`train.optimizer.lr`, `data.augment[2].CoarseDropout.p`)."""
+    if isinstance(node, dict):
+        items = [(f"{path}.{key}" if path else str(key), value) for key, value in node.items()]
+    elif isinstance(node, list) and node:
+        items = [(f"{path}[{index}]", value) for index, value in enumerate(node)]
+    else:
+        return {path: node}
+    return {leaf: value for key, child in items for leaf, value in flatten(child, key).items()}
+
+
+def spec_changes(base: dict[str, object], other: dict[str, object]) -> list[str]:
+    """`path=value` for each field that differs; the description is prose, and a field set to
+    null is the same as one left out (older runs wrote fields added later as null)."""
+    paths = sorted((set(base) | set(other)) - {"description"})
+    return [f"{p}={other.get(p)}" for p in paths if base.get(p) != other.get(p)]
+
+
+def digest(run_dirs: list[Path], epochs: list[int]) -> str:
+    """One row per run: its spec edits against the first run, accuracy at `epochs`, the first
+    epoch at the first run's target (summary.json), the best epoch."""
+    specs = [flatten(yaml.safe_load((d / "spec.yaml").read_text())) for d in run_dirs]
+    target = json.loads((run_dirs[0] / "summary.json").read_text())["target"]
+    lines = [
+        f"| run | changes against `{run_dirs[0].name}` | "
+        + " | ".join(f"test acc % at {epoch}" for epoch in epochs)
+        + f" | first epoch ≥ {target:g} % | best (epoch) |",
+        "|---|---|" + "---:|" * (len(epochs) + 2),
+    ]
+    for run_dir, spec in zip(run_dirs, specs):
+        accuracy = {r["epoch"]: r["test_acc"] for r in json.loads((run_dir / "metrics.json").read_text())}
+        reached = next((epoch for epoch in sorted(accuracy) if accuracy[epoch] >= target), "—")
+        best = max(accuracy, key=lambda epoch: (accuracy[epoch], -epoch))
+        changes = ", ".join(f"`{change}`" for change in spec_changes(specs[0], spec)) or "—"
+        cells = [f"{accuracy[epoch]:.2f}" if epoch in accuracy else "—" for epoch in epochs]
+        lines.append(
+            f"| `{run_dir.name}` | {changes} | " + " | ".join(cells) + f" | {reached} | {accuracy[best]:.2f} ({best}) |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories (blockspec train --out)")
-    parser.add_argument("--epochs", help="comma-separated epochs to show when comparing runs (default: all)")
+    parser.add_argument(
+        "--epochs", help="comma-separated epochs to show when comparing runs (default: all; with --digest: the last)"
+    )
+    parser.add_argument("--digest", action="store_true", help="one line per run: spec edits and target figures")
     args = parser.parse_args()
     missing = [str(d) for d in args.run_dirs if not (d / "metrics.json").is_file()]
     if missing:
         parser.error(f"no metrics.json in {', '.join(missing)}")
     try:
-        epochs = {int(text) for text in args.epochs.split(",")} if args.epochs else None
+        epochs = [int(text) for text in args.epochs.split(",")] if args.epochs else None
     except ValueError:
         parser.error(f"--epochs takes comma-separated whole numbers, not {args.epochs!r}")
     dirs = args.run_dirs
-    print(render(dirs[0]) if len(dirs) == 1 else compare(dirs, epochs))
+    if args.digest:
+        lacking = [f"{d / name}" for d in dirs for name in ("spec.yaml", "summary.json") if not (d / name).is_file()]
+        if lacking:
+            parser.error(f"--digest needs each run's spec.yaml and summary.json; missing: {', '.join(lacking)}")
+        last_epoch = max(r["epoch"] for r in json.loads((dirs[0] / "metrics.json").read_text()))
+        print(digest(dirs, epochs or [last_epoch]))
+        return
+    print(render(dirs[0]) if len(dirs) == 1 else compare(dirs, set(epochs) if epochs else None))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""benchmarks/run_table.py --digest: each run's line names exactly the spec fields its run
+changed against the first run's, beside the accuracies its metrics.json recorded."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli_helpers import ROOT, metrics
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+
+def _digest(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "benchmarks/run_table.py", *args, "--digest"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def _row(table: str, run_dir: Path) -> list[str]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| `{run_dir.name}` |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a 2-epoch run, the same spec trained with two fields edited by --set)."""
+    root = tmp_path_factory.mktemp("digest")
+    spec = root / "tiny.yaml"
+    spec.write_text(tiny_spec_text(write_colour_folder(root / "data")))
+    edits = ["--set", "train.optimizer.lr=0.02", "--set", "data.augment[1].CoarseDropout.p=0.0"]
+    for name, extra in (("base", []), ("edited", edits)):
+        command = [sys.executable, "-m", "blockspec", "train", str(spec), *extra]
+        command += ["--out", str(root / name), "--workers", "0"]
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    return root / "base", root / "edited"
+
+
+def test_digest_names_the_edits_and_the_recorded_accuracies(runs: tuple[Path, Path]) -> None:
+    base, edited = runs
+    result = _digest(str(base), str(edited), "--epochs", "1,2")
+    assert result.returncode == 0, result.stderr
+    assert _row(result.stdout, base)[1] == "—"
+    assert _row(result.stdout, edited)[1] == "`data.augment[1].CoarseDropout.p=0.0`, `train.optimizer.lr=0.02`"
+    for run_dir in runs:
+        accuracy = [record["test_acc"] for record in metrics(run_dir)]
+        row = _row(result.stdout, run_dir)
+        assert row[2:4] == [f"{value:.2f}" for value in accuracy]
+        best = max(range(len(accuracy)), key=lambda i: (accuracy[i], -i))
+        assert row[5] == f"{accuracy[best]:.2f} ({best + 1})"
+
+
+def test_prose_and_null_fields_are_not_edits(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base, _ = runs
+    reworded = tmp_path / "reworded"
+    shutil.copytree(base, reworded)
+    spec = yaml.safe_load((reworded / "spec.yaml").read_text())
+    spec["description"] = "the same network, described again"
+    spec["train"]["field_added_later"] = None
+    (reworded / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = _digest(str(base), str(reworded))
+    assert result.returncode == 0, result.stderr
+    assert _row(result.stdout, reworded)[1] == "—"
+
+
+def test_a_run_without_its_spec_is_refused_by_name(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base, _ = runs
+    bare = tmp_path / "bare"
+    shutil.copytree(base, bare)
+    (bare / "spec.yaml").unlink()
+    result = _digest(str(base), str(bare))
+    assert result.returncode == 2
+    assert f"{bare / 'spec.yaml'}" in result.stderr
+    assert "Traceback" not in result.stderr
