@@ -105,6 +105,29 @@ def test_shift_only_shift_scale_rotate_and_affine_are_one_plan() -> None:
     assert shift_scale_rotate == affine
 
 
+def column_shifts(images: np.ndarray) -> np.ndarray:
+    """The whole-pixel x shift of each smooth_image warp, read from its centre pixel's column."""
+    return 16 - np.round(images[:, 16, 16, 1].astype(float) / 6).astype(int)
+
+
+def test_percent_shifts_are_drawn_like_albumentations() -> None:
+    """The flagship's translate_percent ±0.125 is truncated to whole pixels by albumentations:
+    shifts of -3..3, 0 twice as often as the others; the batched path must draw the same."""
+    entries = [{"Affine": {"translate_percent": [-0.125, 0.125], "p": 1.0}}]
+    image, count = smooth_image(), 4000
+    batched = column_shifts(run(plan_for(entries), np.repeat(image[None], count, 0)))
+    transform = A.Compose([A.Affine(translate_percent=(-0.125, 0.125), p=1.0)])
+    seed_augment(transform, 0)
+    reference = column_shifts(np.stack([transform(image=image)["image"] for _ in range(count)]))
+    values = np.arange(-3, 4)
+    for shifts in (batched, reference):
+        assert set(np.unique(shifts)) == set(values)
+        assert abs((shifts == 0).mean() - 0.25) < 0.03
+    batched_share = np.array([(batched == v).mean() for v in values])
+    reference_share = np.array([(reference == v).mean() for v in values])
+    assert np.abs(batched_share - reference_share).max() < 0.03
+
+
 def test_flip_probability_and_exactness() -> None:
     image = smooth_image()
     flipped = run(plan_for([{"HorizontalFlip": {"p": 1.0}}]), image[None])[0]
