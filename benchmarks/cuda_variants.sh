@@ -26,6 +26,8 @@ variants=(  # name, then its edits (none: the flagship as written)
   "lr02 train.optimizer.lr=0.2"
   "nohole data.augment[2].CoarseDropout.p=0.0"
   "shift1 train.tta_shift=1"
+  "shift4 data.augment[1]={\"Affine\":{\"translate_px\":[-4,4],\"p\":1.0}}"
+  "shift4reflect data.augment[1]={\"Affine\":{\"translate_px\":[-4,4],\"p\":1.0,\"border_mode\":4}}"
   "holeoff5 data.augment_off.last_epochs=5 data.augment_off.transforms=[CoarseDropout]"
   "stage8 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1"
   "stage8-seed1 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1 train.seed=1"
