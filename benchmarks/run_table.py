@@ -57,28 +57,38 @@ def compare(run_dirs: list[Path], epochs: set[int] | None = None) -> str:
     return "\n".join(lines)
 
 
-def flatten(node: object, path: str = "") -> dict[str, object]:
-    """Leaves of a nested spec by field path (`train.optimizer.lr`, `data.augment[2].CoarseDropout.p`)."""
-    if isinstance(node, dict):
-        items = [(f"{path}.{key}" if path else str(key), value) for key, value in node.items()]
-    elif isinstance(node, list) and node:
-        items = [(f"{path}[{index}]", value) for index, value in enumerate(node)]
-    else:
-        return {path: node}
-    return {leaf: value for key, child in items for leaf, value in flatten(child, key).items()}
-
-
-def spec_changes(base: dict[str, object], other: dict[str, object]) -> list[str]:
-    """`path=value` for each field that differs; the description is prose, and a field set to
-    null is the same as one left out (older runs wrote fields added later as null)."""
-    paths = sorted((set(base) | set(other)) - {"description"})
-    return [f"{p}={other.get(p)}" for p in paths if base.get(p) != other.get(p)]
+def spec_changes(base: object, other: object, path: str = "") -> list[str]:
+    """`path=value` for each field that differs, in field order. A field set to null is the
+    same as one left out (older runs wrote fields added later as null); a layer or transform
+    whose kind changed is one `path: old→new` line followed by the fields the new one sets
+    differently (`blocks.C2[0]: strided→conv`, `blocks.C2[0].conv.stride=1`), not every
+    field of both kinds."""
+    if isinstance(base, dict) or isinstance(other, dict):
+        base, other = base or {}, other or {}
+        if isinstance(base, dict) and isinstance(other, dict):
+            if len(base) == len(other) == 1 and base.keys() != other.keys():
+                (old, old_fields), (new, new_fields) = *base.items(), *other.items()
+                return [f"{path}: {old}→{new}", *spec_changes(old_fields, new_fields, f"{path}.{new}")]
+            keys = sorted(set(base) | set(other))
+            return [
+                change
+                for key in keys
+                for change in spec_changes(base.get(key), other.get(key), f"{path}.{key}" if path else str(key))
+            ]
+    if isinstance(base, list) and isinstance(other, list) and len(base) == len(other):
+        return [change for i, (a, b) in enumerate(zip(base, other)) for change in spec_changes(a, b, f"{path}[{i}]")]
+    if base == other:
+        return []
+    shown = yaml.safe_dump(other, default_flow_style=True, width=1_000).strip() if isinstance(other, list | dict) else other
+    return [f"{path}={shown}"]
 
 
 def digest(run_dirs: list[Path], epochs: list[int]) -> str:
     """One row per run: its spec edits against the first run, accuracy at `epochs`, the first
     epoch at the first run's target (summary.json), the best epoch."""
-    specs = [flatten(yaml.safe_load((d / "spec.yaml").read_text())) for d in run_dirs]
+    specs = [yaml.safe_load((d / "spec.yaml").read_text()) for d in run_dirs]
+    for spec in specs:
+        spec.pop("description", None)  # prose, not a setting
     target = json.loads((run_dirs[0] / "summary.json").read_text())["target"]
     lines = [
         f"| run | changes against `{run_dirs[0].name}` | "

@@ -75,3 +75,17 @@ def test_a_run_without_its_spec_is_refused_by_name(runs: tuple[Path, Path], tmp_
     assert result.returncode == 2
     assert f"{bare / 'spec.yaml'}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_layer_of_another_kind_is_named_once_with_its_changed_fields(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """`strided→conv` and the one field that differs, not every field of both kinds."""
+    base, _ = runs
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(base, rebuilt)
+    spec = yaml.safe_load((rebuilt / "spec.yaml").read_text())
+    (strided_fields,) = spec["blocks"]["C1"][1].values()
+    spec["blocks"]["C1"][1] = {"conv": {**strided_fields, "stride": 1}}
+    (rebuilt / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = _digest(str(base), str(rebuilt))
+    assert result.returncode == 0, result.stderr
+    assert _row(result.stdout, rebuilt)[1] == "`blocks.C1[1]: strided→conv`, `blocks.C1[1].conv.stride=1`"
