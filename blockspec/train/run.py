@@ -19,6 +19,7 @@ from blockspec.train import distributed
 from blockspec.train.checkpoint import load_checkpoint
 from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
+from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.interrupt import ctrl_c_between_steps
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
@@ -53,6 +54,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     if checkpoint is None and options.out is not None:
         check_run_dir_free(options.out)
     info = pick_device(distributed.device_for(options.device, ranks), spec.train.amp, spec.train.channels_last)
+    if info.device.type == "cpu":
+        reuse_freed_host_memory()  # large batches stop re-faulting their buffers at every step
     distributed.start(ranks, info.device)
     plan = read_augment(spec.data.augment)
     for note in plan.notes:
