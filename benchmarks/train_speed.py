@@ -48,7 +48,8 @@ from blockspec.build import build_model
 from blockspec.data import build_augment, load_dataset, make_loaders, read_augment
 from blockspec.data.batched import DeviceLoader, plan_batched
 from blockspec.data.loader import subset_rows
-from blockspec.train.device import pick_device
+from blockspec.train.device import DeviceInfo, pick_device
+from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.loop import Batches, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, peak_lr
 from blockspec.train.overrides import apply_overrides
@@ -70,11 +71,14 @@ def _take(loader, count: int) -> Iterator:
     return itertools.islice(reference.cycle_batches(loader), count)
 
 
-def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
+def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]], bool]:
+    """(the median images/s of each path, whether host memory is kept for reuse)."""
     spec = load_spec(args.spec)
     data = load_dataset("imagefolder", args.data_root)
     info = pick_device(args.device)
     device = info.device
+    # as `blockspec train` does on a CPU; it holds for the whole process, the reference included
+    reused = device.type == "cpu" and reuse_freed_host_memory()
     rows: list[tuple[str, int, str, float]] = []
 
     def run(label: str, batch: int, precision: str, body: Callable[[], float]) -> None:
@@ -118,7 +122,7 @@ def measure(args: argparse.Namespace) -> list[tuple[str, int, str, float]]:
     precision = "bf16" if info.autocast_dtype is not None else "fp32"
     for _ in range(args.rounds):  # interleaved, so a noisy moment hits every path alike
         rounds()
-    return _medians(rows)
+    return _medians(rows), reused
 
 
 def _medians(rows: list[tuple[str, int, str, float]]) -> list[tuple[str, int, str, float]]:
@@ -135,14 +139,15 @@ def shown_path(path: str) -> str:
     return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
-def table(rows: list[tuple[str, int, str, float]], args: argparse.Namespace, device: str) -> str:
+def table(rows: list[tuple[str, int, str, float]], reused: bool, args: argparse.Namespace, device: str) -> str:
     baseline = rows[0][3]
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {device} ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads), spec `{shown_path(args.spec)}`, "
         f"CIFAR-10 (JPEG copy), median of {args.rounds} interleaved rounds of {args.steps} steps "
         f"after {args.warmup} warm-up steps, "
-        f"{args.workers} DataLoader workers where a DataLoader is used.",
+        f"{args.workers} DataLoader workers where a DataLoader is used"
+        + ("; freed host memory kept for reuse, for every path (`blockspec/train/host_memory.py`)." if reused else "."),
         "",
         "| path | batch | precision | images/s | × reference |",
         "|---|---:|---|---:|---:|",
@@ -239,6 +244,14 @@ def write_docs(text: str, marker: str, script: str = "benchmarks/train_speed.py"
     target.write_text(f"{head}{start}\nCommand: `{command}`\n\n{text}\n{end}{tail}")
 
 
+def device_kind(info: DeviceInfo) -> str:
+    """`cuda`, `cpu` (a CPU with bf16 instructions, training in bf16) or `cpu-fp32` (one
+    without, training in fp32): CPUs of the two kinds differ too much to share a table."""
+    if info.device.type == "cpu" and info.autocast_dtype is None:
+        return "cpu-fp32"
+    return info.device.type
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "architectures" / "flagship.yaml"))
@@ -259,10 +272,10 @@ def main() -> None:
     if args.to_target:
         text, marker = time_to_target(args), "time_to_target"
     else:
-        text, marker = table(measure(args), args, info.describe()), "train_speed"
+        text, marker = table(*measure(args), args, info.describe()), "train_speed"
     print(text)
-    if args.write:  # one table per kind of device: a CUDA run leaves the CPU table standing
-        write_docs(text, f"{marker}-{info.device.type}")
+    if args.write:  # one table per kind of device: a CUDA run leaves the CPU tables standing
+        write_docs(text, f"{marker}-{device_kind(info)}")
 
 
 if __name__ == "__main__":
