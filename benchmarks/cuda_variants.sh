@@ -31,6 +31,8 @@ variants=(  # name, then its edits (none: the flagship as written)
   "holeoff5 data.augment_off.last_epochs=5 data.augment_off.transforms=[CoarseDropout]"
   "stage8 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1"
   "stage8-seed1 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1 train.seed=1"
+  "silu defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
+  "gelu defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu"
   "c2at32 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4"
   "c2at32-seed1 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 train.seed=1"
 )
