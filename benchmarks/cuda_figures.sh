@@ -16,11 +16,13 @@ shift $(( $# < 2 ? $# : 2 ))
 extra=("$@")
 mkdir -p "$out"
 log=$out/log.txt
-export PYTHONUNBUFFERED=1 XDG_CACHE_HOME=$(mktemp -d)  # no unpacked or decoded copy from before
+# FRESH_CACHE (an empty folder) and DATA_COPY (where the archive is copied) let a caller reuse
+# the unpacked and decoded data set afterwards (benchmarks/cuda_session.sh).
+export PYTHONUNBUFFERED=1 XDG_CACHE_HOME=${FRESH_CACHE:-$(mktemp -d)}  # no unpacked or decoded copy from before
 python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || { echo "torch sees no CUDA device" >&2; exit 1; }
 nvidia-smi -L | tee -a "$log"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 | tee -a "$log"
-data=/tmp/cifar10-jpeg-$$.tar.xz
+data=${DATA_COPY:-/tmp/cifar10-jpeg-$$.tar.xz}
 cp "$archive" "$data"
 now() { python3 -c "import time; print(time.time())"; }
 

@@ -7,6 +7,10 @@
 #   DATA_ROOT: the CIFAR-10 JPEG archive or its unpacked folder;
 #   OUT_DIR: one run directory per variant, the log and the side-by-side table (table.md);
 #   TRAIN_OPTION: added to every run (a smoke test: --epochs 1 --limit-train 512 --limit-test 512).
+# Environment: VARIANTS (names to run, space-separated; default all), JOBS (runs at once on the
+# one GPU, default 1: a small network's steps leave the GPU idle between kernel launches, so a
+# few processes share it well), DEADLINE (Unix time by which every run is stopped; a stopped
+# run keeps the epochs it finished in metrics.json).
 set -u
 data=${1:?usage: benchmarks/cuda_variants.sh DATA_ROOT [OUT_DIR [TRAIN_OPTION...]]}
 out=${2:-cuda-variants}
@@ -34,17 +38,30 @@ variants=(  # name, then its edits (none: the flagship as written)
   "silu defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
   "gelu defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu"
   "c2at32 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4"
+  "c2at32-silu blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
   "c2at32-seed1 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 train.seed=1"
 )
 
-runs=()
+jobs=${JOBS:-1}
+deadline=${DEADLINE:-$(( $(date +%s) + 86400 ))}
+names=()
 for line in "${variants[@]}"; do
   read -r name edits <<< "$line"
+  [ -n "${VARIANTS:-}" ] && [[ " $VARIANTS " != *" $name "* ]] && continue
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  left=$(( deadline - $(date +%s) ))
+  [ "$left" -le 0 ] && { echo "== $name: not started, the deadline has passed" | tee -a "$out/log.txt"; continue; }
   sets=()
   for edit in $edits; do sets+=(--set "$edit"); done
   echo "== $name: ${edits:-the flagship as written}" | tee -a "$out/log.txt"
-  python3 -m blockspec train architectures/flagship.yaml --dataset imagefolder --data-root "$data" \
-    --out "$out/$name" "${sets[@]}" "${extra[@]}" 2>&1 | tee -a "$out/log.txt"
+  timeout "$left" python3 -m blockspec train architectures/flagship.yaml --dataset imagefolder --data-root "$data" \
+    --out "$out/$name" "${sets[@]}" "${extra[@]}" > "$out/$name.log" 2>&1 &
+  names+=("$name")
+done
+wait
+runs=()
+for name in "${names[@]}"; do
+  echo "== $name" >> "$out/log.txt"; cat "$out/$name.log" >> "$out/log.txt"
   [ -f "$out/$name/summary.json" ] && runs+=("$out/$name")
 done
 python3 benchmarks/run_table.py "${runs[@]}" --epochs 1,5,10,13,14,15,20,25,30,35,38,39,40 | tee "$out/table.md"

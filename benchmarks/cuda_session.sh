@@ -1,0 +1,32 @@
+#!/bin/bash
+# One short GPU lease, used in order of importance within a fixed number of seconds:
+#   1. benchmarks/cuda_figures.sh: the flagship's 40 epochs from a cold start (≤ 60 s target), the
+#      throughput table against the reference loop (≥ 5× target), the batch-512 run;
+#   2. benchmarks/cuda_variants.sh on the data set the first run decoded: the 90 % search, JOBS
+#      runs at once on the one GPU, all stopped at the deadline (finished epochs are kept);
+#   3. the records packed into OUT_DIR/results.tgz beside the two logs and the variants' table
+#      (a lease returns at most 8 files, so the run folders stay in a scratch folder).
+# Usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS
+#   VARIANTS and JOBS pass to cuda_variants.sh (default: the candidates below, 7 at once).
+set -u
+archive=${1:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
+out=${2:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
+seconds=${3:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
+deadline=$(( $(date +%s) + seconds ))
+work=$(mktemp -d)
+mkdir -p "$out"
+export FRESH_CACHE=$(mktemp -d) DATA_COPY=/tmp/cifar10-jpeg-session.tar.xz NO_ALBUMENTATIONS_UPDATE=1
+
+pack() {
+  tar czf "$out/results.tgz" --exclude='*.pt' --exclude='*.png' -C "$work" figures variants 2>/dev/null
+  cp "$work/figures/log.txt" "$out/figures-log.txt" 2>/dev/null
+  cp "$work/variants/log.txt" "$out/variants-log.txt" 2>/dev/null
+  cp "$work/variants/table.md" "$out/variants-table.md" 2>/dev/null
+  echo "== packed; $(( deadline - $(date +%s) )) s of the budget left"
+}
+trap pack EXIT
+
+benchmarks/cuda_figures.sh "$archive" "$work/figures"
+echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
+VARIANTS=${VARIANTS:-"c2at32 c2at32-silu silu gelu nohole flagship-seed1 c2at32-seed1"} JOBS=${JOBS:-7} \
+  DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants"
