@@ -10,6 +10,7 @@ import pytest
 
 from blockspec import SpecError
 from blockspec.data import load_dataset
+from blockspec.data.archive import _publish
 from tests.synthetic import write_colour_folder
 
 
@@ -56,3 +57,15 @@ def test_archive_without_layout(tmp_path: Path, cache_home: Path) -> None:
         bundle.add(tmp_path / "stuff", arcname="stuff")
     with pytest.raises(SpecError, match="no train/ and test/"):
         load_dataset("imagefolder", archive)
+
+
+def test_second_unpacking_of_the_same_archive_yields_to_the_first(tmp_path: Path) -> None:
+    """Runs started together each unpack the archive; the later ones must use the first copy."""
+    target, staging = tmp_path / "key", tmp_path / ".unpacking-x"
+    (target / "train").mkdir(parents=True)
+    (staging / "train").mkdir(parents=True)
+    (target / "train" / "first.txt").write_text("first")
+    (staging / "train" / "second.txt").write_text("second")
+    _publish(staging, target)
+    assert [p.name for p in (target / "train").iterdir()] == ["first.txt"]
+    assert not staging.exists()

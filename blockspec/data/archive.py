@@ -34,7 +34,7 @@ def unpacked_root(archive: Path, where: str) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=home))
         try:
             _extract(archive, staging, where)
-            os.replace(staging, target)
+            _publish(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -42,6 +42,17 @@ def unpacked_root(archive: Path, where: str) -> Path:
         if (candidate / "train").is_dir() and (candidate / "test").is_dir():
             return candidate
     raise fail(where, "the archive holds no train/ and test/ folders (at its top or one level down)", str(archive))
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move the unpacked copy into place; when runs started together unpack the same archive,
+    the first to finish wins and the others use its copy."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _extract(archive: Path, destination: Path, where: str) -> None:
