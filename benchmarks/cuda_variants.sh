@@ -37,6 +37,10 @@ variants=(  # name, then its edits (none: the flagship as written)
   "stage8-seed1 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1 train.seed=1"
   "silu defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
   "gelu defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu"
+  "gelu-seed1 defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu train.seed=1"
+  "gelu-shift1 defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu train.tta_shift=1"
+  "gelu-nohole defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu data.augment[2].CoarseDropout.p=0.0"
+  "c2at32-gelu blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu"
   "c2at32 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4"
   "c2at32-silu blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
   "c2at32-seed1 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 train.seed=1"
@@ -44,6 +48,9 @@ variants=(  # name, then its edits (none: the flagship as written)
 
 jobs=${JOBS:-1}
 deadline=${DEADLINE:-$(( $(date +%s) + 86400 ))}
+if [ "$jobs" -gt 1 ]; then  # unpack and decode once, not once per run started together
+  python3 -c "import sys; from blockspec.data import load_dataset; load_dataset('imagefolder', sys.argv[1])" "$data"
+fi
 names=()
 for line in "${variants[@]}"; do
   read -r name edits <<< "$line"
