@@ -7,7 +7,8 @@
 #   3. the records packed into OUT_DIR/results.tgz beside the two logs and the variants' table
 #      (a lease returns at most 8 files, so the run folders stay in a scratch folder).
 # Usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS
-#   VARIANTS and JOBS pass to cuda_variants.sh (default: the candidates below, 7 at once).
+#   VARIANTS and JOBS pass to cuda_variants.sh (default: the candidates below, 3 at once; six runs
+#   at batch 512 sharing an H200 trained slower in all than one alone, docs/benchmarks.md).
 set -u
 archive=${1:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
 out=${2:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
@@ -29,5 +30,5 @@ trap pack EXIT
 
 benchmarks/cuda_figures.sh "$archive" "$work/figures"
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
-VARIANTS=${VARIANTS:-"c2at32 c2at32-silu silu gelu nohole flagship-seed1 c2at32-seed1"} JOBS=${JOBS:-7} \
+VARIANTS=${VARIANTS:-"flagship-seed1 flagship-seed2 nohole"} JOBS=${JOBS:-3} \
   DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants"

@@ -19,7 +19,7 @@ extra=("$@")
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 
-variants=(  # name, then its edits (none: the flagship as written)
+variants=(  # name, then its edits (none: the flagship as written; `relu`: its ReLU predecessor)
   "flagship"
   "flagship-seed1 train.seed=1"
   "flagship-seed2 train.seed=2"
@@ -36,13 +36,8 @@ variants=(  # name, then its edits (none: the flagship as written)
   "stage8 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1"
   "stage8-seed1 blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=1 train.seed=1"
   "silu defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
-  "gelu defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu"
-  "gelu-seed1 defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu train.seed=1"
-  "gelu-shift1 defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu train.tta_shift=1"
-  "gelu-nohole defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu data.augment[2].CoarseDropout.p=0.0"
-  "c2at32-gelu blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 defaults.act=gelu blocks.C1[1].residual.act=gelu blocks.C2[1].residual.act=gelu blocks.C3[1].residual.act=gelu blocks.C4[0].residual.act=gelu"
+  "relu defaults.act=relu blocks.C1[1].residual.act=relu blocks.C2[1].residual.act=relu blocks.C3[1].residual.act=relu blocks.C4[0].residual.act=relu"
   "c2at32 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4"
-  "c2at32-silu blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
   "c2at32-seed1 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4 train.seed=1"
 )
 
