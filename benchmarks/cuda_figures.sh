@@ -4,7 +4,8 @@
 #      JPEG archive, building the model, training, evaluating): target ≤ 60 s on one H100;
 #   2. the throughput table against the reference loop (train_speed.py, written into
 #      docs/benchmarks.md under its own CUDA marker): target ≥ 5× the reference's images/s;
-#   3. the same 40 epochs at batch 512 (learning rate and EMA decay scaled by --batch-size), data cached.
+#   3. what a step costs piece by piece and as a CUDA graph (step_anatomy.py, also into benchmarks.md);
+#   4. the same 40 epochs at batch 512 (learning rate and EMA decay scaled by --batch-size), data cached.
 # Usage: benchmarks/cuda_figures.sh ARCHIVE [OUT_DIR [TRAIN_OPTION...]]
 #   ARCHIVE: cifar10-jpeg.tar.xz (copied to /tmp first, so its unpacked cache is cold);
 #   OUT_DIR: where the log, each run's metrics.json/summary.json and benchmarks.md go;
@@ -42,6 +43,8 @@ timed_run batch128 270
 echo "== throughput against the reference loop" | tee -a "$log"
 timeout 150 python3 benchmarks/train_speed.py --data-root "$data" --device cuda \
   --steps 50 --warmup 10 --rounds 3 --workers 8 --write 2>&1 | tee -a "$log"
+echo "== a training step piece by piece, and as a CUDA graph" | tee -a "$log"
+timeout 120 python3 benchmarks/step_anatomy.py --device cuda --batches 128,512 --write 2>&1 | tee -a "$log"
 cp docs/benchmarks.md "$out/benchmarks.md"
 echo "== flagship, batch 512 (lr scaled; the data set decoded by the first run)" | tee -a "$log"
 timed_run batch512 120 --batch-size 512
