@@ -6,13 +6,15 @@
 #      runs at once on the one GPU, all stopped at the deadline (finished epochs are kept);
 #   3. the records packed into OUT_DIR/results.tgz beside the two logs and the variants' table
 #      (a lease returns at most 8 files, so the run folders stay in a scratch folder).
-# Usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS
+# Usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS [TRAIN_OPTION...]
+#   TRAIN_OPTION: passed to cuda_figures.sh's two timed runs (e.g. --set train.compile=reduce-overhead).
 #   VARIANTS and JOBS pass to cuda_variants.sh (default: the candidates below, 3 at once; six runs
 #   at batch 512 sharing an H200 trained slower in all than one alone, docs/benchmarks.md).
 set -u
 archive=${1:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
 out=${2:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
 seconds=${3:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
+shift 3
 deadline=$(( $(date +%s) + seconds ))
 work=$(mktemp -d)
 mkdir -p "$out"
@@ -28,7 +30,7 @@ pack() {
 }
 trap pack EXIT
 
-benchmarks/cuda_figures.sh "$archive" "$work/figures"
+benchmarks/cuda_figures.sh "$archive" "$work/figures" "$@"
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
 VARIANTS=${VARIANTS:-"flagship-seed1 flagship-seed2 nohole"} JOBS=${JOBS:-3} \
   DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants"

@@ -252,7 +252,11 @@ class TrainSpec(StrictModel):
         le=100.0,
         description="test accuracy % whose first epoch is recorded (`--target`); no early stop",
     )
-    compile: bool = Field(default=False, description="torch.compile the model (CUDA only)")
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        default=False,
+        description="torch.compile the model on CUDA: true (mode default) or a mode; reduce-overhead and "
+        "max-autotune replay CUDA graphs, for small networks whose steps wait on kernel launches",
+    )
     channels_last: bool = Field(
         default=True, description="channels-last memory format on CUDA and CPU"
     )

@@ -25,6 +25,27 @@ from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, ste
 from blockspec.train.tta import TTAViews
 
 
+def compiled(forward: torch.nn.Module, mode: bool | str) -> torch.nn.Module:
+    """`torch.compile` in the spec's mode; modes that replay CUDA graphs get each call marked
+    as a new step, so a step's graph may reuse the memory of the last step's outputs."""
+    mode = "default" if mode is True else mode
+    module = torch.compile(forward, mode=mode)
+    return StepMarked(module) if mode in ("reduce-overhead", "max-autotune") else module
+
+
+class StepMarked(torch.nn.Module):
+    """Calls `cudagraph_mark_step_begin` before each forward: the training loop has finished
+    with the previous step's outputs (loss and logits) by the time it calls the model again."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.inner(x)
+
+
 class Session:
     """Model, optimizer, schedule, loss and EMA for one spec on one device."""
 
@@ -43,7 +64,7 @@ class Session:
         if ranks.active:
             ids = [info.device.index] if info.is_cuda else None
             forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.forward = torch.compile(forward) if spec.train.compile and info.is_cuda else forward
+        self.forward = compiled(forward, spec.train.compile) if spec.train.compile and info.is_cuda else forward
 
     @property
     def eval_model(self) -> torch.nn.Module:
