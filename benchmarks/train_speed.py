@@ -35,7 +35,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +59,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int, warmup: int) -> float:
-    """blockspec's own `train_epoch` over exactly warmup + steps batches; returns images/s."""
+    """blockspec's own `train_epoch` over exactly warmup + steps batches; returns images/s.
+
+    One stream of batches serves both, as in the reference's `throughput`: a second iterator
+    would start the DataLoader's workers again inside the measured steps."""
     optimizer = make_optimizer(spec, model)
     loss_fn = make_loss(spec)
-    train_epoch(model, _take(loader, warmup), batches, optimizer, loss_fn, lambda: None, "warm-up", warmup)
-    stats = train_epoch(model, _take(loader, steps), batches, optimizer, loss_fn, lambda: None, "measure", steps)
+    stream = reference.cycle_batches(loader)
+    take = itertools.islice
+    train_epoch(model, take(stream, warmup), batches, optimizer, loss_fn, lambda: None, "warm-up", warmup)
+    stats = train_epoch(model, take(stream, steps), batches, optimizer, loss_fn, lambda: None, "measure", steps)
     return stats.images_per_second
-
-
-def _take(loader, count: int) -> Iterator:
-    return itertools.islice(reference.cycle_batches(loader), count)
 
 
 def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]], bool]:
