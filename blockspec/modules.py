@@ -51,6 +51,41 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+    """`AdaptiveAvgPool2d(1)` that, training on a CPU, hands a channels-last input's gradient
+    back channels-last.
+
+    The CPU pooling backward returns it NCHW, and through the residual shortcuts that layout
+    reaches every activation and batch norm of the last stages, whose backward then runs on
+    mixed layouts: with GELU, 3–4× slower for those two operators and about a quarter of the
+    flagship's training step (docs/benchmarks.md).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.requires_grad and x.device.type == "cpu" and _is_channels_last(x):
+            x = _ChannelsLastGradient.apply(x)
+        return super().forward(x)
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class _ChannelsLastGradient(torch.autograd.Function):
+    """The identity, whose backward returns its gradient in channels-last memory."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
 class BlockNet(nn.Sequential):
     """The built network: one child per spec block (`model.C1`, …, `model.output`)."""
 

@@ -66,6 +66,6 @@ class GapSpec(LayerSpec):
         return Geometry((channels, 1, 1), 0, 0, window.field(), window, global_pool=True)
 
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
-        from torch import nn
+        from blockspec.modules import GlobalAvgPool2d
 
-        return nn.AdaptiveAvgPool2d(1)
+        return GlobalAvgPool2d()
