@@ -36,6 +36,7 @@ timed_run() {  # name, time limit in seconds, extra train options
   echo "== $name: ${PIPESTATUS[0]} exit status, $(python3 -c "print(round($(now) - $start, 1))") s wall" | tee -a "$log"
   cp "/tmp/runs-$$/$name/metrics.json" "$out/$name-metrics.json"
   cp "/tmp/runs-$$/$name/summary.json" "$out/$name-summary.json"
+  cp "/tmp/runs-$$/$name/spec.yaml" "$out/$name-spec.yaml"
 }
 
 echo "== flagship, batch 128, cold start" | tee -a "$log"
