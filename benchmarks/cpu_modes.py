@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from train_speed import shown_path, write_docs  # this script's folder is on sys.path
+from train_speed import device_kind, shown_path, write_docs  # this script's folder is on sys.path
 
 from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.modules import DepthwiseConv2d
-from blockspec.train.device import cpu_has_native_bf16
+from blockspec.train.device import cpu_has_native_bf16, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 # (channels-last, bf16 autocast, torch.compile, depthwise convolutions in bf16 too)
@@ -107,7 +107,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_docs(text, "cpu_modes" if native_bf16 else "cpu_modes-fp32", "benchmarks/cpu_modes.py")
+        # the suffix train_speed.py and step_profile.py give this kind of CPU: "" or "-fp32"
+        marker = "cpu_modes" + device_kind(pick_device("cpu")).removeprefix("cpu")
+        write_docs(text, marker, "benchmarks/cpu_modes.py")
 
 
 if __name__ == "__main__":
