@@ -23,7 +23,7 @@ from train_speed import device_kind, shown_path, write_docs  # this script's fol
 from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.modules import DepthwiseConv2d
-from blockspec.train.device import cpu_has_native_bf16, pick_device
+from blockspec.train.device import pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 # (channels-last, bf16 autocast, torch.compile, depthwise convolutions in bf16 too)
@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     spec = load_spec(args.spec)
-    native_bf16 = cpu_has_native_bf16()
+    cpu = pick_device("cpu")  # as `blockspec train` would pick its numeric mode on this CPU
+    native_bf16 = cpu.autocast_dtype is not None
     # Without bf16 instructions the CPU emulates bf16 (many times slower): blockspec trains in
     # fp32 there, so only the fp32 modes are timed.
     modes = [mode for mode in MODES if native_bf16 or not mode[1]]
@@ -108,8 +109,7 @@ def main() -> None:
     print(text)
     if args.write:
         # the suffix train_speed.py and step_profile.py give this kind of CPU: "" or "-fp32"
-        marker = "cpu_modes" + device_kind(pick_device("cpu")).removeprefix("cpu")
-        write_docs(text, marker, "benchmarks/cpu_modes.py")
+        write_docs(text, "cpu_modes" + device_kind(cpu).removeprefix("cpu"), "benchmarks/cpu_modes.py")
 
 
 if __name__ == "__main__":
