@@ -3,8 +3,10 @@
 The model alone (random inputs, no data loading) under fp32 or bf16 autocast, NCHW or
 channels-last memory, and optionally torch.compile, measured in interleaved rounds in one
 process. It explains the choice `pick_device` makes on a CPU (channels-last always; bf16
-only where the CPU has bf16 instructions) and why depthwise convolutions stay fp32 inside
-bf16 autocast (a row with them in bf16 too); `--compile` adds a torch.compile row.
+only where the CPU has bf16 instructions) and what blockspec's own layers add over the stock
+torch ones (`reference_loop.stock_layers`: depthwise convolutions in fp32 inside bf16
+autocast, dilated ones split into undilated phases, global pooling's channels-last
+gradient); `--compile` adds a torch.compile row.
 
     python benchmarks/cpu_modes.py --write
 """
@@ -18,18 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from train_speed import device_kind, shown_path, write_docs  # this script's folder is on sys.path
+from reference_loop import stock_layers  # this script's folder is on sys.path
+from train_speed import device_kind, shown_path, write_docs
 
 from blockspec import load_spec
 from blockspec.build import build_model
-from blockspec.modules import DepthwiseConv2d
 from blockspec.train.device import pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
-# (channels-last, bf16 autocast, torch.compile, depthwise convolutions in bf16 too)
+# (channels-last, bf16 autocast, torch.compile, stock torch layers instead of blockspec's)
 MODES = [
+    (False, False, False, True),
     (False, False, False, False),
     (False, True, False, False),
+    (True, False, False, True),
     (True, False, False, False),
     (True, True, False, True),
     (True, True, False, False),
@@ -37,15 +41,11 @@ MODES = [
 
 
 def steps_per_second(
-    spec, batch: int, channels_last: bool, bf16: bool, compiled: bool, depthwise_bf16: bool, steps: int, warmup: int
+    spec, batch: int, channels_last: bool, bf16: bool, compiled: bool, stock: bool, steps: int, warmup: int
 ) -> float:
     """Images/s of SGD steps of the spec's network on one fixed random batch."""
     torch.manual_seed(0)
-    model = build_model(spec)
-    if depthwise_bf16:  # undo blockspec's fp32 depthwise: plain convolutions follow autocast
-        for module in model.modules():
-            if isinstance(module, DepthwiseConv2d):
-                module.__class__ = nn.Conv2d
+    model = stock_layers(build_model(spec)) if stock else build_model(spec)
     x = torch.randn(batch, spec.input.channels, *spec.input.hw)
     y = torch.randint(0, spec.classes, (batch,))
     if channels_last:
@@ -95,15 +95,14 @@ def main() -> None:
         f"{'yes' if native_bf16 else 'no (fp32 modes only)'}; median of {args.rounds} interleaved rounds of "
         f"{args.steps} steps after {args.warmup} warm-up steps (compilation time not counted).",
         "",
-        "| memory format | precision | depthwise convs | torch.compile | images/s | × fp32 NCHW |",
+        "| memory format | precision | layers | torch.compile | images/s | × first row |",
         "|---|---|---|---|---:|---:|",
     ]
-    for (channels_last, bf16, compiled, depthwise_bf16), values in speeds.items():
+    for (channels_last, bf16, compiled, stock), values in speeds.items():
         speed = float(np.median(values))
-        depthwise = "bf16" if depthwise_bf16 else "fp32"
         lines.append(
             f"| {'channels-last' if channels_last else 'NCHW'} | {'bf16 autocast' if bf16 else 'fp32'} | "
-            f"{depthwise} | {'yes' if compiled else 'no'} | {speed:,.0f} | {speed / baseline:.2f} |"
+            f"{'torch' if stock else 'blockspec'} | {'yes' if compiled else 'no'} | {speed:,.0f} | {speed / baseline:.2f} |"
         )
     text = "\n".join(lines)
     print(text)

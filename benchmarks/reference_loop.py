@@ -3,7 +3,8 @@
 How the published CIFAR-10 solutions train: an albumentations pipeline per image inside a
 DataLoader (HorizontalFlip, ShiftScaleRotate, CoarseDropout, then Normalize and a tensor
 conversion per image), fp32, NCHW, batch 128, a plain loop. Only the network comes from
-blockspec (the same spec, so both sides train the same model).
+blockspec (the same spec, so both sides train the same model), written with stock torch
+layers as a published notebook would (`stock_layers`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,24 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 BATCH = 128
+
+
+def stock_layers(model: nn.Module) -> nn.Module:
+    """The model with blockspec's own layer classes turned back into the stock torch classes
+    they extend (same parameters, same function), in place.
+
+    `DepthwiseConv2d` and `GlobalAvgPool2d` only change how a CPU computes (fp32 inside
+    autocast, dilated convolutions split into phases, a channels-last gradient): speed that a
+    published network, written with `nn.Conv2d` and `nn.AdaptiveAvgPool2d`, does not have.
+    """
+    from blockspec.modules import DepthwiseConv2d, GlobalAvgPool2d
+
+    for module in model.modules():
+        if isinstance(module, DepthwiseConv2d):
+            module.__class__ = nn.Conv2d
+        elif isinstance(module, GlobalAvgPool2d):
+            module.__class__ = nn.AdaptiveAvgPool2d
+    return model
 
 
 class ReferenceSet(Dataset):

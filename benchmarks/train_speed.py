@@ -7,7 +7,10 @@ batch 128, a plain loop, written independently of blockspec's training code.
 
 Throughput (default): images/s over `--steps` optimisation steps after `--warmup` steps, in
 interleaved rounds, for
-* the reference loop;
+* the reference loop, its network written with stock torch layers
+  (`reference_loop.stock_layers`), the baseline;
+* the same loop with the network as blockspec builds it (its own CPU layers), which shows
+  how much of blockspec's lead those layers make;
 * blockspec's loop with per-image albumentations (`--loader albumentations`, fp32), which
   isolates the loop itself;
 * blockspec's loop with the data set held on the device as uint8 and augmented a batch at a
@@ -88,11 +91,14 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
         rows.append((label, batch, precision, speed))
         print(f"{label:<48} batch {batch:>4}  {precision:<5} {speed:10.0f} img/s", flush=True)
 
-    def reference_path() -> float:
-        model = build_model(spec).to(device)
-        loader = reference.reference_loader(data.train_images, data.train_labels, data.mean, data.std, True,
-                                              args.workers, info.is_cuda)
-        return reference.throughput(model, loader, device, args.steps, args.warmup)
+    def reference_path(layers: Callable[[nn.Module], nn.Module]) -> Callable[[], float]:
+        def body() -> float:
+            model = layers(build_model(spec)).to(device)
+            loader = reference.reference_loader(data.train_images, data.train_labels, data.mean, data.std, True,
+                                                  args.workers, info.is_cuda)
+            return reference.throughput(model, loader, device, args.steps, args.warmup)
+
+        return body
 
     def blockspec_albumentations() -> float:
         model = build_model(spec).to(device)
@@ -114,7 +120,8 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
         return body
 
     def rounds() -> None:
-        run("reference loop (per-image albumentations)", reference.BATCH, "fp32", reference_path)
+        run("reference loop (per-image albumentations)", reference.BATCH, "fp32", reference_path(reference.stock_layers))
+        run("reference loop, blockspec's layers", reference.BATCH, "fp32", reference_path(lambda model: model))
         run("blockspec, per-image albumentations", 128, "fp32", blockspec_albumentations)
         run("blockspec, batched tensor augmentation", 128, precision, blockspec_batched(128))
         if args.large_batch:
@@ -171,7 +178,7 @@ def time_to_target(args: argparse.Namespace) -> str:
     train_rows = subset_rows(len(data.train_labels), args.limit_train, "--limit-train")
     test_rows = subset_rows(len(data.test_labels), args.limit_test, "--limit-test")
     torch.manual_seed(spec.train.seed)
-    model = build_model(spec).to(info.device)
+    model = reference.stock_layers(build_model(spec)).to(info.device)
     loaders = [
         reference.reference_loader(images[rows], labels[rows], data.mean, data.std, is_train, args.workers, info.is_cuda)
         for images, labels, rows, is_train in (

@@ -103,3 +103,33 @@ def test_global_pooling_hands_back_a_channels_last_gradient_when_training() -> N
     assert torch.equal(pooled, stock_pooled)
     torch.testing.assert_close(seen[0], stock_seen[0], rtol=0, atol=0)
     assert stock_seen[0].is_contiguous()  # torch's own layout, which the module exists to change
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize(("size", "dilation", "kernel"), [((16, 16), 2, 3), ((12, 8), 2, 5), ((9, 9), 3, 3), ((9, 9), 2, 3)])
+def test_dilated_depthwise_convolution_through_phases_equals_the_plain_one(
+    channels_last: bool, size: tuple[int, int], dilation: int, kernel: int
+) -> None:
+    """The CPU's phase split (undilated convolutions on the interleaved sub-grids) gives the
+    plain dilated convolution's output and gradients, in the input's memory format."""
+    from blockspec.modules import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(8, 8, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=8, bias=True)
+    x = torch.randn(3, 8, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    splits = size[0] % dilation == 0 and size[1] % dilation == 0
+    assert conv._splits_into_phases(x) == splits  # (9, 9) with dilation 2 keeps the plain path
+    ours, plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = conv(ours)
+    expected = torch.nn.functional.conv2d(plain, conv.weight, conv.bias, padding=conv.padding,
+                                          dilation=conv.dilation, groups=8)
+    torch.testing.assert_close(out, expected)
+    assert out.stride() == expected.stride()
+    grad = torch.randn_like(expected)
+    got = torch.autograd.grad(out, (ours, conv.weight, conv.bias), grad)
+    wanted = torch.autograd.grad(expected, (plain, conv.weight, conv.bias), grad)
+    assert got[0].stride() == wanted[0].stride()
+    for ours_grad, plain_grad in zip(got, wanted, strict=True):
+        torch.testing.assert_close(ours_grad, plain_grad, rtol=1e-4, atol=1e-4)
