@@ -233,3 +233,31 @@ def test_time_to_target_sums_the_epochs_up_to_the_first_hit() -> None:
     summary = summarize_history(history, 85.0)
     assert (summary["target_epoch"], summary["target_seconds"], summary["total_seconds"]) == (2, 3.5, 7.5)
     assert summarize_history(history, 90.0)["target_seconds"] is None
+
+
+def test_learning_curves_are_redrawn_at_most_once_an_interval_and_always_at_the_end(tmp_path: Path) -> None:
+    from blockspec.train.plots import CurvesPicture
+
+    def record(epoch: int) -> dict[str, float]:
+        return {"epoch": epoch, "train_loss": 2.0 / epoch, "test_loss": 2.1 / epoch,
+                "train_acc": 30.0 + 10 * epoch, "test_acc": 28.0 + 10 * epoch}
+
+    target = tmp_path / "curves.png"
+    curves = CurvesPicture(target, interval=3600.0)
+    history = [record(1)]
+    curves.update(history)  # the first epoch is always drawn
+    first = target.read_bytes()
+    history.append(record(2))
+    curves.update(history)  # within the interval: not redrawn
+    assert target.read_bytes() == first
+    curves.finish(history)
+    second = target.read_bytes()
+    assert second != first
+    target.unlink()
+    curves.finish(history)  # already shows both epochs
+    assert not target.exists()
+    every_epoch = CurvesPicture(target, interval=0.0)
+    every_epoch.update(history)
+    history.append(record(3))
+    every_epoch.update(history)
+    assert target.read_bytes() != second

@@ -25,7 +25,7 @@ from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr
 from blockspec.train.options import RunOptions
-from blockspec.train.plots import plot_confusion, plot_curves, plot_misclassified
+from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
 from blockspec.train.rundir import (
     check_room_for_run,
@@ -90,6 +90,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         f"augmentation{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
+    curves = CurvesPicture(run_dir / "curves.png")
     last_eval = None
     start = len(history) + 1
     if ranks.main and not (run_dir / "last.pt").exists():
@@ -115,12 +116,15 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                 with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
                     write_metrics(run_dir, history)
                     write_summary(run_dir, run_summary(spec, history, info))
-                    plot_curves(history, run_dir / "curves.png")
+                    curves.update(history)
                 log(epoch_line(record, spec.train.epochs))
                 if reached:
                     log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
                     break
     except KeyboardInterrupt:
+        if ranks.main:
+            with disk_errors_reported(run_dir, "draw the learning curves", len(history)):
+                curves.finish(history)
         raise TrainingInterrupted(
             f"interrupted; {run_dir / 'last.pt'} holds epoch {len(history)}. "
             f"Resume with: blockspec train --resume {run_dir}"
@@ -130,6 +134,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     if not ranks.main:
         distributed.stop(ranks)
         return run_summary(spec, history, info)
+    curves.finish(history)
     test_images = test_loader.dataset.images
     plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
     plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
