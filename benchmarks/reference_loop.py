@@ -77,7 +77,7 @@ def throughput(model: nn.Module, loader: DataLoader, device: torch.device, steps
     batches = cycle_batches(loader)
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
+            sync(device)
             start, seen = time.perf_counter(), 0
         images, labels = next(batches)
         images, labels = images.to(device), labels.to(device)
@@ -86,7 +86,7 @@ def throughput(model: nn.Module, loader: DataLoader, device: torch.device, steps
         loss.backward()
         optimizer.step()
         seen += len(labels)
-    _sync(device)
+    sync(device)
     return seen / (time.perf_counter() - start)
 
 
@@ -131,7 +131,7 @@ def _accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> flo
         predicted = model(images.to(device)).argmax(1).cpu()
         correct += int((predicted == labels).sum())
         total += len(labels)
-    _sync(device)
+    sync(device)
     return 100.0 * correct / total
 
 
@@ -141,6 +141,7 @@ def cycle_batches(loader) -> Iterator:
         yield from loader
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it counts that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

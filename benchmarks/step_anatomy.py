@@ -37,12 +37,13 @@ import torch
 from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
-from train_speed import device_kind, shown_path, write_docs  # this script's folder is on sys.path
+from reference_loop import sync  # this script's folder is on sys.path
+from train_speed import device_kind, shown_path, write_docs
 
 from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.data import read_augment
-from blockspec.data.batched import augment_batch, plan_batched
+from blockspec.data.batched import augment_batch, mean_fill, plan_batched
 from blockspec.data.cifar import CIFAR10
 from blockspec.data.loader import normalize_batch
 from blockspec.train.device import DeviceInfo, pick_device
@@ -52,7 +53,7 @@ from blockspec.train.optim import make_optimizer
 ROOT = Path(__file__).resolve().parents[1]
 PIECES = ("reference", "+ smoothing", "+ channels-last", "+ bf16", "+ ema", "+ sums", "+ augment")
 CIFAR_MEAN, CIFAR_STD = CIFAR10.mean, CIFAR10.std
-MEAN_FILL = tuple(round(255 * value) for value in CIFAR_MEAN)  # the hole's fill, as DeviceLoader's
+MEAN_FILL = mean_fill(CIFAR_MEAN)
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,11 @@ def time_step(step: Callable[[], None], info: DeviceInfo, steps: int, warmup: in
         step()
     timings = []
     for _ in range(rounds):
-        sync(info)
+        sync(info.device)
         start = time.perf_counter()
         for _ in range(steps):
             step()
-        sync(info)
+        sync(info.device)
         timings.append((time.perf_counter() - start) * 1e3 / steps)
     return statistics.median(timings)
 
@@ -143,14 +144,9 @@ def kernel_profile(step: Callable[[], None], info: DeviceInfo, steps: int) -> tu
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step()
-        sync(info)
+        sync(info.device)
     kernels = [event for event in prof.events() if event.device_type == DeviceType.CUDA]
     return len(kernels) / steps, sum(event.device_time for event in kernels) / 1e3 / steps
-
-
-def sync(info: DeviceInfo) -> None:
-    if info.is_cuda:
-        torch.cuda.synchronize(info.device)
 
 
 def measure(spec, info: DeviceInfo, batch: int, args: argparse.Namespace) -> list[Row]:

@@ -248,6 +248,11 @@ class HeldImages:
         return len(self.images)
 
 
+def mean_fill(mean: tuple[float, ...]) -> tuple[int, ...]:
+    """The uint8 colour a `fill: mean` hole or border gets: the data set's mean, rounded."""
+    return tuple(round(255 * value) for value in mean)
+
+
 class DeviceLoader:
     """Batches straight from device-resident uint8 tensors, augmented as whole batches.
 
@@ -272,7 +277,7 @@ class DeviceLoader:
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
         self.batch_size, self.plan = batch_size, plan
-        self.mean_fill = tuple(round(255 * value) for value in mean)
+        self.mean_fill = mean_fill(mean)
         self.generator = torch.Generator().manual_seed(seed)
         self.sampler = epoch_sampler(self.dataset, seed, shard) if shuffle else None
         # BatchNorm cannot train on one image
