@@ -6,6 +6,7 @@ import json
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -261,3 +262,20 @@ def test_learning_curves_are_redrawn_at_most_once_an_interval_and_always_at_the_
     history.append(record(3))
     every_epoch.update(history)
     assert target.read_bytes() != second
+
+
+def test_misclassified_picture_shows_each_wrong_image(tmp_path: Path) -> None:
+    """Solid-colour test images: the picture holds the colour of every wrong prediction
+    among the first 25 and none of the right ones."""
+    import matplotlib.image
+
+    from blockspec.train.plots import plot_misclassified
+
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]], dtype=np.uint8)
+    images = np.broadcast_to(colours[:, None, None, :], (4, 16, 16, 3)).copy()
+    labels, predictions = np.array([0, 1, 2, 3]), np.array([1, 1, 0, 3])  # images 0 and 2 are wrong
+    target = tmp_path / "misclassified.png"
+    plot_misclassified(images, labels, predictions, ("a", "b", "c", "d"), target)
+    pixels = (matplotlib.image.imread(target)[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    shown = {tuple(c) for c in colours if (np.abs(pixels - c).max(axis=1) <= 2).sum() > 100}
+    assert shown == {(200, 30, 30), (30, 30, 200)}

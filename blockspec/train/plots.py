@@ -62,20 +62,29 @@ def plot_misclassified(
     target: Path,
     count: int = 25,
 ) -> None:
-    """A grid of the first `count` wrong test predictions, titled "true → predicted"."""
+    """A grid of the first `count` wrong test predictions, titled "true → predicted".
+
+    Drawn as one picture on one set of axes: 25 small axes took 2.4 s to lay out and save,
+    this 0.5 s (on the 2-core CPU; the end of a run waits for it).
+    """
     wrong = np.flatnonzero(predictions != labels)[:count]
     columns = 5
     rows = max(1, -(-len(wrong) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, index in zip(axes.flat, wrong):
-        image = images[index]
-        axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-        axis.set_title(f"{classes[labels[index]]} → {classes[predictions[index]]}", fontsize=8)
+    height, width, channels = images.shape[1:]
+    gap = max(2, height // 8)  # between tiles, and twice that above each for its title
+    tile_height, tile_width = height + 2 * gap, width + gap
+    canvas = np.full((rows * tile_height, columns * tile_width + gap, channels), 255, dtype=np.uint8)
+    figure = plt.figure(figsize=(2.2 * columns, 2.2 * columns * canvas.shape[0] / canvas.shape[1]))
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.axis("off")
+    for slot, index in enumerate(wrong):
+        top, left = (slot // columns) * tile_height + 2 * gap, (slot % columns) * tile_width + gap
+        canvas[top:top + height, left:left + width] = images[index]
+        axis.text(left + width / 2, top - 1, f"{classes[labels[index]]} → {classes[predictions[index]]}",
+                  ha="center", va="bottom", fontsize=8)
+    axis.imshow(canvas.squeeze(-1) if channels == 1 else canvas, cmap="gray", interpolation="nearest")
     if not len(wrong):
-        axes.flat[0].set_title("no misclassified images")
-    figure.tight_layout()
+        axis.text(0.5, 0.5, "no misclassified images", transform=axis.transAxes, ha="center", va="center")
     figure.savefig(target, dpi=100)
     plt.close(figure)
 
