@@ -1,13 +1,13 @@
 #!/bin/bash
 # Every CUDA figure issue 4 asks for, in one go, on a machine with one NVIDIA GPU:
-#   1. the flagship's 40 epochs from a cold start, timed end to end (unpacking and decoding the
+#   1. the flagship's 40 epochs from a cold start, timed end to end (reading and decoding the
 #      JPEG archive, building the model, training, evaluating): target ≤ 60 s on one H100;
 #   2. the throughput table against the reference loop (train_speed.py, written into
 #      docs/benchmarks.md under its own CUDA marker): target ≥ 5× the reference's images/s;
 #   3. what a step costs piece by piece and as a CUDA graph (step_anatomy.py, also into benchmarks.md);
 #   4. the same 40 epochs at batch 512 (learning rate and EMA decay scaled by --batch-size), data cached.
 # Usage: benchmarks/cuda_figures.sh ARCHIVE [OUT_DIR [TRAIN_OPTION...]]
-#   ARCHIVE: cifar10-jpeg.tar.xz (copied to /tmp first, so its unpacked cache is cold);
+#   ARCHIVE: cifar10-jpeg.tar.xz (copied to /tmp first, so its decoded cache is cold);
 #   OUT_DIR: where the log, each run's metrics.json/summary.json and benchmarks.md go;
 #   TRAIN_OPTION: added to both training runs (a smoke test: --epochs 1 --limit-train 512).
 set -u
@@ -18,8 +18,8 @@ extra=("$@")
 mkdir -p "$out"
 log=$out/log.txt
 # FRESH_CACHE (an empty folder) and DATA_COPY (where the archive is copied) let a caller reuse
-# the unpacked and decoded data set afterwards (benchmarks/cuda_session.sh).
-export PYTHONUNBUFFERED=1 XDG_CACHE_HOME=${FRESH_CACHE:-$(mktemp -d)}  # no unpacked or decoded copy from before
+# the decoded data set afterwards (benchmarks/cuda_session.sh).
+export PYTHONUNBUFFERED=1 XDG_CACHE_HOME=${FRESH_CACHE:-$(mktemp -d)}  # no decoded copy from before
 python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || { echo "torch sees no CUDA device" >&2; exit 1; }
 nvidia-smi -L | tee -a "$log"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 | tee -a "$log"

@@ -19,7 +19,7 @@ deadline=$(( $(date +%s) + seconds ))
 work=$(mktemp -d)
 mkdir -p "$out"
 export FRESH_CACHE=$(mktemp -d) DATA_COPY=/tmp/cifar10-jpeg-session.tar.xz NO_ALBUMENTATIONS_UPDATE=1
-export XDG_CACHE_HOME=$FRESH_CACHE  # the variants read the copy the first run unpacked and decoded
+export XDG_CACHE_HOME=$FRESH_CACHE  # the variants read the copy the first run decoded
 
 pack() {
   tar czf "$out/results.tgz" --exclude='*.pt' --exclude='*.png' -C "$work" figures variants 2>/dev/null

@@ -43,7 +43,7 @@ variants=(  # name, then its edits (none: the flagship as written; `relu`: its R
 
 jobs=${JOBS:-1}
 deadline=${DEADLINE:-$(( $(date +%s) + 86400 ))}
-if [ "$jobs" -gt 1 ]; then  # unpack and decode once, not once per run started together
+if [ "$jobs" -gt 1 ]; then  # decode once, not once per run started together
   python3 -c "import sys; from blockspec.data import load_dataset; load_dataset('imagefolder', sys.argv[1])" "$data"
 fi
 names=()

@@ -1,4 +1,4 @@
-"""Image folders shipped as archives are unpacked once and read like folders."""
+"""Image folders shipped as archives are read in place, like folders, and cached once decoded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from blockspec import SpecError
 from blockspec.data import load_dataset
-from blockspec.data.archive import _publish
 from tests.synthetic import write_colour_folder
 
 
@@ -33,20 +32,26 @@ def test_archive_loads_like_the_folder(tmp_path: Path, cache_home: Path, suffix:
             bundle.add(folder, arcname="colours")
     from_archive = load_dataset("imagefolder", archive)
     from_folder = load_dataset("imagefolder", folder)
-    assert (from_archive.train_images == from_folder.train_images).all()
-    assert from_archive.classes == from_folder.classes
-    unpacked = list((cache_home / "blockspec" / "archives").iterdir())
-    load_dataset("imagefolder", archive)
-    assert list((cache_home / "blockspec" / "archives").iterdir()) == unpacked  # unpacked once
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert (getattr(from_archive, field) == getattr(from_folder, field)).all(), field
+    assert (from_archive.classes, from_archive.mean, from_archive.std) == (from_folder.classes, from_folder.mean, from_folder.std)
+    cached = sorted(cache_home.rglob("archive-*.npz"))
+    assert len(cached) == 1  # decoded once, into the user's cache (never beside the archive)
+    stamp = cached[0].stat().st_mtime_ns
+    assert (load_dataset("imagefolder", archive).test_images == from_folder.test_images).all()
+    assert cached[0].stat().st_mtime_ns == stamp  # the second load read the cache
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["cache", "colours", archive.name])
 
 
-def test_zip_member_outside_folder_is_refused(tmp_path: Path, cache_home: Path) -> None:
+def test_archive_members_are_never_written_to_disk(tmp_path: Path, cache_home: Path) -> None:
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("../escaped.txt", "x")
-    with pytest.raises(SpecError, match="outside the folder"):
+        bundle.writestr("../train/a/escaped.png", "x")
+    with pytest.raises(SpecError, match="no train/ and test/"):
         load_dataset("imagefolder", archive)
-    assert not (cache_home / "blockspec" / "escaped.txt").exists()
+    assert not (tmp_path.parent / "escaped.txt").exists()
+    assert not (tmp_path.parent / "train").exists()
 
 
 def test_archive_without_layout(tmp_path: Path, cache_home: Path) -> None:
@@ -59,13 +64,25 @@ def test_archive_without_layout(tmp_path: Path, cache_home: Path) -> None:
         load_dataset("imagefolder", archive)
 
 
-def test_second_unpacking_of_the_same_archive_yields_to_the_first(tmp_path: Path) -> None:
-    """Runs started together each unpack the archive; the later ones must use the first copy."""
-    target, staging = tmp_path / "key", tmp_path / ".unpacking-x"
-    (target / "train").mkdir(parents=True)
-    (staging / "train").mkdir(parents=True)
-    (target / "train" / "first.txt").write_text("first")
-    (staging / "train" / "second.txt").write_text("second")
-    _publish(staging, target)
-    assert [p.name for p in (target / "train").iterdir()] == ["first.txt"]
-    assert not staging.exists()
+def test_archive_one_folder_down_with_an_unreadable_image_names_the_member(tmp_path: Path, cache_home: Path) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=1, test_per_class=1)
+    broken = next((folder / "test").rglob("*.png"))
+    broken.write_bytes(b"not a png")
+    archive = tmp_path / "colours.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    relative = broken.relative_to(tmp_path).as_posix()
+    with pytest.raises(SpecError, match=f"cannot decode {archive}:{relative}"):
+        load_dataset("imagefolder", archive)
+
+
+def test_archive_with_other_test_classes_is_refused(tmp_path: Path, cache_home: Path) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=1, test_per_class=1)
+    extra = folder / "test" / "zebra"
+    extra.mkdir()
+    (extra / "z.png").write_bytes(next((folder / "test").rglob("*.png")).read_bytes())
+    archive = tmp_path / "colours.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        bundle.add(folder, arcname=".")
+    with pytest.raises(SpecError, match=r"not in train: \['zebra'\]"):
+        load_dataset("imagefolder", archive)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from blockspec.data.archive import is_archive, unpacked_root
+from blockspec.data.archive import is_archive, load_image_archive
 from blockspec.data.cifar import CIFAR10, CIFAR100, load_cifar
 from blockspec.data.imagedata import ImageData
 from blockspec.data.imagefolder import LAYOUT, load_imagefolder
@@ -22,7 +22,7 @@ def load_dataset(
 
     The named public sets are downloaded into `root` when missing (if `download`);
     `imagefolder` reads `root/{train,test}/<class>/*` (or such a tree inside a .tar/.zip
-    archive, unpacked once into the cache) and is never downloaded.
+    archive, read in place) and is never downloaded.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(str(name), DATASETS, n=1)
@@ -35,7 +35,7 @@ def load_dataset(
     if mismatch:
         raise fail(f"{path}.root", mismatch, str(folder))
     if name == "imagefolder" and is_archive(folder):
-        folder = unpacked_root(folder, f"{path}.root")
+        return load_image_archive(folder, path)
     if folder.exists() and not folder.is_dir():
         raise fail(f"{path}.root", "is a file; expected a folder", str(folder))
     if name == "imagefolder":

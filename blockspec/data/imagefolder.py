@@ -7,6 +7,7 @@ together with their statistics, keyed by the file listing, so later runs start i
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -30,10 +31,13 @@ _CHUNK = 512
 
 
 @dataclass(frozen=True)
-class _Split:
-    files: list[str]
+class ImageList:
+    """One split's images in label order: the name each is reported by, and what is decoded
+    (a file's path, or its bytes when read from an archive)."""
+
+    names: list[str]
+    sources: list[str] | list[bytes]
     labels: np.ndarray
-    signature: list[str]  # "relative path, size, mtime" per file: the cache key's input
 
 
 def load_imagefolder(root: Path, path: str) -> ImageData:
@@ -43,7 +47,23 @@ def load_imagefolder(root: Path, path: str) -> ImageData:
         if not (root / split).is_dir():
             raise fail(where, f"no {split}/ folder in {root}; {LAYOUT}", str(root))
     classes = _class_names(root / "train", where)
-    test_classes = _class_names(root / "test", where)
+    check_same_classes(classes, _class_names(root / "test", where), where, str(root))
+    (train, train_signature), (test, test_signature) = (
+        _list_split(root, "train", classes, where),
+        _list_split(root, "test", classes, where),
+    )
+    key = hashlib.sha256(
+        "\n".join([_CACHE_VERSION, *train_signature, *test_signature]).encode()
+    ).hexdigest()[:24]
+    cached = read_cache(root, _CACHE_PREFIX, key)
+    if cached is not None:
+        return from_arrays(cached)
+    arrays = decode_set(train, test, classes, where)
+    write_cache(root, _CACHE_PREFIX, key, arrays)
+    return from_arrays(arrays)
+
+
+def check_same_classes(classes: tuple[str, ...], test_classes: tuple[str, ...], where: str, root: str) -> None:
     if test_classes != classes:
         missing, extra = (
             sorted(set(classes) - set(test_classes)),
@@ -53,21 +73,8 @@ def load_imagefolder(root: Path, path: str) -> ImageData:
             where,
             f"test/ must have the same class folders as train/; missing in test: {missing}, "
             f"not in train: {extra}",
-            str(root),
+            root,
         )
-    train, test = (
-        _list_split(root, "train", classes, where),
-        _list_split(root, "test", classes, where),
-    )
-    key = hashlib.sha256(
-        "\n".join([_CACHE_VERSION, *train.signature, *test.signature]).encode()
-    ).hexdigest()[:24]
-    cached = read_cache(root, _CACHE_PREFIX, key)
-    if cached is not None:
-        return _from_arrays(cached)
-    arrays = _decode_set(train, test, classes, where)
-    write_cache(root, _CACHE_PREFIX, key, arrays)
-    return _from_arrays(arrays)
 
 
 def _class_names(folder: Path, where: str) -> tuple[str, ...]:
@@ -83,7 +90,8 @@ def _class_names(folder: Path, where: str) -> tuple[str, ...]:
     return names
 
 
-def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) -> _Split:
+def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) -> tuple[ImageList, list[str]]:
+    """The split's images, and "relative path, size, mtime" per file (the cache key's input)."""
     files: list[str] = []
     labels: list[int] = []
     signature: list[str] = []
@@ -110,15 +118,15 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
             files.append(entry.path)  # str: a Path per file costs seconds on 60k files
             labels.append(label)
             signature.append(f"{split}/{name}/{entry.name}\t{stat.st_size}\t{stat.st_mtime_ns}")
-    return _Split(files, np.asarray(labels, dtype=np.int64), signature)
+    return ImageList(files, files, np.asarray(labels, dtype=np.int64)), signature
 
 
-def _decode_set(
-    train: _Split, test: _Split, classes: tuple[str, ...], where: str
+def decode_set(
+    train: ImageList, test: ImageList, classes: tuple[str, ...], where: str
 ) -> dict[str, np.ndarray]:
     """Decode both splits into one consistent size and colour mode, plus train statistics."""
-    files = train.files + test.files
-    decoded = _decode_files(files)
+    files = train.names + test.names
+    decoded = _decode_files([*train.sources, *test.sources])
     first = decoded[0]
     for file, image in zip(files, decoded):
         if isinstance(image, str):
@@ -127,12 +135,12 @@ def _decode_set(
             raise fail(
                 where,
                 f"all images must have one size; {file} is {_wxh(image)} "
-                f"but {train.files[0]} is {_wxh(first)}",
+                f"but {train.names[0]} is {_wxh(first)}",
                 file,
             )
     gray = all(image.ndim == 2 for image in decoded)
     images = np.stack([_as_channels(image, gray) for image in decoded])
-    train_images, test_images = images[: len(train.files)], images[len(train.files) :]
+    train_images, test_images = images[: len(train.names)], images[len(train.names) :]
     mean, std = channel_stats(train_images)
     return {
         "train_images": train_images,
@@ -145,7 +153,7 @@ def _decode_set(
     }
 
 
-def _from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
+def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
     return ImageData(
         train_images=np.ascontiguousarray(arrays["train_images"]),
         train_labels=arrays["train_labels"],
@@ -157,11 +165,11 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
     )
 
 
-def _decode_files(names: list[str]) -> list[np.ndarray | str]:
+def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     workers = _cpu_count()
-    if len(names) < _POOL_MIN_FILES or workers == 1:
-        return _decode_chunk(names)
-    chunks = [names[i : i + _CHUNK] for i in range(0, len(names), _CHUNK)]
+    if len(sources) < _POOL_MIN_FILES or workers == 1:
+        return _decode_chunk(sources)
+    chunks = [sources[i : i + _CHUNK] for i in range(0, len(sources), _CHUNK)]
     methods = multiprocessing.get_all_start_methods()
     # fork: children need no re-import of torch/albumentations, which would cost seconds each
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -169,12 +177,12 @@ def _decode_files(names: list[str]) -> list[np.ndarray | str]:
         return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
 
 
-def _decode_chunk(names: list[str]) -> list[np.ndarray | str]:
+def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     """HxW arrays for grayscale files, HxWx3 for everything else; an error text on failure."""
     out: list[np.ndarray | str] = []
-    for name in names:
+    for source in sources:
         try:
-            with Image.open(name) as image:
+            with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
                 mode = "L" if image.mode in ("L", "1") else "RGB"
                 out.append(np.asarray(image.convert(mode)))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
