@@ -62,47 +62,43 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
     def _splits_into_phases(self, x: Tensor) -> bool:
-        """Whether this is a dilated 'same' convolution that `_split_phases` can undilate.
+        """Whether this is a dilated 'same' convolution of a channels-last map that
+        `_split_phases` can undilate.
 
-        oneDNN's CPU backward for dilated depthwise convolutions is 5–9× slower than for
-        undilated ones (docs/benchmarks.md). A stride-1 convolution with dilation d only mixes
-        pixels whose rows and columns agree modulo d, so it equals an undilated one on the d²
-        interleaved sub-grids of the map, stacked along the batch; exported graphs keep the
-        plain convolution.
+        oneDNN's CPU backward for a channels-last dilated depthwise convolution is several
+        times slower than for an undilated one (benchmarks/dilated_depthwise.py). A stride-1
+        convolution with dilation d only mixes pixels whose rows and columns agree modulo d,
+        so it equals an undilated one on the d² interleaved sub-grids of the map, stacked
+        along the batch. In NCHW the rearranging copies cost what the split saves, so NCHW
+        maps, and exported graphs, keep the plain convolution.
         """
         (dilation, dilation_w), (kernel, kernel_w) = self.dilation, self.kernel_size
         return (
             dilation > 1 and dilation == dilation_w and kernel == kernel_w and kernel % 2 == 1
             and self.stride == (1, 1) and self.padding_mode == "zeros"
             and self.padding == (dilation * (kernel // 2),) * 2
-            and x.dim() == 4 and x.shape[2] % dilation == 0 and x.shape[3] % dilation == 0
+            and _is_channels_last(x) and x.shape[2] % dilation == 0 and x.shape[3] % dilation == 0
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
         )
 
 
 def _split_phases(x: Tensor, d: int) -> Tensor:
-    """(n, c, h, w) → (n·d², c, h/d, w/d): the sub-grids x[..., i::d, j::d], in x's memory format.
+    """(n, c, h, w) → (n·d², c, h/d, w/d), channels-last: the sub-grids x[..., i::d, j::d].
 
-    A channels-last map is rearranged through its (n, h, w, c) view, so that the gradient
-    coming back is channels-last too (through the NCHW view it would come back NCHW, and
-    every batch norm and activation before it would run on mixed layouts).
+    Rearranged through the (n, h, w, c) view, so that the gradient coming back is
+    channels-last too (through the NCHW view it would come back NCHW, and every batch norm
+    and activation before it would run on mixed layouts).
     """
     n, c, h, w = x.shape
-    if _is_channels_last(x):
-        grid = x.permute(0, 2, 3, 1).unflatten(2, (w // d, d)).unflatten(1, (h // d, d))  # n, h/d, i, w/d, j, c
-        return grid.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2)
-    grid = x.unflatten(3, (w // d, d)).unflatten(2, (h // d, d))  # n, c, h/d, i, w/d, j
-    return grid.permute(0, 3, 5, 1, 2, 4).reshape(n * d * d, c, h // d, w // d)
+    grid = x.permute(0, 2, 3, 1).unflatten(2, (w // d, d)).unflatten(1, (h // d, d))  # n, h/d, i, w/d, j, c
+    return grid.permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, h // d, w // d, c).permute(0, 3, 1, 2)
 
 
 def _merge_phases(phases: Tensor, d: int, n: int) -> Tensor:
-    """The inverse of `_split_phases`, keeping the memory format the same way."""
+    """The inverse of `_split_phases`, channels-last both ways."""
     _, c, h, w = phases.shape
-    if _is_channels_last(phases):
-        grid = phases.permute(0, 2, 3, 1).unflatten(0, (n, d, d))  # n, i, j, h, w, c
-        return grid.permute(0, 3, 1, 4, 2, 5).reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
-    grid = phases.unflatten(0, (n, d, d))  # n, i, j, c, h, w
-    return grid.permute(0, 3, 4, 1, 5, 2).reshape(n, c, h * d, w * d)
+    grid = phases.permute(0, 2, 3, 1).unflatten(0, (n, d, d))  # n, i, j, h, w, c
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
 
 
 class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):

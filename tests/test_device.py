@@ -110,8 +110,9 @@ def test_global_pooling_hands_back_a_channels_last_gradient_when_training() -> N
 def test_dilated_depthwise_convolution_through_phases_equals_the_plain_one(
     channels_last: bool, size: tuple[int, int], dilation: int, kernel: int
 ) -> None:
-    """The CPU's phase split (undilated convolutions on the interleaved sub-grids) gives the
-    plain dilated convolution's output and gradients, in the input's memory format."""
+    """The CPU's phase split of channels-last maps (undilated convolutions on the interleaved
+    sub-grids) gives the plain dilated convolution's output and gradients, in the same memory
+    format."""
     from blockspec.modules import DepthwiseConv2d
 
     torch.manual_seed(0)
@@ -119,8 +120,8 @@ def test_dilated_depthwise_convolution_through_phases_equals_the_plain_one(
     x = torch.randn(3, 8, *size)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    splits = size[0] % dilation == 0 and size[1] % dilation == 0
-    assert conv._splits_into_phases(x) == splits  # (9, 9) with dilation 2 keeps the plain path
+    splits = channels_last and size[0] % dilation == 0 and size[1] % dilation == 0
+    assert conv._splits_into_phases(x) == splits  # NCHW, or (9, 9) with dilation 2: the plain path
     ours, plain = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = conv(ours)
     expected = torch.nn.functional.conv2d(plain, conv.weight, conv.bias, padding=conv.padding,
