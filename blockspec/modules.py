@@ -37,12 +37,13 @@ class SqueezeExcite(nn.Module):
 
 
 class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise convolution that computes in fp32 under CPU bf16 autocast.
+    """A depthwise convolution tuned for training on a CPU; elsewhere a plain `nn.Conv2d`.
 
-    oneDNN's bf16 depthwise backward is slower than its fp32 one, so on a CPU with bf16
-    instructions the depthwise-heavy flagship trained faster in fp32 than in bf16; keeping
-    only these convolutions in fp32 makes the rest of the network's bf16 speed-up a net gain
-    (benchmarks/cpu_modes.py). Elsewhere (CUDA, fp32, export) it is a plain `nn.Conv2d`.
+    Two CPU changes, both computing the same function: under bf16 autocast it computes in
+    fp32 (oneDNN's bf16 depthwise backward is slower than its fp32 one, so keeping only these
+    convolutions in fp32 makes the rest of the network's bf16 speed-up a net gain,
+    benchmarks/cpu_modes.py); and a dilated one on a channels-last map trains as an
+    undilated one on the map's sub-grids (`_splits_into_phases`).
     """
 
     def forward(self, x: Tensor) -> Tensor:
