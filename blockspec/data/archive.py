@@ -44,7 +44,6 @@ def load_image_archive(archive: Path, path: str) -> ImageData:
     key = hashlib.sha256(
         f"{_CACHE_VERSION}|{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
     ).hexdigest()[:24]
-    # the first cache folder, inside the "root", cannot exist under a file: the user's cache serves
     cached = read_cache(archive, _CACHE_PREFIX, key)
     if cached is not None:
         return from_arrays(cached)

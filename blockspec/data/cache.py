@@ -20,10 +20,11 @@ _FOLDER = ".blockspec-cache"
 
 
 def cache_folders(root: Path) -> list[Path]:
-    """Where a cache for `root` may live: inside it, else in the user's cache directory."""
+    """Where a cache for `root` may live: inside it (unless it is a file, such as an
+    archive), else in the user's cache directory."""
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blockspec"
     root_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return [root / _FOLDER, home / root_id]
+    return [*([] if root.is_file() else [root / _FOLDER]), home / root_id]
 
 
 def read_cache(root: Path, prefix: str, key: str) -> dict[str, np.ndarray] | None:
