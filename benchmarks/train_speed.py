@@ -57,21 +57,25 @@ from blockspec.train.loop import Batches, train_epoch
 from blockspec.train.optim import make_loss, make_optimizer, peak_lr
 from blockspec.train.overrides import apply_overrides
 from blockspec.train.run import RunOptions, train
+from blockspec.train.step import make_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int, warmup: int) -> float:
+def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int, warmup: int,
+                   graphed: bool = False) -> float:
     """blockspec's own `train_epoch` over exactly warmup + steps batches; returns images/s.
 
-    One stream of batches serves both, as in the reference's `throughput`: a second iterator
-    would start the DataLoader's workers again inside the measured steps."""
-    optimizer = make_optimizer(spec, model)
-    loss_fn = make_loss(spec)
+    The step is the run's (blockspec/train/step.py) without the weight average, which the
+    reference has no counterpart of; `graphed` replays it as one CUDA graph. One stream of
+    batches serves both calls, as in the reference's `throughput`: a second iterator would
+    start the DataLoader's workers again inside the measured steps."""
+    optimizer = make_optimizer(spec, model, device_rates=graphed)
+    step = make_step(model, model, make_loss(spec), optimizer, None, lambda: batches.info.autocast(not graphed), graphed)
     stream = reference.cycle_batches(loader)
     take = itertools.islice
-    train_epoch(model, take(stream, warmup), batches, optimizer, loss_fn, lambda: None, "warm-up", warmup)
-    stats = train_epoch(model, take(stream, steps), batches, optimizer, loss_fn, lambda: None, "measure", steps)
+    train_epoch(model, step, take(stream, warmup), batches, optimizer, lambda: None, "warm-up", warmup)
+    stats = train_epoch(model, step, take(stream, steps), batches, optimizer, lambda: None, "measure", steps)
     return stats.images_per_second
 
 
@@ -107,7 +111,7 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
         train, _ = make_loaders(data, augment, 128, args.workers, 0, info.pin_memory)
         return blockspec_loop(spec, model, train, Batches(fp32, data.mean, data.std), args.steps, args.warmup)
 
-    def blockspec_batched(batch: int) -> Callable[[], float]:
+    def blockspec_batched(batch: int, graphed: bool = False) -> Callable[[], float]:
         def body() -> float:
             model = build_model(spec).to(device)
             if info.channels_last:
@@ -115,7 +119,8 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
             plan = plan_batched(read_augment(spec.data.augment))
             assert plan is not None, "the spec's augmentation has no batched equivalent"
             loader = DeviceLoader(data.train_images, data.train_labels, batch, device, plan, data.mean, True, 0)
-            return blockspec_loop(spec, model, loader, Batches(info, data.mean, data.std), args.steps, args.warmup)
+            batches = Batches(info, data.mean, data.std)
+            return blockspec_loop(spec, model, loader, batches, args.steps, args.warmup, graphed)
 
         return body
 
@@ -126,6 +131,9 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
         run("blockspec, batched tensor augmentation", 128, precision, blockspec_batched(128))
         if args.large_batch:
             run("blockspec, batched tensor augmentation", args.large_batch, precision, blockspec_batched(args.large_batch))
+        if info.is_cuda:  # the step captured once and replayed (`train.cuda_graphs`)
+            for batch in [128] + ([args.large_batch] if args.large_batch else []):
+                run("blockspec, batched, step as one CUDA graph", batch, precision, blockspec_batched(batch, True))
 
     precision = "bf16" if info.autocast_dtype is not None else "fp32"
     for _ in range(args.rounds):  # interleaved, so a noisy moment hits every path alike

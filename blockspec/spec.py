@@ -257,6 +257,12 @@ class TrainSpec(StrictModel):
         description="torch.compile the model on CUDA: true (mode default) or a mode; reduce-overhead and "
         "max-autotune replay CUDA graphs, for small networks whose steps wait on kernel launches",
     )
+    cuda_graphs: bool = Field(
+        default=False,
+        description="on CUDA, capture the whole training step (forward, backward, SGD update, EMA) "
+        "once as a CUDA graph and replay it: one launch a step, for small networks whose steps wait "
+        "on kernel launches; SGD only, not with `compile`",
+    )
     channels_last: bool = Field(
         default=True, description="channels-last memory format on CUDA and CPU"
     )
@@ -273,6 +279,17 @@ class TrainSpec(StrictModel):
         le=8,
         description="pixels; also average views shifted diagonally by ± this much, at half weight",
     )
+
+
+    @field_validator("cuda_graphs")
+    @classmethod
+    def _graphs_need_sgd(cls, graphs: bool, info: ValidationInfo) -> bool:
+        optimizer, compile_mode = info.data.get("optimizer"), info.data.get("compile")
+        if graphs and optimizer is not None and optimizer.name != "sgd":
+            raise ValueError(f"needs optimizer sgd (the graph replays blockspec's SGD update), not {optimizer.name!r}")
+        if graphs and compile_mode:
+            raise ValueError(f"cannot be combined with compile ({compile_mode!r}): choose one way to replay graphs")
+        return graphs
 
 
 class Spec(StrictModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,13 @@ class DeviceInfo:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        """Autocast to the device's dtype, or nothing; `cache=False` for a CUDA graph capture,
+        which must not keep casts of tensors made outside it."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=cache)
 
     def describe(self) -> str:
         dtype = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32"

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from blockspec.data import normalize_batch
 from blockspec.train.device import DeviceInfo
+from blockspec.train.step import Step
 from blockspec.train.tta import TTAViews
 
 
@@ -52,23 +53,21 @@ class Batches:
         return x, labels.to(device, non_blocking=True)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = self.info.autocast_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.info.device.type, dtype=dtype)
+        return self.info.autocast()
 
 
 def train_epoch(
     model: nn.Module,
+    step: Step,
     loader: Iterable,
     batches: Batches,
     optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
     after_step: Callable[[], None],
     description: str,
     total: int,
 ) -> EpochStats:
-    """Sums stay on the device; the bar reads them back only every few batches."""
+    """`step` trains on each batch (blockspec/train/step.py); sums stay on the device and the
+    bar reads them back only every few batches."""
     model.train()
     device = batches.info.device
     loss_sum = torch.zeros((), device=device)
@@ -78,20 +77,15 @@ def train_epoch(
     bar = tqdm(
         loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None
     )
-    for step, (images, labels) in enumerate(bar):
+    for index, (images, labels) in enumerate(bar):
         x, y = batches(images, labels)
-        with batches.autocast():
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        loss, logits = step(x, y)
         after_step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
-        if step % 20 == 0:
+        if index % 20 == 0:
             elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.3f}",

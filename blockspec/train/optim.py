@@ -9,12 +9,14 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from blockspec.spec import Spec
+from blockspec.train.sgd_update import DeviceRateSGD
 
 Scheduler = LRScheduler | ReduceLROnPlateau | None
 
 
-def make_optimizer(spec: Spec, model: nn.Module) -> torch.optim.Optimizer:
-    """Weight decay applies to weights only, not to norm parameters or biases."""
+def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> torch.optim.Optimizer:
+    """Weight decay applies to weights only, not to norm parameters or biases. `device_rates`
+    gives SGD its rates in device tensors, for steps replayed as CUDA graphs."""
     config = spec.train.optimizer
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -23,9 +25,8 @@ def make_optimizer(spec: Spec, model: nn.Module) -> torch.optim.Optimizer:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     if config.name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0
-        )
+        sgd = DeviceRateSGD if device_rates else torch.optim.SGD
+        return sgd(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)

@@ -83,6 +83,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
         f"{analysis.receptive_field}, on {info.describe()}"
         + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
+        + (", each step replayed as one CUDA graph" if session.graphed else "")
         + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + f"; {len(train_loader.dataset):,} train / "

@@ -3,6 +3,7 @@ the epoch step and the checkpoint round trip."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from blockspec.train.ema import make_ema
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
+from blockspec.train.step import make_step
 from blockspec.train.tta import TTAViews
 
 
@@ -56,7 +58,8 @@ class Session:
         if info.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizer = make_optimizer(spec, model)
+        self.graphed = spec.train.cuda_graphs and info.is_cuda and not ranks.active
+        self.optimizer = make_optimizer(spec, model, device_rates=self.graphed)
         self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
         self.loss_fn = make_loss(spec)
         self.ema = make_ema(model, spec.train.ema) if spec.train.ema else None
@@ -64,7 +67,15 @@ class Session:
         if ranks.active:
             ids = [info.device.index] if info.is_cuda else None
             forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.forward = compiled(forward, spec.train.compile) if spec.train.compile and info.is_cuda else forward
+        if spec.train.compile and info.is_cuda:
+            forward = compiled(forward, spec.train.compile)
+        self.step = make_step(
+            forward, model, self.loss_fn, self.optimizer, self.ema, self._autocast, self.graphed
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The device's autocast, without its cast cache when steps are captured as graphs."""
+        return self.info.autocast(cache=not self.graphed)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -77,18 +88,16 @@ class Session:
         seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
 
         def after_step() -> None:
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
             if self.scheduler is not None and steps_per_batch(self.spec):
                 self.scheduler.step()
             check_stop()
 
         stats = train_epoch(
-            self.forward,
+            self.model,
+            self.step,
             train_loader,
             batches,
             self.optimizer,
-            self.loss_fn,
             after_step,
             f"epoch {epoch}/{self.spec.train.epochs}",
             len(train_loader),

@@ -1,0 +1,155 @@
+"""One training step: forward, loss, backward, weight update and weight average.
+
+`EagerStep` launches every kernel from Python, as any loop does. On a GPU a small network's
+step then waits on the host: the flagship's step at batch 128 took 8.8 ms on an H200 and at
+batch 512 barely more (docs/benchmarks.md), the launches of its few hundred small kernels
+setting the pace. `GraphedStep` captures the whole step once as a CUDA graph and replays it:
+one launch a step, the host only copying the batch in and the schedule's numbers
+(`sgd_update.DeviceRateSGD`, which the optimizer must be). It follows torch's whole-network capture recipe: warm-up steps
+on a side stream, gradients allocated inside the capture, autocast without its cast cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from blockspec.train.ema import WeightAverage
+from blockspec.train.sgd_update import DeviceRateSGD
+
+Autocast = Callable[[], contextlib.AbstractContextManager]
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class EagerStep:
+    """The plain step; returns (loss, logits)."""
+
+    def __init__(
+        self,
+        forward: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ema: WeightAverage | None,
+        model: nn.Module,
+        autocast: Autocast,
+    ) -> None:
+        self.forward, self.loss_fn, self.optimizer = forward, loss_fn, optimizer
+        self.ema, self.model, self.autocast = ema, model, autocast
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            logits = self.forward(x)
+            loss = self.loss_fn(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return loss, logits
+
+
+class GraphedStep:
+    """The step replayed as one CUDA graph (SGD only); returns (loss, logits).
+
+    The first `warmup` steps run eagerly on a side stream (lazy initialisation and cuDNN's
+    algorithm search must not happen during capture), the next is captured and replayed,
+    and later steps of the same batch shape replay it. A batch of another shape (an epoch's
+    short last batch) runs the same computation eagerly. If capture fails the run carries on
+    eagerly and says so once.
+
+    The optimizer's state tensors are bound when the step is captured, so a checkpoint
+    restored before then (`optimizer.load_state_dict` replaces them) is the one trained.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: DeviceRateSGD,
+        ema: WeightAverage | None,
+        autocast: Autocast,
+        warmup: int = 3,
+    ) -> None:
+        if not isinstance(optimizer, DeviceRateSGD):
+            raise TypeError(f"a graphed step needs DeviceRateSGD, not {type(optimizer).__name__}")
+        self.model, self.loss_fn, self.ema, self.autocast = model, loss_fn, ema, autocast
+        self.optimizer = optimizer
+        self.warmup = warmup
+        self.steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.load_rates()
+        self.steps += 1
+        if self.static is not None and x.shape == self.static[0].shape and y.shape == self.static[1].shape:
+            static_x, static_y, loss, logits = self.static
+            static_x.copy_(x)
+            static_y.copy_(y)
+            self.graph.replay()
+            return loss, logits
+        if self.graph is None and not self.failed and self.steps > self.warmup:
+            captured = self._capture(x, y)
+            if captured is not None:
+                return captured
+        if self.graph is None:
+            return self._on_side_stream(x, y)
+        return self.compute(x, y)
+
+    def compute(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's arithmetic: what is captured, and what runs eagerly."""
+        for param in self.model.parameters():
+            param.grad = None  # inside a capture: allocated in the graph's pool, then written
+        with self.autocast():
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return loss.detach(), logits.detach()
+
+    def _on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            result = self.compute(x, y)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        return result
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        static_x, static_y = x.clone(), y.clone()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            torch.cuda.synchronize(x.device)
+            with torch.cuda.graph(graph):
+                loss, logits = self.compute(static_x, static_y)
+        except RuntimeError as error:
+            self.failed = True
+            for param in self.model.parameters():
+                param.grad = None
+            warnings.warn(f"capturing the training step as a CUDA graph failed ({error}); training on eagerly")
+            return None
+        self.graph, self.static = graph, (static_x, static_y, loss, logits)
+        graph.replay()
+        return loss, logits
+
+
+def make_step(
+    forward: nn.Module,
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: WeightAverage | None,
+    autocast: Autocast,
+    graphed: bool,
+) -> Step:
+    """`GraphedStep` when asked for (the caller checks CUDA and SGD), else `EagerStep`."""
+    if graphed:
+        return GraphedStep(model, loss_fn, optimizer, ema, autocast)
+    return EagerStep(forward, loss_fn, optimizer, ema, model, autocast)
