@@ -47,3 +47,23 @@ def test_views_are_averaged_with_shifts_at_half_weight() -> None:
     both = (x[:, :, 3, 2] + flipped[:, :, 3, 2]) / 4
     both = both + (x[:, :, 2, 1] + x[:, :, 4, 3] + flipped[:, :, 2, 1] + flipped[:, :, 4, 3]) / 8
     assert torch.allclose(TTAViews(flip=True, shift=1).logits(probe, x), both)
+
+
+class CallCounter(PixelProbe):
+    """A PixelProbe that records the batch size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 2)
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        return super().forward(x)
+
+
+def test_all_views_go_through_the_model_as_one_batch() -> None:
+    x = torch.randn(4, 3, 8, 8)
+    for views, count in ((TTAViews(), 1), (TTAViews(flip=True), 2), (TTAViews(shift=1), 3), (TTAViews(True, 2), 6)):
+        counter = CallCounter()
+        views.logits(counter, x)
+        assert counter.batches == [count * len(x)]

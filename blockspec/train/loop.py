@@ -108,18 +108,21 @@ def evaluate(
     loss_fn: nn.Module,
     views: TTAViews = TTAViews(),
 ) -> Evaluation:
-    """Test loss and accuracy of the scores averaged over the test-time `views`."""
+    """Test loss and accuracy of the scores averaged over the test-time `views`.
+
+    Sums and predictions stay on the device until the pass ends: reading each batch's loss
+    back would make the host wait for the GPU at every batch."""
     model.eval()
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), device=batches.info.device)
     predictions, labels = [], []
     for images, targets in loader:
         x, y = batches(images, targets)
         with batches.autocast():
             logits = views.logits(model, x)
-            loss_sum += loss_fn(logits.float(), y).item() * len(y)
-        predictions.append(logits.argmax(1).cpu())
-        labels.append(y.cpu())
-    predicted = torch.cat(predictions).numpy()
-    truth = torch.cat(labels).numpy()
-    acc = 100.0 * float((predicted == truth).mean()) if len(truth) else 0.0
-    return Evaluation(loss_sum / max(len(truth), 1), acc, predicted, truth)
+            loss_sum += loss_fn(logits.float(), y) * len(y)
+        predictions.append(logits.argmax(1))
+        labels.append(y)
+    predicted = torch.cat(predictions).cpu().numpy()
+    truth = torch.cat(labels).cpu().numpy()
+    acc = 100.0 * float((predicted == truth).mean())
+    return Evaluation(loss_sum.item() / len(truth), acc, predicted, truth)
