@@ -143,18 +143,18 @@ def augment_batch(
     """uint8 or float [B, C, H, W] in 0–255 → augmented float in 0–255, same device.
 
     Random numbers come from `generator` (on the CPU, so runs repeat exactly on any device);
-    they travel to the device without waiting for it (`non_blocking`: safe from host memory to
-    a GPU), and the fill colours are cached there, so the host never stalls a GPU's queue.
+    they travel to the device without waiting for it (`to_device`), and the fill colours are
+    cached there, so the host never stalls a GPU's queue.
     """
     batch, channels, height, width = x.shape
     device = x.device
     x = x.float()
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return (torch.rand(batch, generator=generator) * (high - low) + low).to(device, non_blocking=True)
+        return to_device(torch.rand(batch, generator=generator) * (high - low) + low, device)
 
     def chance(p: float) -> torch.Tensor:
-        return (torch.rand(batch, generator=generator) < p).to(device, non_blocking=True)
+        return to_device(torch.rand(batch, generator=generator) < p, device)
 
     if plan.flip_p:
         x = torch.where(chance(plan.flip_p).view(-1, 1, 1, 1), x.flip(3), x)
@@ -163,6 +163,15 @@ def augment_batch(
     if plan.cutout is not None:
         x = _cut(x, plan.cutout, generator, chance, mean_fill)
     return x
+
+
+def to_device(draws: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-drawn numbers on `device`, the host not waiting for it. To a GPU they go through
+    pinned memory: from pageable memory the driver may first wait for the stream's queue,
+    and torch's pinned-memory cache keeps each buffer until its copy has run."""
+    if device.type == "cuda":
+        draws = draws.pin_memory()
+    return draws.to(device, non_blocking=True)
 
 
 def _warp(
@@ -223,14 +232,14 @@ def _cut(
     cols = torch.arange(width, device=x.device).view(1, 1, width)
     apply = chance(cutout.p)
     counts = torch.randint(cutout.holes[0], cutout.holes[1] + 1, (batch,), generator=generator)
-    counts = counts.to(x.device, non_blocking=True)
+    counts = to_device(counts, x.device)
     for hole in range(cutout.holes[1]):
         hole_h = torch.randint(cutout.height[0], cutout.height[1] + 1, (batch,), generator=generator)
         hole_w = torch.randint(cutout.width[0], cutout.width[1] + 1, (batch,), generator=generator)
         top = (torch.rand(batch, generator=generator) * (height - hole_h + 1)).floor().long()
         left = (torch.rand(batch, generator=generator) * (width - hole_w + 1)).floor().long()
         top, left, hole_h, hole_w = (
-            value.to(x.device, non_blocking=True).view(-1, 1, 1) for value in (top, left, hole_h, hole_w)
+            to_device(value, x.device).view(-1, 1, 1) for value in (top, left, hole_h, hole_w)
         )
         inside = (rows >= top) & (rows < top + hole_h) & (cols >= left) & (cols < left + hole_w)
         active = (apply & (counts > hole)).view(-1, 1, 1)
