@@ -82,6 +82,7 @@ class GraphedStep:
         self.steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
+        self.side: torch.cuda.Stream | None = None
         self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,8 +115,15 @@ class GraphedStep:
             self.ema.update_parameters(self.model)
         return loss.detach(), logits.detach()
 
+    def _side_stream(self, device: torch.device) -> torch.cuda.Stream:
+        """One stream for the warm-up steps and the capture: libraries such as cuBLAS set up
+        per stream, and that set-up must happen before capture, not during it."""
+        if self.side is None:
+            self.side = torch.cuda.Stream(device)
+        return self.side
+
     def _on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        side = torch.cuda.Stream(x.device)
+        side = self._side_stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
             result = self.compute(x, y)
@@ -127,7 +135,7 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         try:
             torch.cuda.synchronize(x.device)
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=self._side_stream(x.device)):
                 loss, logits = self.compute(static_x, static_y)
         except RuntimeError as error:
             self.failed = True
