@@ -7,7 +7,8 @@
 #   3. the records packed into OUT_DIR/results.tgz beside the two logs and the variants' table
 #      (a lease returns at most 8 files, so the run folders stay in a scratch folder).
 # Usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS [TRAIN_OPTION...]
-#   TRAIN_OPTION: passed to cuda_figures.sh's two timed runs (e.g. --set train.compile=reduce-overhead).
+#   TRAIN_OPTION: added to every training run, the two timed ones and the variants
+#   (e.g. --set train.cuda_graphs=true).
 #   VARIANTS and JOBS pass to cuda_variants.sh (default: the candidates below, 3 at once; six runs
 #   at batch 512 sharing an H200 trained slower in all than one alone, docs/benchmarks.md).
 set -u
@@ -32,5 +33,5 @@ trap pack EXIT
 
 benchmarks/cuda_figures.sh "$archive" "$work/figures" "$@"
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
-VARIANTS=${VARIANTS:-"flagship-seed1 flagship-seed2 nohole"} JOBS=${JOBS:-3} \
-  DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants"
+VARIANTS=${VARIANTS:-"nohole nohole-seed1 flagship-seed1"} JOBS=${JOBS:-3} \
+  DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants" "$@"
