@@ -280,7 +280,6 @@ class TrainSpec(StrictModel):
         description="pixels; also average views shifted diagonally by ± this much, at half weight",
     )
 
-
     @field_validator("cuda_graphs")
     @classmethod
     def _graphs_need_sgd(cls, graphs: bool, info: ValidationInfo) -> bool:
