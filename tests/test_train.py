@@ -71,6 +71,20 @@ def test_same_seed_same_metrics(tmp_path: Path, data_root: Path, capsys: pytest.
     assert without_timing(metrics(tmp_path / "c")) != runs[0]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="off CUDA only")
+def test_cuda_graphs_off_cuda_are_ignored_and_said_to_be(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    runs = []
+    for name, sets in (("plain", []), ("graphs", ["--set", "train.cuda_graphs=true"])):
+        code, stdout, _ = run_cli(["train", str(spec), "--out", str(tmp_path / name), "--workers", "0", *sets], capsys)
+        assert code == 0
+        assert ("train.cuda_graphs ignored" in stdout) == bool(sets)
+        runs.append(without_timing(metrics(tmp_path / name)))
+    assert runs[0] == runs[1]
+
+
 def test_stop_at_target_ends_after_the_first_epoch_at_the_target(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

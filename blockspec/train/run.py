@@ -84,6 +84,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         f"{analysis.receptive_field}, on {info.describe()}"
         + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
         + (", each step replayed as one CUDA graph" if session.graphed else "")
+        + (", train.cuda_graphs ignored (CUDA and one process only)"
+           if spec.train.cuda_graphs and not session.graphed else "")
         + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + f"; {len(train_loader.dataset):,} train / "
