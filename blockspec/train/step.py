@@ -56,10 +56,10 @@ class GraphedStep:
     """The step replayed as one CUDA graph (SGD only); returns (loss, logits).
 
     The first `warmup` steps run eagerly on a side stream (lazy initialisation and cuDNN's
-    algorithm search must not happen during capture), the next is captured and replayed,
-    and later steps of the same batch shape replay it. A batch of another shape (an epoch's
-    short last batch) runs the same computation eagerly. If capture fails the run carries on
-    eagerly and says so once.
+    algorithm search must not happen during capture); the next batch of the largest size yet
+    is captured and replayed, and later steps of its shape replay it. A batch of another shape
+    (an epoch's short last batch) runs the same computation eagerly. If capture fails the run
+    carries on eagerly and says so once.
 
     The optimizer's state tensors are bound when the step is captured, so a checkpoint
     restored before then (`optimizer.load_state_dict` replaces them) is the one trained.
@@ -80,6 +80,7 @@ class GraphedStep:
         self.optimizer = optimizer
         self.warmup = warmup
         self.steps = 0
+        self.largest = 0  # the capture waits for a full batch, not an epoch's short last one
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
         self.side: torch.cuda.Stream | None = None
@@ -88,13 +89,14 @@ class GraphedStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.load_rates()
         self.steps += 1
+        self.largest = max(self.largest, len(x))
         if self.static is not None and x.shape == self.static[0].shape and y.shape == self.static[1].shape:
             static_x, static_y, loss, logits = self.static
             static_x.copy_(x)
             static_y.copy_(y)
             self.graph.replay()
             return loss, logits
-        if self.graph is None and not self.failed and self.steps > self.warmup:
+        if self.graph is None and not self.failed and self.steps > self.warmup and len(x) == self.largest:
             captured = self._capture(x, y)
             if captured is not None:
                 return captured
