@@ -76,45 +76,38 @@ class GraphedStep:
     ) -> None:
         if not isinstance(optimizer, DeviceRateSGD):
             raise TypeError(f"a graphed step needs DeviceRateSGD, not {type(optimizer).__name__}")
-        self.model, self.loss_fn, self.ema, self.autocast = model, loss_fn, ema, autocast
         self.optimizer = optimizer
+        self.eager = EagerStep(model, loss_fn, optimizer, ema, model, autocast)
         self.warmup = warmup
         self.steps = 0
         self.largest = 0  # the capture waits for a full batch, not an epoch's short last one
-        self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
         self.side: torch.cuda.Stream | None = None
-        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # (graph, its input batch, its outputs: loss and logits) once captured
+        self.captured: tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.optimizer.load_rates()
         self.steps += 1
         self.largest = max(self.largest, len(x))
-        if self.static is not None and x.shape == self.static[0].shape and y.shape == self.static[1].shape:
-            static_x, static_y, loss, logits = self.static
+        if self.captured is not None and x.shape == self.captured[1].shape and y.shape == self.captured[2].shape:
+            graph, static_x, static_y, loss, logits = self.captured
+            self.optimizer.load_rates()  # a replay runs no Python: the rates go in first
             static_x.copy_(x)
             static_y.copy_(y)
-            self.graph.replay()
+            graph.replay()
             return loss, logits
-        if self.graph is None and not self.failed and self.steps > self.warmup and len(x) == self.largest:
+        if self.captured is None and not self.failed and self.steps > self.warmup and len(x) == self.largest:
             captured = self._capture(x, y)
             if captured is not None:
                 return captured
-        if self.graph is None:
+        if self.captured is None:
             return self._on_side_stream(x, y)
         return self.compute(x, y)
 
     def compute(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's arithmetic: what is captured, and what runs eagerly."""
-        for param in self.model.parameters():
-            param.grad = None  # inside a capture: allocated in the graph's pool, then written
-        with self.autocast():
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
-        loss.backward()
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+        """The eager step's arithmetic, what is captured: inside a capture its gradients, set to
+        None first, are allocated in the graph's pool and written, not accumulated."""
+        loss, logits = self.eager(x, y)
         return loss.detach(), logits.detach()
 
     def _side_stream(self, device: torch.device) -> torch.cuda.Stream:
@@ -135,17 +128,17 @@ class GraphedStep:
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         static_x, static_y = x.clone(), y.clone()
         graph = torch.cuda.CUDAGraph()
+        self.optimizer.load_rates()  # the step does not load them while capturing
         try:
             torch.cuda.synchronize(x.device)
             with torch.cuda.graph(graph, stream=self._side_stream(x.device)):
                 loss, logits = self.compute(static_x, static_y)
         except RuntimeError as error:
             self.failed = True
-            for param in self.model.parameters():
-                param.grad = None
+            self.optimizer.zero_grad(set_to_none=True)
             warnings.warn(f"capturing the training step as a CUDA graph failed ({error}); training on eagerly")
             return None
-        self.graph, self.static = graph, (static_x, static_y, loss, logits)
+        self.captured = (graph, static_x, static_y, loss, logits)
         graph.replay()
         return loss, logits
 
