@@ -4,7 +4,10 @@
 #      throughput table against the reference loop (≥ 5× target), the batch-512 run;
 #   2. benchmarks/cuda_variants.sh on the data set the first run decoded: the 90 % search, JOBS
 #      runs at once on the one GPU, all stopped at the deadline (finished epochs are kept);
-#   3. the records packed into OUT_DIR/results.tgz beside the two logs and the variants' table
+#   3. when the variants end early: the width search (benchmarks/width_search.py, the four
+#      other widths that spend ≥ 95 % of the parameter budget against the flagship's, 15 epochs
+#      at batch 512, five at once) until the deadline;
+#   4. the records packed into OUT_DIR/results.tgz beside the logs and the tables
 #      (a lease returns at most 8 files, so the run folders stay in a scratch folder).
 # Usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS [TRAIN_OPTION...]
 #   TRAIN_OPTION: added to every training run, the two timed ones and the variants
@@ -23,11 +26,12 @@ export FRESH_CACHE=$(mktemp -d) DATA_COPY=/tmp/cifar10-jpeg-session.tar.xz NO_AL
 export XDG_CACHE_HOME=$FRESH_CACHE  # the variants read the copy the first run decoded
 
 pack() {
-  tar czf "$out/results.tgz.part" --exclude='*.pt' --exclude='*.png' -C "$work" figures variants 2>/dev/null
+  tar czf "$out/results.tgz.part" --exclude='*.pt' --exclude='*.png' -C "$work" figures variants widths 2>/dev/null
   mv "$out/results.tgz.part" "$out/results.tgz"
   cp "$work/figures/log.txt" "$out/figures-log.txt" 2>/dev/null
   cp "$work/variants/log.txt" "$out/variants-log.txt" 2>/dev/null
   cp "$work/variants/table.md" "$out/variants-table.md" 2>/dev/null
+  cp "$work/widths/table.md" "$out/widths-table.md" 2>/dev/null
   echo "== packed; $(( deadline - $(date +%s) )) s of the budget left"
 }
 ( while sleep 30; do pack > /dev/null; done ) &  # a lease cut short still returns what was done
@@ -38,3 +42,12 @@ benchmarks/cuda_figures.sh "$archive" "$work/figures" "$@"
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
 VARIANTS=${VARIANTS:-"nohole nohole-seed1 flagship-seed1"} JOBS=${JOBS:-3} \
   DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants" "$@"
+left=$(( deadline - 20 - $(date +%s) ))
+if [ "$left" -gt 90 ]; then
+  echo "== width search from $(date +%T), $left s left"
+  mkdir -p "$work/widths"
+  python3 benchmarks/width_search.py architectures/flagship.yaml --stage C1=24,32,40 \
+    --stage C2=48,56,64,72,80 --stage C3+C4=96,112,128,144,160 --min-share 0.95 --train \
+    --out "$work/widths" --jobs 5 --deadline $(( deadline - 20 )) \
+    -- --epochs 15 --batch-size 512 --dataset imagefolder --data-root "$DATA_COPY" "$@" 2>&1 | tee "$work/widths/log.txt"
+fi

@@ -95,14 +95,24 @@ def enumerate_candidates(spec_path: Path, stages: dict[str, list[int]], min_shar
     return sorted(kept, key=lambda c: -c.params)
 
 
-def train_all(spec_path: Path, candidates: list[Candidate], out: Path, jobs: int, options: list[str]) -> None:
+def train_all(
+    spec_path: Path, candidates: list[Candidate], out: Path, jobs: int, options: list[str], deadline: float | None
+) -> None:
     """`blockspec train` for each candidate, `jobs` at a time (a GPU runs a few small networks
-    at once well); each run's log beside its directory."""
+    at once well); each run's log beside its directory. At `deadline` (Unix time) the runs are
+    stopped, keeping the epochs they finished, and the rest are not started."""
     out.mkdir(parents=True, exist_ok=True)
     waiting = list(candidates)
     running: list[subprocess.Popen] = []
     while waiting or running:
         running = [process for process in running if process.poll() is None]
+        if deadline is not None and time.time() >= deadline:
+            for process in running:
+                process.terminate()
+            for process in running:
+                process.wait()
+            print(f"deadline: stopped {len(running)} runs, {len(waiting)} not started", file=sys.stderr)
+            return
         while waiting and len(running) < jobs:
             candidate = waiting.pop(0)
             sets = [item for edit in candidate.edits for item in ("--set", edit)]
@@ -156,13 +166,14 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("width-search"), help="run directories and table.md (--train)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once")
+    parser.add_argument("--deadline", type=float, help="Unix time at which the runs are stopped (--train)")
     args = parser.parse_args(argv)
     stages = dict(args.stage)
     candidates = enumerate_candidates(args.spec, stages, args.min_share)
     if not candidates:
         raise SystemExit("no width combination passes the spec's rules")
     if args.train:
-        train_all(args.spec, candidates, args.out, args.jobs, options)
+        train_all(args.spec, candidates, args.out, args.jobs, options, args.deadline)
     text = table(list(stages), candidates, args.out if args.train else None)
     if args.train:
         (args.out / "table.md").write_text(text + "\n")

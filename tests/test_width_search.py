@@ -85,3 +85,15 @@ def test_train_runs_every_candidate_and_tabulates_its_records(tmp_path: Path) ->
         assert cells[0] == ("**8**" if width == 8 else "4")
         assert cells[3] == "1" and cells[4] == f"{history[-1]['test_acc']:.2f}"
     assert result.stdout.strip() == (out / "table.md").read_text().strip()
+
+
+def test_a_passed_deadline_starts_nothing_and_the_table_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "search"
+    command = [sys.executable, "benchmarks/width_search.py", str(FLAGSHIP), "--stage", "C1=24,32", "--train",
+               "--out", str(out), "--deadline", "0"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "deadline: stopped 0 runs, 2 not started" in result.stderr
+    rows = (out / "table.md").read_text().splitlines()[2:]
+    assert len(rows) == 2 and all(row.endswith("| — | — | — | — |") for row in rows)
+    assert not any(path.is_dir() for path in out.iterdir())
