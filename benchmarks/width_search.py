@@ -117,8 +117,8 @@ def train_all(
             candidate = waiting.pop(0)
             sets = [item for edit in candidate.edits for item in ("--set", edit)]
             command = [sys.executable, "-m", "blockspec", "train", str(spec_path), "--out", str(out / candidate.name)]
-            log = (out / f"{candidate.name}.log").open("w")
-            running.append(subprocess.Popen([*command, *sets, *options], stdout=log, stderr=subprocess.STDOUT))
+            with (out / f"{candidate.name}.log").open("w") as log:  # the run keeps its own copy
+                running.append(subprocess.Popen([*command, *sets, *options], stdout=log, stderr=subprocess.STDOUT))
         time.sleep(1)
 
 
@@ -130,17 +130,21 @@ def table(stages: list[str], candidates: list[Candidate], out: Path | None) -> s
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for c in candidates:
         cells = [f"**{w}**" if c.is_spec else str(w) for w in c.widths] + [f"{c.params:,}", f"{c.macs / 1e6:.1f}"]
-        metrics_file = out / c.name / "metrics.json" if out is not None else None
-        if metrics_file is not None and metrics_file.is_file():
-            history = json.loads(metrics_file.read_text())
-            best = max(history, key=lambda r: (r["test_acc"], -r["epoch"]))
-            seconds = sum(r["seconds"] for r in history)
-            cells += [str(history[-1]["epoch"]), f"{history[-1]['test_acc']:.2f}",
-                      f"{best['test_acc']:.2f} ({best['epoch']})", f"{seconds:,.0f}"]
-        elif out is not None:
-            cells += ["—"] * 4
+        if out is not None:
+            cells += run_cells(out / c.name / "metrics.json")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def run_cells(metrics_file: Path) -> list[str]:
+    """Epochs run, last test accuracy, best (epoch) and seconds; dashes for a run not started."""
+    if not metrics_file.is_file():
+        return ["—"] * 4
+    history = json.loads(metrics_file.read_text())
+    best = max(history, key=lambda r: (r["test_acc"], -r["epoch"]))
+    seconds = sum(r["seconds"] for r in history)
+    last = history[-1]
+    return [str(last["epoch"]), f"{last['test_acc']:.2f}", f"{best['test_acc']:.2f} ({best['epoch']})", f"{seconds:,.0f}"]
 
 
 def parse_stage(text: str) -> tuple[str, list[int]]:
