@@ -82,7 +82,9 @@ def _random_layer(rng: random.Random, channels: int, depth: int = 0) -> dict:
     if kind == "dws":
         args["multiplier"] = rng.choice([1, 2])
         args["mid_norm"] = rng.choice([True, False])
-        args["mid_act"] = rng.choice([True, False]) and args["act"] != "none"
+        args["mid_act"] = rng.choice([True, False, "silu", "none"])
+        if args["mid_act"] is True and args["act"] == "none":
+            args["mid_act"] = "gelu"
     elif rng.random() < 0.3 and channels % 2 == 0:
         args["groups"] = 2
     return {kind: args}
@@ -141,3 +143,20 @@ def test_input_size_changes_shapes_not_local_geometry() -> None:
     assert at_64["receptive_field"] == 41
     fc_macs = 64 * 10
     assert at_64["macs"] == 4 * (summarize(spec).to_dict()["macs"] - fc_macs) + fc_macs
+
+
+def test_dws_mid_act_can_name_an_activation_where_the_layer_has_none() -> None:
+    """A residual body's last layer adds before activating (`act: none`) but may still want an
+    activation between its depthwise and pointwise convolutions."""
+    text = (
+        "name: x\nblocks:\n  C1:\n    - conv: {out: 8}\n    - residual:\n        body:\n"
+        "          - dws: {out: 8, mid_norm: true, act: none, mid_act: silu}\n"
+        "  output: [gap: {}, fc: {out: 10}]\n"
+    )
+    assert_analysis_matches_module(text)
+    (layer,) = build_model(parse_spec(text))[0][1].body
+    assert [type(part).__name__ for part in layer] == [
+        "DepthwiseConv2d", "BatchNorm2d", "SiLU", "Conv2d", "BatchNorm2d"
+    ]
+    with pytest.raises(SpecError, match=r"blocks\.C1\[1\]\.body\[0\]\.mid_act"):
+        parse_spec(text.replace("mid_act: silu", "mid_act: true"))

@@ -135,7 +135,7 @@ def conv_layer(draw: Any, s: State, kind: str) -> dict:
     if kind == "dws":
         opt(draw, args, "multiplier", (1, 2, 3), 3)
         opt(draw, args, "mid_norm", (True, False), 3)
-        opt(draw, args, "mid_act", (True, False), 3)
+        opt(draw, args, "mid_act", (True, False, "gelu", "none"), 3)
     else:
         if chance(draw, 3):
             groups = draw(st.sampled_from(divisors(s.c)))

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
+    Act,
     Context,
     Geometry,
     Shape,
@@ -28,7 +29,9 @@ class DwsSpec(SlidingUnit):
     """Depthwise-separable convolution; norm/act/dropout follow the pointwise conv.
 
     `mid_norm` / `mid_act` put a normalisation / activation between the two convolutions
-    (MobileNet v1 does both; many CIFAR solutions do neither).
+    (MobileNet v1 does both; many CIFAR solutions do neither). `mid_act` may name its own
+    activation, so the last layer of a residual body (`act: none`, added before activating)
+    can still have one inside.
     """
 
     kind: Literal["dws"] = "dws"
@@ -36,17 +39,20 @@ class DwsSpec(SlidingUnit):
         default=1, ge=1, le=64, description="depthwise outputs per input channel"
     )
     mid_norm: bool = Field(default=False, description="normalisation between the two convolutions")
-    mid_act: bool = Field(default=False, description="activation between the two convolutions")
+    mid_act: bool | Act = Field(
+        default=False,
+        description="activation between the two convolutions: true for the layer's `act`, or an activation's name",
+    )
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         channels, height, width = require_map(in_shape, ctx, self.kind)
-        for flag, setting in (("mid_norm", self.norm), ("mid_act", self.act)):
-            if getattr(self, flag) and setting == "none":
-                raise fail(
-                    f"{ctx.path}.{flag}",
-                    f"needs a {flag[4:]} to insert, but this layer's {flag[4:]} is 'none'",
-                    True,
-                )
+        inserts = (
+            ("mid_norm", self.norm, "norm", ""),
+            ("mid_act", self.act, "act", "; name an activation instead (e.g. mid_act: gelu)"),
+        )
+        for flag, setting, field, hint in inserts:
+            if getattr(self, flag) is True and setting == "none":
+                raise fail(f"{ctx.path}.{flag}", f"true inserts this layer's {field}, which is 'none'{hint}", True)
         window = self.window(ctx)
         out_h, out_w = check_window(window, height, width, ctx)
         mid = channels * self.multiplier
@@ -91,12 +97,19 @@ class DwsSpec(SlidingUnit):
         between: list[tuple[str, nn.Module]] = []
         if self.mid_norm:
             between.append(("mid_norm", make_norm(self.norm, mid, ctx)))
-        if self.mid_act:
-            activation = ("mid_act", make_act(self.act))
+        if self.mid_activation != "none":
+            activation = ("mid_act", make_act(self.mid_activation))
             between.insert(len(between) if self.order == "conv-norm-act" else 0, activation)
         parts += between
         parts.append(("pointwise", nn.Conv2d(mid, self.out, 1, bias=self.bias)))
         return finish_unit(parts, self.out, self.norm, self.act, self.order, self.dropout, ctx)
+
+    @property
+    def mid_activation(self) -> str:
+        """The activation between the convolutions, "none" for none."""
+        if isinstance(self.mid_act, bool):
+            return self.act if self.mid_act else "none"
+        return self.mid_act
 
     def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         found = {"dws", "depthwise"}
