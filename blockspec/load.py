@@ -62,7 +62,7 @@ def parse_spec(
     try:
         spec = Spec.model_validate(document)
     except ValidationError as error:
-        raise SpecError([_problem(item) for item in error.errors()], source) from None
+        raise SpecError(_one_per_field([_problem(item) for item in error.errors()]), source) from None
     try:
         trace(spec, input_size)
     except SpecError as error:
@@ -107,6 +107,22 @@ def field_path(loc: tuple[Any, ...]) -> str:
             text += f".{part}" if text else str(part)
         previous = part
     return text
+
+
+def _one_per_field(problems: list[Problem]) -> list[Problem]:
+    """A value refused by every member of a union (`padding: autox`, `mid_act: gelux`) gets one
+    line listing what each allows, not one line per member."""
+    merged: dict[tuple[str, str], Problem] = {}
+    for problem in problems:
+        key = (problem.path, repr(problem.value))
+        first = merged.get(key)
+        if first is None:
+            merged[key] = problem
+            continue
+        prefix = "Input should be "
+        extra = problem.message.removeprefix(prefix) if first.message.startswith(prefix) else problem.message
+        merged[key] = Problem(first.path, f"{first.message}, or {extra}", first.value)
+    return list(merged.values())
 
 
 def _problem(error: Any) -> Problem:

@@ -134,6 +134,18 @@ BROKEN = {
         "name: x\ninput: {size: 4}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\ntrain: {tta_shift: 4}\n",
         "train.tta_shift = 4: must be smaller than the input's side (4)",
     ),
+    "padding_neither_word_nor_number": (  # one line for a union's members, not one each
+        "name: x\nblocks:\n  C1: [conv: {out: 8, padding: autox}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].padding = 'autox': Input should be 'auto' or 'same', or a valid integer",
+    ),
+    "mid_act_unknown": (
+        "name: x\nblocks:\n  C1: [dws: {out: 8, mid_act: gelux}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].mid_act = 'gelux': Input should be a valid boolean, or 'relu', 'relu6', 'leaky_relu', 'gelu'",
+    ),
+    "mid_act_without_act": (
+        "name: x\nblocks:\n  C1: [dws: {out: 8, act: none, mid_act: true}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].mid_act = True: true inserts this layer's act, which is 'none'; name an activation instead",
+    ),
     "unknown_rule_feature": (
         "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {require: [dsw]}\n",
         "rules.require = ['dsw']: unknown feature(s) ['dsw']",
