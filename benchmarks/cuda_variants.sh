@@ -33,6 +33,8 @@ variants=(  # name, then its edits (none: the flagship as written; `relu`: its R
   "nohole-seed2 data.augment[2].CoarseDropout.p=0.0 train.seed=2"
   "nohole-decay2.5e-4 data.augment[2].CoarseDropout.p=0.0 train.optimizer.weight_decay=2.5e-4"
   "nohole-shift4 data.augment[2].CoarseDropout.p=0.0 data.augment[1]={\"Affine\":{\"translate_px\":[-4,4],\"p\":1.0}}"
+  "midact blocks.C3[0].dws.mid_act=true blocks.C3[1].residual.body[0].dws.mid_act=true blocks.C3[1].residual.body[1].dws.mid_act=gelu blocks.C4[0].residual.body[0].dws.mid_act=true blocks.C4[0].residual.body[1].dws.mid_act=gelu"
+  "midact-seed1 blocks.C3[0].dws.mid_act=true blocks.C3[1].residual.body[0].dws.mid_act=true blocks.C3[1].residual.body[1].dws.mid_act=gelu blocks.C4[0].residual.body[0].dws.mid_act=true blocks.C4[0].residual.body[1].dws.mid_act=gelu train.seed=1"
   "shift1 train.tta_shift=1"
   "shift4 data.augment[1]={\"Affine\":{\"translate_px\":[-4,4],\"p\":1.0}}"
   "shift4reflect data.augment[1]={\"Affine\":{\"translate_px\":[-4,4],\"p\":1.0,\"border_mode\":4}}"
