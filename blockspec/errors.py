@@ -6,8 +6,12 @@ carry enough to fix it alone: where (file and field path), what was found, what 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 _UNSET: Any = object()
 
@@ -51,6 +55,66 @@ class SpecError(Exception):
 def fail(path: str, message: str, value: Any = _UNSET) -> SpecError:
     """Shorthand for the common single-problem error."""
     return SpecError(Problem(path, message, value))
+
+
+# Pydantic names a union's members in an error's location; the user never wrote them.
+PYDANTIC_INTERNAL = re.compile(
+    r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$)"
+)
+# Errors whose input is the whole entry (a missing field, an unknown layer kind): the message
+# says it all.
+_VALUE_NOT_SHOWN = {"missing", "unknown_kind", "layer_entry"}
+
+
+def dotted_path(loc: tuple[Any, ...]) -> str:
+    """('augment', 0, 'Affine', 'float') → 'augment[0].Affine': indices in brackets, union
+    members dropped."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not PYDANTIC_INTERNAL.match(part):
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def validation_problems(
+    error: ValidationError, locate: Callable[[tuple[Any, ...]], str] = dotted_path
+) -> list[Problem]:
+    """Pydantic's errors as problems the user can act on, one per field.
+
+    `locate` turns pydantic's location into the path the user wrote (a spec field, a
+    transform's argument, a flag). A value refused by every member of a union
+    (`padding: autox`) gets one line listing what each member allows.
+    """
+    merged: dict[tuple[str, str], Problem] = {}
+    for item in error.errors():
+        problem = _problem(item, locate)
+        key = (problem.path, repr(problem.value))
+        first = merged.get(key)
+        if first is None:
+            merged[key] = problem
+            continue
+        prefix = "Input should be "
+        extra = (
+            problem.message.removeprefix(prefix)
+            if first.message.startswith(prefix)
+            else problem.message
+        )
+        merged[key] = Problem(first.path, f"{first.message}, or {extra}", first.value)
+    return list(merged.values())
+
+
+def _problem(item: Any, locate: Callable[[tuple[Any, ...]], str]) -> Problem:
+    loc = tuple(item["loc"])
+    value = item.get("input")
+    if item["type"] == "unknown_field":  # name the unknown key itself, not its parent
+        loc += (item["ctx"]["field"],)
+        value = item["input"].get(item["ctx"]["field"])
+    message = item["msg"].removeprefix("Value error, ")
+    if item["type"] in _VALUE_NOT_SHOWN:
+        return Problem(locate(loc), message)
+    return Problem(locate(loc), message, value)
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

@@ -5,7 +5,6 @@ Only `yaml.safe_load` is used: a spec is data, and nothing in it is evaluated or
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 
 from blockspec.analysis import trace
 from blockspec.edits import apply_edits
-from blockspec.errors import Problem, SpecError, fail
+from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_problems
 from blockspec.layers import LAYER_KINDS
 from blockspec.spec import Spec
 
@@ -62,7 +61,7 @@ def parse_spec(
     try:
         spec = Spec.model_validate(document)
     except ValidationError as error:
-        raise SpecError(_one_per_field([_problem(item) for item in error.errors()]), source) from None
+        raise SpecError(validation_problems(error, field_path), source) from None
     try:
         trace(spec, input_size)
     except SpecError as error:
@@ -84,9 +83,6 @@ def parse_spec(
     return spec
 
 
-_PYDANTIC_INTERNAL = re.compile(r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$)")
-
-
 def field_path(loc: tuple[Any, ...]) -> str:
     """('blocks', 'C2', 1, 'dilated', 'dilation') → 'blocks.C2[1].dilation'.
 
@@ -101,38 +97,9 @@ def field_path(loc: tuple[Any, ...]) -> str:
             text += f".{part}"  # a block name, whatever it looks like
         elif isinstance(previous, int) and part in LAYER_KINDS:
             pass
-        elif _PYDANTIC_INTERNAL.match(part):
+        elif PYDANTIC_INTERNAL.match(part):
             pass  # the name of a union member, not a field the user wrote
         else:
             text += f".{part}" if text else str(part)
         previous = part
     return text
-
-
-def _one_per_field(problems: list[Problem]) -> list[Problem]:
-    """A value refused by every member of a union (`padding: autox`, `mid_act: gelux`) gets one
-    line listing what each allows, not one line per member."""
-    merged: dict[tuple[str, str], Problem] = {}
-    for problem in problems:
-        key = (problem.path, repr(problem.value))
-        first = merged.get(key)
-        if first is None:
-            merged[key] = problem
-            continue
-        prefix = "Input should be "
-        extra = problem.message.removeprefix(prefix) if first.message.startswith(prefix) else problem.message
-        merged[key] = Problem(first.path, f"{first.message}, or {extra}", first.value)
-    return list(merged.values())
-
-
-def _problem(error: Any) -> Problem:
-    loc = tuple(error["loc"])
-    if error["type"] == "unknown_field":
-        loc += (error["ctx"]["field"],)
-        value = error["input"].get(error["ctx"]["field"])
-    else:
-        value = error.get("input")
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] in {"missing", "unknown_kind", "layer_entry"}:
-        return Problem(field_path(loc), message)
-    return Problem(field_path(loc), message, value)

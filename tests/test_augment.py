@@ -186,6 +186,16 @@ def test_values_checked_by_albumentations_schema() -> None:
     assert "missing required argument(s): height, width" in _error([{"RandomCrop": {}}])
 
 
+def test_a_value_no_union_member_accepts_is_one_line_at_the_argument() -> None:
+    # Affine's translate_percent is a number, a pair or a per-axis mapping: pydantic refuses
+    # 'abc' once per member and names each member in its location.
+    text = _error([{"Affine": {"translate_percent": "abc"}}])
+    assert text == (
+        "data.augment[0].Affine.translate_percent = 'abc': Input should be a valid tuple, "
+        "or a valid number, unable to parse string as a number, or a valid dictionary"
+    )
+
+
 def test_silent_adjustment_warning_becomes_error() -> None:
     text = _error([{"Blur": {"blur_limit": 4}}])  # albumentations would quietly use (3, 5)
     assert "data.augment[0].Blur" in text and "automatically adjusted" in text

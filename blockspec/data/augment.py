@@ -29,7 +29,7 @@ from albumentations.core.transforms_interface import (
 from pydantic import ValidationError
 
 from blockspec.data.augment_compat import REMOVED, translate_args
-from blockspec.errors import Problem, SpecError, fail
+from blockspec.errors import SpecError, dotted_path, fail, validation_problems
 
 _NORMALISES = (
     "blockspec converts images to tensors and normalises each batch with the data set's "
@@ -221,15 +221,15 @@ def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransf
 def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> SpecError:
     cause = error.__cause__ if isinstance(error.__cause__, ValidationError) else error
     if isinstance(cause, ValidationError):
-        problems = []
-        for item in cause.errors():
-            field = ".".join(str(part) for part in item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            problems.append(
-                Problem(f"{where}.{field}" if field else where, message, item.get("input"))
-            )
-        return SpecError(problems)
+        return SpecError(validation_problems(cause, lambda loc: _within(where, dotted_path(loc))))
     return fail(where, f"albumentations rejected these arguments: {error}", args)
+
+
+def _within(where: str, field: str) -> str:
+    """A transform argument's path under the transform's own: `data.augment[0].Affine.scale`."""
+    if not field:
+        return where
+    return f"{where}{field}" if field.startswith("[") else f"{where}.{field}"
 
 
 def _resolve_fill(args: dict[str, Any], mean_fill: Any) -> dict[str, Any]:

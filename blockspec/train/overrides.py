@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from blockspec.errors import Problem, SpecError
+from blockspec.errors import SpecError, validation_problems
 from blockspec.spec import Spec
 
 
@@ -54,11 +54,12 @@ def apply_overrides(
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
-        problems = [
-            Problem("--" + str(item["loc"][-1]).replace("_", "-"), item["msg"], item.get("input"))
-            for item in error.errors()
-        ]
-        raise SpecError(problems) from None
+        raise SpecError(validation_problems(error, _flag_name)) from None
+
+
+def _flag_name(loc: tuple[Any, ...]) -> str:
+    """('train', 'batch_size') → '--batch-size': the flag the bad value came from."""
+    return "--" + str(loc[-1]).replace("_", "-")
 
 
 def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
