@@ -77,11 +77,12 @@ def build_summary(
 
 @app.command()
 def check(spec_path: SpecPath, edits: Edits = None) -> None:
-    """Exit 1 if any rule in the spec fails (for CI); 0 when all hold."""
+    """Exit 1 if any rule in the spec fails (for CI); 0 when all hold. A spec that does not load,
+    including a `data.augment` entry albumentations refuses, exits 2."""
     from blockspec.load import load_spec
     from blockspec.summary import summarize
 
-    summary = summarize(load_spec(spec_path, edits=edits))
+    summary = summarize(load_spec(spec_path, edits=edits, augment=True))
     if not summary.rules:
         typer.echo(f"{spec_path}: no rules to check (add a `rules:` section)")
         return
@@ -146,7 +147,7 @@ def train(
     spec = None
     if resume is None:
         spec = apply_overrides(
-            load_spec(spec_path, edits=edits),
+            load_spec(spec_path, edits=edits, augment=True),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
@@ -210,7 +211,7 @@ def preview_augment(
     from blockspec.load import load_spec
     from blockspec.train.overrides import apply_overrides
 
-    spec = apply_overrides(load_spec(spec_path), dataset=dataset, data_root=data_root)
+    spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
     for note in read_augment(spec.data.augment).notes:
         typer.echo(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)

@@ -20,10 +20,14 @@ from blockspec.spec import Spec
 
 
 def load_spec(
-    path: str | Path, input_size: tuple[int, int] | None = None, edits: Sequence[str] | None = None
+    path: str | Path,
+    input_size: tuple[int, int] | None = None,
+    edits: Sequence[str] | None = None,
+    augment: bool = False,
 ) -> Spec:
     """Read, validate and geometry-check a spec file, with `--set` edits applied first;
-    every failure is a SpecError."""
+    every failure is a SpecError. `augment` also has albumentations check `data.augment`
+    (for commands that use or vouch for it: importing albumentations takes seconds)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -31,11 +35,15 @@ def load_spec(
         raise fail("", "file not found").with_source(source) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise fail("", f"cannot read the file ({type(error).__name__})").with_source(source) from None
-    return parse_spec(text, source, input_size, edits)
+    return parse_spec(text, source, input_size, edits, augment)
 
 
 def parse_spec(
-    text: str, source: str = "<spec>", input_size: tuple[int, int] | None = None, edits: Sequence[str] | None = None
+    text: str,
+    source: str = "<spec>",
+    input_size: tuple[int, int] | None = None,
+    edits: Sequence[str] | None = None,
+    augment: bool = False,
 ) -> Spec:
     try:
         document = yaml.safe_load(text)
@@ -80,6 +88,13 @@ def parse_spec(
         raise fail(
             "train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift
         ).with_source(source)
+    if augment:
+        from blockspec.data import read_augment
+
+        try:
+            read_augment(spec.data.augment)
+        except SpecError as error:
+            raise error.with_source(source) from None
     return spec
 
 

@@ -168,6 +168,23 @@ def test_broken_specs_exit_2_with_located_message(
     assert "Traceback" not in out + err
 
 
+@pytest.mark.parametrize("command", ["check", "train", "preview-augment"])
+def test_an_augmentation_albumentations_refuses_names_the_file(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` vouches for the whole spec, and training fails before touching any data."""
+    path = tmp_path / "badaug.yaml"
+    path.write_text(FLAGSHIP.read_text().replace("translate_percent: [-0.125, 0.125]", "translate_percent: abc"))
+    data_flags = [] if command == "check" else ["--data-root", str(tmp_path / "no-data")]
+    code, out, err = run_cli([command, str(path), *data_flags], capsys)
+    assert code == 2 and "Traceback" not in out + err
+    assert err == (
+        f"error: {path}: data.augment[1].Affine.translate_percent = 'abc': Input should be a valid "
+        "tuple, or a valid number, unable to parse string as a number, or a valid dictionary\n"
+    )
+    assert not (tmp_path / "no-data").exists()
+
+
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(["check", str(tmp_path / "nope.yaml")], capsys)
     assert code == 2 and "nope.yaml: file not found" in err
