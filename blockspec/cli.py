@@ -142,8 +142,12 @@ def train(
 
     if spec_path is None and resume is None:
         raise fail("SPEC", "give a spec file to train, or --resume RUN_DIR to continue a run")
-    if resume is not None and edits:
-        raise fail("--set", "a resumed run keeps the spec it started with; start a new run to change it", edits)
+    if resume is not None:
+        recipe_flags = {"--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--dataset": dataset,
+                        "--data-root": data_root, "--seed": seed, "--target": target, "--set": edits}
+        for flag, value in recipe_flags.items():
+            if value is not None and value != []:
+                raise fail(flag, "a resumed run keeps the spec it started with; start a new run to change it", value)
     spec = None
     if resume is None:
         spec = apply_overrides(

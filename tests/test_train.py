@@ -136,17 +136,21 @@ def test_eval_reports_the_checkpoint_accuracy(
     assert "class3" in stdout
 
 
-@pytest.mark.parametrize("workers", ["0", "1"])
+LIMITS = ["--limit-train", "40", "--limit-test", "16"]
+
+
+@pytest.mark.parametrize(("workers", "limits"), [("0", []), ("1", []), ("0", LIMITS)])
 def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
-    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], workers: str
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], workers: str, limits: list[str]
 ) -> None:
     """Killed during epoch 2 or 3 and resumed, the run equals an uninterrupted one exactly
-    (the weight average and flip-TTA evaluation included)."""
+    (the weight average and flip-TTA evaluation included); a run on part of the data resumes
+    on that part without being told again."""
     spec = write_spec(tmp_path, data_root, epochs=4, extra="  batch_size: 4\n  ema: 0.99\n  tta_flip: true")
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
-    run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers], capsys)
+    run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers, *limits], capsys)
     run_dir = tmp_path / "killed"
-    process = start_blockspec(["train", str(spec), "--out", str(run_dir), "--workers", workers])
+    process = start_blockspec(["train", str(spec), "--out", str(run_dir), "--workers", workers, *limits])
     wait_for_epochs(run_dir, 1, process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
@@ -157,6 +161,38 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     history = metrics(run_dir)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     assert without_timing(history) == without_timing(metrics(tmp_path / "straight"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps it"),
+        (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with"),
+        (["--data-root", "elsewhere"], "--data-root = 'elsewhere': a resumed run keeps the spec"),
+    ],
+)
+def test_resume_refuses_flags_that_would_change_the_run(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], flags: list[str], says: str
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    run_cli(["train", str(spec), "--out", str(out), "--workers", "0", *LIMITS], capsys)
+    code, _, err = run_cli(["train", "--resume", str(out), *flags], capsys)
+    assert code == 2 and says in err and "Traceback" not in err
+
+
+def test_resume_on_data_that_changed_size_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """More images would mean more steps an epoch than the schedule was built for."""
+    root = write_colour_folder(tmp_path / "colours", train_per_class=8, test_per_class=2)
+    spec = write_spec(tmp_path, root, epochs=1)
+    out = tmp_path / "run"
+    run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    write_colour_folder(tmp_path / "colours", train_per_class=24, test_per_class=2)
+    code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "the run took 2 steps an epoch and its data now gives 6" in err
 
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path, data_root: Path) -> None:

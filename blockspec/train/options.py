@@ -3,8 +3,11 @@ both use them without importing each other."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from blockspec.errors import fail
 
 
 @dataclass(frozen=True)
@@ -19,3 +22,30 @@ class RunOptions:
     limit_test: int | None = None
     resume: Path | None = None
     stop_at_target: bool = False  # time-to-accuracy runs: end after the first epoch at the target
+
+
+# The options that decide what a run trains on and how its images are augmented: a resumed
+# run takes them from its checkpoint, or its data, step count and schedule would change.
+_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader")
+
+
+def kept_on_resume(options: RunOptions) -> dict[str, Any]:
+    """What a checkpoint records of the run's options."""
+    return {name: getattr(options, name) for name in _KEPT_ON_RESUME}
+
+
+def resumed_options(options: RunOptions, recorded: dict[str, Any] | None) -> RunOptions:
+    """The options of a resumed run: the recorded ones restored, a flag contradicting them
+    refused. Checkpoints written before they were recorded leave the options as given."""
+    if recorded is None:
+        return options
+    defaults = RunOptions()
+    for name, value in recorded.items():
+        given = getattr(options, name)
+        if given != getattr(defaults, name) and given != value:
+            raise fail(
+                "--" + name.replace("_", "-"),
+                f"the run being resumed started with {value!r} and keeps it; omit the flag",
+                given,
+            )
+    return replace(options, **recorded)

@@ -24,7 +24,7 @@ from blockspec.train.interrupt import ctrl_c_between_steps
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr
-from blockspec.train.options import RunOptions
+from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
 from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
 from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
 from blockspec.train.rundir import (
@@ -47,6 +47,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     checkpoint = load_checkpoint(options.resume) if options.resume else None
     if checkpoint is not None:
         spec = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
+        options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
     ranks = distributed.from_environment()
     if not ranks.main:
@@ -98,7 +99,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     start = len(history) + 1
     if ranks.main and not (run_dir / "last.pt").exists():
         with disk_errors_reported(run_dir, "write the first checkpoint", None):
-            session.save(run_dir / "last.pt", epoch=0, history=history)
+            session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
         check_room_for_run(run_dir)
     try:
         with ctrl_c_between_steps() as check_stop:
@@ -115,7 +116,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                 with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
                     if max(r["test_acc"] for r in history) == record["test_acc"]:
                         session.save_best(run_dir / "best.pt", epoch)
-                    session.save(run_dir / "last.pt", epoch=epoch, history=history)
+                    session.save(run_dir / "last.pt", epoch, history, kept_on_resume(options))
                 with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
                     write_metrics(run_dir, history)
                     write_summary(run_dir, run_summary(spec, history, info))

@@ -53,6 +53,7 @@ class Session:
 
     def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int, ranks: distributed.Ranks) -> None:
         self.spec, self.info, self.ranks = spec, info, ranks
+        self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
         model = build_model(spec).to(info.device)
         if info.channels_last:
@@ -148,9 +149,21 @@ class Session:
             "ema": self.ema.state_dict() if self.ema is not None else {},
         }
 
-    def save(self, target: Path, epoch: int, history: list[dict[str, Any]]) -> None:
+    def save(
+        self, target: Path, epoch: int, history: list[dict[str, Any]], run_options: dict[str, Any]
+    ) -> None:
+        """Everything `--resume` needs to continue exactly: `run_options` are the options that
+        shape the run (its data limits and loader), which a resumed run restores."""
         save_atomic(
-            {**self.state(), "spec": self.spec.to_yaml(), "epoch": epoch, "history": history, "rng": rng_state()},
+            {
+                **self.state(),
+                "spec": self.spec.to_yaml(),
+                "run_options": run_options,
+                "steps_per_epoch": self.steps_per_epoch,
+                "epoch": epoch,
+                "history": history,
+                "rng": rng_state(),
+            },
             target,
         )
 
@@ -159,6 +172,14 @@ class Session:
         save_atomic({"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "epoch": epoch}, target)
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
+        recorded = checkpoint.get("steps_per_epoch", self.steps_per_epoch)
+        if recorded != self.steps_per_epoch:  # the data changed under the run, or its process count
+            raise fail(
+                "--resume",
+                f"the run took {recorded} steps an epoch and its data now gives {self.steps_per_epoch}, "
+                "so its schedule cannot continue where it stopped; resume it on the data and "
+                "processes it started with",
+            )
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None:
