@@ -79,7 +79,7 @@ def dotted_path(loc: tuple[Any, ...]) -> str:
 
 
 def validation_problems(
-    error: ValidationError, locate: Callable[[tuple[Any, ...]], str] = dotted_path
+    error: ValidationError, locate: Callable[[tuple[Any, ...]], str]
 ) -> list[Problem]:
     """Pydantic's errors as problems the user can act on, one per field.
 
