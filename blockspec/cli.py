@@ -97,7 +97,7 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
 
 OptionalPath = Annotated[
     Optional[Path],  # noqa: UP007
-    typer.Argument(help="Architecture spec (YAML); optional with --resume.", show_default=False),
+    typer.Argument(help="Architecture spec (YAML); with --resume optional, and then the run's own.", show_default=False),
 ]
 CheckpointSpecPath = Annotated[
     Optional[Path],  # noqa: UP007
@@ -142,14 +142,24 @@ def train(
 
     if spec_path is None and resume is None:
         raise fail("SPEC", "give a spec file to train, or --resume RUN_DIR to continue a run")
-    if resume is not None:
-        recipe_flags = {"--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--dataset": dataset,
-                        "--data-root": data_root, "--seed": seed, "--target": target, "--set": edits}
-        for flag, value in recipe_flags.items():
-            if value is not None and value != []:
-                raise fail(flag, "a resumed run keeps the spec it started with; start a new run to change it", value)
     spec = None
-    if resume is None:
+    if resume is not None:
+        recipe_flags = {
+            "--epochs": epochs,
+            "--batch-size": batch_size,
+            "--lr": lr,
+            "--dataset": dataset,
+            "--data-root": data_root,
+            "--seed": seed,
+            "--target": target,
+            "--set": edits or None,
+        }
+        for flag, value in recipe_flags.items():
+            if value is not None:
+                raise fail(flag, "a resumed run keeps the spec it started with; start a new run to change it", value)
+        if spec_path is not None:  # allowed when it is the run's own spec; the run checks that
+            spec = load_spec(spec_path)
+    else:
         spec = apply_overrides(
             load_spec(spec_path, edits=edits, augment=True),
             epochs=epochs,

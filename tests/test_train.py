@@ -181,6 +181,20 @@ def test_resume_refuses_flags_that_would_change_the_run(
     assert code == 2 and says in err and "Traceback" not in err
 
 
+def test_resume_takes_the_runs_own_spec_file_and_refuses_another(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    code, _, _ = run_cli(["train", str(spec), "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 0
+    spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 2"))
+    code, _, err = run_cli(["train", str(spec), "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"SPEC: differs from the spec {out} started with" in err
+
+
 def test_resume_on_data_that_changed_size_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

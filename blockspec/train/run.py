@@ -13,6 +13,7 @@ from typing import Any
 
 from blockspec.analysis import trace
 from blockspec.data import load_dataset, read_augment
+from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train import distributed
@@ -43,10 +44,18 @@ class TrainingInterrupted(Exception):
 
 
 def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `spec` (or resume `options.resume`) and return the run summary."""
+    """Train `spec`, or resume `options.resume` (then `spec`, if given, must be the run's own),
+    and return the run summary."""
     checkpoint = load_checkpoint(options.resume) if options.resume else None
     if checkpoint is not None:
-        spec = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
+        started_with = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
+        if spec is not None and spec != started_with:
+            raise fail(
+                "SPEC",
+                f"differs from the spec {options.resume} started with; a resumed run keeps its "
+                "own spec: leave the file out, or start a new run to train this one",
+            )
+        spec = started_with
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
     ranks = distributed.from_environment()
