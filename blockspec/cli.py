@@ -134,7 +134,7 @@ def train(
     edits: Edits = None,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
-    from blockspec.errors import fail
+    from blockspec.errors import fail, flag_name
     from blockspec.load import load_spec
     from blockspec.train.overrides import apply_overrides
     from blockspec.train.run import RunOptions, TrainingInterrupted
@@ -142,34 +142,25 @@ def train(
 
     if spec_path is None and resume is None:
         raise fail("SPEC", "give a spec file to train, or --resume RUN_DIR to continue a run")
+    recipe = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "dataset": dataset,
+        "data_root": data_root,
+        "seed": seed,
+        "target": target,
+    }
     spec = None
     if resume is not None:
-        recipe_flags = {
-            "--epochs": epochs,
-            "--batch-size": batch_size,
-            "--lr": lr,
-            "--dataset": dataset,
-            "--data-root": data_root,
-            "--seed": seed,
-            "--target": target,
-            "--set": edits or None,
-        }
-        for flag, value in recipe_flags.items():
+        given = {flag_name(name): value for name, value in recipe.items()}
+        for flag, value in {**given, "--set": edits or None}.items():
             if value is not None:
                 raise fail(flag, "a resumed run keeps the spec it started with; start a new run to change it", value)
         if spec_path is not None:  # allowed when it is the run's own spec; the run checks that
             spec = load_spec(spec_path)
     else:
-        spec = apply_overrides(
-            load_spec(spec_path, edits=edits, augment=True),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            dataset=dataset,
-            data_root=data_root,
-            seed=seed,
-            target=target,
-        )
+        spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
     if workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
     if loader not in ("auto", "gpu", "albumentations"):

@@ -57,6 +57,12 @@ def fail(path: str, message: str, value: Any = _UNSET) -> SpecError:
     return SpecError(Problem(path, message, value))
 
 
+def flag_name(field: str) -> str:
+    """'batch_size' → '--batch-size': the command-line flag that sets a field, for problems
+    whose value came from the command line."""
+    return "--" + field.replace("_", "-")
+
+
 # Pydantic names a union's members in an error's location; the user never wrote them.
 PYDANTIC_INTERNAL = re.compile(
     r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$)"

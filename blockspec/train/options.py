@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from blockspec.errors import fail
+from blockspec.errors import fail, flag_name
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def resumed_options(options: RunOptions, recorded: dict[str, Any] | None) -> Run
         given = getattr(options, name)
         if given != getattr(defaults, name) and given != value:
             raise fail(
-                "--" + name.replace("_", "-"),
+                flag_name(name),
                 f"the run being resumed started with {value!r} and keeps it; omit the flag",
                 given,
             )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from blockspec.errors import SpecError, validation_problems
+from blockspec.errors import SpecError, flag_name, validation_problems
 from blockspec.spec import Spec
 
 
@@ -54,12 +54,7 @@ def apply_overrides(
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(validation_problems(error, _flag_name)) from None
-
-
-def _flag_name(loc: tuple[Any, ...]) -> str:
-    """('train', 'batch_size') → '--batch-size': the flag the bad value came from."""
-    return "--" + str(loc[-1]).replace("_", "-")
+        raise SpecError(validation_problems(error, lambda loc: flag_name(str(loc[-1])))) from None
 
 
 def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
