@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from reference_loop import stock_layers  # this script's folder is on sys.path
+from torch import nn
 from train_speed import device_kind, shown_path, write_docs
 
 from blockspec import load_spec

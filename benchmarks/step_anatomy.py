@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from reference_loop import sync  # this script's folder is on sys.path
 from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
-from reference_loop import sync  # this script's folder is on sys.path
 from train_speed import device_kind, shown_path, write_docs
 
 from blockspec import load_spec

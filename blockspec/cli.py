@@ -23,7 +23,7 @@ app = typer.Typer(
 
 SpecPath = Annotated[Path, typer.Argument(help="Architecture spec (YAML).", show_default=False)]
 Edits = Annotated[
-    Optional[list[str]],  # noqa: UP007 (Typer needs Optional here)
+    Optional[list[str]],  # noqa: UP045 (Typer needs Optional here)
     typer.Option(
         "--set",
         metavar="PATH=VALUE",
@@ -45,7 +45,7 @@ def build_summary(
     spec_path: SpecPath,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     input_size: Annotated[
-        Optional[tuple[int, int]],  # noqa: UP007 (Typer needs Optional here)
+        Optional[tuple[int, int]],  # noqa: UP045 (Typer needs Optional here)
         typer.Option("--input-size", metavar="H W", help="Analyse at another input size."),
     ] = None,
     verify: Annotated[
@@ -96,11 +96,11 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
 
 
 OptionalPath = Annotated[
-    Optional[Path],  # noqa: UP007
+    Optional[Path],  # noqa: UP045
     typer.Argument(help="Architecture spec (YAML); with --resume optional, and then the run's own.", show_default=False),
 ]
 CheckpointSpecPath = Annotated[
-    Optional[Path],  # noqa: UP007
+    Optional[Path],  # noqa: UP045
     typer.Argument(
         help="Architecture spec (YAML) to use instead of the one inside the checkpoint "
         "(same weights; e.g. other test-time views).",
@@ -112,22 +112,22 @@ CheckpointSpecPath = Annotated[
 @app.command()
 def train(
     spec_path: OptionalPath = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,  # noqa: UP007
-    batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size; rescales the learning rate unless --lr is given.")] = None,  # noqa: UP007
-    lr: Annotated[Optional[float], typer.Option(help="Override the (peak) learning rate.")] = None,  # noqa: UP007
-    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
-    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size; rescales the learning rate unless --lr is given.")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], typer.Option(help="Override the (peak) learning rate.")] = None,  # noqa: UP045
+    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP007
-    seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP007
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP045
+    seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP045
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     loader: Annotated[
         str, typer.Option(help="auto, gpu (batched tensor augmentation) or albumentations.")
     ] = "auto",
-    limit_train: Annotated[Optional[int], typer.Option(help="Use N training images.")] = None,  # noqa: UP007
-    limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
-    resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP007
-    target: Annotated[Optional[float], typer.Option(help="Target test accuracy in %.")] = None,  # noqa: UP007
+    limit_train: Annotated[Optional[int], typer.Option(help="Use N training images.")] = None,  # noqa: UP045
+    limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
+    resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP045
+    target: Annotated[Optional[float], typer.Option(help="Target test accuracy in %.")] = None,  # noqa: UP045
     stop_at_target: Annotated[
         bool, typer.Option("--stop-at-target", help="End after the first epoch at the target (time-to-accuracy runs).")
     ] = False,
@@ -177,9 +177,9 @@ def train(
 def eval_command(
     spec_path: CheckpointSpecPath = None,
     checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
-    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
-    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
-    limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP007
+    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
+    limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
     edits: Edits = None,
 ) -> None:
@@ -206,8 +206,8 @@ def eval_command(
 def preview_augment(
     spec_path: SpecPath,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
-    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP007
-    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP007
+    dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
     images: Annotated[int, typer.Option(help="How many training images (rows).")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for the augmentations shown.")] = 0,
 ) -> None:

@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BeforeValidator,
-    Strict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    field_validator,
+    Strict,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 

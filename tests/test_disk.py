@@ -17,7 +17,6 @@ from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
     """make(kilobytes) → the mount point of a fresh tmpfs of that size."""

@@ -22,7 +22,7 @@ MINIMAL = {"name": "snippet", "blocks": {"C1": [{"conv": {"out": 8}}], "output":
 SNIPPETS = [
     (path, index, text)
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    for index, text in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S))
+    for index, text in enumerate(re.findall(r"```yaml\n(.*?)```", path.read_text(), re.DOTALL))
 ]
 
 

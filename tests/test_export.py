@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from blockspec import build_model, load_spec
-from tests.cli_helpers import run_cli
 from blockspec.train.checkpoint import save_atomic
+from tests.cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from torch import nn
 
-from blockspec.load import parse_spec
 from blockspec.errors import SpecError
+from blockspec.load import parse_spec
 from blockspec.train.optim import make_optimizer, make_scheduler, momentum_summary
 from tests.synthetic import tiny_spec_text
 

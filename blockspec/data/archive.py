@@ -20,7 +20,13 @@ import numpy as np
 
 from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData
-from blockspec.data.imagefolder import EXTENSIONS, ImageList, check_same_classes, decode_set, from_arrays
+from blockspec.data.imagefolder import (
+    EXTENSIONS,
+    ImageList,
+    check_same_classes,
+    decode_set,
+    from_arrays,
+)
 from blockspec.errors import fail
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
+from blockspec.layers.attention import SeSpec
 from blockspec.layers.base import (
     IDENTITY,
     Context,
@@ -25,7 +26,6 @@ from blockspec.layers.base import (
     Window,
     expand,
 )
-from blockspec.layers.attention import SeSpec
 from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
 from blockspec.layers.dws import DwsSpec
 from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec

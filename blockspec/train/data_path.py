@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from blockspec.data import AugmentPlan, ImageData, build_augment, make_loaders, read_augment, seed_augment
+from blockspec.data import (
+    AugmentPlan,
+    ImageData,
+    build_augment,
+    make_loaders,
+    read_augment,
+    seed_augment,
+)
 from blockspec.data.batched import DeviceLoader, plan_batched
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail

@@ -13,10 +13,10 @@ from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import evaluated_weights, load_checkpoint
+from blockspec.train.data_path import check_data_fits
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.optim import make_loss
-from blockspec.train.data_path import check_data_fits
 from blockspec.train.tta import TTAViews
 
 

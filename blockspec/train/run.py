@@ -27,7 +27,12 @@ from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr
 from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
 from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
-from blockspec.train.records import summarize_history, write_metrics, write_summary, write_text_atomic
+from blockspec.train.records import (
+    summarize_history,
+    write_metrics,
+    write_summary,
+    write_text_atomic,
+)
 from blockspec.train.rundir import (
     check_room_for_run,
     check_run_dir_free,
