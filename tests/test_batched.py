@@ -152,7 +152,7 @@ def test_cutout_is_one_mean_hole_inside_the_image() -> None:
 
 def test_unsupported_transforms_fall_back() -> None:
     assert plan_batched(read_augment([{"RandomBrightnessContrast": {"p": 0.5}}])) is None
-    assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 2}}])) is None
+    assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 3}}])) is None  # BORDER_WRAP
     assert plan_batched(read_augment([{"Affine": {"shear": 10}}])) is None
     assert plan_batched(read_augment([{"Affine": {"scale": [0.8, 1.2], "balanced_scale": True}}])) is None
     assert plan_batched(read_augment([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}])) is None
@@ -167,3 +167,56 @@ def test_device_loader_covers_the_data_once_per_epoch_and_repeats_with_its_seed(
     loader.generator.manual_seed(3)
     again = torch.cat([y for _, y in loader])
     assert torch.equal(seen, again)
+
+
+@pytest.mark.parametrize("border_mode", [2, 4])  # OpenCV's BORDER_REFLECT and BORDER_REFLECT_101
+def test_reflected_borders_equal_albumentations_to_the_edge(border_mode: int) -> None:
+    """Whole-pixel shifts move no pixel off the grid, so every pixel must agree, border included."""
+    image = smooth_rectangle(24, 40)
+    args = {"translate_px": {"x": 3, "y": -2}, "border_mode": border_mode, "p": 1.0}
+    ours = run(plan_for([{"Affine": args}]), image[None])[0]
+    theirs = A.Affine(**args)(image=image)["image"].astype(np.float32)
+    assert np.abs(ours - theirs).max() <= 0.5
+
+
+def test_border_fill_is_read_per_channel_and_saturated_like_opencv() -> None:
+    """A fill above 255 saturates; a fill listing fewer values than channels pads with 0."""
+    image = smooth_rectangle(16, 16)
+    for fill in (300, [10, 20]):
+        args = {"translate_px": {"x": 4, "y": 0}, "fill": fill, "p": 1.0}
+        ours = run(plan_for([{"Affine": args}]), image[None])[0]
+        theirs = A.Affine(**args)(image=image)["image"].astype(np.float32)
+        assert np.abs(ours - theirs).max() <= 0.5
+
+
+def test_fractional_pixel_shift_bounds_truncate_like_albumentations() -> None:
+    """albumentations draws randint(int(low), int(high)): ±2.5 pixels means -2..2."""
+    fractional = plan_for([{"Affine": {"translate_px": [-2.5, 2.5], "p": 1.0}}])
+    whole = plan_for([{"Affine": {"translate_px": [-2, 2], "p": 1.0}}])
+    assert fractional == whole
+
+
+def test_hole_sizes_are_capped_at_the_image_like_albumentations() -> None:
+    """A height range reaching past the image draws sizes up to the image's height only."""
+    args = {"num_holes_range": [1, 1], "hole_height_range": [16, 64], "hole_width_range": [4, 4],
+            "fill": 0, "p": 1.0}
+    images = np.full((3000, 32, 32, 3), 200, dtype=np.uint8)
+    ours = (run(plan_for([{"CoarseDropout": args}]), images)[..., 0] == 0).any(axis=2).sum(axis=1)
+    transform = A.Compose([A.CoarseDropout(**args)])
+    seed_augment(transform, 0)
+    theirs = np.array([(transform(image=image)["image"][..., 0] == 0).any(axis=1).sum() for image in images])
+    for heights in (ours, theirs):
+        assert heights.min() == 16 and heights.max() == 32
+    standard_error = np.sqrt((ours.var() + theirs.var()) / len(images))
+    assert abs(ours.mean() - theirs.mean()) < 4 * standard_error
+
+
+def test_a_flip_after_the_warp_is_mirrored_only_when_the_orders_agree() -> None:
+    """Flip·warp is warp'·flip with the rotation and x shift negated: the same images in
+    distribution only when those ranges are symmetric about 0."""
+    flip = {"HorizontalFlip": {"p": 0.5}}
+    symmetric = {"Affine": {"rotate": [-20, 20], "translate_px": {"x": [-3, 3], "y": [0, 2]}, "p": 1.0}}
+    assert plan_for([symmetric, flip]) == plan_for([flip, symmetric])
+    for lopsided in ({"Affine": {"rotate": [0, 20], "p": 1.0}}, {"Affine": {"translate_px": {"x": [2, 2], "y": 0}}}):
+        assert plan_batched(read_augment([lopsided, flip])) is None
+        assert plan_batched(read_augment([flip, lopsided])) is not None

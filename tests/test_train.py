@@ -239,16 +239,27 @@ def test_existing_run_dir_is_not_overwritten(tmp_path: Path, data_root: Path, ca
         ("    - Cutot: {p: 0.5}\n", "data.augment[0]"),
         ("    - HorizontalFlip: {prob: 0.5}\n", "data.augment[0].HorizontalFlip.prob"),
         ("    - Normalize: {}\n", "data.augment[0]"),
+        # refused only when albumentations applies it to an image: both paths must try it
+        (
+            "    - CoarseDropout: {hole_height_range: [4, 4], hole_width_range: [4, 4], fill: [10, 20]}\n",
+            "data.augment[0].CoarseDropout: cannot be applied to a 16x16x3 image",
+        ),
+        (
+            "    - CoarseDropout: {hole_height_range: [24, 24], hole_width_range: [4, 4]}\n",
+            "data.augment[0].CoarseDropout: cannot be applied to a 16x16x3 image",
+        ),
     ],
 )
+@pytest.mark.parametrize("loader", ["gpu", "albumentations"])
 def test_augmentation_errors_stop_before_training(
-    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], augment: str, expected: str
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], augment: str, expected: str, loader: str
 ) -> None:
     text = tiny_spec_text(data_root)
     start = text.index("  augment:\n") + len("  augment:\n")
     end = text.index("train:")
     (tmp_path / "bad.yaml").write_text(text[:start] + augment + text[end:])
-    code, _, err = run_cli(["train", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")], capsys)
+    command = ["train", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run"), "--loader", loader]
+    code, _, err = run_cli(command, capsys)
     assert code == 2 and expected in err and "Traceback" not in err
     assert not (tmp_path / "run" / "last.pt").exists()
 

@@ -9,11 +9,17 @@ call per image. Each supported albumentations transform is matched in distributi
   and its special case ShiftScaleRotate: scale U(x range) and U(y range) drawn apart unless
   keep_ratio (as albumentations does for both), then rotation U(rotate range) degrees about
   the centre, then translation U(percent range) of the width/height truncated to whole
-  pixels or a whole number of pixels from the px range; bilinear, constant border (`fill`)
-  or reflection. Ranges are read from the albumentations transform itself, so every
-  spelling of the arguments it accepts means the same here;
+  pixels or a whole number of pixels from the px range; bilinear, constant border (`fill`,
+  saturated to 0–255 as OpenCV does) or either of OpenCV's reflections. Ranges are read
+  from the albumentations transform itself, so every spelling of the arguments it accepts
+  means the same here;
 * CoarseDropout(num_holes_range, hole_height_range, hole_width_range, fill, p): that many
-  holes of integer sizes drawn from the ranges, placed wholly inside the image.
+  holes of integer sizes drawn from the ranges (capped at the image's size, as
+  albumentations caps them), placed wholly inside the image.
+
+A flip is applied first; a spec that flips after warping is mirrored only when the warp's
+distribution is itself mirror-symmetric (rotation and x shift ranges centred on 0), since
+then the two orders draw the same images.
 
 `plan_batched` returns None when any transform or argument has no equivalent here, and the
 caller falls back to per-image albumentations.
@@ -33,7 +39,10 @@ import torch.nn.functional as F
 from blockspec.data.augment import AugmentPlan
 from blockspec.data.loader import channel_constant, epoch_sampler
 
-_BORDER_CONSTANT, _BORDER_REFLECT_101, _INTER_LINEAR = 0, 4, 1  # OpenCV's flag values
+_INTER_LINEAR = 1  # OpenCV's flag value
+# OpenCV border flags → how the grid sample reproduces them: BORDER_REFLECT (fedcba|abcd)
+# mirrors about the image's edge, BORDER_REFLECT_101 (edcb|abcd) about its edge pixels' centres
+_BORDERS = {0: "constant", 2: "reflect", 4: "reflect101"}
 _AFFINE_NAMES = ("Affine", "ShiftScaleRotate")
 _CUTOUT_ARGS = {"num_holes_range", "hole_height_range", "hole_width_range", "fill", "p"}
 
@@ -49,7 +58,7 @@ class Affine:
     scale: tuple[Range, Range]  # (x range, y range)
     keep_ratio: bool
     rotate: Range  # degrees
-    reflect: bool
+    border: str  # a value of _BORDERS
     fill: tuple[float, ...] | float | str
 
 
@@ -80,6 +89,7 @@ def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
     """The batched equivalent of checked augmentation steps, or None if there is none."""
     flip_p, affine, cutout = 0.0, None, None
     steps = augment.steps
+    order = [name for name, _ in steps]
     for (name, args), transform in zip(steps, augment.built, strict=True):
         args = dict(args)
         if name == "HorizontalFlip" and set(args) <= {"p"} and not flip_p:
@@ -98,17 +108,25 @@ def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
             cutout = Cutout(float(args.get("p", 0.5)), holes, height, width, args.get("fill", 0))
         else:
             return None
-    if affine is not None and cutout is not None:
-        order = [name for name, _ in steps]
+    if affine is not None:
         warp_at = next(index for index, name in enumerate(order) if name in _AFFINE_NAMES)
-        if warp_at > order.index("CoarseDropout"):
+        if cutout is not None and warp_at > order.index("CoarseDropout"):
             return None  # a warped hole is not a hole: only the usual order is mirrored
+        if flip_p and warp_at < order.index("HorizontalFlip") and not _mirror_symmetric(affine):
+            return None  # flipping after this warp draws other images than flipping before
     return BatchedPlan(flip_p, affine, cutout)
+
+
+def _mirror_symmetric(affine: Affine) -> bool:
+    """Whether mirroring a warped image is distributed as warping a mirrored one: a mirror
+    turns a rotation by a into -a and an x shift by t into -t, and leaves scales alone."""
+    (rotate_low, rotate_high), (shift_low, shift_high) = affine.rotate, affine.shift[0]
+    return rotate_low == -rotate_high and shift_low == -shift_high
 
 
 def _affine_plan(transform: Any, args: dict[str, Any]) -> Affine | None:
     """The warp albumentations' Affine (which ShiftScaleRotate is) would draw, if mirrored here."""
-    if transform.border_mode not in (_BORDER_CONSTANT, _BORDER_REFLECT_101):
+    if transform.border_mode not in _BORDERS:
         return None
     if transform.interpolation != _INTER_LINEAR or transform.fit_output or transform.balanced_scale:
         return None
@@ -117,24 +135,31 @@ def _affine_plan(transform: Any, args: dict[str, Any]) -> Affine | None:
     in_pixels = transform.translate_px is not None
     shift = transform.translate_px if in_pixels else transform.translate_percent
 
-    def axes(ranges: dict[str, Any]) -> tuple[Range, Range]:
-        return tuple((float(ranges[axis][0]), float(ranges[axis][1])) for axis in ("x", "y"))  # type: ignore[return-value]
+    # albumentations draws pixel shifts as randint(int(low), int(high)): bounds truncated
+    bound = (lambda value: float(int(value))) if in_pixels else float
+
+    def axes(ranges: dict[str, Any], read: Any = float) -> tuple[Range, Range]:
+        return tuple((read(ranges[axis][0]), read(ranges[axis][1])) for axis in ("x", "y"))  # type: ignore[return-value]
 
     return Affine(
         p=float(transform.p),
-        shift=axes(shift),
+        shift=axes(shift, bound),
         shift_in_pixels=in_pixels,
         scale=axes(transform.scale),
         keep_ratio=bool(transform.keep_ratio),
         rotate=(float(transform.rotate[0]), float(transform.rotate[1])),
-        reflect=transform.border_mode == _BORDER_REFLECT_101,
+        border=_BORDERS[transform.border_mode],
         fill=args.get("fill", 0),
     )
 
 
 def _fill_values(fill: Any, channels: int) -> tuple[float, ...]:
-    values = fill if isinstance(fill, (tuple, list)) else (fill,) * channels
-    return tuple(float(v) for v in values)
+    """One value per channel, as OpenCV reads a border colour: a scalar for every channel, a
+    list's first values in order (0 for channels it lacks), saturated into uint8's 0–255.
+    (CoarseDropout's stricter rules are albumentations': the run's dry run applies them.)"""
+    values = list(fill) if isinstance(fill, (tuple, list)) else [fill] * channels
+    values = (values + [0] * channels)[:channels]
+    return tuple(min(max(float(v), 0.0), 255.0) for v in values)
 
 
 def augment_batch(
@@ -146,7 +171,7 @@ def augment_batch(
     they travel to the device without waiting for it (`to_device`), and the fill colours are
     cached there, so the host never stalls a GPU's queue.
     """
-    batch, channels, height, width = x.shape
+    batch = x.shape[0]
     device = x.device
     x = x.float()
 
@@ -198,10 +223,17 @@ def _warp(
     identity = torch.eye(2, 3, device=x.device).expand(batch, 2, 3)
     theta = torch.where(apply.view(-1, 1, 1), theta, identity)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    padding = "reflection" if affine.reflect else "zeros"
-    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    if affine.border == "reflect101":
+        # the same pixel positions in align_corners=True units, whose reflection is about the
+        # edge pixels' centres: pixel i sits at (2i + 1)/n - 1 in the first, 2i/(n - 1) - 1 in the second
+        sizes = torch.tensor([width, height], dtype=grid.dtype, device=grid.device)
+        grid = ((grid + 1) * sizes - 1) / (sizes - 1).clamp(min=1) - 1
+    padding = "zeros" if affine.border == "constant" else "reflection"
+    warped = F.grid_sample(
+        x, grid, mode="bilinear", padding_mode=padding, align_corners=affine.border == "reflect101"
+    )
     fill = _fill_values(mean_fill if affine.fill == "mean" else affine.fill, channels)
-    if not affine.reflect and any(fill):
+    if affine.border == "constant" and any(fill):
         inside = F.grid_sample(torch.ones_like(x[:, :1]), grid, mode="bilinear", align_corners=False)
         warped = warped + channel_constant(fill, x.device) * (1 - inside)
     return warped
@@ -233,9 +265,12 @@ def _cut(
     apply = chance(cutout.p)
     counts = torch.randint(cutout.holes[0], cutout.holes[1] + 1, (batch,), generator=generator)
     counts = to_device(counts, x.device)
+    # albumentations caps the largest size at the image's (the smallest stays as written:
+    # the run's dry run has refused one larger than the image)
+    tallest, widest = min(cutout.height[1], height), min(cutout.width[1], width)
     for hole in range(cutout.holes[1]):
-        hole_h = torch.randint(cutout.height[0], cutout.height[1] + 1, (batch,), generator=generator)
-        hole_w = torch.randint(cutout.width[0], cutout.width[1] + 1, (batch,), generator=generator)
+        hole_h = torch.randint(cutout.height[0], tallest + 1, (batch,), generator=generator)
+        hole_w = torch.randint(cutout.width[0], widest + 1, (batch,), generator=generator)
         top = (torch.rand(batch, generator=generator) * (height - hole_h + 1)).floor().long()
         left = (torch.rand(batch, generator=generator) * (width - hole_w + 1)).floor().long()
         top, left, hole_h, hole_w = (

@@ -99,10 +99,13 @@ def _make_loaders(
             "use --loader albumentations",
             options.loader,
         )
+    # albumentations tries each transform once on an image of the data's shape whichever path
+    # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
+    # image) stop both paths before training
+    compose = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
     if options.loader == "albumentations" or plan is None:
-        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
         train, test = make_loaders(
-            data, augment, spec.train.batch_size, options.workers, spec.train.seed,
+            data, compose, spec.train.batch_size, options.workers, spec.train.seed,
             info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world),
         )
         return train, test, "per-image albumentations"
