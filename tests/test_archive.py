@@ -86,3 +86,31 @@ def test_archive_with_other_test_classes_is_refused(tmp_path: Path, cache_home: 
         bundle.add(folder, arcname=".")
     with pytest.raises(SpecError, match=r"not in train: \['zebra'\]"):
         load_dataset("imagefolder", archive)
+
+
+def test_damaged_tar_header_mid_archive_is_refused_not_read_short(tmp_path: Path, cache_home: Path) -> None:
+    """tarfile ends its listing quietly at a damaged header after the first member."""
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=3)
+    archive = tmp_path / "colours.tar"
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as bundle:  # no pax headers
+        bundle.add(folder, arcname="colours")
+    raw = bytearray(archive.read_bytes())
+    header = raw.rindex(b"colours/test/")  # the header block of the last test image
+    raw[header : header + 512] = b"Z" * 512
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(SpecError, match="cannot read the archive .*damaged at byte"):
+        load_dataset("imagefolder", archive)
+
+
+def test_encrypted_zip_member_is_a_spec_error(tmp_path: Path, cache_home: Path) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=1, test_per_class=1)
+    archive = tmp_path / "colours.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted(folder.rglob("*.png")):
+            bundle.write(file, file.relative_to(tmp_path))
+    raw = bytearray(archive.read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        raw[raw.index(signature) + flags_at] |= 1  # general-purpose flag bit 0: encrypted
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(SpecError, match="cannot read the archive .*encrypted"):
+        load_dataset("imagefolder", archive)

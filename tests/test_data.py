@@ -417,6 +417,18 @@ def test_imagefolder_other_errors(tmp_path: Path) -> None:
         load_dataset("imagefolder", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("pixels", "suffix"),
+    [(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000, ".png"), (np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), ".tiff")],
+)
+def test_imagefolder_refuses_16_bit_and_float_images(tmp_path: Path, pixels: np.ndarray, suffix: str) -> None:
+    """PIL's conversion to 8 bits clips them to 0 and 255: refused, never decoded wrong."""
+    _write_folder(tmp_path)
+    Image.fromarray(pixels).save(tmp_path / f"train/cat/wide{suffix}")
+    with pytest.raises(SpecError, match=rf"cannot decode .*wide\{suffix}: .*16-bit or floating point"):
+        load_dataset("imagefolder", tmp_path)
+
+
 # --- statistics, loaders, preview ------------------------------------------------------------
 
 

@@ -10,9 +10,11 @@ mtime, so a changed archive is read afresh and an unchanged one costs one cache 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import tarfile
 import zipfile
+import zlib
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
@@ -32,7 +34,7 @@ from blockspec.errors import fail
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 SPLITS = ("train", "test")
 _CACHE_PREFIX = "archive"
-_CACHE_VERSION = "1"  # bump when the decoding or the stored arrays change
+_CACHE_VERSION = "2"  # bump when the decoding or the stored arrays change
 
 # (folder above train/ and test/ inside the archive, "" for the top) → split → class → [(file name, bytes)]
 Layouts = dict[str, dict[str, dict[str, list[tuple[str, bytes]]]]]
@@ -91,9 +93,23 @@ def _image_members(archive: Path, where: str) -> Layouts:
                 for member in bundle:
                     if member.isfile() and (files := place(member.name)) is not None:
                         files.append((PurePosixPath(member.name).name, bundle.extractfile(member).read()))
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as error:
+                _check_tar_ends_cleanly(bundle)
+    # zlib.error, lzma.LZMAError: damaged compressed data; RuntimeError: an encrypted zip
+    # member; NotImplementedError: a zip compression method Python lacks
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError,
+            RuntimeError, NotImplementedError) as error:
         raise fail(where, f"cannot read the archive ({type(error).__name__}: {error})", str(archive)) from None
     return layouts
+
+
+def _check_tar_ends_cleanly(bundle: tarfile.TarFile) -> None:
+    """tarfile takes a damaged header after the first member for the archive's end, which
+    would drop every image after it without a word: what follows the last member read must be
+    the zero blocks a tar ends with (reading them also checks a compressed stream's checksum)."""
+    bundle.fileobj.seek(bundle.offset)
+    while chunk := bundle.fileobj.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            raise tarfile.ReadError(f"damaged at byte {bundle.offset} of its tar stream, before its end")
 
 
 def _image_list(

@@ -25,7 +25,7 @@ EXTENSIONS = frozenset(
 )
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
 _CACHE_PREFIX = "imagefolder"
-_CACHE_VERSION = "1"  # bump when the decoding or the stored arrays change
+_CACHE_VERSION = "2"  # bump when the decoding or the stored arrays change
 _POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
 _CHUNK = 512
 
@@ -177,12 +177,19 @@ def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
         return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
 
 
+_WIDE_MODES = ("I", "F")  # PIL's 32-bit integer, 16-bit integer (I;16…) and float modes
+
+
 def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     """HxW arrays for grayscale files, HxWx3 for everything else; an error text on failure."""
     out: list[np.ndarray | str] = []
     for source in sources:
         try:
             with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
+                if image.mode.startswith(_WIDE_MODES):
+                    # PIL's conversion to 8 bits clips these to 0 and 255 instead of scaling them
+                    out.append(f"{image.mode} pixels (16-bit or floating point); save the images with 8-bit channels")
+                    continue
                 mode = "L" if image.mode in ("L", "1") else "RGB"
                 out.append(np.asarray(image.convert(mode)))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
