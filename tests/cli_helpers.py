@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,14 @@ def start_blockspec(argv: list[str]) -> subprocess.Popen:
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def python_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler in this process for the block: a test run as a shell's
+    background job inherits SIGINT ignored, and the handling under test would not be there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 
@@ -59,6 +60,19 @@ def test_exercise_trio_builds() -> None:
     assert any(
         "ShiftScaleRotate" in note and "Affine" in note for note in plan.notes
     )  # advice, not an error
+
+
+@pytest.mark.parametrize("name", ["ShiftScaleRotate", "Rotate", "SafeRotate"])
+def test_a_border_default_that_changed_since_1x_is_pointed_out(name: str) -> None:
+    """1.x reflected the border of these warps by default, 2.x fills it: the same arguments
+    give other images, so the user is told, and a written border_mode ends the note."""
+    [built] = build_augment([{name: {"p": 1.0}}], MEAN).transforms
+    assert built.border_mode == cv2.BORDER_CONSTANT  # the 2.x default the note describes
+    [note] = [n for n in read_augment([{name: {"p": 1.0}}]).notes if "border" in n]
+    assert note.startswith(f"data.augment[0].{name}: without border_mode") and "BORDER_REFLECT_101" in note
+    for mode in (0, 4):
+        assert not [n for n in read_augment([{name: {"border_mode": mode}}]).notes if "border_mode" in n]
+    assert not [n for n in read_augment([{"Affine": {"rotate": 10}}]).notes if "border_mode" in n]
 
 
 def test_exercise_1x_coarse_dropout_is_translated() -> None:

@@ -501,7 +501,7 @@ def test_loader_limits_and_test_order() -> None:
     batch, _ = next(iter(test))
     rows = np.sort(np.random.default_rng(0).permutation(10)[:3])
     assert torch.equal(batch, torch.from_numpy(data.test_images[rows].transpose(0, 3, 1, 2)))
-    with pytest.raises(SpecError, match="limit_train = 0"):
+    with pytest.raises(SpecError, match="--limit-train = 0"):
         make_loaders(data, None, 16, 0, 0, False, limit_train=0)
 
 

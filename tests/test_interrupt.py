@@ -9,17 +9,19 @@ import signal
 import pytest
 
 from blockspec.train.interrupt import ctrl_c_between_steps
+from tests.cli_helpers import python_ctrl_c
 
 
 def test_first_ctrl_c_waits_for_the_check_second_interrupts_at_once() -> None:
-    with ctrl_c_between_steps() as check:
-        check()  # nothing asked yet
-        os.kill(os.getpid(), signal.SIGINT)  # handled in this thread before kill returns
-        with pytest.raises(KeyboardInterrupt):
-            check()
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with python_ctrl_c():
+        with ctrl_c_between_steps() as check:
+            check()  # nothing asked yet
+            os.kill(os.getpid(), signal.SIGINT)  # handled in this thread before kill returns
+            with pytest.raises(KeyboardInterrupt):
+                check()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_program_that_took_sigint_itself_keeps_it() -> None:

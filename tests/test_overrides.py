@@ -58,3 +58,11 @@ def test_bad_flag_value_names_the_flag() -> None:
     with pytest.raises(SpecError) as raised:
         apply_overrides(spec(), batch_size=0)
     assert str(raised.value) == "--batch-size = 0: Input should be greater than 0"
+
+
+def test_a_rescaled_field_out_of_range_names_the_field_and_the_flag() -> None:
+    """--batch-size raises the EMA decay to the batch ratio; at an absurd ratio it underflows
+    to 0. No `--ema` flag exists: the problem names the field and the flag that moved it."""
+    with pytest.raises(SpecError) as raised:
+        apply_overrides(spec(extra="  ema: 0.999\n"), batch_size=10**9)
+    assert str(raised.value) == "train.ema (rescaled by --batch-size) = 0.0: Input should be greater than 0"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,17 @@ import torch
 
 from blockspec.load import parse_spec
 from blockspec.train.device import pick_device
-from blockspec.train.records import summarize_history
-from blockspec.train.run import run_summary
-from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs, without_timing
+from blockspec.train.options import RunOptions
+from blockspec.train.records import is_new_best, summarize_history
+from blockspec.train.run import TrainingInterrupted, run_summary, train
+from tests.cli_helpers import (
+    metrics,
+    python_ctrl_c,
+    run_cli,
+    start_blockspec,
+    wait_for_epochs,
+    without_timing,
+)
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +179,8 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
         (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps it"),
         (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with"),
         (["--data-root", "elsewhere"], "--data-root = 'elsewhere': a resumed run keeps the spec"),
+        (["--workers", "1"], "--workers = 1: the run being resumed started with 0 and keeps it"),
+        (["--out", "elsewhere"], "--out = 'elsewhere': a resumed run continues in its own directory"),
     ],
 )
 def test_resume_refuses_flags_that_would_change_the_run(
@@ -179,6 +191,64 @@ def test_resume_refuses_flags_that_would_change_the_run(
     run_cli(["train", str(spec), "--out", str(out), "--workers", "0", *LIMITS], capsys)
     code, _, err = run_cli(["train", "--resume", str(out), *flags], capsys)
     assert code == 2 and says in err and "Traceback" not in err
+
+
+def test_resume_needs_a_last_pt_in_a_run_directory(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    run_cli(["train", str(spec), "--out", str(out), "--workers", "0", *LIMITS], capsys)
+    code, _, err = run_cli(["train", "--resume", str(out / "best.pt")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "--resume" in err and "holds the evaluated weights only (a best.pt)" in err
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and f"--resume = '{tmp_path / 'nowhere'}': no such checkpoint file" in err
+
+
+def test_run_files_get_the_users_permissions(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Atomic writes go through a temporary file; it must not leave them private (0600)."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    umask = os.umask(0o022)
+    try:
+        run_cli(["train", str(spec), "--out", str(out), "--workers", "0", *LIMITS], capsys)
+    finally:
+        os.umask(umask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert set(modes) >= {"last.pt", "best.pt", "metrics.json", "summary.json", "spec.yaml", "curves.png"}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_one_training_image_is_refused_before_training(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--limit-train", "1"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "--limit-train = 1: training needs at least 2 images a process; this gives 1" in err
+
+
+@pytest.mark.parametrize("device", ["cpu:abc", "auto:1", "cpu:"])
+def test_malformed_device_is_refused(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], device: str) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--device", device], capsys)
+    assert code == 2 and f"--device = '{device}': unknown device" in err
+
+
+def test_ctrl_c_after_the_last_steps_still_stops_the_run(tmp_path: Path, data_root: Path) -> None:
+    """A Ctrl-C that lands after the last training step (in the evaluation, the saves) ends the
+    run as interrupted, rather than being dropped. Sent from the run's own log line."""
+    spec = parse_spec(write_spec(tmp_path, data_root, epochs=2).read_text())
+    out = tmp_path / "run"
+
+    def log(line: str) -> None:
+        if line.startswith("epoch   2/2"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with python_ctrl_c(), pytest.raises(TrainingInterrupted, match="holds epoch 2"):
+        train(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), log=log)
+    assert len(metrics(out)) == 2
 
 
 def test_resume_takes_the_runs_own_spec_file_and_refuses_another(
@@ -309,6 +379,15 @@ def test_time_to_target_sums_the_epochs_up_to_the_first_hit() -> None:
     summary = summarize_history(history, 85.0)
     assert (summary["target_epoch"], summary["target_seconds"], summary["total_seconds"]) == (2, 3.5, 7.5)
     assert summarize_history(history, 90.0)["target_seconds"] is None
+
+
+@pytest.mark.parametrize("accuracies", [(50.0, 60.0, 60.0, 55.0), (7.8, 7.8, 7.8), (10.0, 20.0, 30.0), (30.0, 20.0, 30.0)])
+def test_best_pt_is_saved_at_the_epoch_the_summary_names(accuracies: tuple[float, ...]) -> None:
+    """best.pt is rewritten whenever is_new_best says so: the last such epoch must be the one
+    summary.json reports, ties included (the first of equal epochs)."""
+    history = [{"epoch": e, "test_acc": a, "seconds": 1.0} for e, a in enumerate(accuracies, 1)]
+    saved_at = [record["epoch"] for index, record in enumerate(history) if is_new_best(history[: index + 1])]
+    assert saved_at[-1] == summarize_history(history, 100.0)["best_epoch"]
 
 
 def test_learning_curves_are_redrawn_at_most_once_an_interval_and_always_at_the_end(tmp_path: Path) -> None:

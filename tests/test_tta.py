@@ -67,3 +67,22 @@ def test_all_views_go_through_the_model_as_one_batch() -> None:
         counter = CallCounter()
         views.logits(counter, x)
         assert counter.batches == [count * len(x)]
+
+
+def test_a_log_softmax_heads_averaged_views_are_renormalised_for_the_nll_loss() -> None:
+    """Averaged log-probabilities no longer sum to 1; the loss must see a distribution again
+    (the mean of the views' log-probabilities, passed through log_softmax)."""
+    from blockspec.train.device import pick_device
+    from blockspec.train.loop import Batches, evaluate
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LogSoftmax(1))
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    batches = Batches(pick_device("cpu", amp=False, channels_last=False), (0.5,) * 3, (0.25,) * 3)
+    result = evaluate(model, [(images, labels)], batches, nn.NLLLoss(), TTAViews(flip=True))
+    x, _ = batches(images, labels)
+    averaged = (model(x) + model(x.flip(3))) / 2
+    assert not torch.allclose(averaged.exp().sum(1), torch.ones(6))  # the case this is about
+    expected = nn.functional.nll_loss(averaged.log_softmax(1), labels).item()
+    assert abs(result.loss - expected) < 1e-6

@@ -28,7 +28,7 @@ from albumentations.core.transforms_interface import (
 )
 from pydantic import ValidationError
 
-from blockspec.data.augment_compat import REMOVED, translate_args
+from blockspec.data.augment_compat import REMOVED, changed_default_note, translate_args
 from blockspec.errors import SpecError, dotted_path, fail, validation_problems
 
 _NORMALISES = (
@@ -96,7 +96,7 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
         where = f"{path}[{index}].{name}"
         args, translated = translate_args(name, given, where)
         _check_arg_names(name, args, where)
-        notes += [translated] if translated else []
+        notes += [note for note in (translated, changed_default_note(name, args, where)) if note]
         transform, advice = _construct(name, _resolve_fill(args, 0), where)
         notes += advice
         notes += _fill_units_note(args, where)

@@ -176,6 +176,22 @@ def translate_args(
     return out, note
 
 
+# Transforms whose default border was the reflection BORDER_REFLECT_101 in albumentations 1.x
+# and is the constant `fill` in 2.x: the same arguments warp with another border.
+_BORDER_DEFAULT_CHANGED = ("ShiftScaleRotate", "Rotate", "SafeRotate")
+
+
+def changed_default_note(name: str, args: dict[str, Any], where: str) -> str | None:
+    """A note where a spec relies on a default that albumentations 2.x changed silently."""
+    if name not in _BORDER_DEFAULT_CHANGED or "border_mode" in args:
+        return None
+    return (
+        f"{where}: without border_mode, albumentations 2.x fills the uncovered border with `fill` "
+        "(default 0, black) where 1.x reflected the image (BORDER_REFLECT_101); write "
+        "border_mode: 4 for 1.x's augmentation, or border_mode: 0 to keep 2.x's and drop this note"
+    )
+
+
 def _refuse_both(args: dict[str, Any], where: str, old: tuple[str, ...], new: str) -> None:
     if new in args:
         raise fail(

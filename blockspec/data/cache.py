@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blockspec.data.atomic import atomic_write
+from blockspec.atomic import atomic_write
 
 _FOLDER = ".blockspec-cache"
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from blockspec.data.atomic import atomic_write
+from blockspec.atomic import atomic_write
 from blockspec.errors import fail
 
 _TIMEOUT_S = 30

@@ -79,8 +79,8 @@ def make_loaders(
     `augment` is copied, so the caller's Compose keeps its own random state. `shard` is
     (rank, world size): each process's share of every epoch's shuffle (see `epoch_sampler`).
     """
-    train_rows = subset_rows(len(data.train_labels), limit_train, "limit_train")
-    test_rows = subset_rows(len(data.test_labels), limit_test, "limit_test")
+    train_rows = subset_rows(len(data.train_labels), limit_train, "--limit-train")
+    test_rows = subset_rows(len(data.test_labels), limit_test, "--limit-test")
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)

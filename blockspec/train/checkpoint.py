@@ -7,15 +7,14 @@ weights_only=True)` opens them and a foreign file cannot run code.
 from __future__ import annotations
 
 import io
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from blockspec.atomic import atomic_write
 from blockspec.errors import fail
 
 FORMAT = "blockspec-checkpoint-v1"
@@ -29,35 +28,27 @@ def save_atomic(payload: dict[str, Any], target: Path) -> None:
     """
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getbuffer())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as out:
+        out.write(buffer.getbuffer())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A blockspec checkpoint, or a SpecError saying why the file is not one."""
+def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
+    """A blockspec checkpoint, or a SpecError naming `flag` and saying why the file is not one."""
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
-        raise fail("--checkpoint", "no such checkpoint file", str(path))
+        raise fail(flag, "no such checkpoint file", str(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets the same answer)
         raise fail(
-            "--checkpoint",
+            flag,
             f"cannot read it as a checkpoint ({type(error).__name__}); blockspec opens "
             "checkpoints with weights_only=True and only reads its own",
             str(path),
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise fail("--checkpoint", "not a blockspec checkpoint (no model/spec inside)", str(path))
+        raise fail(flag, "not a blockspec checkpoint (no model/spec inside)", str(path))
     return payload
 
 

@@ -41,8 +41,8 @@ class DeviceInfo:
 
 def pick_device(requested: str, amp: bool = True, channels_last: bool = True) -> DeviceInfo:
     """`auto` prefers CUDA, then Apple's MPS, then the CPU; a named device must exist."""
-    name = requested.split(":")[0]
-    if name not in DEVICES:
+    name, colon, index = requested.partition(":")
+    if name not in DEVICES or (colon and not (index.isdigit() and name != "auto")):
         raise fail("--device", f"unknown device; allowed: {', '.join(DEVICES)} (or cuda:N)", requested)
     if name == "auto":
         if torch.cuda.is_available():
@@ -53,6 +53,8 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True) ->
             requested = "cpu"
     elif name == "cuda" and not torch.cuda.is_available():
         raise fail("--device", "CUDA was requested but torch sees no CUDA device", requested)
+    elif name == "cuda" and index and int(index) >= (count := torch.cuda.device_count()):
+        raise fail("--device", f"torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}", requested)
     elif name == "mps" and not torch.backends.mps.is_available():
         raise fail("--device", "MPS was requested but is not available", requested)
     device = torch.device(requested)

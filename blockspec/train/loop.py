@@ -119,6 +119,8 @@ def evaluate(
         x, y = batches(images, targets)
         with batches.autocast():
             logits = views.logits(model, x)
+            if isinstance(loss_fn, nn.NLLLoss):  # a log-softmax head: views' averaged
+                logits = logits.float().log_softmax(1)  # log-probabilities renormalised
             loss_sum += loss_fn(logits.float(), y) * len(y)
         predictions.append(logits.argmax(1))
         labels.append(y)

@@ -25,8 +25,9 @@ class RunOptions:
 
 
 # The options that decide what a run trains on and how its images are augmented: a resumed
-# run takes them from its checkpoint, or its data, step count and schedule would change.
-_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader")
+# run takes them from its checkpoint, or its data, step count and schedule would change (the
+# albumentations path's random streams are per DataLoader worker, so `workers` counts too).
+_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader", "workers")
 
 
 def kept_on_resume(options: RunOptions) -> dict[str, Any]:

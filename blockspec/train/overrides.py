@@ -54,7 +54,16 @@ def apply_overrides(
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(validation_problems(error, lambda loc: flag_name(str(loc[-1])))) from None
+        raise SpecError(validation_problems(error, _flag_for)) from None
+
+
+def _flag_for(location: tuple[Any, ...]) -> str:
+    """The flag a problem's value came from: the field's own (`--epochs`), or for a field the
+    flags only rescale (`train.ema`, onecycle's `max_lr`), the field named with its cause."""
+    field = str(location[-1])
+    if field in ("ema", "max_lr"):
+        return f"{'.'.join(map(str, location))} (rescaled by --batch-size)"
+    return flag_name(field)
 
 
 def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:

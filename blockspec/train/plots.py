@@ -12,6 +12,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from blockspec.atomic import atomic_write  # noqa: E402
+
+
+def save_png(figure: Any, target: Path) -> None:
+    """Written whole or not at all, like every file of a run, then closed."""
+    try:
+        with atomic_write(target) as out:
+            figure.savefig(out, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+
 
 def plot_curves(history: list[dict[str, Any]], target: Path) -> None:
     epochs = [r["epoch"] for r in history]
@@ -26,8 +37,7 @@ def plot_curves(history: list[dict[str, Any]], target: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    save_png(figure, target)
 
 
 class CurvesPicture:
@@ -85,8 +95,7 @@ def plot_misclassified(
     axis.imshow(canvas.squeeze(-1) if channels == 1 else canvas, cmap="gray", interpolation="nearest")
     if not len(wrong):
         axis.text(0.5, 0.5, "no misclassified images", transform=axis.transAxes, ha="center", va="center")
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    save_png(figure, target)
 
 
 def plot_confusion(
@@ -105,5 +114,4 @@ def plot_confusion(
             axis.text(column, row, str(value), ha="center", va="center", fontsize=6)
     axis.set(xlabel="predicted", ylabel="true", title="confusion matrix (test)")
     figure.tight_layout()
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    save_png(figure, target)

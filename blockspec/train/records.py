@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from blockspec.atomic import atomic_write
 
 METRIC_FIELDS = (
     "epoch",
@@ -25,14 +25,8 @@ METRIC_FIELDS = (
 
 
 def write_text_atomic(target: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as out:
+        out.write(text.encode("utf-8"))
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -43,6 +37,12 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text_atomic(run_dir / "metrics.csv", buffer.getvalue())
+
+
+def is_new_best(history: list[dict[str, Any]]) -> bool:
+    """Whether the last epoch beats every earlier one. Strictly: on a tie best.pt keeps the
+    first such epoch, the one `summarize_history` names."""
+    return all(history[-1]["test_acc"] > record["test_acc"] for record in history[:-1])
 
 
 def summarize_history(history: list[dict[str, Any]], target: float) -> dict[str, Any]:

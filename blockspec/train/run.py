@@ -28,6 +28,7 @@ from blockspec.train.optim import momentum_summary, peak_lr
 from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
 from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
 from blockspec.train.records import (
+    is_new_best,
     summarize_history,
     write_metrics,
     write_summary,
@@ -51,8 +52,9 @@ class TrainingInterrupted(Exception):
 def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `spec`, or resume `options.resume` (then `spec`, if given, must be the run's own),
     and return the run summary."""
-    checkpoint = load_checkpoint(options.resume) if options.resume else None
+    checkpoint = load_checkpoint(options.resume, "--resume") if options.resume else None
     if checkpoint is not None:
+        _check_resumable(checkpoint, options)
         started_with = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
         if spec is not None and spec != started_with:
             raise fail(
@@ -79,6 +81,9 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     check_data_fits(spec, data)
     loaders = make_run_loaders(spec, data, plan, options, info, ranks)
     train_loader, test_loader = loaders.train, loaders.test
+    if len(train_loader) == 0:  # one image: a batch of one is dropped, BatchNorm cannot train on it
+        where, value = ("--limit-train", options.limit_train) if options.limit_train else ("data.root", spec.data.root)
+        raise fail(where, "training needs at least 2 images a process; this gives 1", value)
     if checkpoint is not None:
         run_dir = checkpoint_dir(options.resume)
     elif ranks.main:
@@ -118,6 +123,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     try:
         with ctrl_c_between_steps() as check_stop:
             for epoch in range(start, spec.train.epochs + 1):
+                check_stop()  # every rank, at the same point: a Ctrl-C during the evaluation
                 if loaders.switch is not None:
                     loaders.switch.apply(train_loader, epoch)
                 record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
@@ -128,7 +134,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                         break
                     continue
                 with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
-                    if max(r["test_acc"] for r in history) == record["test_acc"]:
+                    if is_new_best(history):
                         session.save_best(run_dir / "best.pt", epoch)
                     session.save(run_dir / "last.pt", epoch, history, kept_on_resume(options))
                 with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
@@ -139,6 +145,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                 if reached:
                     log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
                     break
+            # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
+            check_stop()
     except KeyboardInterrupt:
         if ranks.main:
             with disk_errors_reported(run_dir, "draw the learning curves", len(history)):
@@ -152,12 +160,13 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     if not ranks.main:
         distributed.stop(ranks)
         return run_summary(spec, history, info)
-    curves.finish(history)
-    test_images = test_loader.dataset.images
-    plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
-    plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
     summary = run_summary(spec, history, info)
-    write_summary(run_dir, summary)
+    with disk_errors_reported(run_dir, "write the final plots and summary", len(history)):
+        curves.finish(history)
+        test_images = test_loader.dataset.images
+        plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
+        plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
+        write_summary(run_dir, summary)
     reached = summary["target_epoch"]
     log(
         f"best test accuracy {summary['best_test_acc']:.2f}% at epoch {summary['best_epoch']}; "
@@ -166,6 +175,21 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     )
     distributed.stop(ranks)
     return summary
+
+
+def _check_resumable(checkpoint: dict[str, Any], options: RunOptions) -> None:
+    """A run continues from its last.pt (best.pt holds weights only), in its own directory."""
+    assert options.resume is not None
+    if "optimizer" not in checkpoint or "history" not in checkpoint:
+        raise fail(
+            "--resume",
+            "holds the evaluated weights only (a best.pt); resume from the run directory, whose "
+            "last.pt holds the optimizer and history too",
+            str(options.resume),
+        )
+    run_dir = checkpoint_dir(options.resume)
+    if options.out is not None and options.out.resolve() != run_dir.resolve():
+        raise fail("--out", f"a resumed run continues in its own directory, {run_dir}; omit --out", str(options.out))
 
 
 def _silent(message: str) -> None:

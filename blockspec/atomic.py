@@ -1,7 +1,9 @@
 """Files that appear complete or not at all.
 
-A cache or download interrupted half-way (or raced by a second run) must never be read as
-valid, so content goes to a temporary sibling and is renamed over the target only at the end.
+A checkpoint, record, picture, cache or download interrupted half-way (killed, a full disk,
+raced by a second run) must never be read as valid, so content goes to a temporary sibling,
+is flushed to the disk, and is renamed over the target only at the end. The file gets the
+permissions a plain `open` gives (the user's umask), unlike `tempfile.mkstemp`'s 0600.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
     try:
         with open(temp, "xb") as out:
             yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
