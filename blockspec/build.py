@@ -8,7 +8,6 @@ from dataclasses import replace
 from torch import nn
 
 from blockspec.analysis import trace
-from blockspec.errors import fail
 from blockspec.layers import Context, expand
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
@@ -23,13 +22,7 @@ def build_model(spec: Spec) -> BlockNet:
     rows = iter(trace(spec).rows)
     ctx = Context(path="", norm_groups=spec.defaults.norm_groups)
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    for block, layers in spec.blocks.items():
-        if hasattr(nn.Sequential, block):
-            raise fail(
-                f"blocks.{block}",
-                "this block name clashes with an nn.Module attribute; rename the block",
-                block,
-            )
+    for block, layers in spec.blocks.items():  # names that clash with nn.Module's: refused by Spec
         modules = []
         for (index, _, layer), row in zip(expand(layers), rows):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")

@@ -58,8 +58,8 @@ def build_summary(
     from blockspec.render import as_json, markdown, print_table
     from blockspec.summary import summarize
 
-    spec = load_spec(spec_path, edits=edits)
-    summary = summarize(spec, input_size)
+    spec = load_spec(spec_path, input_size=input_size, edits=edits)
+    summary = summarize(spec)
     if format is Format.json:
         typer.echo(as_json(summary))
     elif format is Format.markdown:
@@ -235,11 +235,11 @@ def export(
     """Export a checkpoint to TorchScript or ONNX and check it numerically against torch."""
     from blockspec.export import export_model
     from blockspec.load import load_spec, parse_spec
-    from blockspec.train.checkpoint import evaluated_weights, load_checkpoint
+    from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(checkpoint)
     spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
-    difference = export_model(spec, evaluated_weights(payload), format, out)
+    difference = export_model(model_from_checkpoint(spec, payload, checkpoint), spec, format, out)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
 
 

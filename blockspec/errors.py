@@ -63,9 +63,10 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-# Pydantic names a union's members in an error's location; the user never wrote them.
+# Pydantic names a union's members in an error's location, and `[key]` after a mapping key it
+# refused; the user never wrote them.
 PYDANTIC_INTERNAL = re.compile(
-    r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$)"
+    r"^(function-|tagged-union|constrained-|tuple\[|list\[|dict\[|literal\[|int$|float$|str$|bool$|none$|\[key\]$)"
 )
 # Errors whose input is the whole entry (a missing field, an unknown layer kind): the message
 # says it all.
@@ -108,7 +109,17 @@ def validation_problems(
             else problem.message
         )
         merged[key] = Problem(first.path, f"{first.message}, or {extra}", first.value)
-    return list(merged.values())
+    problems = list(merged.values())
+    return [problem for problem in problems if not _outdone(problem, problems)]
+
+
+def _outdone(problem: Problem, problems: list[Problem]) -> bool:
+    """A union member refusing the value's type (`size: [0, 0]` is no integer) is noise when
+    another member took the type and found a problem inside it (`size[0] = 0`)."""
+    inside = (f"{problem.path}[", f"{problem.path}.")
+    return problem.message.startswith("Input should be a valid") and any(
+        other.path.startswith(inside) for other in problems
+    )
 
 
 def _problem(item: Any, locate: Callable[[tuple[Any, ...]], str]) -> Problem:

@@ -1,6 +1,7 @@
 """YAML text → validated, geometry-checked `Spec`; every failure becomes a SpecError.
 
-Only `yaml.safe_load` is used: a spec is data, and nothing in it is evaluated or imported.
+Only PyYAML's safe loader is used (one that also refuses a key written twice): a spec is
+data, and nothing in it is evaluated or imported.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def parse_spec(
     augment: bool = False,
 ) -> Spec:
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
         # PyYAML's constructors raise these for `!!int x`, impossible dates, huge integers.
         raise fail("", f"invalid YAML value ({type(error).__name__}: {error})").with_source(source) from None
@@ -66,12 +67,16 @@ def parse_spec(
         except SpecError as error:
             raise error.with_source(source) from None
         source = f"{source} with --set {' '.join(edits)}"  # a bad value may come from either
+    if input_size is not None and isinstance(document.get("input", {}), dict):
+        # the spec at another size is that spec: analysed, validated and built alike
+        document = {**document, "input": {**document.get("input", {}), "size": list(input_size)}}
+        source = f"{source} with --input-size {input_size[0]} {input_size[1]}"
     try:
         spec = Spec.model_validate(document)
     except ValidationError as error:
         raise SpecError(validation_problems(error, field_path), source) from None
     try:
-        trace(spec, input_size)
+        trace(spec)
     except SpecError as error:
         raise error.with_source(source) from None
     optimizer = spec.train.optimizer
@@ -83,7 +88,7 @@ def parse_spec(
             "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
             True,
         ).with_source(source)
-    smallest_side = min(input_size or spec.input.hw)
+    smallest_side = min(spec.input.hw)
     if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
         raise fail(
             "train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift
@@ -98,6 +103,24 @@ def parse_spec(
     return spec
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the
+    last one silently, so a second `C1:` would drop the first block without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key: the base class reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def field_path(loc: tuple[Any, ...]) -> str:
     """('blocks', 'C2', 1, 'dilated', 'dilation') → 'blocks.C2[1].dilation'.
 
@@ -106,10 +129,10 @@ def field_path(loc: tuple[Any, ...]) -> str:
     text = ""
     previous: Any = None
     for part in loc:
-        if isinstance(part, int):
+        if previous == "blocks":
+            text += f".{part}"  # a block name, whatever it looks like (even a number)
+        elif isinstance(part, int):
             text += f"[{part}]"
-        elif previous == "blocks":
-            text += f".{part}"  # a block name, whatever it looks like
         elif isinstance(previous, int) and part in LAYER_KINDS:
             pass
         elif PYDANTIC_INTERNAL.match(part):

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     NonNegativeFloat,
@@ -24,24 +25,40 @@ from pydantic import (
 )
 
 from blockspec.layers import LAYER_KINDS, AnyLayer
-from blockspec.layers.base import Act, Norm, Order, StrictModel
+from blockspec.layers.base import Act, Norm, Order, Real, StrictModel, yaml_float
 
 
-def _yaml_float(value: Any) -> Any:
-    """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+Rate = Annotated[PositiveFloat, BeforeValidator(yaml_float)]
+Decay = Annotated[NonNegativeFloat, BeforeValidator(yaml_float)]
+
+BLOCK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# The built network's own attributes: a block becomes `model.<name>`, so these cannot name one.
+# Written out so that loading a spec needs no torch; tests/test_schema.py compares them with torch's.
+MODULE_ATTRIBUTES = frozenset(
+    """
+    T_destination add_module append apply bfloat16 buffers call_super_init children compile
+    cpu cuda double dump_patches eval extend extra_repr float forward get_buffer
+    get_extra_state get_parameter get_submodule half insert ipu load_state_dict modules mtia
+    named_buffers named_children named_modules named_parameters parameters pop
+    register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
+    register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+    requires_grad_ set_extra_state set_submodule share_memory spec_name state_dict to
+    to_empty train training type xpu zero_grad
+    """.split()
+)
 
 
-Rate = Annotated[PositiveFloat, BeforeValidator(_yaml_float)]
-Real = Annotated[float, BeforeValidator(_yaml_float)]
-Decay = Annotated[NonNegativeFloat, BeforeValidator(_yaml_float)]
+def _block_name(name: str) -> str:
+    if not BLOCK_NAME.match(name):
+        raise ValueError("a block name must be an identifier such as C1 or output (a letter first)")
+    if name in MODULE_ATTRIBUTES:
+        raise ValueError(f"an attribute of the built nn.Module (model.{name}); rename the block")
+    return name
 
-BLOCK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+BlockName = Annotated[str, AfterValidator(_block_name)]
 FEATURES = (
     "conv",
     "dws",
@@ -269,7 +286,7 @@ class TrainSpec(StrictModel):
     amp: bool = Field(
         default=True, description="bfloat16 autocast where the GPU or CPU supports it"
     )
-    ema: Annotated[float, Field(gt=0.0, lt=1.0), BeforeValidator(_yaml_float)] | None = Field(
+    ema: Annotated[float, Field(gt=0.0, lt=1.0), BeforeValidator(yaml_float)] | None = Field(
         default=None, description="EMA decay of weights; evaluation and best.pt use the average"
     )
     tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
@@ -301,17 +318,15 @@ class Spec(StrictModel):
     input: InputSpec = Field(default_factory=InputSpec)
     classes: PositiveInt = Field(default=10, description="the network must end in this many scores")
     defaults: Defaults = Field(default_factory=Defaults)
-    blocks: dict[str, list[AnyLayer]] = Field(min_length=1)
+    blocks: dict[BlockName, list[AnyLayer]] = Field(min_length=1)
     rules: Rules = Field(default_factory=Rules)
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
 
     @field_validator("blocks")
     @classmethod
-    def _block_names(cls, blocks: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _blocks_have_layers(cls, blocks: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for name, layers in blocks.items():
-            if not BLOCK_NAME.match(name):
-                raise ValueError(f"block name {name!r} must be an identifier such as C1 or output")
             if not layers:
                 raise ValueError(f"block {name!r} has no layers")
         return blocks

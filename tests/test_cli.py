@@ -146,6 +146,19 @@ BROKEN = {
         "name: x\nblocks:\n  C1: [dws: {out: 8, act: none, mid_act: true}]\n  output: [gap: {}, fc: {out: 10}]\n",
         "blocks.C1[0].mid_act = True: true inserts this layer's act, which is 'none'; name an activation instead",
     ),
+    "duplicate_key": (  # PyYAML would keep the second C1 and drop the first without a word
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n  C1: [conv: {out: 4}]\n",
+        "invalid YAML at line 5, column 3: the key 'C1' is written twice in one mapping",
+    ),
+    "block_named_like_a_module_attribute": (
+        "name: x\nblocks:\n  training: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.training = 'training': an attribute of the built nn.Module (model.training); rename the block",
+    ),
+    "group_norm_inside_dws": (
+        "name: x\ndefaults: {norm: group, norm_groups: 4}\nblocks:\n  C1: [dws: {out: 8, mid_norm: true}]\n"
+        "  output: [gap: {}, fc: {out: 10}]\n",
+        "needs a channel count divisible by 4; its depthwise output (mid_norm) has 3",
+    ),
     "unknown_rule_feature": (
         "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {require: [dsw]}\n",
         "rules.require = ['dsw']: unknown feature(s) ['dsw']",
@@ -183,6 +196,35 @@ def test_an_augmentation_albumentations_refuses_names_the_file(
         "tuple, or a valid number, unable to parse string as a number, or a valid dictionary\n"
     )
     assert not (tmp_path / "no-data").exists()
+
+
+FLAT = "name: flat\ninput: {channels: 1, size: 8}\nblocks:\n  C1: [conv: {out: 4}]\n  output: [flatten: {}, fc: {out: 10}]\n"
+
+
+def test_input_size_is_the_spec_at_that_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--input-size analyses, verifies and reports errors as if the file said that size: a
+    flatten head's fc then has other weights, and the built module must agree."""
+    path = tmp_path / "flat.yaml"
+    path.write_text(FLAT)
+    code, out, err = run_cli(["build-summary", str(path), "--input-size", "12", "12", "--verify"], capsys)
+    assert code == 0, err
+    assert "input 1×12×12" in out and "5,818 parameters" in err + out  # conv 4·9+4, its BN 8, fc 576·10+10
+    assert "✓ built module agrees" in err + out
+    code, _, err = run_cli(["build-summary", str(path), "--input-size", "0", "12"], capsys)
+    assert code == 2 and err == (
+        f"error: {path} with --input-size 0 12: input.size[0] = 0: Input should be greater than 0\n"
+    )
+
+
+def test_dropout_in_exponent_notation_is_a_number_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PyYAML reads 1e-1 (no dot) as a string; every dropout field takes it as 0.1."""
+    path = tmp_path / "drop.yaml"
+    path.write_text(
+        "name: d\nblocks:\n  C1: [conv: {out: 8, dropout: 1e-1}, dropout: {p: 1e-1}]\n"
+        "  output: [gap: {}, fc: {out: 10, dropout: 1e-1}]\n"
+    )
+    code, _, err = run_cli(["build-summary", str(path), "--format", "json"], capsys)
+    assert code == 0, err
 
 
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

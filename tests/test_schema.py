@@ -74,3 +74,14 @@ def test_every_shipped_spec_validates_and_points_at_the_schema(path: Path) -> No
 )
 def test_schema_refuses_what_the_loader_refuses(text: str) -> None:
     assert list(VALIDATOR.iter_errors(yaml.safe_load(text)))
+
+
+def test_reserved_block_names_are_the_built_modules_attributes() -> None:
+    """Spec refuses these names without importing torch; they must be exactly torch's."""
+    from collections import OrderedDict
+
+    from blockspec.modules import BlockNet
+    from blockspec.spec import BLOCK_NAME, MODULE_ATTRIBUTES
+
+    built = BlockNet("probe", OrderedDict())
+    assert MODULE_ATTRIBUTES == {name for name in dir(built) if BLOCK_NAME.match(name)}

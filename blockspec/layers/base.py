@@ -13,12 +13,26 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 from pydantic_core import PydanticCustomError
 
 from blockspec.errors import fail
+
+
+def yaml_float(value: Any) -> Any:
+    """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+Real = Annotated[float, BeforeValidator(yaml_float)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0), BeforeValidator(yaml_float)]  # dropout rates
 
 if TYPE_CHECKING:
     from torch import nn
@@ -164,8 +178,8 @@ class UnitOptions(LayerSpec):
     norm: Norm | None = Field(default=None, description="normalisation; unset: `defaults.norm`")
     act: Act | None = Field(default=None, description="activation; unset: `defaults.act`")
     order: Order | None = Field(default=None, description="unset: `defaults.order`")
-    dropout: float | None = Field(
-        default=None, ge=0.0, lt=1.0, description="after norm and act; unset: `defaults.dropout`"
+    dropout: Probability | None = Field(
+        default=None, description="after norm and act; unset: `defaults.dropout`"
     )
     bias: bool | None = Field(
         default=None, description="of the convolution(s); unset: `defaults.bias`"
@@ -229,13 +243,19 @@ def resolve_padding(padding: int | str, k: int, stride: int, dilation: int, ctx:
 
 
 def norm_params(
-    norm: str, channels: int, ctx: Context, positions: int | None, field: str = "norm"
+    norm: str,
+    channels: int,
+    ctx: Context,
+    positions: int | None,
+    field: str = "norm",
+    normalised: str = "this layer's output",
 ) -> int:
     """Learnable parameters of a normalisation layer (affine scale and shift).
 
     `positions` is H·W of the map it normalises (None for vectors): group norm (and layer
     norm, which is group norm with one group on maps) needs more than one value per group,
-    or torch refuses to run it. `field` names the spec field that chose the norm, for errors.
+    or torch refuses to run it. `field` names the spec field that chose the norm and
+    `normalised` what it normalises, for errors.
     """
     if norm == "none":
         return 0
@@ -243,7 +263,7 @@ def norm_params(
         raise fail(
             f"{ctx.path}.{field}",
             f"group norm with {ctx.norm_groups} groups needs a channel count divisible by "
-            f"{ctx.norm_groups}; this layer has {channels} (set defaults.norm_groups)",
+            f"{ctx.norm_groups}; {normalised} has {channels} (set defaults.norm_groups)",
             norm,
         )
     # On a vector, layer norm is nn.LayerNorm (any width works) but group norm is still

@@ -62,7 +62,7 @@ class DwsSpec(SlidingUnit):
         if self.bias:
             params += mid + self.out
         if self.mid_norm:
-            params += norm_params(self.norm, mid, ctx, out_h * out_w)
+            params += norm_params(self.norm, mid, ctx, out_h * out_w, normalised="its depthwise output (mid_norm)")
         return Geometry(
             out_shape=(self.out, out_h, out_w),
             params=params,

@@ -11,6 +11,7 @@ from blockspec.layers.base import (
     Context,
     Geometry,
     LayerSpec,
+    Probability,
     Shape,
     make_act,
     make_norm,
@@ -56,7 +57,7 @@ class DropoutSpec(LayerSpec):
     """A stand-alone nn.Dropout."""
 
     kind: Literal["dropout"] = "dropout"
-    p: float = Field(default=0.1, ge=0.0, lt=1.0, description="probability of zeroing a value")
+    p: Probability = Field(default=0.1, description="probability of zeroing a value")
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         return Geometry(in_shape, 0, 0)

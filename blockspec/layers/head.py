@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, PositiveInt
 
 from blockspec.errors import fail
-from blockspec.layers.base import Act, Context, Geometry, LayerSpec, Shape, make_act
+from blockspec.layers.base import Act, Context, Geometry, LayerSpec, Probability, Shape, make_act
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,7 +25,7 @@ class FcSpec(LayerSpec):
     kind: Literal["fc"] = "fc"
     out: PositiveInt = Field(description="output features")
     act: Act = Field(default="none", description="after the linear map (not from `defaults`)")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="after the activation")
+    dropout: Probability = Field(default=0.0, description="after the activation")
     bias: bool = True
 
     def in_features(self, in_shape: Shape, ctx: Context) -> int:

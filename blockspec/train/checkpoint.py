@@ -15,7 +15,10 @@ import numpy as np
 import torch
 
 from blockspec.atomic import atomic_write
+from blockspec.build import build_model
 from blockspec.errors import fail
+from blockspec.modules import BlockNet
+from blockspec.spec import Spec
 
 FORMAT = "blockspec-checkpoint-v1"
 
@@ -50,6 +53,20 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise fail(flag, "not a blockspec checkpoint (no model/spec inside)", str(path))
     return payload
+
+
+def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path) -> BlockNet:
+    """`spec`'s module holding the checkpoint's evaluated weights; when they do not fit, a
+    SpecError quoting the first mismatch torch names (its first line only says "Error(s)")."""
+    model = build_model(spec)
+    try:
+        model.load_state_dict(evaluated_weights(payload))
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:2] or [str(error)]
+        raise fail(
+            "--checkpoint", f"its weights do not fit spec '{spec.name}': {first[0].strip()}", str(path)
+        ) from None
+    return model
 
 
 def evaluated_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:

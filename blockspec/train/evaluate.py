@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from blockspec.build import build_model
 from blockspec.data import load_dataset, make_loaders
-from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import evaluated_weights, load_checkpoint
+from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
 from blockspec.train.data_path import check_data_fits
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
@@ -39,16 +37,7 @@ def evaluate_checkpoint(
     """`spec` overrides the one inside the checkpoint (e.g. to point at another data root)."""
     payload = load_checkpoint(checkpoint_path)
     spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
-    model = build_model(spec)
-    try:
-        model.load_state_dict(evaluated_weights(payload))
-    except RuntimeError as error:
-        first = str(error).splitlines()[1:2] or [str(error)]
-        raise fail(
-            "--checkpoint",
-            f"its weights do not fit spec '{spec.name}': {first[0].strip()}",
-            str(checkpoint_path),
-        ) from None
+    model = model_from_checkpoint(spec, payload, checkpoint_path)
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
     info = pick_device(device, spec.train.amp, spec.train.channels_last)
