@@ -27,7 +27,6 @@ from pydantic import (
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import Act, Norm, Order, Real, StrictModel, yaml_float
 
-
 Rate = Annotated[PositiveFloat, BeforeValidator(yaml_float)]
 Decay = Annotated[NonNegativeFloat, BeforeValidator(yaml_float)]
 
