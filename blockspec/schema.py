@@ -11,7 +11,7 @@ import copy
 from typing import Any
 
 from blockspec.layers import LAYER_KINDS
-from blockspec.spec import Spec
+from blockspec.spec import BLOCK_NAME, MODULE_ATTRIBUTES, Spec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ENTRY = {"$ref": "#/$defs/LayerEntry"}
@@ -48,7 +48,7 @@ def spec_json_schema() -> dict[str, Any]:
         "type": "object",
         "minProperties": 1,
         "description": "ordered block name → its layers",
-        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "propertyNames": {"pattern": BLOCK_NAME.pattern, "not": {"enum": sorted(MODULE_ATTRIBUTES)}},
         "additionalProperties": {"type": "array", "minItems": 1, "items": ENTRY},
     }
     for name in [key for key in definitions if key in {cls.__name__ for cls in LAYER_KINDS.values()}]:

@@ -70,6 +70,8 @@ def test_every_shipped_spec_validates_and_points_at_the_schema(path: Path) -> No
         "name: x\nblocks:\n  C1: [residual: {body: [conv: {out: 8, k: 0}]}]\n",
         "name: x\nblocks: {}\n",
         "blocks:\n  C1: [gap: {}]\n",
+        "name: x\nblocks:\n  training: [gap: {}]\n",
+        "name: x\nblocks:\n  _C1: [gap: {}]\n",
     ],
 )
 def test_schema_refuses_what_the_loader_refuses(text: str) -> None:
