@@ -201,6 +201,18 @@ def test_an_augmentation_albumentations_refuses_names_the_file(
 FLAT = "name: flat\ninput: {channels: 1, size: 8}\nblocks:\n  C1: [conv: {out: 4}]\n  output: [flatten: {}, fc: {out: 10}]\n"
 
 
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refusing a key written twice must not refuse a key that overrides a merged one."""
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "name: m\nblocks:\n  C1: [conv: &c {out: 8, k: 3}, conv: {<<: *c, out: 16}]\n"
+        "  output: [gap: {}, fc: {out: 10}]\n"
+    )
+    code, out, err = run_cli(["build-summary", str(path), "--format", "json"], capsys)
+    assert code == 0, err
+    assert [layer["out_shape"][0] for layer in json.loads(out)["layers"][:2]] == [8, 16]
+
+
 def test_input_size_is_the_spec_at_that_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--input-size analyses, verifies and reports errors as if the file said that size: a
     flatten head's fc then has other weights, and the built module must agree."""
