@@ -69,7 +69,7 @@ def parse_spec(
         source = f"{source} with --set {' '.join(edits)}"  # a bad value may come from either
     if input_size is not None and isinstance(document.get("input", {}), dict):
         # the spec at another size is that spec: analysed, validated and built alike
-        document = {**document, "input": {**document.get("input", {}), "size": list(input_size)}}
+        document = apply_edits(document, [f"input.size=[{input_size[0]}, {input_size[1]}]"])
         source = f"{source} with --input-size {input_size[0]} {input_size[1]}"
     try:
         spec = Spec.model_validate(document)
