@@ -136,6 +136,7 @@ def train(
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
     from blockspec.errors import fail, flag_name
     from blockspec.load import load_spec
+    from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides
     from blockspec.train.run import RunOptions, TrainingInterrupted
     from blockspec.train.run import train as run_training
@@ -169,7 +170,11 @@ def train(
     try:
         run_training(spec, options, log=typer.echo)
     except TrainingInterrupted as stop:
-        typer.echo(str(stop), err=True)
+        ranks = distributed.from_environment()
+        if ranks.main:  # one message, not one per process
+            typer.echo(str(stop), err=True)
+        # the others wait for it: torchrun ends every process as soon as one has exited
+        distributed.stop(ranks)
         raise typer.Exit(130) from None
 
 
@@ -187,6 +192,7 @@ def eval_command(
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.evaluate import evaluate_checkpoint
+    from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides
 
     if spec_path is not None:
@@ -214,6 +220,7 @@ def preview_augment(
     """Save a grid of training images, each followed by augmented versions of it."""
     from blockspec.data import build_augment, load_dataset, read_augment, save_augment_grid
     from blockspec.load import load_spec
+    from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides
 
     spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)

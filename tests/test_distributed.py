@@ -32,9 +32,9 @@ def _torchrun(spec_or_resume: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants at once, as a machine crash would (torchrun
-    starts each worker in a session of its own, so killing its process group is not enough)."""
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (torchrun starts each worker in a session of its
+    own, so its process group does not hold them)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -46,9 +46,23 @@ def _kill_tree(pid: int) -> None:
     while index < len(tree):
         tree += children.get(tree[index], [])
         index += 1
-    for member in tree:
+    return tree
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as a machine crash would."""
+    for member in _descendants(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(member, signal.SIGKILL)
+
+
+def _worker(pid: int, rank: int) -> int:
+    """The process of `rank` among torchrun `pid`'s workers."""
+    for member in _descendants(pid):
+        with contextlib.suppress(OSError):
+            if f"\0RANK={rank}\0" in "\0" + Path(f"/proc/{member}/environ").read_text() and member != pid:
+                return member
+    raise AssertionError(f"no worker of rank {rank}")
 
 
 def _finish(process: subprocess.Popen) -> str:
@@ -92,6 +106,25 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_result(ddp_run: tuple[Path,
     assert 1 <= len(metrics(run_dir)) < EPOCHS
     _finish(_torchrun(["--resume", str(run_dir)], spec.parent))
     assert without_timing(metrics(run_dir)) == without_timing(metrics(straight))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_ctrl_c_reaching_one_process_stops_every_process_at_the_same_step(tmp_path: Path) -> None:
+    """SIGINT to rank 1 alone, as when the signal reaches the workers steps apart: rank 0
+    must stop with it (alone, rank 1 would leave rank 0 waiting at an all-reduce), report
+    the run's last finished epoch once, and leave last.pt at that epoch."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=200, extra="  batch_size: 4")
+                    .replace("  batch_size: 16\n", ""))
+    run_dir = tmp_path / "run"
+    process = _torchrun([str(spec), "--out", str(run_dir)], tmp_path)
+    wait_for_epochs(run_dir, 1, process, limit=240)
+    os.kill(_worker(process.pid, 1), signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    finished = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= finished == len(metrics(run_dir)) < 200
+    assert err.count("interrupted; ") == 1 and "internal error" not in err, err[-3000:]
+    assert f"last.pt holds epoch {finished}. Resume with" in err
 
 
 def _epoch_rows(loader, epoch: int, rank: int) -> list[int]:

@@ -8,6 +8,7 @@ moment therefore leaves a consistent last.pt, and resuming never loses or double
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,10 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
             session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
         check_room_for_run(run_dir)
     try:
-        with ctrl_c_between_steps() as check_stop:
+        agree = partial(distributed.any_rank, ranks=ranks, device=info.device) if ranks.active else None
+        with ctrl_c_between_steps(agree) as check_stop:
             for epoch in range(start, spec.train.epochs + 1):
-                check_stop()  # every rank, at the same point: a Ctrl-C during the evaluation
+                check_stop(boundary=True)  # a Ctrl-C during the evaluation
                 if loaders.switch is not None:
                     loaders.switch.apply(train_loader, epoch)
                 record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
@@ -146,7 +148,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                     log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
                     break
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
-            check_stop()
+            check_stop(boundary=True)
     except KeyboardInterrupt:
         if ranks.main:
             with disk_errors_reported(run_dir, "draw the learning curves", len(history)):
