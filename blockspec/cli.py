@@ -192,7 +192,6 @@ def eval_command(
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.evaluate import evaluate_checkpoint
-    from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides
 
     if spec_path is not None:
@@ -220,7 +219,6 @@ def preview_augment(
     """Save a grid of training images, each followed by augmented versions of it."""
     from blockspec.data import build_augment, load_dataset, read_augment, save_augment_grid
     from blockspec.load import load_spec
-    from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides
 
     spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
