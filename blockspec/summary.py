@@ -38,8 +38,10 @@ class Summary:
         }
 
 
-def summarize(spec: Spec, input_size: tuple[int, int] | None = None) -> Summary:
-    analysis = trace(spec, input_size)
+def summarize(spec: Spec) -> Summary:
+    """At another input size, summarise the spec loaded at that size (`input_size=` of
+    `load_spec`/`parse_spec`): then the spec, its analysis and a module built from it agree."""
+    analysis = trace(spec)
     return Summary(spec, analysis, tuple(check_rules(spec, analysis)))
 
 

@@ -135,8 +135,9 @@ def test_generated_specs_match_module() -> None:
 
 
 def test_input_size_changes_shapes_not_local_geometry() -> None:
-    spec = parse_spec((ROOT / "architectures/reference/fourblocks-128k.yaml").read_text())
-    at_64 = summarize(spec, (64, 64)).to_dict()
+    text = (ROOT / "architectures/reference/fourblocks-128k.yaml").read_text()
+    spec = parse_spec(text)
+    at_64 = summarize(parse_spec(text, input_size=(64, 64))).to_dict()
     assert at_64["input_shape"] == [3, 64, 64]
     assert at_64["layers"][3]["out_shape"] == [32, 32, 32]
     assert at_64["total_params"] == 127_738
