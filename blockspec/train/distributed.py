@@ -65,6 +65,4 @@ def sum_over_ranks(values: list[float], ranks: Ranks, device: torch.device) -> l
 
 def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     """Whether `flag` is set on any process: a decision every process then takes alike."""
-    tensor = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+    return sum_over_ranks([float(flag)], ranks, device)[0] > 0
