@@ -178,6 +178,13 @@ class DataSpec(StrictModel):
     augment_off: AugmentOffSpec | None = Field(
         default=None, description="switch transforms off for the final epochs"
     )
+    alternate_flip: bool = Field(
+        default=False,
+        description=(
+            "data.augment[0] = HorizontalFlip (p 0.5) mirrors each image at random in the first "
+            "epoch and the other way round in each epoch after (alternating flip, Jordan 2024)"
+        ),
+    )
 
     @field_validator("augment_off")
     @classmethod
@@ -192,6 +199,26 @@ class DataSpec(StrictModel):
                     f"(its transforms: {', '.join(named) or 'none'})"
                 )
         return off
+
+    @field_validator("alternate_flip")
+    @classmethod
+    def _flip_leads_augment(cls, alternate: bool, info: ValidationInfo) -> bool:
+        augment = info.data.get("augment", [])
+        if alternate and not (augment and _is_fair_flip(augment[0])):
+            found = repr(augment[0]) if augment else "no transforms"
+            raise ValueError(
+                "alternates the flip of data.augment[0], which should then be "
+                f"HorizontalFlip with p 0.5 (found {found})"
+            )
+        return alternate
+
+
+def _is_fair_flip(entry: Any) -> bool:
+    """`{HorizontalFlip: {p: 0.5}}`, or the same with p left at albumentations' default 0.5."""
+    if not isinstance(entry, dict) or list(entry) != ["HorizontalFlip"]:
+        return False
+    args = entry["HorizontalFlip"]
+    return args is None or (isinstance(args, dict) and set(args) <= {"p"} and args.get("p", 0.5) == 0.5)
 
 
 class OptimizerSpec(StrictModel):

@@ -7,13 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockspec.data import ImageData, read_augment
-from blockspec.load import parse_spec
-from blockspec.train.data_path import make_run_loaders, seed_epoch
-from blockspec.train.device import pick_device
-from blockspec.train.distributed import Ranks
-from blockspec.train.options import RunOptions
 from tests.cli_helpers import metrics, run_cli, without_timing
+from tests.epoch_images import epoch_images, row_labelled_data
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 FLIP_AND_HOLE = """
@@ -32,34 +27,13 @@ train: {epochs: 3, batch_size: 8}
 """
 
 
-def _data(count: int = 20) -> ImageData:
-    """Images without a zero pixel (so a hole shows) whose label is their row."""
-    images = np.random.default_rng(0).integers(1, 256, size=(count, 8, 8, 3), dtype=np.uint8)
-    labels = np.arange(count, dtype=np.int64)
-    return ImageData(images, labels, images[:4], labels[:4], tuple("abcd"), (0.5,) * 3, (0.25,) * 3)
-
-
 def _epoch_images(off: str, loader_kind: str, epoch: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
-    """(the data path used, [(source row, image as trained)]) for one epoch of the run."""
-    spec = parse_spec(FLIP_AND_HOLE.replace("OFF", off), "switch.yaml")
-    data = _data()
-    options = RunOptions(workers=2 if loader_kind == "albumentations" else 0, loader=loader_kind)  # real worker processes
-    loaders = make_run_loaders(spec, data, read_augment(spec.data.augment), options, pick_device("cpu"), Ranks())
-    assert loaders.switch is not None
-    loaders.switch.apply(loaders.train, epoch)
-    seed_epoch(0, epoch, loaders.train)
-    seen = [
-        (int(label), np.asarray(image).transpose(1, 2, 0))
-        for images, labels in loaders.train
-        for image, label in zip(images, labels, strict=True)
-    ]
-    assert sorted(row for row, _ in seen) == list(range(len(data.train_labels)))
-    return loaders.path, seen
+    return epoch_images(FLIP_AND_HOLE.replace("OFF", off), loader_kind, epoch)
 
 
 @pytest.mark.parametrize("loader_kind", ["auto", "albumentations"])
 def test_the_named_transform_stops_in_the_final_epochs_and_the_others_go_on(loader_kind: str) -> None:
-    source = _data().train_images
+    source = row_labelled_data().train_images
     for epoch, hole_expected in ((1, True), (2, True), (3, False)):
         path, seen = _epoch_images("{last_epochs: 1, transforms: [CoarseDropout]}", loader_kind, epoch)
         assert ("batched" in path) == (loader_kind == "auto")
@@ -72,7 +46,7 @@ def test_the_named_transform_stops_in_the_final_epochs_and_the_others_go_on(load
 
 @pytest.mark.parametrize("loader_kind", ["auto", "albumentations"])
 def test_without_a_list_every_transform_stops(loader_kind: str) -> None:
-    source = _data().train_images
+    source = row_labelled_data().train_images
     _, seen = _epoch_images("{last_epochs: 2}", loader_kind, 1)
     assert not any(np.array_equal(image, source[row]) for row, image in seen)
     for epoch in (2, 3):

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from blockspec.data.augment import AugmentPlan
+from blockspec.data.flip import AlternatingFlip
 from blockspec.data.loader import channel_constant, epoch_sampler
 
 _INTER_LINEAR = 1  # OpenCV's flag value
@@ -283,10 +284,11 @@ def _cut(
 
 
 class HeldImages:
-    """What the run needs of a data set besides batches: its images (for plots) and size."""
+    """What the run needs of a data set besides batches: its images (for plots), its size
+    and, as the per-image path's data set has, its alternating flip if any."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels, self.augment = images, labels, None
+    def __init__(self, images: np.ndarray, labels: np.ndarray, flips: AlternatingFlip | None) -> None:
+        self.images, self.labels, self.augment, self.flips = images, labels, None, flips
 
     def __len__(self) -> int:
         return len(self.images)
@@ -302,7 +304,8 @@ class DeviceLoader:
 
     Training order comes from `epoch_sampler` (so `shard` splits it over processes like the
     DataLoader path); augmentation draws from `generator`, which the run reseeds per epoch
-    and per process.
+    and per process. With `alternate_flip` the images are mirrored by `AlternatingFlip`
+    first, `plan` holding the remaining transforms.
     """
 
     def __init__(
@@ -316,8 +319,10 @@ class DeviceLoader:
         shuffle: bool,
         seed: int,
         shard: tuple[int, int] = (0, 1),
+        alternate_flip: bool = False,
     ) -> None:
-        self.dataset = HeldImages(images, labels)
+        flips = AlternatingFlip(len(images), seed, device) if alternate_flip else None
+        self.dataset = HeldImages(images, labels, flips)
         self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
         self.batch_size, self.plan = batch_size, plan
@@ -344,6 +349,9 @@ class DeviceLoader:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             rows = order[start : start + self.batch_size]
             images = self.images[rows]
+            if self.dataset.flips is not None:
+                mirrored = self.dataset.flips.mirrored(rows).view(-1, 1, 1, 1)
+                images = torch.where(mirrored, images.flip(3), images)
             if self.plan is not None:
                 images = augment_batch(images, self.plan, self.generator, self.mean_fill)
             yield images, self.labels[rows]

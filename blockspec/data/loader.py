@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from blockspec.data.augment import seed_augment
+from blockspec.data.flip import AlternatingFlip
 from blockspec.data.imagedata import ImageData
 from blockspec.errors import fail
 
@@ -25,20 +26,28 @@ _SUBSET_SEED = 0  # limits pick the same images whatever the run's seed, so runs
 
 
 class AugmentedDataset(Dataset):
-    """uint8 NHWC images and labels; items are (uint8 CHW tensor, label) after `augment`."""
+    """uint8 NHWC images and labels; items are (uint8 CHW tensor, label), mirrored by
+    `flips` (alternating flip) and then transformed by `augment`."""
 
     def __init__(
-        self, images: np.ndarray, labels: np.ndarray, augment: A.Compose | None = None
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        augment: A.Compose | None = None,
+        flips: AlternatingFlip | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
         self.augment = augment
+        self.flips = flips
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
+        if self.flips is not None and self.flips.mirrored(index):
+            image = np.ascontiguousarray(image[:, ::-1])
         if self.augment is not None:
             image = self.augment(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(
@@ -70,6 +79,7 @@ def make_loaders(
     limit_train: int | None = None,
     limit_test: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    alternate_flip: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """Shuffled, augmented train batches and ordered, unaugmented test batches.
 
@@ -78,15 +88,17 @@ def make_loaders(
     last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
     `augment` is copied, so the caller's Compose keeps its own random state. `shard` is
     (rank, world size): each process's share of every epoch's shuffle (see `epoch_sampler`).
+    `alternate_flip`: the train set mirrors its images itself (`AlternatingFlip`), `augment`
+    holding the remaining transforms.
     """
     train_rows = subset_rows(len(data.train_labels), limit_train, "--limit-train")
     test_rows = subset_rows(len(data.test_labels), limit_test, "--limit-test")
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)
-    train_set = AugmentedDataset(
-        data.train_images[train_rows], data.train_labels[train_rows], augment
-    )
+    train_images = data.train_images[train_rows]
+    flips = AlternatingFlip(len(train_images), seed) if alternate_flip else None
+    train_set = AugmentedDataset(train_images, data.train_labels[train_rows], augment, flips)
     test_set = AugmentedDataset(data.test_images[test_rows], data.test_labels[test_rows])
     common = {
         "batch_size": batch_size,

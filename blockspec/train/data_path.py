@@ -20,6 +20,7 @@ from blockspec.data import (
     seed_augment,
 )
 from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
 from blockspec.spec import Spec
@@ -41,11 +42,13 @@ class RunLoaders:
 @dataclass(frozen=True)
 class AugmentSwitch:
     """`data.augment_off`: from epoch `first` on, the train loader applies `final` instead of
-    `regular` (Composes on the albumentations path; batched plans, or None, on the other)."""
+    `regular` (Composes on the albumentations path; batched plans, or None, on the other),
+    and an alternating flip goes on only if `final_flips`."""
 
     first: int
     regular: Any
     final: Any
+    final_flips: bool
     description: str
 
     def apply(self, loader: Any, epoch: int) -> None:
@@ -54,6 +57,8 @@ class AugmentSwitch:
             loader.plan = chosen
         else:
             loader.dataset.augment = chosen
+        if loader.dataset.flips is not None:
+            loader.dataset.flips.active = epoch < self.first or self.final_flips
 
 
 def make_run_loaders(
@@ -80,17 +85,19 @@ def _augment_switch(spec: Spec, data: ImageData, train: Any) -> AugmentSwitch | 
         return None
     names = spec.data.augment_off.transforms
     final = [entry for entry in spec.data.augment if names is not None and next(iter(entry)) not in names]
+    final, final_flips = split_flip(final, spec.data.alternate_flip)
     description = f"epochs {first}–{spec.train.epochs} without {', '.join(names) if names else 'augmentation'}"
     if isinstance(train, DeviceLoader):
-        return AugmentSwitch(first, train.plan, plan_batched(read_augment(final)), description)
+        return AugmentSwitch(first, train.plan, plan_batched(read_augment(final)), final_flips, description)
     final_compose = build_augment(final, data.mean, image_shape=data.train_images.shape[1:])
-    return AugmentSwitch(first, train.dataset.augment, final_compose, description)
+    return AugmentSwitch(first, train.dataset.augment, final_compose, final_flips, description)
 
 
 def _make_loaders(
     spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
 ) -> tuple[Any, Any, str]:
-    plan = plan_batched(augment)
+    entries, alternate = split_flip(spec.data.augment, spec.data.alternate_flip)
+    plan = plan_batched(read_augment(entries) if alternate else augment)
     if options.loader == "gpu" and plan is None:
         raise fail(
             "--loader",
@@ -102,11 +109,11 @@ def _make_loaders(
     # albumentations tries each transform once on an image of the data's shape whichever path
     # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
     # image) stop both paths before training
-    compose = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+    compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:])
     if options.loader == "albumentations" or plan is None:
         train, test = make_loaders(
             data, compose, spec.train.batch_size, options.workers, spec.train.seed,
-            info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world),
+            info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world), alternate,
         )
         return train, test, "per-image albumentations"
     train_rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
@@ -115,6 +122,7 @@ def _make_loaders(
     train = DeviceLoader(
         data.train_images[train_rows], data.train_labels[train_rows], batch, info.device,
         plan, data.mean, shuffle=True, seed=spec.train.seed, shard=(ranks.rank, ranks.world),
+        alternate_flip=alternate,
     )
     test = DeviceLoader(
         data.test_images[test_rows], data.test_labels[test_rows], max(batch, 512), info.device,
@@ -135,6 +143,8 @@ def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
     loader.generator.manual_seed(value)
     if loader.dataset.augment is not None:
         seed_augment(loader.dataset.augment, value)
+    if loader.dataset.flips is not None:
+        loader.dataset.flips.epoch = epoch
 
 
 def check_data_fits(spec: Spec, data: ImageData) -> None:

@@ -111,7 +111,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + f"; {len(train_loader.dataset):,} train / "
         f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {loaders.path} "
-        f"augmentation{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
+        f"augmentation{', alternating flip' if spec.data.alternate_flip else ''}"
+        f"{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
     curves = CurvesPicture(run_dir / "curves.png")
