@@ -12,6 +12,21 @@ from blockspec.train.distributed import Ranks
 from blockspec.train.options import RunOptions
 
 
+def eight_pixel_spec(data: str, epochs: int) -> str:
+    """A one-convolution spec for `row_labelled_data`'s 8×8 images, with the given `data:` body."""
+    return f"""
+name: epoch
+input: {{channels: 3, size: 8}}
+classes: 4
+blocks:
+  C1: [conv: {{out: 4}}]
+  output: [gap: {{}}, fc: {{out: 4}}]
+data:
+{data}
+train: {{epochs: {epochs}, batch_size: 8}}
+"""
+
+
 def row_labelled_data(count: int = 20) -> ImageData:
     """8×8 images without a zero pixel (so a hole shows) whose label is their row."""
     images = np.random.default_rng(0).integers(1, 256, size=(count, 8, 8, 3), dtype=np.uint8)

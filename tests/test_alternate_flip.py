@@ -8,25 +8,18 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import metrics, run_cli
-from tests.epoch_images import epoch_images, row_labelled_data
+from tests.epoch_images import eight_pixel_spec, epoch_images, row_labelled_data
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 COUNT = 40
-FLIP_THEN_HOLE = """
-name: alternate
-input: {channels: 3, size: 8}
-classes: 4
-blocks:
-  C1: [conv: {out: 4}]
-  output: [gap: {}, fc: {out: 4}]
-data:
-  alternate_flip: ALTERNATE
+FLIP_THEN_HOLE = eight_pixel_spec(
+    """  alternate_flip: ALTERNATE
   augment:
     - FLIP
     - CoarseDropout: {num_holes_range: [1, 1], hole_height_range: [3, 3], hole_width_range: [3, 3], fill: 0, p: 1.0}
-OFF
-train: {epochs: 4, batch_size: 8}
-"""
+OFF""",
+    epochs=4,
+)
 
 
 def _spec(alternate: bool = True, flip: str = "HorizontalFlip: {p: 0.5}", off: str = "") -> str:

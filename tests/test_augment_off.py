@@ -8,23 +8,16 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import metrics, run_cli, without_timing
-from tests.epoch_images import epoch_images, row_labelled_data
+from tests.epoch_images import eight_pixel_spec, epoch_images, row_labelled_data
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
-FLIP_AND_HOLE = """
-name: switch
-input: {channels: 3, size: 8}
-classes: 4
-blocks:
-  C1: [conv: {out: 4}]
-  output: [gap: {}, fc: {out: 4}]
-data:
-  augment:
+FLIP_AND_HOLE = eight_pixel_spec(
+    """  augment:
     - HorizontalFlip: {p: 1.0}
     - CoarseDropout: {num_holes_range: [1, 1], hole_height_range: [3, 3], hole_width_range: [3, 3], fill: 0, p: 1.0}
-  augment_off: OFF
-train: {epochs: 3, batch_size: 8}
-"""
+  augment_off: OFF""",
+    epochs=3,
+)
 
 
 def _epoch_images(off: str, loader_kind: str, epoch: int) -> tuple[str, list[tuple[int, np.ndarray]]]:
