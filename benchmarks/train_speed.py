@@ -50,6 +50,7 @@ from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.data import build_augment, load_dataset, make_loaders, read_augment
 from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
@@ -104,11 +105,14 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
 
         return body
 
+    # a spec with `alternate_flip` mirrors in its data set, as `blockspec train` does
+    entries, alternate = split_flip(spec.data.augment, spec.data.alternate_flip)
+
     def blockspec_albumentations() -> float:
         model = build_model(spec).to(device)
         fp32 = pick_device(args.device, amp=False, channels_last=False)
-        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
-        train, _ = make_loaders(data, augment, 128, args.workers, 0, info.pin_memory)
+        augment = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:])
+        train, _ = make_loaders(data, augment, 128, args.workers, 0, info.pin_memory, alternate_flip=alternate)
         return blockspec_loop(spec, model, train, Batches(fp32, data.mean, data.std), args.steps, args.warmup)
 
     def blockspec_batched(batch: int, graphed: bool = False) -> Callable[[], float]:
@@ -116,9 +120,10 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
             model = build_model(spec).to(device)
             if info.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            plan = plan_batched(read_augment(spec.data.augment))
+            plan = plan_batched(read_augment(entries))
             assert plan is not None, "the spec's augmentation has no batched equivalent"
-            loader = DeviceLoader(data.train_images, data.train_labels, batch, device, plan, data.mean, True, 0)
+            loader = DeviceLoader(data.train_images, data.train_labels, batch, device, plan, data.mean, True, 0,
+                                  alternate_flip=alternate)
             batches = Batches(info, data.mean, data.std)
             return blockspec_loop(spec, model, loader, batches, args.steps, args.warmup, graphed)
 
