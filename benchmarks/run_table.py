@@ -16,6 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from blockspec.errors import SpecError
+from blockspec.load import load_spec
+
 
 def render(run_dir: Path) -> str:
     history = json.loads((run_dir / "metrics.json").read_text())
@@ -57,9 +60,17 @@ def compare(run_dirs: list[Path], epochs: set[int] | None = None) -> str:
     return "\n".join(lines)
 
 
+def recorded_settings(spec_path: Path) -> dict:
+    """A run's spec.yaml as the current schema reads it, prose dropped: a field added after the
+    run was recorded takes its default there, so it is not mistaken for an edit."""
+    settings = yaml.safe_load(load_spec(spec_path).to_yaml())
+    settings.pop("description", None)
+    return settings
+
+
 def spec_changes(base: object, other: object, path: str = "") -> list[str]:
-    """`path=value` for each field that differs, in field order. A field set to null is the
-    same as one left out (older runs wrote fields added later as null); a layer or transform
+    """`path=value` for each field that differs, in field order. A section set to null is
+    the same as an empty one; a layer or transform
     whose kind changed is one `path: old→new` line followed by the fields the new one sets
     differently (`blocks.C2[0]: strided→conv`, `blocks.C2[0].conv.stride=1`), not every
     field of both kinds."""
@@ -86,9 +97,7 @@ def spec_changes(base: object, other: object, path: str = "") -> list[str]:
 def digest(run_dirs: list[Path], epochs: list[int]) -> str:
     """One row per run: its spec edits against the first run, accuracy at `epochs`, the first
     epoch at the first run's target (summary.json), the best epoch."""
-    specs = [yaml.safe_load((d / "spec.yaml").read_text()) for d in run_dirs]
-    for spec in specs:
-        spec.pop("description", None)  # prose, not a setting
+    specs = [recorded_settings(d / "spec.yaml") for d in run_dirs]
     target = json.loads((run_dirs[0] / "summary.json").read_text())["target"]
     lines = [
         f"| run | changes against `{run_dirs[0].name}` | "
@@ -129,7 +138,10 @@ def main() -> None:
         if lacking:
             parser.error(f"--digest needs each run's spec.yaml and summary.json; missing: {', '.join(lacking)}")
         last_epoch = max(r["epoch"] for r in json.loads((dirs[0] / "metrics.json").read_text()))
-        print(digest(dirs, epochs or [last_epoch]))
+        try:
+            print(digest(dirs, epochs or [last_epoch]))
+        except SpecError as error:
+            parser.error(f"a run's spec.yaml no longer validates: {error}")
         return
     print(render(dirs[0]) if len(dirs) == 1 else compare(dirs, set(epochs) if epochs else None))
 

@@ -53,17 +53,32 @@ def test_digest_names_the_edits_and_the_recorded_accuracies(runs: tuple[Path, Pa
         assert row[5] == f"{accuracy[best]:.2f} ({best + 1})"
 
 
-def test_prose_and_null_fields_are_not_edits(runs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_prose_and_fields_added_later_are_not_edits(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A run recorded before `data.alternate_flip` and `train.cuda_graphs` existed has neither
+    field in its spec.yaml; it trained as their defaults do, so neither is an edit."""
     base, _ = runs
     reworded = tmp_path / "reworded"
     shutil.copytree(base, reworded)
     spec = yaml.safe_load((reworded / "spec.yaml").read_text())
     spec["description"] = "the same network, described again"
-    spec["train"]["field_added_later"] = None
+    del spec["data"]["alternate_flip"], spec["train"]["cuda_graphs"]
     (reworded / "spec.yaml").write_text(yaml.safe_dump(spec))
     result = _digest(str(base), str(reworded))
     assert result.returncode == 0, result.stderr
     assert _row(result.stdout, reworded)[1] == "—"
+
+
+def test_a_spec_the_schema_refuses_is_named_without_a_traceback(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base, _ = runs
+    stale = tmp_path / "stale"
+    shutil.copytree(base, stale)
+    spec = yaml.safe_load((stale / "spec.yaml").read_text())
+    spec["train"]["field_since_removed"] = 1
+    (stale / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = _digest(str(base), str(stale))
+    assert result.returncode == 2
+    assert f"{stale / 'spec.yaml'}" in result.stderr and "train.field_since_removed" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_run_without_its_spec_is_refused_by_name(runs: tuple[Path, Path], tmp_path: Path) -> None:
