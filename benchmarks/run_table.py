@@ -96,14 +96,15 @@ def spec_changes(base: object, other: object, path: str = "") -> list[str]:
 
 def digest(run_dirs: list[Path], epochs: list[int]) -> str:
     """One row per run: its spec edits against the first run, accuracy at `epochs`, the first
-    epoch at the first run's target (summary.json), the best epoch."""
+    epoch at the first run's target (summary.json), the best epoch, and the device and precision
+    it trained on (summary.json), which move the last digits as much as some edits do."""
     specs = [recorded_settings(d / "spec.yaml") for d in run_dirs]
     target = json.loads((run_dirs[0] / "summary.json").read_text())["target"]
     lines = [
         f"| run | changes against `{run_dirs[0].name}` | "
         + " | ".join(f"test acc % at {epoch}" for epoch in epochs)
-        + f" | first epoch ≥ {target:g} % | best (epoch) |",
-        "|---|---|" + "---:|" * (len(epochs) + 2),
+        + f" | first epoch ≥ {target:g} % | best (epoch) | device |",
+        "|---|---|" + "---:|" * (len(epochs) + 2) + "---|",
     ]
     for run_dir, spec in zip(run_dirs, specs):
         accuracy = {r["epoch"]: r["test_acc"] for r in json.loads((run_dir / "metrics.json").read_text())}
@@ -111,8 +112,11 @@ def digest(run_dirs: list[Path], epochs: list[int]) -> str:
         best = max(accuracy, key=lambda epoch: (accuracy[epoch], -epoch))
         changes = ", ".join(f"`{change}`" for change in spec_changes(specs[0], spec)) or "—"
         cells = [f"{accuracy[epoch]:.2f}" if epoch in accuracy else "—" for epoch in epochs]
+        device = json.loads((run_dir / "summary.json").read_text())["device"]
         lines.append(
-            f"| `{run_dir.name}` | {changes} | " + " | ".join(cells) + f" | {reached} | {accuracy[best]:.2f} ({best}) |"
+            f"| `{run_dir.name}` | {changes} | "
+            + " | ".join(cells)
+            + f" | {reached} | {accuracy[best]:.2f} ({best}) | {device} |"
         )
     return "\n".join(lines)
 

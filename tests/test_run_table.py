@@ -3,6 +3,7 @@ changed against the first run's, beside the accuracies its metrics.json recorded
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def test_digest_names_the_edits_and_the_recorded_accuracies(runs: tuple[Path, Pa
         assert row[2:4] == [f"{value:.2f}" for value in accuracy]
         best = max(range(len(accuracy)), key=lambda i: (accuracy[i], -i))
         assert row[5] == f"{accuracy[best]:.2f} ({best + 1})"
+        assert row[6] == json.loads((run_dir / "summary.json").read_text())["device"]
 
 
 def test_prose_and_fields_added_later_are_not_edits(runs: tuple[Path, Path], tmp_path: Path) -> None:
