@@ -96,27 +96,27 @@ def spec_changes(base: object, other: object, path: str = "") -> list[str]:
 
 def digest(run_dirs: list[Path], epochs: list[int]) -> str:
     """One row per run: its spec edits against the first run, accuracy at `epochs`, the first
-    epoch at the first run's target (summary.json), the best epoch, and the device and precision
-    it trained on (summary.json), which move the last digits as much as some edits do."""
+    epoch at the first run's target, the best epoch, and the device and precision it trained on
+    (both from summary.json), so runs in different precisions are not compared unawares."""
     specs = [recorded_settings(d / "spec.yaml") for d in run_dirs]
-    target = json.loads((run_dirs[0] / "summary.json").read_text())["target"]
+    summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
+    target = summaries[0]["target"]
     lines = [
         f"| run | changes against `{run_dirs[0].name}` | "
         + " | ".join(f"test acc % at {epoch}" for epoch in epochs)
         + f" | first epoch ≥ {target:g} % | best (epoch) | device |",
         "|---|---|" + "---:|" * (len(epochs) + 2) + "---|",
     ]
-    for run_dir, spec in zip(run_dirs, specs):
+    for run_dir, spec, summary in zip(run_dirs, specs, summaries):
         accuracy = {r["epoch"]: r["test_acc"] for r in json.loads((run_dir / "metrics.json").read_text())}
         reached = next((epoch for epoch in sorted(accuracy) if accuracy[epoch] >= target), "—")
         best = max(accuracy, key=lambda epoch: (accuracy[epoch], -epoch))
         changes = ", ".join(f"`{change}`" for change in spec_changes(specs[0], spec)) or "—"
         cells = [f"{accuracy[epoch]:.2f}" if epoch in accuracy else "—" for epoch in epochs]
-        device = json.loads((run_dir / "summary.json").read_text())["device"]
         lines.append(
             f"| `{run_dir.name}` | {changes} | "
             + " | ".join(cells)
-            + f" | {reached} | {accuracy[best]:.2f} ({best}) | {device} |"
+            + f" | {reached} | {accuracy[best]:.2f} ({best}) | {summary['device']} |"
         )
     return "\n".join(lines)
 
