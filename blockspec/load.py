@@ -18,6 +18,7 @@ from blockspec.edits import apply_edits
 from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_problems
 from blockspec.layers import LAYER_KINDS
 from blockspec.spec import Spec
+from blockspec.train.whiten import stem_layer
 
 
 def load_spec(
@@ -88,6 +89,11 @@ def parse_spec(
             "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
             True,
         ).with_source(source)
+    if spec.train.whiten_stem:
+        try:
+            stem_layer(spec)
+        except SpecError as error:
+            raise error.with_source(source) from None
     smallest_side = min(spec.input.hw)
     if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
         raise fail(

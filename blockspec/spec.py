@@ -315,6 +315,12 @@ class TrainSpec(StrictModel):
     ema: Annotated[float, Field(gt=0.0, lt=1.0), BeforeValidator(yaml_float)] | None = Field(
         default=None, description="EMA decay of weights; evaluation and best.pt use the average"
     )
+    whiten_stem: Literal[False, "init", "frozen"] = Field(
+        default=False,
+        description="start the first convolution as a whitening of the training images' patches (their "
+        "principal directions in ± pairs, largest variance first, each scaled to unit variance): `init` trains "
+        "the filters from there, `frozen` keeps them fixed; the first layer must be a full convolution",
+    )
     tta_flip: bool = Field(default=False, description="average predictions with the mirror image")
     tta_shift: int = Field(
         default=0,

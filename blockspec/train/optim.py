@@ -18,8 +18,9 @@ def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> 
     """Weight decay applies to weights only, not to norm parameters or biases. `device_rates`
     gives SGD its rates in device tensors, for steps replayed as CUDA graphs."""
     config = spec.train.optimizer
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones are not the optimizer's
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

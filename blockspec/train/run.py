@@ -14,6 +14,7 @@ from typing import Any
 
 from blockspec.analysis import trace
 from blockspec.data import load_dataset, read_augment
+from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
@@ -44,6 +45,7 @@ from blockspec.train.rundir import (
 )
 from blockspec.train.session import Session
 from blockspec.train.tta import TTAViews
+from blockspec.train.whiten import whitening_filters
 
 
 class TrainingInterrupted(Exception):
@@ -91,7 +93,11 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         run_dir = prepare_run_dir(options.out, spec.name)
     else:
         run_dir = options.out or Path("runs") / spec.name  # never written by this rank
-    session = Session(spec, info, len(train_loader), ranks)
+    stem_filters = None
+    if spec.train.whiten_stem and checkpoint is None:
+        rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
+        stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
+    session = Session(spec, info, len(train_loader), ranks, stem_filters)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)
@@ -107,6 +113,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + (", each step replayed as one CUDA graph" if session.graphed else "")
         + (", train.cuda_graphs ignored (CUDA and one process only)"
            if spec.train.cuda_graphs and not session.graphed else "")
+        + (f", first layer a patch whitening ({spec.train.whiten_stem})" if spec.train.whiten_stem else "")
         + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + f"; {len(train_loader.dataset):,} train / "

@@ -25,6 +25,7 @@ from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
 from blockspec.train.step import make_step
 from blockspec.train.tta import TTAViews
+from blockspec.train.whiten import apply_whitening
 
 
 def compiled(forward: torch.nn.Module, mode: bool | str) -> torch.nn.Module:
@@ -51,11 +52,22 @@ class StepMarked(torch.nn.Module):
 class Session:
     """Model, optimizer, schedule, loss and EMA for one spec on one device."""
 
-    def __init__(self, spec: Spec, info: DeviceInfo, steps_per_epoch: int, ranks: distributed.Ranks) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        info: DeviceInfo,
+        steps_per_epoch: int,
+        ranks: distributed.Ranks,
+        stem_filters: torch.Tensor | None = None,
+    ) -> None:
+        """`stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming)."""
         self.spec, self.info, self.ranks = spec, info, ranks
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
-        model = build_model(spec).to(info.device)
+        model = build_model(spec)
+        if spec.train.whiten_stem:
+            apply_whitening(model, spec, stem_filters)
+        model = model.to(info.device)
         if info.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
