@@ -42,6 +42,8 @@ variants=(  # name, then its edits (none: the flagship as written; `relu`: its R
   "silu defaults.act=silu blocks.C1[1].residual.act=silu blocks.C2[1].residual.act=silu blocks.C3[1].residual.act=silu blocks.C4[0].residual.act=silu"
   "relu defaults.act=relu blocks.C1[1].residual.act=relu blocks.C2[1].residual.act=relu blocks.C3[1].residual.act=relu blocks.C4[0].residual.act=relu"
   "c2at32 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4"
+  "whiten train.whiten_stem=frozen"
+  "whiten-init train.whiten_stem=init"
 )
 
 jobs=${JOBS:-1}
