@@ -109,11 +109,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_colour_folder(tmp_path_factory.mktemp("colours"))
 
 
-def write_whitened_spec(tmp_path: Path, data_root: Path, mode: str, epochs: int) -> Path:
-    spec = tmp_path / f"{mode}.yaml"
+def train_whitened(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], mode: str, epochs: int
+) -> tuple[Path, Path]:
+    """The tiny spec with `whiten_stem: MODE`, trained to the end: (spec file, run directory)."""
+    spec, run = tmp_path / f"{mode}.yaml", tmp_path / mode
     text = tiny_spec_text(data_root, epochs).replace("  batch_size: 16\n", "  batch_size: 4\n")
     spec.write_text(text.replace("train:\n", f"train:\n  whiten_stem: {mode}\n"))
-    return spec
+    code, stdout, err = run_cli(["train", str(spec), "--out", str(run), "--workers", "0"], capsys)
+    assert code == 0, err
+    assert f"first layer a patch whitening ({mode})" in stdout
+    return spec, run
 
 
 def trained_stem(run_dir: Path) -> torch.Tensor:
@@ -133,11 +139,7 @@ def expected_filters(run_dir: Path, data_root: Path) -> torch.Tensor:
 def test_frozen_stem_keeps_its_filters_through_training_and_resume(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = write_whitened_spec(tmp_path, data_root, "frozen", epochs=3)
-    straight = tmp_path / "straight"
-    code, stdout, err = run_cli(["train", str(spec), "--out", str(straight), "--workers", "0"], capsys)
-    assert code == 0, err
-    assert "first layer a patch whitening (frozen)" in stdout
+    spec, straight = train_whitened(tmp_path, data_root, capsys, "frozen", epochs=3)
     filters = expected_filters(straight, data_root)
     assert torch.equal(trained_stem(straight), filters)
     assert metrics(straight)[-1]["test_acc"] > 50  # four colours: the layers after it learnt
@@ -157,11 +159,7 @@ def test_frozen_stem_keeps_its_filters_through_training_and_resume(
 def test_init_stem_starts_at_the_filters_and_then_trains(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = write_whitened_spec(tmp_path, data_root, "init", epochs=1)
-    run = tmp_path / "init"
-    code, stdout, err = run_cli(["train", str(spec), "--out", str(run), "--workers", "0"], capsys)
-    assert code == 0, err
-    assert "first layer a patch whitening (init)" in stdout
+    _, run = train_whitened(tmp_path, data_root, capsys, "init", epochs=1)
     filters, trained = expected_filters(run, data_root), trained_stem(run)
     assert not torch.equal(trained, filters)
     assert (trained - filters).norm() < 0.2 * filters.norm()  # moved from there, not from a random start
