@@ -43,7 +43,7 @@ variants=(  # name, then its edits (none: the flagship as written; `relu`: its R
   "relu defaults.act=relu blocks.C1[1].residual.act=relu blocks.C2[1].residual.act=relu blocks.C3[1].residual.act=relu blocks.C4[0].residual.act=relu"
   "c2at32 blocks.C2[0]={\"conv\":{\"out\":64}} blocks.C3[0].dws.stride=2 blocks.C4[0].residual.body[0].dws.dilation=4"
   "whiten train.whiten_stem=frozen"
-  "whiten-init train.whiten_stem=init"
+  "nowhiten train.whiten_stem=false"
 )
 
 jobs=${JOBS:-1}
