@@ -274,6 +274,19 @@ class SchedulerSpec(StrictModel):
         return None
 
 
+class LookaheadSpec(StrictModel):
+    """Lookahead with a ramped pull-back (Zhang et al. 2019; the schedule of Jordan's airbench):
+    every `every` steps a slow copy of the weights moves toward the trained ones and the
+    trained ones restart from it. The slow copy keeps decay·(t/T)^power of itself at step t
+    of T, so it follows the weights at first and averages them strongly at the end."""
+
+    every: PositiveInt = Field(default=5, description="steps between pulls back to the slow weights")
+    decay: Real = Field(
+        default=0.774, gt=0.0, lt=1.0, description="how much of itself the slow copy keeps at the last step"
+    )
+    power: Real = Field(default=3.0, gt=0.0, description="how late the decay ramps up from 0")
+
+
 class TrainSpec(StrictModel):
     """The recipe; every field can be overridden on the command line where a flag exists."""
 
@@ -314,6 +327,9 @@ class TrainSpec(StrictModel):
     )
     ema: Annotated[float, Field(gt=0.0, lt=1.0), BeforeValidator(yaml_float)] | None = Field(
         default=None, description="EMA decay of weights; evaluation and best.pt use the average"
+    )
+    lookahead: LookaheadSpec | None = Field(
+        default=None, description="pull the weights back to a slow copy every few steps (`every`, `decay`, `power`)"
     )
     whiten_stem: Literal[False, "init", "frozen"] = Field(
         default=False,

@@ -154,9 +154,11 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], workers: str, limits: list[str]
 ) -> None:
     """Killed during epoch 2 or 3 and resumed, the run equals an uninterrupted one exactly
-    (the weight average and flip-TTA evaluation included); a run on part of the data resumes
-    on that part without being told again."""
-    spec = write_spec(tmp_path, data_root, epochs=4, extra="  batch_size: 4\n  ema: 0.99\n  tta_flip: true")
+    (the weight average, lookahead and flip-TTA evaluation included); a run on part of the data
+    resumes on that part without being told again."""
+    spec = write_spec(
+        tmp_path, data_root, epochs=4, extra="  batch_size: 4\n  ema: 0.99\n  lookahead: {every: 3}\n  tta_flip: true"
+    )
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers, *limits], capsys)
     run_dir = tmp_path / "killed"

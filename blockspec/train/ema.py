@@ -48,8 +48,8 @@ class WeightAverage(nn.Module):
             counters = [pair for pair in pairs if not pair[0].is_floating_point()]
             by_dtype: dict[torch.dtype, TensorPairs] = {}
             for dtype in dict.fromkeys(a.dtype for a, _ in pairs if a.is_floating_point()):
-                by_dtype[dtype] = _unzip([pair for pair in pairs if pair[0].dtype == dtype])
-            self._lists = (weakref.ref(model), (_unzip(counters), by_dtype))
+                by_dtype[dtype] = unzip_pairs([pair for pair in pairs if pair[0].dtype == dtype])
+            self._lists = (weakref.ref(model), (unzip_pairs(counters), by_dtype))
         return self._lists[1]
 
     @torch.no_grad()
@@ -70,7 +70,8 @@ TensorPairs = tuple[list[torch.Tensor], list[torch.Tensor]]
 TensorLists = tuple[TensorPairs, dict[torch.dtype, TensorPairs]]
 
 
-def _unzip(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorPairs:
+def unzip_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorPairs:
+    """[(a, b), …] → ([a, …], [b, …]): the two sides of tensor pairs as lists for foreach ops."""
     return [a for a, _ in pairs], [c for _, c in pairs]
 
 

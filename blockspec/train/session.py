@@ -1,4 +1,4 @@
-"""The state one training run advances: model, optimizer, schedule, loss and EMA, with
+"""The state one training run advances: model, optimizer, schedule, loss, EMA and lookahead, with
 the epoch step and the checkpoint round trip."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from blockspec.train.checkpoint import restore_rng, rng_state, save_atomic
 from blockspec.train.data_path import seed_epoch
 from blockspec.train.device import DeviceInfo
 from blockspec.train.ema import make_ema
+from blockspec.train.lookahead import Lookahead
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
@@ -50,7 +51,7 @@ class StepMarked(torch.nn.Module):
 
 
 class Session:
-    """Model, optimizer, schedule, loss and EMA for one spec on one device."""
+    """Model, optimizer, schedule, loss, EMA and lookahead for one spec on one device."""
 
     def __init__(
         self,
@@ -76,6 +77,11 @@ class Session:
         self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
         self.loss_fn = make_loss(spec)
         self.ema = make_ema(model, spec.train.ema) if spec.train.ema else None
+        self.lookahead = (
+            Lookahead(model, spec.train.lookahead, spec.train.epochs * steps_per_epoch)
+            if spec.train.lookahead
+            else None
+        )
         forward: torch.nn.Module = model
         if ranks.active:
             ids = [info.device.index] if info.is_cuda else None
@@ -101,6 +107,8 @@ class Session:
         seed_epoch(self.spec.train.seed, epoch, train_loader, self.ranks.rank)
 
         def after_step() -> None:
+            if self.lookahead is not None:
+                self.lookahead.after_step()
             if self.scheduler is not None and steps_per_batch(self.spec):
                 self.scheduler.step()
             check_stop()
@@ -123,6 +131,8 @@ class Session:
                 "last.pt keeps the last good epoch (lower the learning rate?)",
             )
         started = time.perf_counter()
+        if self.lookahead is not None:
+            self.lookahead.end_epoch()
         result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, TTAViews.of(self.spec.train))
         if self.scheduler is not None and not steps_per_batch(self.spec):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -159,6 +169,7 @@ class Session:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "ema": self.ema.state_dict() if self.ema is not None else {},
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else {},
         }
 
     def save(
@@ -198,4 +209,6 @@ class Session:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint["ema"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(checkpoint["lookahead"])
         restore_rng(checkpoint["rng"])
