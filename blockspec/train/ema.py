@@ -42,14 +42,11 @@ class WeightAverage(nn.Module):
         lists serve every step and the host does no per-tensor work.
         """
         if self._lists is None or self._lists[0]() is not model:
-            averaged = [*self.module.parameters(), *self.module.buffers()]
-            current = [*model.parameters(), *model.buffers()]
-            pairs = list(zip(averaged, current, strict=True))
-            counters = [pair for pair in pairs if not pair[0].is_floating_point()]
+            floats, counters = floats_and_counters(self.module, model)
             by_dtype: dict[torch.dtype, TensorPairs] = {}
-            for dtype in dict.fromkeys(a.dtype for a, _ in pairs if a.is_floating_point()):
-                by_dtype[dtype] = unzip_pairs([pair for pair in pairs if pair[0].dtype == dtype])
-            self._lists = (weakref.ref(model), (unzip_pairs(counters), by_dtype))
+            for dtype in dict.fromkeys(a.dtype for a, _ in floats):
+                by_dtype[dtype] = unzip_pairs([pair for pair in floats if pair[0].dtype == dtype])
+            self._lists = (weakref.ref(model), (counters, by_dtype))
         return self._lists[1]
 
     @torch.no_grad()
@@ -66,11 +63,20 @@ class WeightAverage(nn.Module):
         self.n_averaged += 1
 
 
+TensorPair = tuple[torch.Tensor, torch.Tensor]
 TensorPairs = tuple[list[torch.Tensor], list[torch.Tensor]]
 TensorLists = tuple[TensorPairs, dict[torch.dtype, TensorPairs]]
 
 
-def unzip_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorPairs:
+def floats_and_counters(replica: nn.Module, model: nn.Module) -> tuple[list[TensorPair], TensorPairs]:
+    """A replica of a model paired with it tensor by tensor, parameters then buffers: the floating
+    pairs, and the integer ones (such as BatchNorm's counters) as (replica, model) lists."""
+    pairs = list(zip([*replica.parameters(), *replica.buffers()], [*model.parameters(), *model.buffers()], strict=True))
+    floats = [pair for pair in pairs if pair[0].is_floating_point()]
+    return floats, unzip_pairs([pair for pair in pairs if not pair[0].is_floating_point()])
+
+
+def unzip_pairs(pairs: list[TensorPair]) -> TensorPairs:
     """[(a, b), …] → ([a, …], [b, …]): the two sides of tensor pairs as lists for foreach ops."""
     return [a for a, _ in pairs], [c for _, c in pairs]
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from blockspec.spec import LookaheadSpec
-from blockspec.train.ema import TensorPairs, unzip_pairs
+from blockspec.train.ema import floats_and_counters, unzip_pairs
 
 
 class Lookahead:
@@ -33,7 +33,9 @@ class Lookahead:
         self.slow = copy.deepcopy(model).requires_grad_(False)
         self.config, self.total_steps = config, total_steps
         self.steps = 0
-        self._pairs = _float_and_counter_pairs(self.slow, model)
+        # (slow, trained) lists, built once: training updates the model's tensors in place
+        floats, counters = floats_and_counters(self.slow, model)
+        self._pairs = unzip_pairs(floats), counters
 
     def decay(self, step: int) -> float:
         """How much of itself the slow copy keeps at `step` (counted from 1)."""
@@ -66,14 +68,3 @@ class Lookahead:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.slow.load_state_dict(state["slow"])
         self.steps = int(state["steps"])
-
-
-def _float_and_counter_pairs(slow: nn.Module, model: nn.Module) -> tuple[TensorPairs, TensorPairs]:
-    """(slow, trained) lists of floating tensors, then of integer ones (BatchNorm's counters).
-
-    Built once: training updates the model's tensors in place, so the same lists serve every
-    pull and the host does no per-tensor work."""
-    pairs = list(zip([*slow.parameters(), *slow.buffers()], [*model.parameters(), *model.buffers()], strict=True))
-    floats = [pair for pair in pairs if pair[0].is_floating_point()]
-    counters = [pair for pair in pairs if not pair[0].is_floating_point()]
-    return unzip_pairs(floats), unzip_pairs(counters)

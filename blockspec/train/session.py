@@ -123,6 +123,8 @@ class Session:
             f"epoch {epoch}/{self.spec.train.epochs}",
             len(train_loader),
         )
+        if self.lookahead is not None:
+            self.lookahead.end_epoch()
         stats = self._over_ranks(stats)
         if not math.isfinite(stats.loss):
             raise fail(
@@ -131,8 +133,6 @@ class Session:
                 "last.pt keeps the last good epoch (lower the learning rate?)",
             )
         started = time.perf_counter()
-        if self.lookahead is not None:
-            self.lookahead.end_epoch()
         result = evaluate(self.eval_model, test_loader, batches, self.loss_fn, TTAViews.of(self.spec.train))
         if self.scheduler is not None and not steps_per_batch(self.spec):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
