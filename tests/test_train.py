@@ -160,7 +160,8 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
         tmp_path, data_root, epochs=4, extra="  batch_size: 4\n  ema: 0.99\n  lookahead: {every: 3}\n  tta_flip: true"
     )
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
-    run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers, *limits], capsys)
+    _, stdout, _ = run_cli(["train", str(spec), "--out", str(tmp_path / "straight"), "--workers", workers, *limits], capsys)
+    assert "EMA 0.99, lookahead every 3 steps" in stdout  # the header names both averages
     run_dir = tmp_path / "killed"
     process = start_blockspec(["train", str(spec), "--out", str(run_dir), "--workers", workers, *limits])
     wait_for_epochs(run_dir, 1, process)

@@ -116,6 +116,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + (f", first layer a patch whitening ({spec.train.whiten_stem})" if spec.train.whiten_stem else "")
         + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
+        + (f", EMA {spec.train.ema:g}" if spec.train.ema else "")
+        + (f", lookahead every {lookahead.every} steps" if (lookahead := spec.train.lookahead) else "")
         + f"; {len(train_loader.dataset):,} train / "
         f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {loaders.path} "
         f"augmentation{', alternating flip' if spec.data.alternate_flip else ''}"
