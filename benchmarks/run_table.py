@@ -88,10 +88,32 @@ def spec_changes(base: object, other: object, path: str = "") -> list[str]:
             ]
     if isinstance(base, list) and isinstance(other, list) and len(base) == len(other):
         return [change for i, (a, b) in enumerate(zip(base, other)) for change in spec_changes(a, b, f"{path}[{i}]")]
+    if isinstance(base, list) and isinstance(other, list) and all(isinstance(item, dict) for item in base + other):
+        return layer_list_changes(base, other, path)
     if base == other:
         return []
-    shown = yaml.safe_dump(other, default_flow_style=True, width=1_000).strip() if isinstance(other, list | dict) else other
-    return [f"{path}={shown}"]
+    return [f"{path}={flow(other) if isinstance(other, list | dict) else other}"]
+
+
+def flow(value: list | dict) -> str:
+    """A list or mapping on one line, as YAML writes it inline."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1_000).strip()
+
+
+def layer_list_changes(base: list[dict], other: list[dict], path: str) -> list[str]:
+    """Layers (or transforms) added or removed at a list's end: the shared ones compared one by
+    one, an added one named as a copy of the one before it plus the fields it changes
+    (`blocks.C4[1]: added, as blocks.C4[0]`), not written out whole with every default."""
+    shared = min(len(base), len(other))
+    changes = [change for i in range(shared) for change in spec_changes(base[i], other[i], f"{path}[{i}]")]
+    changes += [f"{path}[{i}]: removed" for i in range(shared, len(base))]
+    for i in range(shared, len(other)):
+        if i > 0 and other[i].keys() == other[i - 1].keys():
+            changes.append(f"{path}[{i}]: added, as {path}[{i - 1}]")
+            changes += spec_changes(other[i - 1], other[i], f"{path}[{i}]")
+        else:
+            changes.append(f"{path}[{i}]: added {flow(other[i])}")
+    return changes
 
 
 def digest(run_dirs: list[Path], epochs: list[int]) -> str:

@@ -106,3 +106,21 @@ def test_a_layer_of_another_kind_is_named_once_with_its_changed_fields(runs: tup
     result = _digest(str(base), str(rebuilt))
     assert result.returncode == 0, result.stderr
     assert _row(result.stdout, rebuilt)[1] == "`blocks.C1[1]: strided→conv`, `blocks.C1[1].conv.stride=1`"
+
+
+def test_a_layer_added_at_a_blocks_end_is_named_as_a_copy_of_the_one_before(
+    runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """One short entry and the field the copy changes, not the whole block written out."""
+    base, _ = runs
+    deeper = tmp_path / "deeper"
+    shutil.copytree(base, deeper)
+    spec = yaml.safe_load((deeper / "spec.yaml").read_text())
+    (strided_fields,) = spec["blocks"]["C1"][1].values()
+    spec["blocks"]["C1"].append({"strided": {**strided_fields, "dilation": 2}})
+    (deeper / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = _digest(str(base), str(deeper))
+    assert result.returncode == 0, result.stderr
+    assert _row(result.stdout, deeper)[1] == "`blocks.C1[2]: added, as blocks.C1[1]`, `blocks.C1[2].strided.dilation=2`"
+    shallower = _digest(str(deeper), str(base))
+    assert _row(shallower.stdout, base)[1] == "`blocks.C1[2]: removed`"
