@@ -86,10 +86,9 @@ def spec_changes(base: object, other: object, path: str = "") -> list[str]:
                 for key in keys
                 for change in spec_changes(base.get(key), other.get(key), f"{path}.{key}" if path else str(key))
             ]
-    if isinstance(base, list) and isinstance(other, list) and len(base) == len(other):
-        return [change for i, (a, b) in enumerate(zip(base, other)) for change in spec_changes(a, b, f"{path}[{i}]")]
-    if isinstance(base, list) and isinstance(other, list) and all(isinstance(item, dict) for item in base + other):
-        return layer_list_changes(base, other, path)
+    if isinstance(base, list) and isinstance(other, list):
+        if len(base) == len(other) or all(isinstance(item, dict) for item in base + other):
+            return list_changes(base, other, path)
     if base == other:
         return []
     return [f"{path}={flow(other) if isinstance(other, list | dict) else other}"]
@@ -100,9 +99,9 @@ def flow(value: list | dict) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1_000).strip()
 
 
-def layer_list_changes(base: list[dict], other: list[dict], path: str) -> list[str]:
-    """Layers (or transforms) added or removed at a list's end: the shared ones compared one by
-    one, an added one named as a copy of the one before it plus the fields it changes
+def list_changes(base: list, other: list, path: str) -> list[str]:
+    """Items compared one by one; layers (or transforms) added or removed at a list's end are
+    one entry each, an added one named as a copy of the one before it plus the fields it changes
     (`blocks.C4[1]: added, as blocks.C4[0]`), not written out whole with every default."""
     shared = min(len(base), len(other))
     changes = [change for i in range(shared) for change in spec_changes(base[i], other[i], f"{path}[{i}]")]
