@@ -77,8 +77,9 @@ def build_summary(
 
 @app.command()
 def check(spec_path: SpecPath, edits: Edits = None) -> None:
-    """Exit 1 if any rule in the spec fails (for CI); 0 when all hold. A spec that does not load,
-    including a `data.augment` entry albumentations refuses, exits 2."""
+    """Exit 1 if any rule in the spec fails (for CI); 0 when all hold.
+
+    A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2."""
     from blockspec.load import load_spec
     from blockspec.summary import summarize
 
