@@ -231,6 +231,10 @@ class OptimizerSpec(StrictModel):
     weight_decay: Decay = Field(
         default=5e-4, description="on conv and linear weights only, not biases or norms"
     )
+    depthwise_weight_decay: Decay | None = Field(
+        default=None,
+        description="on depthwise kernels instead of weight_decay; default: weight_decay",
+    )
 
 
 class SchedulerSpec(StrictModel):

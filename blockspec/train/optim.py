@@ -15,22 +15,37 @@ Scheduler = LRScheduler | ReduceLROnPlateau | None
 
 
 def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> torch.optim.Optimizer:
-    """Weight decay applies to weights only, not to norm parameters or biases. `device_rates`
-    gives SGD its rates in device tensors, for steps replayed as CUDA graphs."""
+    """Weight decay applies to weights only, not to norm parameters or biases; depthwise kernels
+    get their own decay when `depthwise_weight_decay` is set (MobileNet puts little or none on
+    them: nine weights a channel). `device_rates` gives SGD its rates in device tensors, for
+    steps replayed as CUDA graphs."""
     config = spec.train.optimizer
     trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones are not the optimizer's
-    decay = [p for p in trained if p.ndim > 1]
+    separate = depthwise_kernels(model) if config.depthwise_weight_decay is not None else set()
+    decay = [p for p in trained if p.ndim > 1 and id(p) not in separate]
     no_decay = [p for p in trained if p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if separate:
+        depthwise = [p for p in trained if id(p) in separate]
+        groups.append({"params": depthwise, "weight_decay": config.depthwise_weight_decay})
     if config.name == "sgd":
         sgd = DeviceRateSGD if device_rates else torch.optim.SGD
         return sgd(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def depthwise_kernels(model: nn.Module) -> set[int]:
+    """ids of the kernels of convolutions with one group per input channel."""
+    return {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+    }
 
 
 def peak_lr(spec: Spec) -> float:
