@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from blockspec.data import load_dataset, make_loaders
 from blockspec.data.augment import build_augment
@@ -30,20 +32,11 @@ from blockspec.train.overrides import apply_overrides
 from blockspec.train.tta import TTAViews
 
 
-@torch.no_grad()
-def recompute_batchnorm(
-    model: nn.Module, loader: torch.utils.data.DataLoader, batches: Batches
-) -> None:
-    """Every BatchNorm's running mean and variance replaced by their plain average over `loader`."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches, not an exponential one
-    model.train()
-    for images, labels in loader:
-        x, _ = batches(images, labels)
-        with batches.autocast():
-            model(x)
+def recompute_batchnorm(model: nn.Module, loader: Iterable, batches: Batches) -> None:
+    """Every BatchNorm's running statistics replaced by their plain average over `loader`
+    (torch's `update_bn`), fed the normalised batches the model trains on."""
+    with batches.autocast():
+        update_bn((batches(images, labels)[0] for images, labels in loader), model)
 
 
 def main() -> None:
