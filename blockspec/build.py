@@ -20,7 +20,8 @@ def build_model(spec: Spec) -> BlockNet:
     same layer sequence loads by position.
     """
     rows = iter(trace(spec).rows)
-    ctx = Context(path="", norm_groups=spec.defaults.norm_groups)
+    defaults = spec.defaults
+    ctx = Context(path="", norm_groups=defaults.norm_groups, ghost_batch=defaults.ghost_batch)
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     for block, layers in spec.blocks.items():  # names that clash with nn.Module's: refused by Spec
         modules = []

@@ -108,6 +108,11 @@ class Defaults(StrictModel):
     norm_groups: PositiveInt = Field(
         default=8, description="groups of every `group` norm (spec-wide); must divide its channels"
     )
+    ghost_batch: PositiveInt | None = Field(
+        default=None,
+        description="in training, every `batch` norm on a map takes its statistics from groups "
+        "of this many images (ghost batch norm; spec-wide); unset: from the whole batch",
+    )
 
 
 class Rules(StrictModel):

@@ -152,6 +152,7 @@ class Context:
 
     path: str
     norm_groups: int = 8
+    ghost_batch: int | None = None
 
 
 class LayerSpec(StrictModel):
@@ -292,7 +293,13 @@ def make_norm(norm: str, channels: int, ctx: Context, vector: bool = False) -> n
     from torch import nn
 
     if norm == "batch":
-        return nn.BatchNorm1d(channels) if vector else nn.BatchNorm2d(channels)
+        if vector:
+            return nn.BatchNorm1d(channels)
+        if ctx.ghost_batch:
+            from blockspec.modules import GhostBatchNorm2d
+
+            return GhostBatchNorm2d(channels, ctx.ghost_batch)
+        return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(ctx.norm_groups, channels)
     if norm == "layer":

@@ -1,0 +1,81 @@
+"""`defaults.ghost_batch`: batch norm statistics from groups of images in training, plain
+BatchNorm2d otherwise (same parameters, same state_dict, same evaluation)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from blockspec.build import build_model
+from blockspec.load import load_spec
+from blockspec.modules import GhostBatchNorm2d
+from tests.cli_helpers import ROOT, run_cli
+
+FLAGSHIP = ROOT / "architectures" / "flagship.yaml"
+
+
+def _batch(n: int = 128) -> torch.Tensor:
+    torch.manual_seed(0)
+    # Groups with different means, so that per-group and whole-batch statistics differ.
+    return torch.randn(n, 8, 6, 6) * 3 + torch.arange(n).view(n, 1, 1, 1) / 16
+
+
+def _per_group(x: torch.Tensor, size: int) -> torch.Tensor:
+    groups = x.split(size)
+    return torch.cat([nn.functional.batch_norm(g, None, None, training=True) for g in groups])
+
+
+def test_each_group_is_normalised_by_its_own_statistics() -> None:
+    x = _batch()
+    ghost = GhostBatchNorm2d(8, ghost_batch=32).train()
+    expected = _per_group(x, 32)
+    torch.testing.assert_close(ghost(x), expected)
+    whole = nn.BatchNorm2d(8).train()(x)
+    assert (ghost(x) - whole).abs().max() > 0.1
+
+
+def test_uneven_last_group_and_small_batches() -> None:
+    ghost = GhostBatchNorm2d(8, ghost_batch=32).train()
+    x = _batch(80)  # groups of 32, 32 and 16: the last training batch of CIFAR-10 at batch 128
+    expected = _per_group(x, 32)
+    torch.testing.assert_close(ghost(x), expected)
+    small = _batch(20)  # no larger than one group: whole-batch statistics
+    torch.testing.assert_close(ghost(small), nn.BatchNorm2d(8).train()(small))
+
+
+def test_running_statistics_move_as_far_as_whole_batch_ones() -> None:
+    x = _batch(32).repeat(4, 1, 1, 1)  # four groups with the same statistics as the whole batch
+    ghost, plain = GhostBatchNorm2d(8, ghost_batch=32).train(), nn.BatchNorm2d(8).train()
+    for _ in range(3):
+        ghost(x)
+        plain(x)
+    torch.testing.assert_close(ghost.running_mean, plain.running_mean)
+    # Unbiased variances of 32·36 against 128·36 values: 1 + 3/4607 apart.
+    torch.testing.assert_close(ghost.running_var, plain.running_var, rtol=1e-3, atol=0)
+    assert int(ghost.num_batches_tracked) == int(plain.num_batches_tracked) == 3
+    ghost.eval(), plain.eval()
+    plain.load_state_dict(ghost.state_dict())
+    torch.testing.assert_close(ghost(x), plain(x), rtol=0, atol=0)
+
+
+def test_spec_builds_ghost_norms_with_the_same_parameters_and_state() -> None:
+    plain = build_model(load_spec(FLAGSHIP))
+    ghost = build_model(load_spec(FLAGSHIP, edits=["defaults.ghost_batch=32"]))
+    norms = [m for m in ghost.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, GhostBatchNorm2d) and m.ghost_batch == 32 for m in norms)
+    assert not any(isinstance(m, GhostBatchNorm2d) for m in plain.modules())
+    assert plain.state_dict().keys() == ghost.state_dict().keys()
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in ghost.parameters())
+    ghost.load_state_dict(plain.state_dict())  # checkpoints move between the two
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(ghost.eval()(x), plain.eval()(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value", ["0", "-8", "half"])
+def test_bad_ghost_batch_names_the_field(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["build-summary", str(FLAGSHIP), "--set", f"defaults.ghost_batch={value}"]
+    code, _, err = run_cli(argv, capsys)
+    assert code != 0
+    assert "defaults.ghost_batch" in err and value in err
+    assert "Traceback" not in err
