@@ -3,6 +3,8 @@ BatchNorm2d otherwise (same parameters, same state_dict, same evaluation)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,8 @@ from torch import nn
 from blockspec.build import build_model
 from blockspec.load import load_spec
 from blockspec.modules import GhostBatchNorm2d
-from tests.cli_helpers import ROOT, run_cli
+from tests.cli_helpers import ROOT, metrics, run_cli, without_timing
+from tests.synthetic import tiny_spec_text, write_colour_folder
 
 FLAGSHIP = ROOT / "architectures" / "flagship.yaml"
 
@@ -79,3 +82,18 @@ def test_bad_ghost_batch_names_the_field(value: str, capsys: pytest.CaptureFixtu
     assert code != 0
     assert "defaults.ghost_batch" in err and value in err
     assert "Traceback" not in err
+
+
+def test_training_run_uses_ghost_norms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same seed, with and without groups of 4 in batches of 16: the header says which, and
+    the trained weights differ (the groups' statistics reach the gradients)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1))
+    histories = {}
+    for name, edits in (("plain", []), ("ghost", ["--set", "defaults.ghost_batch=4"])):
+        argv = ["train", str(spec), "--out", str(tmp_path / name), "--workers", "0", *edits]
+        code, stdout, err = run_cli(argv, capsys)
+        assert code == 0, err
+        assert ("batch norm in groups of 4" in stdout) == (name == "ghost")
+        histories[name] = without_timing(metrics(tmp_path / name))
+    assert histories["plain"] != histories["ghost"]

@@ -114,7 +114,9 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + (", train.cuda_graphs ignored (CUDA and one process only)"
            if spec.train.cuda_graphs and not session.graphed else "")
         + (f", first layer a patch whitening ({spec.train.whiten_stem})" if spec.train.whiten_stem else "")
-        + f"; batch {spec.train.batch_size}, lr {peak_lr(spec):g}"
+        + f"; batch {spec.train.batch_size}"
+        + (f" (batch norm in groups of {ghost})" if (ghost := spec.defaults.ghost_batch) else "")
+        + f", lr {peak_lr(spec):g}"
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + (f", EMA {spec.train.ema:g}" if spec.train.ema else "")
         + (f", lookahead every {lookahead.every} steps" if (lookahead := spec.train.lookahead) else "")
