@@ -109,7 +109,9 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     Why: statistics from fewer images are noisier, a regulariser that fast CIFAR-10 recipes
     use at large batches. Evaluation, export and the running statistics' meaning are plain
     BatchNorm2d's: each group updates them, with the momentum scaled so that one training
-    step moves them as far as one whole-batch update would.
+    step moves them as far as one whole-batch update would. With `momentum` None (a cumulative
+    average, as torch's `swa_utils.update_bn` sets to recompute them) it takes whole-batch
+    statistics like BatchNorm2d: only the running statistics matter then.
     """
 
     def __init__(self, channels: int, ghost_batch: int) -> None:
@@ -117,13 +119,13 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         self.ghost_batch = ghost_batch
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or x.shape[0] <= self.ghost_batch:
+        if not self.training or self.momentum is None or x.shape[0] <= self.ghost_batch:
             return super().forward(x)
         groups = x.split(self.ghost_batch)
         momentum = 1.0 - (1.0 - self.momentum) ** (1.0 / len(groups))
         self.num_batches_tracked.add_(1)
-        stats = (self.running_mean, self.running_var, self.weight, self.bias)
-        return torch.cat([F.batch_norm(group, *stats, True, momentum, self.eps) for group in groups])
+        state = (self.running_mean, self.running_var, self.weight, self.bias)
+        return torch.cat([F.batch_norm(group, *state, True, momentum, self.eps) for group in groups])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch={self.ghost_batch}"

@@ -62,6 +62,20 @@ def test_running_statistics_move_as_far_as_whole_batch_ones() -> None:
     torch.testing.assert_close(ghost(x), plain(x), rtol=0, atol=0)
 
 
+def test_update_bn_recomputes_whole_batch_statistics() -> None:
+    """torch's `update_bn` (momentum None, a cumulative average) works on ghost norms and gives
+    BatchNorm2d's running statistics."""
+    from torch.optim.swa_utils import update_bn
+
+    batches = [_batch(), _batch(64) * 2]
+    ghost, plain = GhostBatchNorm2d(8, ghost_batch=32), nn.BatchNorm2d(8)
+    update_bn(batches, ghost)
+    update_bn(batches, plain)
+    torch.testing.assert_close(ghost.running_mean, plain.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(ghost.running_var, plain.running_var, rtol=0, atol=0)
+    assert ghost.momentum == 0.1  # restored for training
+
+
 def test_spec_builds_ghost_norms_with_the_same_parameters_and_state() -> None:
     plain = build_model(load_spec(FLAGSHIP))
     ghost = build_model(load_spec(FLAGSHIP, edits=["defaults.ghost_batch=32"]))
@@ -86,7 +100,7 @@ def test_bad_ghost_batch_names_the_field(value: str, capsys: pytest.CaptureFixtu
 
 def test_training_run_uses_ghost_norms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The same seed, with and without groups of 4 in batches of 16: the header says which, and
-    the trained weights differ (the groups' statistics reach the gradients)."""
+    the recorded losses and accuracies differ (the groups' statistics reach the gradients)."""
     spec = tmp_path / "tiny.yaml"
     spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1))
     histories = {}
