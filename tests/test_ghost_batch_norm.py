@@ -77,7 +77,7 @@ def test_update_bn_recomputes_whole_batch_statistics() -> None:
 
 
 def test_spec_builds_ghost_norms_with_the_same_parameters_and_state() -> None:
-    plain = build_model(load_spec(FLAGSHIP))
+    plain = build_model(load_spec(FLAGSHIP, edits=["defaults.ghost_batch=null"]))
     ghost = build_model(load_spec(FLAGSHIP, edits=["defaults.ghost_batch=32"]))
     norms = [m for m in ghost.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(isinstance(m, GhostBatchNorm2d) and m.ghost_batch == 32 for m in norms)
