@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import yaml
@@ -100,19 +101,34 @@ def flow(value: list | dict) -> str:
 
 
 def list_changes(base: list, other: list, path: str) -> list[str]:
-    """Items compared one by one; layers (or transforms) added or removed at a list's end are
-    one entry each, an added one named as a copy of the one before it plus the fields it changes
-    (`blocks.C4[1]: added, as blocks.C4[0]`), not written out whole with every default."""
-    shared = min(len(base), len(other))
-    changes = [change for i in range(shared) for change in spec_changes(base[i], other[i], f"{path}[{i}]")]
-    changes += [f"{path}[{i}]: removed" for i in range(shared, len(base))]
-    for i in range(shared, len(other)):
-        if i > 0 and other[i].keys() == other[i - 1].keys():
-            changes.append(f"{path}[{i}]: added, as {path}[{i - 1}]")
-            changes += spec_changes(other[i - 1], other[i], f"{path}[{i}]")
-        else:
-            changes.append(f"{path}[{i}]: added {flow(other[i])}")
+    """Lists of layers (or transforms) are aligned by kind first, so a layer inserted or removed
+    anywhere in a block is one entry and the layers after it are not reported as changed; the
+    rest is compared item by item. An added item is named as a copy of the one before it plus the
+    fields it changes (`blocks.C4[1]: added, as blocks.C4[0]`) when it is of the same kind, not
+    written out whole with every default; paths index the edited list, removed items the base."""
+    if not all(isinstance(item, dict) for item in base + other):
+        pairs = enumerate(zip(base, other))
+        return [change for i, (old, new) in pairs for change in spec_changes(old, new, f"{path}[{i}]")]
+    kinds = [tuple(item) for item in base], [tuple(item) for item in other]
+    matcher = SequenceMatcher(a=kinds[0], b=kinds[1], autojunk=False)
+    changes: list[str] = []
+    for _, base_start, base_end, other_start, other_end in matcher.get_opcodes():
+        paired = min(base_end - base_start, other_end - other_start)
+        for offset in range(paired):
+            i = other_start + offset
+            changes += spec_changes(base[base_start + offset], other[i], f"{path}[{i}]")
+        changes += [f"{path}[{i}]: removed" for i in range(base_start + paired, base_end)]
+        for i in range(other_start + paired, other_end):
+            changes += added(other, i, path)
     return changes
+
+
+def added(items: list[dict], i: int, path: str) -> list[str]:
+    """The entry for `items[i]`, which the base list does not have."""
+    if i > 0 and items[i].keys() == items[i - 1].keys():
+        copy = f"{path}[{i}]: added, as {path}[{i - 1}]"
+        return [copy, *spec_changes(items[i - 1], items[i], f"{path}[{i}]")]
+    return [f"{path}[{i}]: added {flow(items[i])}"]
 
 
 def digest(run_dirs: list[Path], epochs: list[int]) -> str:

@@ -124,3 +124,20 @@ def test_a_layer_added_at_a_blocks_end_is_named_as_a_copy_of_the_one_before(
     assert _row(result.stdout, deeper)[1] == "`blocks.C1[2]: added, as blocks.C1[1]`, `blocks.C1[2].strided.dilation=2`"
     shallower = _digest(str(deeper), str(base))
     assert _row(shallower.stdout, base)[1] == "`blocks.C1[2]: removed`"
+
+
+def test_a_layer_inserted_inside_a_block_is_one_entry(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """The layers after an inserted one are matched to their own copies, not reported as edited."""
+    base, _ = runs
+    pooled = tmp_path / "pooled"
+    shutil.copytree(base, pooled)
+    spec = yaml.safe_load((pooled / "spec.yaml").read_text())
+    spec["blocks"]["C1"].insert(1, {"pool": {"type": "avg"}})
+    (pooled / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = _digest(str(base), str(pooled))
+    assert result.returncode == 0, result.stderr
+    assert _row(result.stdout, pooled)[1] == (
+        "`blocks.C1[1]: added {pool: {k: 2, padding: 0, repeat: 1, stride: null, type: avg}}`"
+    )
+    unpooled = _digest(str(pooled), str(base))
+    assert _row(unpooled.stdout, base)[1] == "`blocks.C1[1]: removed`"
