@@ -67,7 +67,7 @@ def _worker(pid: int, rank: int) -> int:
 
 def _finish(process: subprocess.Popen) -> str:
     out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err[-2000:]
+    assert process.returncode == 0, err[-8000:]  # a worker's own error sits above torchrun's report
     return out
 
 
