@@ -82,10 +82,10 @@ def parse_spec(
         raise error.with_source(source) from None
     optimizer = spec.train.optimizer
     cycling = spec.train.scheduler.momentum_cycle() is not None
-    if cycling and optimizer.name == "sgd" and optimizer.momentum == 0:
+    if cycling and optimizer.name in ("sgd", "muon") and optimizer.momentum == 0:
         raise fail(  # SGD asked for without momentum, which a cycling onecycle would silently give it
             "train.scheduler.cycle_momentum",
-            "onecycle would move SGD's momentum between base_momentum and max_momentum, but "
+            f"onecycle would move {optimizer.name}'s momentum between base_momentum and max_momentum, but "
             "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
             True,
         ).with_source(source)

@@ -227,18 +227,24 @@ def _is_fair_flip(entry: Any) -> bool:
 
 
 class OptimizerSpec(StrictModel):
-    """torch.optim SGD, Adam (L2 penalty) or AdamW (decoupled weight decay)."""
+    """torch.optim SGD, Adam (L2 penalty) or AdamW (decoupled weight decay), or Muon on the
+    kernels that feed a batch norm with SGD on the rest (blockspec/train/muon.py)."""
 
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw", "muon"] = "sgd"
     lr: Rate = Field(default=0.05, description="learning rate (`--lr`)")
-    momentum: Real = Field(default=0.9, ge=0.0, lt=1.0, description="SGD only")
-    nesterov: bool = Field(default=True, description="SGD only; used when momentum > 0")
+    momentum: Real = Field(default=0.9, ge=0.0, lt=1.0, description="SGD and Muon")
+    nesterov: bool = Field(default=True, description="SGD and Muon; used when momentum > 0")
     weight_decay: Decay = Field(
         default=5e-4, description="on conv and linear weights only, not biases or norms"
     )
     depthwise_weight_decay: Decay | None = Field(
         default=None,
         description="on depthwise kernels instead of weight_decay; default: weight_decay",
+    )
+    muon_lr: Rate = Field(
+        default=0.02,
+        description="muon: the rate of the kernels that feed a batch norm (about the angle a "
+        "filter turns per step) where the others' is lr; the schedule scales both",
     )
 
 

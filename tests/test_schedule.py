@@ -84,6 +84,7 @@ def test_sgd_without_momentum_under_a_cycling_onecycle_is_a_spec_error() -> None
     [
         ("{name: sgd, lr: 0.05}", "{name: onecycle}", "momentum 0.95→0.85→0.95"),
         ("{name: adamw, lr: 0.001}", "{name: onecycle}", "beta1 0.95→0.85→0.95"),
+        ("{name: muon, lr: 0.05}", "{name: onecycle}", "momentum 0.95→0.85→0.95"),
         ("{name: sgd, lr: 0.05, momentum: 0.8}", "{name: cosine}", "momentum 0.8"),
         ("{name: adam, lr: 0.001}", "{name: cosine}", ""),
     ],

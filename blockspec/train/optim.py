@@ -9,6 +9,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from blockspec.spec import Spec
+from blockspec.train.muon import MuonSGD, normalised_kernels
 from blockspec.train.sgd_update import DeviceRateSGD
 
 Scheduler = LRScheduler | ReduceLROnPlateau | None
@@ -17,12 +18,15 @@ Scheduler = LRScheduler | ReduceLROnPlateau | None
 def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> torch.optim.Optimizer:
     """Weight decay applies to weights only, not to norm parameters or biases; depthwise kernels
     get their own decay when `depthwise_weight_decay` is set (MobileNet puts little or none on
-    them: nine weights a channel). `device_rates` gives SGD its rates in device tensors, for
-    steps replayed as CUDA graphs."""
+    them: nine weights a channel). Muon takes the kernels that feed a batch norm, at its own
+    rate and without decay (it holds their norm instead). `device_rates` gives SGD its rates in
+    device tensors, for steps replayed as CUDA graphs."""
     config = spec.train.optimizer
     trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones are not the optimizer's
+    orthogonal = normalised_kernels(model) if config.name == "muon" else []
+    muon_ids = {id(p) for p in orthogonal}
     separate = depthwise_kernels(model) if config.depthwise_weight_decay is not None else set()
-    decay = [p for p in trained if p.ndim > 1 and id(p) not in separate]
+    decay = [p for p in trained if p.ndim > 1 and id(p) not in separate | muon_ids]
     no_decay = [p for p in trained if p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
@@ -31,6 +35,10 @@ def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> 
     if separate:
         depthwise = [p for p in trained if id(p) in separate]
         groups.append({"params": depthwise, "weight_decay": config.depthwise_weight_decay})
+    if orthogonal:
+        groups.append({"params": orthogonal, "weight_decay": 0.0, "lr": config.muon_lr, "orthogonal": True})
+    if config.name == "muon":
+        return MuonSGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     if config.name == "sgd":
         sgd = DeviceRateSGD if device_rates else torch.optim.SGD
         return sgd(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
@@ -54,14 +62,20 @@ def peak_lr(spec: Spec) -> float:
     return (config.max_lr if config.name == "onecycle" else None) or spec.train.optimizer.lr
 
 
+def peak_muon_lr(spec: Spec) -> float | None:
+    """Muon's highest rate (it peaks with the others'), None for the other optimizers."""
+    optimizer = spec.train.optimizer
+    return optimizer.muon_lr * peak_lr(spec) / optimizer.lr if optimizer.name == "muon" else None
+
+
 def momentum_summary(spec: Spec) -> str:
     """The momentum the run really uses, for its header: a cycling onecycle replaces the optimizer's."""
     optimizer = spec.train.optimizer
     cycle = spec.train.scheduler.momentum_cycle()
     if cycle is not None:
         low, high = cycle
-        return f"{'momentum' if optimizer.name == 'sgd' else 'beta1'} {high:g}→{low:g}→{high:g}"
-    return f"momentum {optimizer.momentum:g}" if optimizer.name == "sgd" else ""
+        return f"{'momentum' if optimizer.name in ('sgd', 'muon') else 'beta1'} {high:g}→{low:g}→{high:g}"
+    return f"momentum {optimizer.momentum:g}" if optimizer.name in ("sgd", "muon") else ""
 
 
 def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:
@@ -69,9 +83,11 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
     epochs = spec.train.epochs
     total = epochs * steps_per_epoch
     if config.name == "onecycle":
+        # Each group peaks at its own rate times the schedule's peak over optimizer.lr.
+        scale = peak_lr(spec) / spec.train.optimizer.lr
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=peak_lr(spec),
+            max_lr=[group["lr"] * scale for group in optimizer.param_groups],
             total_steps=total,
             pct_start=config.pct_start,
             anneal_strategy=config.anneal,

@@ -69,8 +69,11 @@ def _flag_for(location: tuple[Any, ...]) -> str:
 def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
     """Learning rates for a batch `batch_ratio` times the spec's: linear for SGD (Goyal et al.,
     2017: the same number of epochs then takes the same path), square root for Adam/AdamW,
-    whose normalised steps would overshoot under linear scaling."""
-    factor = batch_ratio if train["optimizer"]["name"] == "sgd" else math.sqrt(batch_ratio)
-    train["optimizer"]["lr"] *= factor
+    whose normalised steps would overshoot under linear scaling (Muon's `muon_lr` likewise)."""
+    optimizer = train["optimizer"]
+    factor = batch_ratio if optimizer["name"] in ("sgd", "muon") else math.sqrt(batch_ratio)
+    optimizer["lr"] *= factor
+    if optimizer["name"] == "muon":
+        optimizer["muon_lr"] *= math.sqrt(batch_ratio)
     if train["scheduler"]["max_lr"] is not None:
         train["scheduler"]["max_lr"] *= factor

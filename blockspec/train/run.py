@@ -26,7 +26,7 @@ from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.interrupt import ctrl_c_between_steps
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
-from blockspec.train.optim import momentum_summary, peak_lr
+from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
 from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
 from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
 from blockspec.train.records import (
@@ -117,6 +117,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         + f"; batch {spec.train.batch_size}"
         + (f" (batch norm in groups of {ghost})" if (ghost := spec.defaults.ghost_batch) else "")
         + f", lr {peak_lr(spec):g}"
+        + (f" (Muon {muon_lr:g} on the kernels that feed a batch norm)" if (muon_lr := peak_muon_lr(spec)) else "")
         + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
         + (f", EMA {spec.train.ema:g}" if spec.train.ema else "")
         + (f", lookahead every {lookahead.every} steps" if (lookahead := spec.train.lookahead) else "")
