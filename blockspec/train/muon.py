@@ -71,7 +71,10 @@ class MuonSGD(torch.optim.Optimizer):
                 grad = param.grad
                 if group["weight_decay"]:
                     grad = grad.add(param, alpha=group["weight_decay"])
-                buffer = self.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
+                state = self.state[param]
+                if "momentum_buffer" not in state:  # zero: m·0 + g is torch's first buffer, g
+                    state["momentum_buffer"] = torch.zeros_like(param)
+                buffer = state["momentum_buffer"]
                 buffer.mul_(group["momentum"]).add_(grad)
                 direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
                 if group["orthogonal"]:
