@@ -17,7 +17,7 @@ from blockspec.analysis import trace
 from blockspec.edits import apply_edits
 from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_problems
 from blockspec.layers import LAYER_KINDS
-from blockspec.spec import Spec
+from blockspec.spec import SGD_MOMENTUM, Spec
 from blockspec.train.whiten import stem_layer
 
 
@@ -82,7 +82,7 @@ def parse_spec(
         raise error.with_source(source) from None
     optimizer = spec.train.optimizer
     cycling = spec.train.scheduler.momentum_cycle() is not None
-    if cycling and optimizer.name in ("sgd", "muon") and optimizer.momentum == 0:
+    if cycling and optimizer.name in SGD_MOMENTUM and optimizer.momentum == 0:
         raise fail(  # SGD asked for without momentum, which a cycling onecycle would silently give it
             "train.scheduler.cycle_momentum",
             f"onecycle would move {optimizer.name}'s momentum between base_momentum and max_momentum, but "

@@ -226,6 +226,11 @@ def _is_fair_flip(entry: Any) -> bool:
     return args is None or (isinstance(args, dict) and set(args) <= {"p"} and args.get("p", 0.5) == 0.5)
 
 
+# Optimizers whose `momentum` and `nesterov` are SGD's: Muon runs SGD's momentum on every
+# parameter (orthogonalising it on some), so its rate scales and its momentum cycles as SGD's.
+SGD_MOMENTUM = frozenset({"sgd", "muon"})
+
+
 class OptimizerSpec(StrictModel):
     """torch.optim SGD, Adam (L2 penalty) or AdamW (decoupled weight decay), or Muon on the
     kernels that feed a batch norm with SGD on the rest (blockspec/train/muon.py)."""

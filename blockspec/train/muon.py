@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd
 
 # Coefficients of Jordan's quintic iteration: it pushes every singular value into about
 # [0.7, 1.2] in five steps, which is as orthogonal as the update needs to be.
@@ -53,8 +54,9 @@ def normalised_kernels(model: nn.Module) -> list[nn.Parameter]:
 
 class MuonSGD(torch.optim.Optimizer):
     """Groups flagged `orthogonal` take Muon steps on renormalised kernels; the others take
-    torch's SGD step (weight decay, momentum, Nesterov). Both read `lr` and `momentum` from
-    their group, so one schedule (onecycle's rate and momentum cycle) drives them together."""
+    torch's own SGD step (`torch.optim.sgd.sgd`: weight decay, momentum, Nesterov, the same
+    `momentum_buffer` state). Both read `lr` and `momentum` from their group, so one schedule
+    (onecycle's rate and momentum cycle) drives them together."""
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": 0.0,
@@ -65,19 +67,29 @@ class MuonSGD(torch.optim.Optimizer):
         if closure is not None:
             raise ValueError("MuonSGD takes no closure")
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad
-                if group["weight_decay"]:
-                    grad = grad.add(param, alpha=group["weight_decay"])
-                state = self.state[param]
-                if "momentum_buffer" not in state:  # zero: m·0 + g is torch's first buffer, g
-                    state["momentum_buffer"] = torch.zeros_like(param)
-                buffer = state["momentum_buffer"]
-                buffer.mul_(group["momentum"]).add_(grad)
-                direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
-                if group["orthogonal"]:
-                    param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
-                    direction = orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param)
-                param.sub_(direction.to(param.dtype), alpha=group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["orthogonal"]:
+                for param in params:
+                    self._muon_step(param, group)
+                continue
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
+                momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"],
+                maximize=False)
+            for param, buffer in zip(params, buffers, strict=True):
+                self.state[param]["momentum_buffer"] = buffer  # sgd made the missing ones
+
+    def _muon_step(self, param: torch.Tensor, group: dict) -> None:
+        """Rescale the kernel to norm √out, then move it along its orthogonalised (Nesterov)
+        momentum; the buffer starts at zero, so the first is the gradient, as torch's.
+        (make_optimizer gives these groups no weight decay: the rescaling holds the norm.)"""
+        state = self.state[param]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(param)
+        buffer = state["momentum_buffer"]
+        grad = param.grad.add(param, alpha=group["weight_decay"]) if group["weight_decay"] else param.grad
+        buffer.mul_(group["momentum"]).add_(grad)
+        direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
+        param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
+        update = orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param)
+        param.sub_(update.to(param.dtype), alpha=group["lr"])

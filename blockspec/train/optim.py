@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from blockspec.spec import Spec
+from blockspec.spec import SGD_MOMENTUM, Spec
 from blockspec.train.muon import MuonSGD, normalised_kernels
 from blockspec.train.sgd_update import DeviceRateSGD
 
@@ -24,9 +24,9 @@ def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> 
     config = spec.train.optimizer
     trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones are not the optimizer's
     orthogonal = normalised_kernels(model) if config.name == "muon" else []
-    muon_ids = {id(p) for p in orthogonal}
     separate = depthwise_kernels(model) if config.depthwise_weight_decay is not None else set()
-    decay = [p for p in trained if p.ndim > 1 and id(p) not in separate | muon_ids]
+    own_group = separate | {id(p) for p in orthogonal}
+    decay = [p for p in trained if p.ndim > 1 and id(p) not in own_group]
     no_decay = [p for p in trained if p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
@@ -37,11 +37,9 @@ def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> 
         groups.append({"params": depthwise, "weight_decay": config.depthwise_weight_decay})
     if orthogonal:
         groups.append({"params": orthogonal, "weight_decay": 0.0, "lr": config.muon_lr, "orthogonal": True})
-    if config.name == "muon":
-        return MuonSGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
-    if config.name == "sgd":
-        sgd = DeviceRateSGD if device_rates else torch.optim.SGD
-        return sgd(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+    if config.name in SGD_MOMENTUM:
+        kind = MuonSGD if config.name == "muon" else DeviceRateSGD if device_rates else torch.optim.SGD
+        return kind(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)
@@ -74,8 +72,8 @@ def momentum_summary(spec: Spec) -> str:
     cycle = spec.train.scheduler.momentum_cycle()
     if cycle is not None:
         low, high = cycle
-        return f"{'momentum' if optimizer.name in ('sgd', 'muon') else 'beta1'} {high:g}→{low:g}→{high:g}"
-    return f"momentum {optimizer.momentum:g}" if optimizer.name in ("sgd", "muon") else ""
+        return f"{'momentum' if optimizer.name in SGD_MOMENTUM else 'beta1'} {high:g}→{low:g}→{high:g}"
+    return f"momentum {optimizer.momentum:g}" if optimizer.name in SGD_MOMENTUM else ""
 
 
 def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler:

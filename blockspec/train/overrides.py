@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from blockspec.errors import SpecError, flag_name, validation_problems
-from blockspec.spec import Spec
+from blockspec.spec import SGD_MOMENTUM, Spec
 
 
 def apply_overrides(
@@ -71,7 +71,7 @@ def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
     2017: the same number of epochs then takes the same path), square root for Adam/AdamW,
     whose normalised steps would overshoot under linear scaling (Muon's `muon_lr` likewise)."""
     optimizer = train["optimizer"]
-    factor = batch_ratio if optimizer["name"] in ("sgd", "muon") else math.sqrt(batch_ratio)
+    factor = batch_ratio if optimizer["name"] in SGD_MOMENTUM else math.sqrt(batch_ratio)
     optimizer["lr"] *= factor
     if optimizer["name"] == "muon":
         optimizer["muon_lr"] *= math.sqrt(batch_ratio)
