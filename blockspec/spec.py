@@ -230,6 +230,10 @@ def _is_fair_flip(entry: Any) -> bool:
 # parameter (orthogonalising it on some), so its rate scales and its momentum cycles as SGD's.
 SGD_MOMENTUM = frozenset({"sgd", "muon"})
 
+# Optimizers whose step a CUDA graph can replay: blockspec's own updates, which read the
+# schedule's rates from device tensors (blockspec/train/sgd_update.py, muon.py).
+GRAPHED_OPTIMIZERS = frozenset({"sgd", "muon"})
+
 
 class OptimizerSpec(StrictModel):
     """torch.optim SGD, Adam (L2 penalty) or AdamW (decoupled weight decay), or Muon on the
@@ -335,9 +339,9 @@ class TrainSpec(StrictModel):
     )
     cuda_graphs: bool = Field(
         default=False,
-        description="on CUDA, capture the whole training step (forward, backward, SGD update, EMA) "
+        description="on CUDA, capture the whole training step (forward, backward, weight update, EMA) "
         "once as a CUDA graph and replay it: one launch a step, for small networks whose steps wait "
-        "on kernel launches; SGD only, not with `compile`",
+        "on kernel launches; SGD or Muon only, not with `compile`",
     )
     channels_last: bool = Field(
         default=True, description="channels-last memory format on CUDA and CPU"
@@ -369,8 +373,10 @@ class TrainSpec(StrictModel):
     @classmethod
     def _graphs_need_sgd(cls, graphs: bool, info: ValidationInfo) -> bool:
         optimizer, compile_mode = info.data.get("optimizer"), info.data.get("compile")
-        if graphs and optimizer is not None and optimizer.name != "sgd":
-            raise ValueError(f"needs optimizer sgd (the graph replays blockspec's SGD update), not {optimizer.name!r}")
+        if graphs and optimizer is not None and optimizer.name not in GRAPHED_OPTIMIZERS:
+            raise ValueError(
+                f"needs optimizer sgd or muon (the graph replays blockspec's own update), not {optimizer.name!r}"
+            )
         if graphs and compile_mode:
             raise ValueError(f"cannot be combined with compile ({compile_mode!r}): choose one way to replay graphs")
         return graphs

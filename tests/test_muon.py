@@ -12,7 +12,7 @@ from torch import nn
 
 from blockspec.build import build_model
 from blockspec.load import load_spec, parse_spec
-from blockspec.train.muon import MuonSGD, normalised_kernels, orthogonalize
+from blockspec.train.muon import DeviceRateMuonSGD, MuonSGD, normalised_kernels, orthogonalize
 from blockspec.train.optim import make_optimizer, make_scheduler, peak_muon_lr
 from blockspec.train.overrides import apply_overrides
 from tests.cli_helpers import ROOT, metrics, run_cli
@@ -162,10 +162,14 @@ def test_the_batch_size_flag_scales_sgds_rate_linearly_and_muons_by_the_square_r
     assert scaled.train.optimizer.muon_lr == pytest.approx(0.06)
 
 
-def test_muon_is_refused_with_cuda_graphs() -> None:
-    text = tiny_spec_text(Path("unused"), optimizer="{name: muon, lr: 0.05}", extra="  cuda_graphs: true")
-    with pytest.raises(Exception, match="needs optimizer sgd"):
-        parse_spec(text, "tiny.yaml")
+def test_muon_with_cuda_graphs_gets_its_rates_on_the_device() -> None:
+    spec = parse_spec(
+        tiny_spec_text(Path("unused"), optimizer="{name: muon, lr: 0.05}", extra="  cuda_graphs: true"), "tiny.yaml"
+    )
+    assert spec.train.cuda_graphs
+    model = _small_model()
+    assert type(make_optimizer(spec, model, device_rates=True)) is DeviceRateMuonSGD
+    assert type(make_optimizer(spec, model)) is MuonSGD
 
 
 def test_a_muon_run_names_its_rate_and_learns_the_colour_folder(

@@ -1,5 +1,5 @@
-"""The training step: SGD with rates on the device equals torch's SGD, and the step a CUDA
-graph captures equals the eager one (the capture itself where CUDA is present)."""
+"""The training step: SGD and Muon with rates on the device equal torch's SGD and MuonSGD, and
+the step a CUDA graph captures equals the eager one (the capture itself where CUDA is present)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import nn
 from blockspec import load_spec
 from blockspec.errors import SpecError
 from blockspec.train.ema import make_ema
+from blockspec.train.muon import DeviceRateMuonSGD, MuonSGD, normalised_kernels
 from blockspec.train.sgd_update import DeviceRateSGD
 from blockspec.train.step import EagerStep, GraphedStep
 
@@ -32,6 +33,18 @@ def sgd(model: nn.Module, nesterov: bool = True, device_rates: bool = False) -> 
     groups = [{"params": weights, "weight_decay": 5e-4}, {"params": others, "weight_decay": 0.0}]
     kind = DeviceRateSGD if device_rates else torch.optim.SGD
     return kind(groups, lr=0.05, momentum=0.9, nesterov=nesterov)
+
+
+def muon(model: nn.Module, nesterov: bool = True, device_rates: bool = False) -> torch.optim.Optimizer:
+    """Muon's groups as `make_optimizer` builds them: the kernel that feeds the batch norm apart."""
+    kernels = {id(k) for k in normalised_kernels(model)}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in kernels], "weight_decay": 0.0},
+              {"params": [p for p in model.parameters() if id(p) in kernels], "orthogonal": True}]
+    kind = DeviceRateMuonSGD if device_rates else MuonSGD
+    return kind(groups, lr=0.05, momentum=0.9, nesterov=nesterov)
+
+
+OPTIMIZERS = {"sgd": sgd, "muon": muon}
 
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, schedule=None) -> None:
@@ -60,12 +73,16 @@ def assert_same_state(a: nn.Module, b: nn.Module, opt_a: torch.optim.Optimizer, 
         assert torch.allclose(opt_a.state[p]["momentum_buffer"], opt_b.state[q]["momentum_buffer"], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS)
 @pytest.mark.parametrize("nesterov", [True, False])
-def test_device_rate_sgd_follows_torch_sgd_while_the_schedule_moves_rate_and_momentum(nesterov: bool) -> None:
+def test_device_rates_follow_the_host_rate_optimizer_while_the_schedule_moves_rate_and_momentum(
+    name: str, nesterov: bool
+) -> None:
+    """DeviceRateSGD against torch.optim.SGD, DeviceRateMuonSGD against MuonSGD."""
     data = batches(12)
     torch_model, own_model = small_model(), small_model()
-    torch_opt = sgd(torch_model, nesterov)
-    own_opt = sgd(own_model, nesterov, device_rates=True)
+    torch_opt = OPTIMIZERS[name](torch_model, nesterov)
+    own_opt = OPTIMIZERS[name](own_model, nesterov, device_rates=True)
     train(torch_model, torch_opt, data, onecycle(torch_opt, 12))
     momenta = []
     schedule = onecycle(own_opt, 12)
@@ -76,16 +93,18 @@ def test_device_rate_sgd_follows_torch_sgd_while_the_schedule_moves_rate_and_mom
     assert_same_state(torch_model, own_model, torch_opt, own_opt)
 
 
-def test_a_run_stepped_by_device_rate_sgd_resumes_under_torch_sgd() -> None:
-    """Its state is torch's: three steps of ours, saved and loaded into a fresh torch SGD,
-    then three of torch's, end where six of torch's do."""
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_run_stepped_with_device_rates_resumes_under_the_host_rate_optimizer(name: str) -> None:
+    """The state is the same: three steps of ours, saved and loaded into a fresh torch SGD (or
+    MuonSGD), then three of that, end where six of it do."""
+    make = OPTIMIZERS[name]
     data = batches(6)
     reference, ours = small_model(), small_model()
-    reference_opt, our_opt = sgd(reference), sgd(ours, device_rates=True)
+    reference_opt, our_opt = make(reference), make(ours, device_rates=True)
     train(reference, reference_opt, data)
     train(ours, our_opt, data[:3])
     resumed = copy.deepcopy(ours)
-    resumed_opt = sgd(resumed)
+    resumed_opt = make(resumed)
     resumed_opt.load_state_dict(our_opt.state_dict())
     train(resumed, resumed_opt, data[3:])
     assert_same_state(reference, resumed, reference_opt, resumed_opt)
@@ -101,10 +120,11 @@ def no_autocast():
     return torch.autocast("cpu", enabled=False)
 
 
-def test_the_captured_computation_equals_the_eager_step_with_ema() -> None:
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_captured_computation_equals_the_eager_step_with_ema(name: str) -> None:
     """GraphedStep.compute (what a capture records) trains exactly as EagerStep does."""
     eager_model, graph_model = small_model(), small_model()
-    eager_opt, graph_opt = sgd(eager_model), sgd(graph_model, device_rates=True)
+    eager_opt, graph_opt = OPTIMIZERS[name](eager_model), OPTIMIZERS[name](graph_model, device_rates=True)
     eager_ema, graph_ema = make_ema(eager_model, 0.9), make_ema(graph_model, 0.9)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     eager = EagerStep(eager_model, loss_fn, eager_opt, eager_ema, eager_model, no_autocast)
@@ -123,10 +143,12 @@ def test_the_captured_computation_equals_the_eager_step_with_ema() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_graph_replays_train_as_the_eager_step_on_cuda() -> None:
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_graph_replays_train_as_the_eager_step_on_cuda(name: str) -> None:
     device = torch.device("cuda")
+    make = OPTIMIZERS[name]
     eager_model, graph_model = small_model().to(device), small_model().to(device)
-    eager_opt, graph_opt = sgd(eager_model, device_rates=True), sgd(graph_model, device_rates=True)
+    eager_opt, graph_opt = make(eager_model, device_rates=True), make(graph_model, device_rates=True)
     eager_ema, graph_ema = make_ema(eager_model, 0.9), make_ema(graph_model, 0.9)
     loss_fn = nn.CrossEntropyLoss()
     eager = GraphedStep(eager_model, loss_fn, eager_opt, eager_ema, no_autocast, warmup=10**9)  # never captures

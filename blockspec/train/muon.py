@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.optim.sgd import sgd
 
+from blockspec.train.sgd_update import DeviceRateSGD
+
 # Coefficients of Jordan's quintic iteration: it pushes every singular value into about
 # [0.7, 1.2] in five steps, which is as orthogonal as the update needs to be.
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
@@ -90,6 +92,34 @@ class MuonSGD(torch.optim.Optimizer):
         grad = param.grad.add(param, alpha=group["weight_decay"]) if group["weight_decay"] else param.grad
         buffer.mul_(group["momentum"]).add_(grad)
         direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
-        param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
-        update = orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param)
-        param.sub_(update.to(param.dtype), alpha=group["lr"])
+        param.sub_(orthogonal_update(param, direction), alpha=group["lr"])
+
+
+class DeviceRateMuonSGD(DeviceRateSGD):
+    """MuonSGD with each group's rate and momentum in device tensors (DeviceRateSGD's), so a
+    CUDA graph can replay the step while the schedule moves them. The same update and the same
+    `momentum_buffer` state as MuonSGD, so checkpoints pass between the two; the rates enter as
+    tensor products instead of `alpha=` numbers, which rounds differently in the last bits."""
+
+    def __init__(self, params, lr: float, momentum: float, nesterov: bool) -> None:
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
+        for group in self.param_groups:
+            group.setdefault("orthogonal", False)
+
+    def _update(self, group: dict, params: list[torch.Tensor], lr: torch.Tensor, momentum: torch.Tensor) -> None:
+        if not group["orthogonal"]:
+            super()._update(group, params, lr, momentum)
+            return
+        for param in params:
+            grad = param.grad.add(param, alpha=group["weight_decay"]) if group["weight_decay"] else param.grad
+            buffer = self._buffer(param)
+            buffer.mul_(momentum).add_(grad)
+            direction = grad + buffer * momentum if group["nesterov"] else buffer
+            param.sub_(orthogonal_update(param, direction) * lr)
+
+
+def orthogonal_update(param: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Rescale the kernel `param` to norm √out and return the orthogonalised `direction`, the
+    step it then takes at rate 1."""
+    param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
+    return orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param).to(param.dtype)

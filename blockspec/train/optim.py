@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from blockspec.spec import SGD_MOMENTUM, Spec
-from blockspec.train.muon import MuonSGD, normalised_kernels
+from blockspec.train.muon import DeviceRateMuonSGD, MuonSGD, normalised_kernels
 from blockspec.train.sgd_update import DeviceRateSGD
 
 Scheduler = LRScheduler | ReduceLROnPlateau | None
@@ -19,8 +19,8 @@ def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> 
     """Weight decay applies to weights only, not to norm parameters or biases; depthwise kernels
     get their own decay when `depthwise_weight_decay` is set (MobileNet puts little or none on
     them: nine weights a channel). Muon takes the kernels that feed a batch norm, at its own
-    rate and without decay (it holds their norm instead). `device_rates` gives SGD its rates in
-    device tensors, for steps replayed as CUDA graphs."""
+    rate and without decay (it holds their norm instead). `device_rates` gives SGD or Muon its
+    rates in device tensors, for steps replayed as CUDA graphs."""
     config = spec.train.optimizer
     trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones are not the optimizer's
     orthogonal = normalised_kernels(model) if config.name == "muon" else []
@@ -38,7 +38,10 @@ def make_optimizer(spec: Spec, model: nn.Module, device_rates: bool = False) -> 
     if orthogonal:
         groups.append({"params": orthogonal, "weight_decay": 0.0, "lr": config.muon_lr, "orthogonal": True})
     if config.name in SGD_MOMENTUM:
-        kind = MuonSGD if config.name == "muon" else DeviceRateSGD if device_rates else torch.optim.SGD
+        if config.name == "muon":
+            kind = DeviceRateMuonSGD if device_rates else MuonSGD
+        else:
+            kind = DeviceRateSGD if device_rates else torch.optim.SGD
         return kind(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
     if config.name == "adam":
         return torch.optim.Adam(groups, lr=config.lr)

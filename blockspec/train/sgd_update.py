@@ -45,24 +45,27 @@ class DeviceRateSGD(torch.optim.SGD):
         same kernels (a graph needs that).
         """
         if closure is not None:
-            raise ValueError("DeviceRateSGD takes no closure")
+            raise ValueError(f"{type(self).__name__} takes no closure")
         if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             self.load_rates()
         for group, (lr, momentum) in zip(self.param_groups, self.rates, strict=True):
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            buffers = [self._buffer(p) for p in params]
-            torch._foreach_mul_(buffers, momentum)
-            torch._foreach_add_(buffers, grads)
-            if group["nesterov"]:
-                direction = torch._foreach_add(grads, torch._foreach_mul(buffers, momentum))
-            else:
-                direction = buffers
-            torch._foreach_sub_(params, torch._foreach_mul(direction, lr))
+            if params:
+                self._update(group, params, lr, momentum)
+
+    def _update(self, group: dict, params: list[torch.Tensor], lr: torch.Tensor, momentum: torch.Tensor) -> None:
+        """SGD's update of one group's parameters, read from the device rates."""
+        grads = [p.grad for p in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        buffers = [self._buffer(p) for p in params]
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads)
+        if group["nesterov"]:
+            direction = torch._foreach_add(grads, torch._foreach_mul(buffers, momentum))
+        else:
+            direction = buffers
+        torch._foreach_sub_(params, torch._foreach_mul(direction, lr))
 
     def _buffer(self, param: torch.Tensor) -> torch.Tensor:
         state = self.state[param]

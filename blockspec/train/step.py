@@ -5,7 +5,7 @@ step then waits on the host: the flagship's step at batch 128 took 8.8 ms on an 
 batch 512 barely more (docs/benchmarks.md), the launches of its few hundred small kernels
 setting the pace. `GraphedStep` captures the whole step once as a CUDA graph and replays it:
 one launch a step, the host only copying the batch in and the schedule's numbers
-(`sgd_update.DeviceRateSGD`, which the optimizer must be). It follows torch's whole-network capture recipe: warm-up steps
+(`sgd_update.DeviceRateSGD` or its Muon subclass, which the optimizer must be). It follows torch's whole-network capture recipe: warm-up steps
 on a side stream, gradients allocated inside the capture, autocast without its cast cache.
 """
 
@@ -53,7 +53,7 @@ class EagerStep:
 
 
 class GraphedStep:
-    """The step replayed as one CUDA graph (SGD only); returns (loss, logits).
+    """The step replayed as one CUDA graph (SGD or Muon with device rates); returns (loss, logits).
 
     The first `warmup` steps run eagerly on a side stream (lazy initialisation and cuDNN's
     algorithm search must not happen during capture); the next batch of the largest size yet
@@ -152,7 +152,7 @@ def make_step(
     autocast: Autocast,
     graphed: bool,
 ) -> Step:
-    """`GraphedStep` when asked for (the caller checks CUDA and SGD), else `EagerStep`."""
+    """`GraphedStep` when asked for (the caller checks CUDA and the optimizer), else `EagerStep`."""
     if graphed:
         return GraphedStep(model, loss_fn, optimizer, ema, autocast)
     return EagerStep(forward, loss_fn, optimizer, ema, model, autocast)
