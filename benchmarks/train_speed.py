@@ -20,7 +20,8 @@ interleaved rounds, for
 Time to target (`--to-target EPOCHS`): both train the spec's recipe (its SGD settings,
 OneCycle and label smoothing, over EPOCHS epochs) until the test accuracy first reaches the
 spec's target; the reference without blockspec's EMA and flip-TTA, which published loops do
-not have. blockspec's time includes its start-up (loading the cached data set, building the
+not have, and with torch's SGD on every parameter where the spec has Muon on some (published
+loops use SGD). blockspec's time includes its start-up (loading the cached data set, building the
 model); the reference's starts at its first step.
 
 Results go to stdout and, with `--write`, into docs/benchmarks.md between markers.
@@ -52,6 +53,7 @@ from blockspec.data import build_augment, load_dataset, make_loaders, read_augme
 from blockspec.data.batched import DeviceLoader, plan_batched
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
+from blockspec.spec import SGD_MOMENTUM
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.loop import Batches, train_epoch
@@ -182,8 +184,8 @@ def time_to_target(args: argparse.Namespace) -> str:
     spec = apply_overrides(load_spec(args.spec), epochs=args.to_target, target=args.target,
                            dataset="imagefolder", data_root=args.data_root)
     config = spec.train.optimizer
-    if config.name != "sgd" or spec.train.scheduler.name != "onecycle":
-        raise SystemExit("--to-target compares the SGD + OneCycle recipe; this spec trains otherwise")
+    if config.name not in SGD_MOMENTUM or spec.train.scheduler.name != "onecycle":
+        raise SystemExit("--to-target compares the SGD (or Muon) + OneCycle recipe; this spec trains otherwise")
     # blockspec first: it is the shorter, so a run cut short still bounds the reference from below
     blockspec_history = _blockspec_to_target(spec, args)
     data = load_dataset("imagefolder", args.data_root)

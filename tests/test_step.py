@@ -167,18 +167,23 @@ def test_graph_replays_train_as_the_eager_step_on_cuda(name: str) -> None:
     assert_same_state(eager_model, graph_model, eager_opt, graph_opt)
 
 
-def test_spec_refuses_graphs_without_sgd_or_with_compile(tmp_path) -> None:
+def test_spec_refuses_graphs_without_sgd_or_muon_or_with_compile(tmp_path) -> None:
     text = open(FLAGSHIP).read()
+    optimizer = next(line for line in text.splitlines() if line.startswith("  optimizer:"))
     for edit, message in (
-        ("optimizer: {name: adam, lr: 0.001}", "needs optimizer sgd"),
-        ("optimizer: {name: sgd, lr: 0.1, nesterov: true, weight_decay: 5.0e-4}\n  compile: reduce-overhead",
-         "cannot be combined with compile"),
+        ("  optimizer: {name: adam, lr: 0.001}", "needs optimizer sgd or muon"),
+        (f"{optimizer}\n  compile: reduce-overhead", "cannot be combined with compile"),
     ):
         path = tmp_path / "graphs.yaml"
-        edited = text.replace("optimizer: {name: sgd, lr: 0.1, nesterov: true, weight_decay: 5.0e-4}", edit)
+        edited = text.replace(optimizer, edit)
         path.write_text(edited.replace("  label_smoothing: 0.1", "  label_smoothing: 0.1\n  cuda_graphs: true"))
         with pytest.raises(SpecError) as caught:
             load_spec(path)
         assert "train.cuda_graphs" in str(caught.value) and message in str(caught.value)
-    path.write_text(text.replace("  label_smoothing: 0.1", "  label_smoothing: 0.1\n  cuda_graphs: true"))
-    assert load_spec(path).train.cuda_graphs
+    for name in ("sgd", "muon"):
+        path.write_text(
+            text.replace(optimizer, f"  optimizer: {{name: {name}, lr: 0.1}}").replace(
+                "  label_smoothing: 0.1", "  label_smoothing: 0.1\n  cuda_graphs: true"
+            )
+        )
+        assert load_spec(path).train.cuda_graphs, name

@@ -13,10 +13,11 @@ FLAGSHIP = ROOT / "architectures" / "flagship.yaml"
 
 
 def _one_decay_step(edits: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """name → (before, after) of one SGD step on zero gradients: only weight decay moves a tensor."""
+    """name → (before, after) of one SGD step on zero gradients: only weight decay moves a tensor
+    (SGD, not the flagship's Muon, which also rescales the kernels it takes)."""
     from blockspec.train.optim import make_optimizer
 
-    spec = load_spec(FLAGSHIP, edits=["train.scheduler.name=none", *edits])
+    spec = load_spec(FLAGSHIP, edits=["train.scheduler.name=none", "train.optimizer.name=sgd", *edits])
     torch.manual_seed(0)
     model = build_model(spec)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
