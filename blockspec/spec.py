@@ -371,7 +371,7 @@ class TrainSpec(StrictModel):
 
     @field_validator("cuda_graphs")
     @classmethod
-    def _graphs_need_sgd(cls, graphs: bool, info: ValidationInfo) -> bool:
+    def _graphs_need_own_update(cls, graphs: bool, info: ValidationInfo) -> bool:
         optimizer, compile_mode = info.data.get("optimizer"), info.data.get("compile")
         if graphs and optimizer is not None and optimizer.name not in GRAPHED_OPTIMIZERS:
             raise ValueError(

@@ -37,6 +37,13 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return x.T if tall else x
 
 
+def orthogonal_update(param: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Rescale the kernel `param` to norm √out and return the orthogonalised `direction`, the
+    step it then takes at rate 1."""
+    param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
+    return orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param).to(param.dtype)
+
+
 def normalised_kernels(model: nn.Module) -> list[nn.Parameter]:
     """Kernels of ungrouped convolutions followed directly by a batch norm (their unit's next
     module): the ones whose scale the network's output does not depend on."""
@@ -116,10 +123,3 @@ class DeviceRateMuonSGD(DeviceRateSGD):
             buffer.mul_(momentum).add_(grad)
             direction = grad + buffer * momentum if group["nesterov"] else buffer
             param.sub_(orthogonal_update(param, direction) * lr)
-
-
-def orthogonal_update(param: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Rescale the kernel `param` to norm √out and return the orthogonalised `direction`, the
-    step it then takes at rate 1."""
-    param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
-    return orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param).to(param.dtype)
