@@ -74,7 +74,7 @@ def make_step(spec, info: DeviceInfo, batch: int, pieces: int, for_graph: bool =
     model = build_model(spec).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(spec, model)
+    optimizer = make_optimizer(spec, model, device_rates=for_graph)  # as GraphedStep replays it
     loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing if "+ smoothing" in on else 0.0)
     ema = make_ema(model, spec.train.ema or 0.999) if "+ ema" in on else None
     raw = torch.randint(0, 256, (batch, spec.input.channels, *spec.input.hw), dtype=torch.uint8, device=device)
