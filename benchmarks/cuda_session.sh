@@ -40,7 +40,7 @@ trap 'kill $packer 2>/dev/null; pack' EXIT
 
 benchmarks/cuda_figures.sh "$archive" "$work/figures" "$@"
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
-VARIANTS=${VARIANTS:-"flagship-seed1 nowhiten-seed1 peak25-seed1"} JOBS=${JOBS:-3} \
+VARIANTS=${VARIANTS:-"sgd muon015 flagship-seed1"} JOBS=${JOBS:-3} \
   DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants" "$@"
 left=$(( deadline - 20 - $(date +%s) ))
 if [ "$left" -gt 90 ]; then
