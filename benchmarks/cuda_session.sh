@@ -2,8 +2,9 @@
 # One short GPU lease, used in order of importance within a fixed number of seconds:
 #   1. benchmarks/cuda_figures.sh: the flagship's 40 epochs from a cold start (≤ 60 s target), the
 #      throughput table against the reference loop (≥ 5× target), the batch-512 run;
-#   2. benchmarks/cuda_variants.sh on the data set the first run decoded: the 90 % search, JOBS
-#      runs at once on the one GPU, all stopped at the deadline (finished epochs are kept);
+#   2. benchmarks/cuda_variants.sh on the data set the first run decoded: the variants below
+#      (Muon against SGD alone, Muon at 0.015, a second seed), JOBS runs at once on the one GPU,
+#      all stopped at the deadline (finished epochs are kept);
 #   3. when the variants end early: the width search (benchmarks/width_search.py, the four
 #      other widths that spend ≥ 95 % of the parameter budget against the flagship's, 15 epochs
 #      at batch 512, five at once) until the deadline;
