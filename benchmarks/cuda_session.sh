@@ -3,7 +3,7 @@
 #   1. benchmarks/cuda_figures.sh: the flagship's 40 epochs from a cold start (≤ 60 s target), the
 #      throughput table against the reference loop (≥ 5× target), the batch-512 run;
 #   2. benchmarks/cuda_variants.sh on the data set the first run decoded: the variants below
-#      (Muon against SGD alone, Muon at 0.015, a second seed), JOBS runs at once on the one GPU,
+#      (Muon against SGD alone, Muon at its former rate 0.01, a second seed), JOBS runs at once on the one GPU,
 #      all stopped at the deadline (finished epochs are kept);
 #   3. when the variants end early: the width search (benchmarks/width_search.py, the four
 #      other widths that spend ≥ 95 % of the parameter budget against the flagship's, 15 epochs
@@ -41,7 +41,7 @@ trap 'kill $packer 2>/dev/null; pack' EXIT
 
 benchmarks/cuda_figures.sh "$archive" "$work/figures" "$@"
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
-VARIANTS=${VARIANTS:-"sgd muon015 flagship-seed1"} JOBS=${JOBS:-3} \
+VARIANTS=${VARIANTS:-"sgd muon01 flagship-seed1"} JOBS=${JOBS:-3} \
   DEADLINE=$(( deadline - 20 )) benchmarks/cuda_variants.sh "$DATA_COPY" "$work/variants" "$@"
 left=$(( deadline - 20 - $(date +%s) ))
 if [ "$left" -gt 90 ]; then

@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1
 variants=(  # name, then its edits (none: the flagship as written; `relu`: its ReLU predecessor)
   "flagship"
   "sgd train.optimizer.name=sgd"
-  "muon015 train.optimizer.muon_lr=0.015"
+  "muon01 train.optimizer.muon_lr=0.01"
   "peak25 train.scheduler.pct_start=0.25"
   "momentum09 train.scheduler.cycle_momentum=false train.optimizer.momentum=0.9"
   "smoothing0 train.label_smoothing=0.0"

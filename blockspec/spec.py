@@ -251,7 +251,9 @@ class OptimizerSpec(StrictModel):
         description="on depthwise kernels instead of weight_decay; default: weight_decay",
     )
     muon_lr: Rate = Field(
-        default=0.01,  # on the flagship 0.03 stalled and 0.01 trained well (docs/benchmarks.md)
+        # On the flagship 0.03 stalled; 0.01 trained well, and 0.015 (the flagship's own) ended
+        # higher at epoch 40 but lower mid-run (docs/benchmarks.md): the default is the milder one.
+        default=0.01,
         description="muon: the rate of the kernels that feed a batch norm (about the angle a "
         "filter turns per step) where the others' is lr; the schedule scales both",
     )
