@@ -7,8 +7,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from blockspec.analysis import trace
+from blockspec.analysis import LayerRow, trace
+from blockspec.errors import fail
 from blockspec.layers import Context, expand
+from blockspec.layers.base import LayerSpec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
 
@@ -27,6 +29,16 @@ def build_model(spec: Spec) -> BlockNet:
         modules = []
         for (index, _, layer), row in zip(expand(layers), rows):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
-            modules.append(layer.build(row.in_shape, layer_ctx))
+            modules.append(_build_layer(layer, row, layer_ctx))
         blocks[block] = nn.Sequential(*modules)
     return BlockNet(spec.name, blocks)
+
+
+def _build_layer(layer: LayerSpec, row: LayerRow, ctx: Context) -> nn.Module:
+    """The layer's module; a layer too large for memory is the spec's problem, named as such."""
+    try:
+        return layer.build(row.in_shape, ctx)
+    except (RuntimeError, MemoryError) as error:
+        if not isinstance(error, MemoryError) and "allocate" not in str(error):
+            raise
+        raise fail(ctx.path, f"{row.params:,} parameters: more than this machine's memory holds") from None

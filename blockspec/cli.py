@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from blockspec.errors import SpecError
+from blockspec.layers.base import INT_LIMIT
 
 app = typer.Typer(
     name="blockspec",
@@ -72,7 +73,11 @@ def build_summary(
     if verify:
         from blockspec.verify import verify_against_module
 
-        typer.echo(verify_against_module(spec, summary.analysis), err=format is Format.json)
+        try:
+            report = verify_against_module(spec, summary.analysis)
+        except SpecError as error:
+            raise _from_spec_file(error, spec_path) from None
+        typer.echo(report, err=format is Format.json)
 
 
 @app.command()
@@ -170,6 +175,8 @@ def train(
     options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume, stop_at_target)
     try:
         run_training(spec, options, log=typer.echo)
+    except SpecError as error:
+        raise _from_spec_file(error, spec_path) from None
     except TrainingInterrupted as stop:
         ranks = distributed.from_environment()
         if ranks.main:  # one message, not one per process
@@ -214,8 +221,8 @@ def preview_augment(
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
     dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
-    images: Annotated[int, typer.Option(help="How many training images (rows).")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed for the augmentations shown.")] = 0,
+    images: Annotated[int, typer.Option(min=1, max=64, help="How many training images (rows).")] = 8,
+    seed: Annotated[int, typer.Option(min=0, max=INT_LIMIT, help="Seed for the augmentations shown.")] = 0,
 ) -> None:
     """Save a grid of training images, each followed by augmented versions of it."""
     from blockspec.data import build_augment, load_dataset, read_augment, save_augment_grid
@@ -223,6 +230,7 @@ def preview_augment(
     from blockspec.train.overrides import apply_overrides
 
     spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
+    _check_output_file(out, "--out")
     for note in read_augment(spec.data.augment).notes:
         typer.echo(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
@@ -243,10 +251,36 @@ def export(
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
 
+    _check_output_file(out, "--out")
     payload = load_checkpoint(checkpoint)
     spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
     difference = export_model(model_from_checkpoint(spec, payload, checkpoint), spec, format, out)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
+
+
+def _from_spec_file(error: SpecError, spec_path: Path | None) -> SpecError:
+    """A problem with the spec's own fields found past loading (data that does not fit its
+    input, a layer too large to build) names the file, as the loader's problems do; a
+    problem with a flag does not."""
+    if spec_path is None or any(problem.path.startswith("--") or problem.path == "SPEC" for problem in error.problems):
+        return error
+    return error.with_source(str(spec_path))
+
+
+def _check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, a file that cannot be written (a folder, a path through a
+    file); create its missing folders as the writers would."""
+    from blockspec.errors import fail
+
+    if path.is_dir():
+        raise fail(flag, "is a folder; give the file to write", str(path))
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise fail(flag, f"{blocking} is a file, not a folder", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise fail(flag, f"cannot create the file's folder ({error.strerror})", str(path)) from None
 
 
 SCHEMA_FORMATS = ("json", "markdown")

@@ -26,8 +26,13 @@ _EXAMPLE = "e.g. --set train.label_smoothing=0.2 or --set 'blocks.C2[0].strided.
 
 
 def apply_edits(document: dict[str, Any], edits: Sequence[str]) -> dict[str, Any]:
-    """The YAML mapping with every `PATH=VALUE` edit applied in order (the input is unchanged)."""
-    result = copy.deepcopy(document)
+    """The YAML mapping with every `PATH=VALUE` edit applied in order (the input is unchanged).
+
+    Only the mappings and lists on an edit's path are copied, not the whole document: YAML
+    anchors make one object appear in several places (`C2: *unit`), which a deep copy keeps
+    shared, so editing `blocks.C1` would change `C2` too.
+    """
+    result = dict(document)
     for edit in edits:
         steps, value = _parse(edit)
         _assign(result, steps, value, edit)
@@ -41,7 +46,8 @@ def _parse(edit: str) -> tuple[list[str | int], Any]:
         raise fail("--set", f"expected PATH=VALUE ({_EXAMPLE})", edit)
     try:
         value = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError):
         raise fail("--set", "the value after '=' is not valid YAML", edit) from None
     return steps, value
 
@@ -71,7 +77,10 @@ def _assign(document: dict[str, Any], steps: list[str | int], value: Any, edit: 
         if child is None:
             if isinstance(steps[depth + 1], int):
                 raise _cannot(edit, f"{where} is not in the spec, so it has no entry to set")
-            child = node[step] = {}  # a section the file leaves at its defaults
+            child = {}  # a section the file leaves at its defaults
+        elif isinstance(child, (dict, list)):
+            child = copy.copy(child)  # this path's own copy, whoever else shares the original
+        node[step] = child
         node = child
 
 

@@ -7,6 +7,7 @@ carry enough to fix it alone: where (file and field path), what was found, what 
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,7 @@ def validation_problems(
     merged: dict[tuple[str, str], Problem] = {}
     for item in error.errors():
         problem = _problem(item, locate)
-        key = (problem.path, repr(problem.value))
+        key = (problem.path, _short_repr(problem.value))
         first = merged.get(key)
         if first is None:
             merged[key] = problem
@@ -126,14 +127,30 @@ def _problem(item: Any, locate: Callable[[tuple[Any, ...]], str]) -> Problem:
     loc = tuple(item["loc"])
     value = item.get("input")
     if item["type"] == "unknown_field":  # name the unknown key itself, not its parent
-        loc += (item["ctx"]["field"],)
-        value = item["input"].get(item["ctx"]["field"])
+        field = item["ctx"]["field"]  # str() of the key, which YAML may have made a number or null
+        loc += (field,)
+        value = next(value for key, value in item["input"].items() if str(key) == field)
     message = item["msg"].removeprefix("Value error, ")
+    if item["type"] == "model_type":  # pydantic names the model class, which the user never wrote
+        message = "Input should be a mapping of fields (`key: value` lines)"
     if item["type"] in _VALUE_NOT_SHOWN:
         return Problem(locate(loc), message)
     return Problem(locate(loc), message, value)
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """repr with its work bounded: a short spec can hold a value whose full repr is huge
+    (YAML aliases nest one list in another, ten times each, a billion items)."""
+    bounded = reprlib.Repr()
+    bounded.maxlevel = 4
+    bounded.maxlist = bounded.maxtuple = bounded.maxdict = bounded.maxset = 12
+    bounded.maxstring = bounded.maxother = bounded.maxlong = 80
+    return bounded
+
+
+_BOUNDED_REPR = _bounded_repr()
+
+
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    text = _BOUNDED_REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

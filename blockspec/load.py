@@ -35,8 +35,10 @@ def load_spec(
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise fail("", "file not found").with_source(source) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise fail("", f"cannot read the file ({type(error).__name__})").with_source(source) from None
+    except UnicodeDecodeError as error:
+        raise fail("", f"not UTF-8 text (byte {error.start}); save the spec as UTF-8").with_source(source) from None
+    except OSError as error:  # a directory, no permission, a path through a file, a name too long
+        raise fail("", f"cannot read the file ({type(error).__name__}: {error.strerror})").with_source(source) from None
     return parse_spec(text, source, input_size, edits, augment)
 
 
@@ -57,6 +59,8 @@ def parse_spec(
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise fail("", f"invalid YAML at {where}: {problem}").with_source(source) from None
+    except RecursionError:
+        raise fail("", "invalid YAML: nested too deeply").with_source(source) from None
     if not isinstance(document, dict):
         raise fail(
             "",
@@ -136,8 +140,8 @@ def field_path(loc: tuple[Any, ...]) -> str:
     """
     text = ""
     previous: Any = None
-    for part in loc:
-        if previous == "blocks":
+    for depth, part in enumerate(loc):
+        if depth == 1 and previous == "blocks":
             text += f".{part}"  # a block name, whatever it looks like (even a number)
         elif isinstance(part, int):
             text += f"[{part}]"

@@ -39,7 +39,7 @@ def _totals(summary: Summary) -> list[str]:
     rf_row = analysis.rf_row
     return [
         f"Total params: {analysis.total_params:,}",
-        f"Trainable params: {analysis.total_params:,}",
+        f"Trainable params: {summary.trainable_params:,}",
         f"MACs: {analysis.macs:,} ({analysis.macs / 1e6:.2f} M)",
         f"Receptive field: {analysis.receptive_field}"
         + (f" (at {rf_row.name}, the last spatial map before global pooling)" if rf_row else ""),

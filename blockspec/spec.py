@@ -15,9 +15,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
     Strict,
     ValidationInfo,
     field_validator,
@@ -25,7 +23,16 @@ from pydantic import (
 )
 
 from blockspec.layers import LAYER_KINDS, AnyLayer
-from blockspec.layers.base import Act, Norm, Order, Real, StrictModel, yaml_float
+from blockspec.layers.base import (
+    Act,
+    NonNegativeInt,
+    Norm,
+    Order,
+    PositiveInt,
+    Real,
+    StrictModel,
+    yaml_float,
+)
 
 Rate = Annotated[PositiveFloat, BeforeValidator(yaml_float)]
 Decay = Annotated[NonNegativeFloat, BeforeValidator(yaml_float)]
@@ -283,7 +290,7 @@ class SchedulerSpec(StrictModel):
     max_momentum: Real = Field(
         default=0.95, ge=0.0, lt=1.0, description="onecycle: the momentum at the start and the end"
     )
-    warmup_epochs: NonNegativeFloat = Field(
+    warmup_epochs: Decay = Field(
         default=0.0, description="cosine: linear warm-up, in epochs"
     )
     step_size: PositiveInt = Field(default=10, description="step: epochs between decays")

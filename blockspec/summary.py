@@ -8,6 +8,7 @@ from typing import Any
 from blockspec.analysis import Analysis, LayerRow, trace
 from blockspec.rules import RuleResult, check_rules
 from blockspec.spec import Spec
+from blockspec.train.whiten import frozen_stem_params
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,12 @@ class Summary:
     spec: Spec
     analysis: Analysis
     rules: tuple[RuleResult, ...]
+
+    @property
+    def trainable_params(self) -> int:
+        """All but a frozen whitening stem's kernel (`train.whiten_stem: frozen`), which training
+        sets once from the data and never updates."""
+        return self.analysis.total_params - frozen_stem_params(self.spec)
 
     @property
     def rules_ok(self) -> bool:
@@ -28,7 +35,7 @@ class Summary:
             "input_shape": list(analysis.input_shape),
             "output_shape": list(analysis.output_shape),
             "total_params": analysis.total_params,
-            "trainable_params": analysis.total_params,
+            "trainable_params": self.trainable_params,
             "macs": analysis.macs,
             "receptive_field": analysis.receptive_field,
             "receptive_field_layer": rf_row.name if rf_row else None,

@@ -163,6 +163,52 @@ BROKEN = {
         "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {require: [dsw]}\n",
         "rules.require = ['dsw']: unknown feature(s) ['dsw']",
     ),
+    "channels_beyond_torch": (  # torch would overflow building it, not refuse it
+        "name: x\nblocks:\n  C1: [conv: {out: 100000000000000000000}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].out = 100000000000000000000: Input should be less than or equal to 2147483647",
+    ),
+    "seed_beyond_the_generators": (
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\ntrain: {seed: 9223372036854775808}\n",
+        "train.seed = 9223372036854775808: Input should be less than or equal to 2147483647",
+    ),
+    "infinite_rate": (  # would pass as a rate and turn the loss to nan at the first step
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\ntrain: {optimizer: {lr: .inf}}\n",
+        "train.optimizer.lr = inf: Input should be a finite number",
+    ),
+    "quoted_number": (  # a string in the file stays a string: values are not coerced
+        "name: x\nblocks:\n  C1: [conv: {out: 8, dropout: \"0.5\"}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].dropout = '0.5': Input should be a valid number",
+    ),
+    "kind_outside_a_layer": (
+        "name: x\ninput: {kind: x}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n",
+        "input.kind = 'x': unknown field; allowed: channels, size",
+    ),
+    "block_named_blocks": (
+        "name: x\nblocks:\n  blocks: [conv: {out: 0}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.blocks[0].out = 0: Input should be greater than 0",
+    ),
+    "rules_list_entry": (
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {blocks: [output, 5]}\n",
+        "rules.blocks[1] = 5: Input should be a valid string",
+    ),
+    "number_as_top_level_key": (
+        "name: x\n5: 1\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n",
+        "5 = 1: unknown field; allowed: name, description",
+    ),
+    "empty_section": (
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules:\n",
+        "rules = None: Input should be a mapping of fields (`key: value` lines)",
+    ),
+    "nested_too_deeply": (
+        "name: x\ndescription: " + "[" * 2000 + "]" * 2000 + "\n",
+        "invalid YAML: nested too deeply",
+    ),
+    "aliases_multiplying": (  # 511 bytes whose full repr would be 10^8 items long
+        "name: x\ndescription:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8))
+        + "blocks:\n  output: [gap: {}, fc: {out: 10}]\n",
+        "description = {'a0': ['x', 'x', 'x',",
+    ),
 }
 
 
@@ -196,6 +242,21 @@ def test_an_augmentation_albumentations_refuses_names_the_file(
         "tuple, or a valid number, unable to parse string as a number, or a valid dictionary\n"
     )
     assert not (tmp_path / "no-data").exists()
+
+
+def test_preview_refuses_an_out_it_cannot_write_and_rows_it_cannot_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before the data set is read (it is not even there)."""
+    (tmp_path / "a-file").write_text("")
+    data = ["--data-root", str(tmp_path / "no-data")]
+    for out, message in [(tmp_path, "is a folder; give the file to write"),
+                         (tmp_path / "a-file" / "p.png", f"{tmp_path / 'a-file'} is a file, not a folder")]:
+        code, _, err = run_cli(["preview-augment", str(FLAGSHIP), *data, "--out", str(out)], capsys)
+        assert (code, err) == (2, f"error: --out = '{out}': {message}\n")
+    for flag, value in [("--images", "0"), ("--images", "65"), ("--seed", "-1")]:
+        code, out, err = run_cli(["preview-augment", str(FLAGSHIP), *data, flag, value], capsys)
+        assert code == 2 and f"Invalid value for '{flag}'" in out + err and "Traceback" not in out + err
 
 
 FLAT = "name: flat\ninput: {channels: 1, size: 8}\nblocks:\n  C1: [conv: {out: 4}]\n  output: [flatten: {}, fc: {out: 10}]\n"
@@ -244,6 +305,27 @@ def test_dropout_in_exponent_notation_is_a_number_everywhere(tmp_path: Path, cap
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(["check", str(tmp_path / "nope.yaml")], capsys)
     assert code == 2 and "nope.yaml: file not found" in err
+
+
+def test_unreadable_files_are_named_with_the_reason(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "utf16.yaml").write_bytes("name: x\n".encode("utf-16"))
+    expected = {
+        tmp_path / "a-file" / "spec.yaml": "cannot read the file (NotADirectoryError: Not a directory)",
+        tmp_path / f"{'n' * 300}.yaml": "cannot read the file (OSError: File name too long)",
+        tmp_path: "cannot read the file (IsADirectoryError: Is a directory)",
+        tmp_path / "utf16.yaml": "not UTF-8 text (byte 0); save the spec as UTF-8",
+    }
+    for path, message in expected.items():
+        code, out, err = run_cli(["build-summary", str(path)], capsys)
+        assert (code, err) == (2, f"error: {path}: {message}\n"), out
+
+
+def test_exponent_notation_is_a_number_in_every_float_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "name: d\nblocks:\n  output: [gap: {}, fc: {out: 10}]\ntrain: {scheduler: {name: cosine, warmup_epochs: 5e-1}}\n"
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    assert load_spec(path).train.scheduler.warmup_epochs == 0.5
 
 
 def test_module_entry_point_runs_without_traceback(tmp_path: Path) -> None:

@@ -54,6 +54,15 @@ def test_edits_leave_the_document_they_are_given_unchanged() -> None:
     assert edited["data"] == {"root": "x"}
 
 
+def test_an_edit_changes_only_its_own_copy_of_an_aliased_block(tmp_path: Path) -> None:
+    """`C2: *unit` is the same object as C1 once loaded; editing C1 must leave C2 as written."""
+    path = tmp_path / "alias.yaml"
+    path.write_text("name: a\nblocks:\n  C1: &unit [conv: {out: 8}]\n  C2: *unit\n  output: [gap: {}, fc: {out: 10}]\n")
+    spec = load_spec(path, edits=["blocks.C1[0].conv.out=16"])
+    assert (spec.blocks["C1"][0].out, spec.blocks["C2"][0].out) == (16, 8)
+    assert trace(spec).total_params == sum(p.numel() for p in build_model(spec).parameters())
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

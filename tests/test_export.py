@@ -24,6 +24,18 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 
+def test_an_out_that_cannot_be_written_is_refused_before_exporting(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    for out, message in [(tmp_path, "is a folder; give the file to write"),
+                         (tmp_path / "a-file" / "m.pt", f"{tmp_path / 'a-file'} is a file, not a folder")]:
+        code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(out)], capsys)
+        assert (code, err) == (2, f"error: --out = '{out}': {message}\n")
+    code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "new" / "m.pt")], capsys)
+    assert code == 0 and (tmp_path / "new" / "m.pt").is_file(), err
+
+
 def test_torchscript_export_matches(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "model.ts"
     code, stdout, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)], capsys)

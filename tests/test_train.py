@@ -232,6 +232,28 @@ def test_one_training_image_is_refused_before_training(
     assert "--limit-train = 1: training needs at least 2 images a process; this gives 1" in err
 
 
+def test_a_batch_of_one_is_refused_where_batch_norm_cannot_train_on_it(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batch norm after global pooling sees one value a channel in a batch of one: torch would
+    stop at that layer mid-epoch; the run is refused before it starts."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    spec.write_text(spec.read_text().replace("gap: {}", "gap: {}, norm: {}"))
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--batch-size", "1"], capsys)
+    assert (code, "Traceback" in err) == (2, False)
+    assert "train.batch_size = 1: the network has batch norm, which needs batches of 2 or more images" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_as_a_file(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "notes.txt")], capsys)
+    assert code == 2 and f"--out = '{tmp_path / 'notes.txt'}': is a file, not a run directory" in err
+
+
 @pytest.mark.parametrize("device", ["cpu:abc", "auto:1", "cpu:"])
 def test_malformed_device_is_refused(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], device: str) -> None:
     spec = write_spec(tmp_path, data_root, epochs=1)

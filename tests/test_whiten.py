@@ -16,7 +16,8 @@ from blockspec.data import load_dataset
 from blockspec.data.loader import normalize_batch
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
-from blockspec.train.whiten import stem_conv, whitening_filters
+from blockspec.summary import summarize
+from blockspec.train.whiten import apply_whitening, stem_conv, whitening_filters
 from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
@@ -102,6 +103,17 @@ def test_a_first_layer_that_cannot_whiten_is_a_spec_error(
     code, _, err = run_cli(["check", str(path)], capsys)
     assert code == 2 and "Traceback" not in err
     assert f"{path}: train.whiten_stem = 'init': " in err and says in err
+
+
+@pytest.mark.parametrize("mode", ["frozen", "init"])
+def test_the_summary_counts_as_trainable_what_training_trains(mode: str) -> None:
+    spec = whitened_spec("conv: {out: 16, k: 5}", mode)
+    model = build_model(spec)
+    apply_whitening(model, spec, None)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    summary = summarize(spec)
+    assert summary.trainable_params == summary.to_dict()["trainable_params"] == trained
+    assert trained == summary.analysis.total_params - (16 * 3 * 25 if mode == "frozen" else 0)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from blockspec.errors import fail
-from blockspec.layers.base import Act, Context, Geometry, LayerSpec, Shape, make_act, require_map
+from blockspec.layers.base import Act, Context, Geometry, LayerSpec, PositiveInt, Shape, make_act, require_map
 
 if TYPE_CHECKING:
     from torch import nn

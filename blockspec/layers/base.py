@@ -11,6 +11,7 @@ A layer kind is a Pydantic model with three methods:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -20,8 +21,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveInt,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -29,13 +28,21 @@ from pydantic_core import PydanticCustomError
 from blockspec.errors import fail
 
 
+INT_LIMIT = 2**31 - 1
+"""The largest count, size or seed a spec holds: torch takes shapes as 64-bit integers and
+many of its kernels index with 32 bits, so a larger value would crash them, not be refused."""
+PositiveInt = Annotated[int, Field(gt=0, le=INT_LIMIT)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=INT_LIMIT)]
+
+# What YAML 1.1 leaves a string though users mean a number: an exponent without a dot or
+# without a sign (`1e-3`, `5e4`, `1.0e5`). A quoted number ("0.5") stays a string, refused.
+_UNRESOLVED_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def yaml_float(value: Any) -> Any:
-    """PyYAML reads `1e-3` (no dot) as a string; accept it as the number users meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    """PyYAML reads `1e-3` as a string; accept it as the number users meant."""
+    if isinstance(value, str) and _UNRESOLVED_FLOAT.fullmatch(value):
+        return float(value)
     return value
 
 
@@ -56,7 +63,7 @@ Order = Literal["conv-norm-act", "conv-act-norm"]
 class StrictModel(BaseModel):
     """Refuses unknown keys with the list of allowed ones and the closest match."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -65,7 +72,7 @@ class StrictModel(BaseModel):
             return data
         allowed = [name for name in cls.model_fields if name != "kind"]
         for key in data:
-            if key == "kind" or key in cls.model_fields:
+            if key in cls.model_fields:  # `kind` is a field of layers only
                 continue
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""

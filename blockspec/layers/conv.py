@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
     Context,
     Geometry,
+    PositiveInt,
     Shape,
     SlidingUnit,
     check_window,

@@ -6,10 +6,10 @@ from collections import OrderedDict
 from math import prod
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from blockspec.errors import fail
-from blockspec.layers.base import Act, Context, Geometry, LayerSpec, Probability, Shape, make_act
+from blockspec.layers.base import Act, Context, Geometry, LayerSpec, PositiveInt, Probability, Shape, make_act
 
 if TYPE_CHECKING:
     from torch import nn

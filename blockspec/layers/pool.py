@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
     Context,
     Geometry,
     LayerSpec,
+    NonNegativeInt,
+    PositiveInt,
     Shape,
     Window,
     check_window,

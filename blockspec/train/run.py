@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from blockspec.analysis import trace
+from blockspec.build import build_model
 from blockspec.data import load_dataset, read_augment
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -82,6 +83,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
+    _check_batch_for_batch_norm(spec)
     loaders = make_run_loaders(spec, data, plan, options, info, ranks)
     train_loader, test_loader = loaders.train, loaders.test
     if len(train_loader) == 0:  # one image: a batch of one is dropped, BatchNorm cannot train on it
@@ -190,6 +192,17 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     )
     distributed.stop(ranks)
     return summary
+
+
+def _check_batch_for_batch_norm(spec: Spec) -> None:
+    """Batch norm cannot train on one image where a channel holds a single value (a 1×1 map,
+    a vector), so a batch of one is refused before the run starts rather than at that layer."""
+    if spec.train.batch_size > 1:
+        return
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if any(isinstance(module, _BatchNorm) for module in build_model(spec).modules()):
+        raise fail("train.batch_size", "the network has batch norm, which needs batches of 2 or more images", 1)
 
 
 def _check_resumable(checkpoint: dict[str, Any], options: RunOptions) -> None:

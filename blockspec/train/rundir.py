@@ -39,7 +39,9 @@ def prepare_run_dir(out: Path | None, name: str) -> Path:
 
 def check_run_dir_free(out: Path) -> None:
     """Refuse, before any slow work, to reuse a run directory that holds something."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise fail("--out", "is a file, not a run directory; choose another --out", str(out))
+    if out.exists() and any(out.iterdir()):
         raise fail(
             "--out",
             "the run directory already exists and is not empty; continue it with "

@@ -47,6 +47,15 @@ def stem_layer(spec: Spec) -> ConvSpec:
     return layer
 
 
+def frozen_stem_params(spec: Spec) -> int:
+    """Parameters `whiten_stem: frozen` keeps fixed: the first convolution's kernel (its bias,
+    if any, still trains)."""
+    if spec.train.whiten_stem != "frozen":
+        return 0
+    layer = stem_layer(spec)
+    return layer.out * spec.input.channels * layer.k**2
+
+
 def whitening_filters(
     spec: Spec, images: np.ndarray, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
