@@ -122,7 +122,7 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size; rescales the learning rate unless --lr is given.")] = None,  # noqa: UP045
     lr: Annotated[Optional[float], typer.Option(help="Override the (peak) learning rate.")] = None,  # noqa: UP045
     dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
-    data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
+    data_root: Annotated[Optional[str], typer.Option(help="Override data.root (with --resume: where the run's data now is).")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP045
     seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP045
@@ -159,8 +159,8 @@ def train(
         "target": target,
     }
     spec = None
-    if resume is not None:
-        given = {flag_name(name): value for name, value in recipe.items()}
+    if resume is not None:  # where the data lives may change, not what it is (the run checks its size)
+        given = {flag_name(name): value for name, value in recipe.items() if name != "data_root"}
         for flag, value in {**given, "--set": edits or None}.items():
             if value is not None:
                 raise fail(flag, "a resumed run keeps the spec it started with; start a new run to change it", value)
@@ -172,7 +172,8 @@ def train(
         raise fail("--workers", "must be 0 or more", workers)
     if loader not in ("auto", "gpu", "albumentations"):
         raise fail("--loader", "allowed: auto, gpu, albumentations", loader)
-    options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume, stop_at_target)
+    moved_data_root = data_root if resume is not None else None
+    options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume, stop_at_target, moved_data_root)
     try:
         run_training(spec, options, log=typer.echo)
     except SpecError as error:

@@ -181,7 +181,6 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     [
         (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps it"),
         (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with"),
-        (["--data-root", "elsewhere"], "--data-root = 'elsewhere': a resumed run keeps the spec"),
         (["--workers", "1"], "--workers = 1: the run being resumed started with 0 and keeps it"),
         (["--out", "elsewhere"], "--out = 'elsewhere': a resumed run continues in its own directory"),
     ],
@@ -458,3 +457,87 @@ def test_misclassified_picture_shows_each_wrong_image(tmp_path: Path) -> None:
     pixels = (matplotlib.image.imread(target)[..., :3] * 255).round().astype(int).reshape(-1, 3)
     shown = {tuple(c) for c in colours if (np.abs(pixels - c).max(axis=1) <= 2).sum() > 100}
     assert shown == {(200, 30, 30), (30, 30, 200)}
+
+
+def test_a_run_directory_held_by_a_live_run_is_refused(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs into one --out would interleave their checkpoints and records; the lock is
+    the operating system's, taken here as another process would take it."""
+    from blockspec.train.rundir import hold_run_dir
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    with hold_run_dir(out):
+        code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    assert code == 2 and f"--out = '{out}': another blockspec run is writing to this run directory" in err
+    code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    assert code == 0, err  # the lock a finished (or killed) run leaves behind holds nothing
+
+
+def test_resuming_a_run_that_ended_restores_its_records(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed (or out of disk) between the last epoch's last.pt and its records: the resume
+    the error message suggests has no epoch to train but must still write them."""
+    spec = write_spec(tmp_path, data_root, epochs=2)
+    out = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    complete = metrics(out)
+    (out / "metrics.json").write_text(json.dumps(complete[:1]))
+    (out / "metrics.csv").write_text((out / "metrics.csv").read_text().splitlines(keepends=True)[0])
+    (out / "spec.yaml").unlink()
+    code, _, err = run_cli(["train", "--resume", str(out)], capsys)
+    assert code == 0, err
+    assert metrics(out) == complete and len((out / "metrics.csv").read_text().splitlines()) == 3
+    assert parse_spec((out / "spec.yaml").read_text()) == parse_spec(spec.read_text())
+
+
+def test_a_run_stopped_at_its_target_stays_stopped_when_resumed(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=3)
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(["train", str(spec), "--out", str(out), "--workers", "0", "--target", "1", "--stop-at-target"], capsys)
+    assert code == 0 and "stopping: the target 1% is reached" in stdout and len(metrics(out)) == 1
+    code, _, err = run_cli(["train", "--resume", str(out)], capsys)
+    assert code == 0, err
+    assert len(metrics(out)) == 1 and torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_checkpoint_moved_into_another_run_is_not_resumed_there(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    moved = second / "from-first.pt"
+    moved.write_bytes((first / "last.pt").read_bytes())
+    before = (second / "summary.json").read_text()
+    code, _, err = run_cli(["train", "--resume", str(moved)], capsys)
+    assert code == 2 and "a run continues from its directory or that directory's last.pt" in err
+    assert (second / "summary.json").read_text() == before
+
+
+def test_a_resumed_run_reads_its_data_where_it_has_moved(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose data.root is relative, resumed from another folder: the root no longer
+    leads to the data, and --data-root says where it is now (what it is, the run checks)."""
+    import shutil
+
+    shutil.copytree(data_root, tmp_path / "start" / "data")
+    spec = tmp_path / "relative.yaml"
+    spec.write_text(tiny_spec_text(Path("data"), epochs=1))
+    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "start")
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    trained = metrics(out)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["train", "--resume", str(out)], capsys)
+    assert code == 2 and "data.root = 'data'" in err
+    code, _, err = run_cli(["train", "--resume", str(out), "--data-root", str(tmp_path / "start" / "data")], capsys)
+    assert code == 0, err
+    assert metrics(out) == trained

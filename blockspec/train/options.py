@@ -22,12 +22,14 @@ class RunOptions:
     limit_test: int | None = None
     resume: Path | None = None
     stop_at_target: bool = False  # time-to-accuracy runs: end after the first epoch at the target
+    moved_data_root: str | None = None  # a resumed run's data.root, where its data now lives
 
 
-# The options that decide what a run trains on and how its images are augmented: a resumed
-# run takes them from its checkpoint, or its data, step count and schedule would change (the
-# albumentations path's random streams are per DataLoader worker, so `workers` counts too).
-_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader", "workers")
+# The options that decide what a run trains on, how its images are augmented and when it
+# ends: a resumed run takes them from its checkpoint, or its data, step count and schedule
+# would change (the albumentations path's random streams are per DataLoader worker, so
+# `workers` counts too), and a time-to-accuracy run would train on past its target.
+_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader", "workers", "stop_at_target")
 
 
 def kept_on_resume(options: RunOptions) -> dict[str, Any]:

@@ -8,6 +8,7 @@ moment therefore leaves a consistent last.pt, and resuming never loses or double
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
 from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
+from blockspec.train.overrides import apply_overrides
 from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
 from blockspec.train.records import (
     is_new_best,
@@ -42,6 +44,7 @@ from blockspec.train.rundir import (
     check_run_dir_free,
     checkpoint_dir,
     disk_errors_reported,
+    hold_run_dir,
     prepare_run_dir,
 )
 from blockspec.train.session import Session
@@ -56,6 +59,11 @@ class TrainingInterrupted(Exception):
 def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `spec`, or resume `options.resume` (then `spec`, if given, must be the run's own),
     and return the run summary."""
+    with ExitStack() as held:  # the run directory, held until the run ends
+        return _train(spec, options, log, held)
+
+
+def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], held: ExitStack) -> dict[str, Any]:
     checkpoint = load_checkpoint(options.resume, "--resume") if options.resume else None
     if checkpoint is not None:
         _check_resumable(checkpoint, options)
@@ -67,6 +75,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                 "own spec: leave the file out, or start a new run to train this one",
             )
         spec = started_with
+        if options.moved_data_root is not None:
+            spec = apply_overrides(spec, data_root=options.moved_data_root)
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
     ranks = distributed.from_environment()
@@ -91,8 +101,10 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         raise fail(where, "training needs at least 2 images a process; this gives 1", value)
     if checkpoint is not None:
         run_dir = checkpoint_dir(options.resume)
+        if ranks.main:
+            held.enter_context(hold_run_dir(run_dir))
     elif ranks.main:
-        run_dir = prepare_run_dir(options.out, spec.name)
+        run_dir = prepare_run_dir(options.out, spec.name, held)
     else:
         run_dir = options.out or Path("runs") / spec.name  # never written by this rank
     stem_filters = None
@@ -105,8 +117,6 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         session.restore(checkpoint)
         history = list(checkpoint["history"])
         log(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
-    elif ranks.main:
-        write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
     analysis = trace(spec)
     log(
         f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
@@ -131,11 +141,16 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     batches = Batches(info, data.mean, data.std)
     curves = CurvesPicture(run_dir / "curves.png")
     last_eval = None
-    start = len(history) + 1
+    saved = len(history)  # the epoch last.pt holds
+    stopped = options.stop_at_target and any(record["test_acc"] >= spec.train.target for record in history)
+    start = spec.train.epochs + 1 if stopped else saved + 1
     if ranks.main and not (run_dir / "last.pt").exists():
         with disk_errors_reported(run_dir, "write the first checkpoint", None):
             session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
         check_room_for_run(run_dir)
+    if ranks.main and not (run_dir / "spec.yaml").exists():  # after last.pt: a run killed between resumes
+        with disk_errors_reported(run_dir, "write spec.yaml", saved):
+            write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
     try:
         agree = partial(distributed.any_rank, ranks=ranks, device=info.device) if ranks.active else None
         with ctrl_c_between_steps(agree) as check_stop:
@@ -154,6 +169,7 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                     if is_new_best(history):
                         session.save_best(run_dir / "best.pt", epoch)
                     session.save(run_dir / "last.pt", epoch, history, kept_on_resume(options))
+                saved = epoch
                 with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
                     write_metrics(run_dir, history)
                     write_summary(run_dir, run_summary(spec, history, info))
@@ -164,12 +180,12 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
                     break
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
             check_stop(boundary=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C can land inside a save: report what last.pt holds
         if ranks.main:
-            with disk_errors_reported(run_dir, "draw the learning curves", len(history)):
-                curves.finish(history)
+            with disk_errors_reported(run_dir, "draw the learning curves", saved):
+                curves.finish(history[:saved])
         raise TrainingInterrupted(
-            f"interrupted; {run_dir / 'last.pt'} holds epoch {len(history)}. "
+            f"interrupted; {run_dir / 'last.pt'} holds epoch {saved}. "
             f"Resume with: blockspec train --resume {run_dir}"
         ) from None
     if last_eval is None:
@@ -178,7 +194,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
         distributed.stop(ranks)
         return run_summary(spec, history, info)
     summary = run_summary(spec, history, info)
-    with disk_errors_reported(run_dir, "write the final plots and summary", len(history)):
+    with disk_errors_reported(run_dir, "write the final records and plots", len(history)):
+        write_metrics(run_dir, history)  # again: a run resumed after its last save wrote them
         curves.finish(history)
         test_images = test_loader.dataset.images
         plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
@@ -216,6 +233,13 @@ def _check_resumable(checkpoint: dict[str, Any], options: RunOptions) -> None:
             str(options.resume),
         )
     run_dir = checkpoint_dir(options.resume)
+    if options.resume.is_file() and options.resume.name != "last.pt":
+        raise fail(
+            "--resume",
+            f"a run continues from its directory or that directory's last.pt; resuming from this file "
+            f"would write into {run_dir}, whose run it is not",
+            str(options.resume),
+        )
     if options.out is not None and options.out.resolve() != run_dir.resolve():
         raise fail("--out", f"a resumed run continues in its own directory, {run_dir}; omit --out", str(options.out))
 

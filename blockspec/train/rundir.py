@@ -1,4 +1,5 @@
-"""The run directory on disk: created fresh, never reused silently, and checked for room.
+"""The run directory on disk: created fresh, never reused silently, held by one run at a
+time, and checked for room.
 
 A full disk must be reported before training starts, not after an epoch of work is lost;
 and if the disk fills up later, the message says which epoch last.pt still holds.
@@ -15,10 +16,12 @@ from pathlib import Path
 from blockspec.errors import fail
 
 PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
+LOCK_FILE = ".blockspec.lock"
 
 
-def prepare_run_dir(out: Path | None, name: str) -> Path:
-    """A new, writable run directory; an existing non-empty one is never reused silently."""
+def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> Path:
+    """A new, writable run directory, held (`hold_run_dir`) until `held` closes; an existing
+    non-empty one is never reused silently."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / name / stamp
@@ -29,6 +32,8 @@ def prepare_run_dir(out: Path | None, name: str) -> Path:
     check_run_dir_free(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        held.enter_context(hold_run_dir(out))
+        check_run_dir_free(out)  # again, held now: another run may have started here since
         probe = out / ".write-test"
         probe.write_bytes(b"0" * 65536)
         probe.unlink()
@@ -37,11 +42,30 @@ def prepare_run_dir(out: Path | None, name: str) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Keep a second run or resume from writing into `run_dir` while this one does: their
+    checkpoints and records would interleave. The lock is the operating system's, so a killed
+    run leaves nothing held. Where there is no `fcntl` (Windows), runs are not locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise fail("--out", "another blockspec run is writing to this run directory", str(run_dir)) from None
+        yield
+
+
 def check_run_dir_free(out: Path) -> None:
-    """Refuse, before any slow work, to reuse a run directory that holds something."""
+    """Refuse, before any slow work, to reuse a run directory that holds something (besides
+    the lock a run that ended left)."""
     if out.exists() and not out.is_dir():
         raise fail("--out", "is a file, not a run directory; choose another --out", str(out))
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(path.name != LOCK_FILE for path in out.iterdir()):
         raise fail(
             "--out",
             "the run directory already exists and is not empty; continue it with "
