@@ -55,3 +55,25 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         build, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+ERROR_EXAMPLES = {  # docs/spec.md's "Errors" examples, each from the spec that prints it
+    "C1: [conv: {out: 8, dilaton: 2}]": "unknown field; did you mean 'dilation'?",
+    "C1: [conv2d: {out: 8}]": "unknown layer kind 'conv2d'",
+    "C1: [conv: {out: 8, k: 3, dilation: 2, stride: 2, padding: same}]": "'same' needs stride 1",
+    "C1: [residual: {body: [conv: {out: 3, padding: 0}]}]": "the body maps 32×32 to 30×30",
+    "C1: [conv: {out: 8}]\nrules: {require: [depthwise-separable]}": "unknown feature(s)",
+}
+
+
+@pytest.mark.parametrize("blocks", sorted(ERROR_EXAMPLES))
+def test_the_error_examples_are_what_build_summary_prints(blocks: str, tmp_path: Path) -> None:
+    head, _, rest = blocks.partition("\n")
+    path = tmp_path / "x.yaml"
+    path.write_text(f"name: x\nblocks:\n  {head}\n  output: [gap: {{}}, fc: {{out: 10}}]\n{rest}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "blockspec", "build-summary", "x.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    printed = result.stderr.strip()
+    assert result.returncode == 2 and ERROR_EXAMPLES[blocks] in printed
+    assert f"\n{printed}\n" in (ROOT / "docs" / "spec.md").read_text()
