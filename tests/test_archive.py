@@ -43,6 +43,23 @@ def test_archive_loads_like_the_folder(tmp_path: Path, cache_home: Path, suffix:
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["cache", "colours", archive.name])
 
 
+def test_images_a_tar_stores_as_links_load_like_the_folder(tmp_path: Path, cache_home: Path) -> None:
+    """GNU tar writes a file's second name (a hard link) and a symbolic link as link members,
+    which hold no bytes of their own: they are read through their targets, not dropped."""
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    first, second = sorted((folder / "train").iterdir())[:2]
+    (folder / "test" / first.name / "hard.png").hardlink_to(next(first.glob("*.png")))
+    (folder / "test" / second.name / "soft.png").symlink_to(Path("../../train") / second.name / next(second.glob("*.png")).name)
+    archive = tmp_path / "colours.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    assert {member.type for member in tarfile.open(archive)} >= {tarfile.LNKTYPE, tarfile.SYMTYPE}
+    from_archive, from_folder = load_dataset("imagefolder", archive), load_dataset("imagefolder", folder)
+    assert from_archive.test_images.shape == from_folder.test_images.shape
+    assert (from_archive.test_images == from_folder.test_images).all()
+    assert (from_archive.test_labels == from_folder.test_labels).all()
+
+
 def test_archive_members_are_never_written_to_disk(tmp_path: Path, cache_home: Path) -> None:
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as bundle:

@@ -25,6 +25,8 @@ from blockspec.data import (
 from blockspec.data.download import DownloadError, download_and_extract
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import SpecError
+from blockspec.load import parse_spec
+from blockspec.train.data_path import check_data_fits
 from tests.test_augment import TRIO
 
 # --- CIFAR ---------------------------------------------------------------------------------
@@ -519,3 +521,14 @@ def test_preview_grid_png(tmp_path: Path) -> None:
     )
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1] > 0
+
+
+def test_test_images_of_another_size_than_the_spec_are_refused() -> None:
+    """A loader (IDX files, say) may give test images of another size than its train images;
+    the network would then be evaluated on maps it was not built for."""
+    spec = parse_spec("name: m\ninput: {channels: 1, size: 8}\nclasses: 2\nblocks:\n  output: [gap: {}, fc: {out: 2}]\n")
+    labels = np.array([0, 1])
+    data = ImageData(np.zeros((2, 8, 8, 1), np.uint8), labels, np.zeros((2, 6, 6, 1), np.uint8), labels,
+                     ("a", "b"), (0.5,), (0.25,))
+    with pytest.raises(SpecError, match="but the test images of data set 'cifar10' are 1×6×6"):
+        check_data_fits(spec, data)

@@ -42,6 +42,23 @@ def test_onecycle_peaks_at_pct_start(anneal: str) -> None:
     assert rates[-1] < 1e-5
 
 
+@pytest.mark.parametrize("pct_start", [0.25, 0.1, 0.05])
+def test_a_rise_of_exactly_one_step_schedules_rather_than_dividing_by_zero(pct_start: float) -> None:
+    """pct_start × total steps = 1 (a tiny run: 4 steps at 0.25): torch's OneCycleLR alone
+    divides by zero at the first step. The rise ends at step 0, so the rate starts at its
+    peak and falls from there."""
+    spec = parse_spec(tiny_spec_text(Path("unused"), epochs=1, scheduler=f"{{name: onecycle, pct_start: {pct_start}}}"))
+    optimizer = make_optimizer(spec, nn.Linear(2, 2))
+    total = round(1 / pct_start)
+    schedule = make_scheduler(spec, optimizer, total)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.05) and np.all(np.diff(rates) < 0)
+
+
 def test_linear_anneal_falls_in_equal_steps_and_cosine_does_not() -> None:
     def fall(scheduler: str) -> np.ndarray:
         rates = learning_rates(scheduler)

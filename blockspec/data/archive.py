@@ -90,14 +90,15 @@ def _image_members(archive: Path, where: str) -> Layouts:
                         files.append((PurePosixPath(info.filename).name, bundle.read(info)))
         else:
             with tarfile.open(archive) as bundle:
-                for member in bundle:
-                    if member.isfile() and (files := place(member.name)) is not None:
+                for member in bundle:  # tar stores each further name of a file as a link member
+                    if (member.isfile() or member.islnk() or member.issym()) and (files := place(member.name)) is not None:
                         files.append((PurePosixPath(member.name).name, bundle.extractfile(member).read()))
                 _check_tar_ends_cleanly(bundle)
     # zlib.error, lzma.LZMAError: damaged compressed data; RuntimeError: an encrypted zip
-    # member; NotImplementedError: a zip compression method Python lacks
+    # member; NotImplementedError: a zip compression method Python lacks; KeyError: a link to a
+    # member the archive lacks
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError,
-            RuntimeError, NotImplementedError) as error:
+            RuntimeError, NotImplementedError, KeyError) as error:
         raise fail(where, f"cannot read the archive ({type(error).__name__}: {error})", str(archive)) from None
     return layouts
 

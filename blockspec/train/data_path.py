@@ -149,14 +149,15 @@ def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
 
 def check_data_fits(spec: Spec, data: ImageData) -> None:
     expected = (spec.input.channels, *spec.input.hw)
-    found = (data.train_images.shape[3], *data.train_images.shape[1:3])
-    if expected != found:
-        raise fail(
-            "input",
-            f"the spec expects {'×'.join(map(str, expected))} images but data set "
-            f"'{spec.data.dataset}' has {'×'.join(map(str, found))}; change `input` "
-            "(channels, size) or the data set",
-        )
+    for split, images in (("train", data.train_images), ("test", data.test_images)):
+        found = (images.shape[3], *images.shape[1:3])
+        if expected != found:
+            raise fail(
+                "input",
+                f"the spec expects {'×'.join(map(str, expected))} images but the {split} images of data set "
+                f"'{spec.data.dataset}' are {'×'.join(map(str, found))}; change `input` "
+                "(channels, size) or the data set",
+            )
     if spec.classes != len(data.classes):
         raise fail(
             "classes",

@@ -86,11 +86,14 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
     if config.name == "onecycle":
         # Each group peaks at its own rate times the schedule's peak over optimizer.lr.
         scale = peak_lr(spec) / spec.train.optimizer.lr
+        pct_start = config.pct_start
+        if pct_start * total - 1 == 0:  # the rise ends at step 0, and torch divides by its length
+            pct_start *= 1 - 1e-9  # the same schedule, its zero-length rise left out: step 0 at the peak
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[group["lr"] * scale for group in optimizer.param_groups],
             total_steps=total,
-            pct_start=config.pct_start,
+            pct_start=pct_start,
             anneal_strategy=config.anneal,
             cycle_momentum=config.cycle_momentum,
             base_momentum=config.base_momentum,
