@@ -146,6 +146,28 @@ def test_eval_reports_the_checkpoint_accuracy(
     assert "class3" in stdout
 
 
+def test_eval_on_data_whose_classes_differ_from_the_runs_is_refused(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Class folder names set the score order: data with one folder renamed would score the
+    same images against shuffled labels, 0 % where the run measured far more."""
+    import shutil
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    renamed = tmp_path / "renamed"
+    shutil.copytree(data_root, renamed, ignore=shutil.ignore_patterns(".blockspec-cache"))
+    for split in ("train", "test"):
+        (renamed / split / "class0").rename(renamed / split / "z_class0")
+    for checkpoint in ("best.pt", "last.pt"):
+        code, _, err = run_cli(["eval", "--checkpoint", str(out / checkpoint), "--data-root", str(renamed)], capsys)
+        assert code == 2 and (
+            f"scores the classes class0, class1, class2, class3, in that order, but this data set has "
+            "class1, class2, class3, z_class0" in err
+        ), err
+
+
 LIMITS = ["--limit-train", "40", "--limit-test", "16"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from blockspec.data import load_dataset, make_loaders
+from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -40,6 +41,14 @@ def evaluate_checkpoint(
     model = model_from_checkpoint(spec, payload, checkpoint_path)
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
+    trained_on = tuple(payload.get("classes") or data.classes)  # checkpoints before 2026-12-06 lack them
+    if trained_on != data.classes:
+        raise fail(
+            "data.root",
+            f"{checkpoint_path} scores the classes {', '.join(trained_on)}, in that order, but this data set has "
+            f"{', '.join(data.classes)}: every score would be read as another class's",
+            spec.data.root,
+        )
     info = pick_device(device, spec.train.amp, spec.train.channels_last)
     _, test_loader = make_loaders(
         data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test

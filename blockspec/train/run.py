@@ -111,7 +111,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if spec.train.whiten_stem and checkpoint is None:
         rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
         stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
-    session = Session(spec, info, len(train_loader), ranks, stem_filters)
+    session = Session(spec, info, len(train_loader), ranks, stem_filters, data.classes)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)

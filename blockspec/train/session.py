@@ -60,9 +60,12 @@ class Session:
         steps_per_epoch: int,
         ranks: distributed.Ranks,
         stem_filters: torch.Tensor | None = None,
+        classes: tuple[str, ...] = (),
     ) -> None:
-        """`stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming)."""
+        """`stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming);
+        `classes`: the data set's class names, in score order, recorded in every checkpoint."""
         self.spec, self.info, self.ranks = spec, info, ranks
+        self.classes = classes
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
         model = build_model(spec)
@@ -181,6 +184,7 @@ class Session:
             {
                 **self.state(),
                 "spec": self.spec.to_yaml(),
+                "classes": list(self.classes),
                 "run_options": run_options,
                 "steps_per_epoch": self.steps_per_epoch,
                 "epoch": epoch,
@@ -192,7 +196,10 @@ class Session:
 
     def save_best(self, target: Path, epoch: int) -> None:
         """best.pt holds the weights that were evaluated (the EMA ones when EMA is on)."""
-        save_atomic({"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "epoch": epoch}, target)
+        save_atomic(
+            {"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "classes": list(self.classes), "epoch": epoch},
+            target,
+        )
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         recorded = checkpoint.get("steps_per_epoch", self.steps_per_epoch)
