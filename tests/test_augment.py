@@ -120,11 +120,42 @@ def test_1x_min_defaults_to_max_as_in_1x() -> None:
         ({"GaussNoise": {"var_limit": [10, 50]}}, "GaussNoise.var_limit", "std_range"),
         ({"HorizontalFlip": {"always_apply": True}}, "HorizontalFlip.always_apply", "p: 1.0"),
         ({"Cutout": {"num_holes": 1}}, "data.augment[0] = 'Cutout'", "use CoarseDropout"),
+        (  # 2.x's default hole is 10-20 % of the side (3-6 px at 32), 1.x's 8 px
+            {"CoarseDropout": {"max_holes": 1}},
+            "data.augment[0].CoarseDropout = {'max_holes': 1}",
+            "nothing says hole_height_range, hole_width_range",
+        ),
+        (  # 2.x's default is 1-2 holes, 1.x's 8
+            {"CoarseDropout": {"max_height": 8, "max_width": 8}},
+            "data.augment[0].CoarseDropout",
+            "nothing says num_holes_range",
+        ),
     ],
 )
 def test_1x_forms_without_exact_translation_are_refused(entry: dict, where: str, says: str) -> None:
     text = _error([entry])
     assert where in text and says in text
+
+
+@pytest.mark.parametrize(
+    ("ranges", "where"),
+    [
+        ({"hole_height_range": [0.25, 1.0], "hole_width_range": [0.25, 1.0]}, "hole_height_range = [0.25, 1.0]"),
+        ({"hole_height_range": [4, 8], "hole_width_range": [0.1, 0.3]}, "hole_width_range = [0.1, 0.3]"),
+        ({"hole_height_range": [0.1, 0.3], "hole_width_range": [4, 8]}, "hole_width_range = [4, 8]"),
+    ],
+)
+def test_hole_ranges_albumentations_would_read_in_another_unit_are_refused(ranges: dict, where: str) -> None:
+    """Albumentations reads both ranges in pixels when the height's upper end is ≥ 1: these
+    would give holes of 0-1 pixel, or none at all, without a word."""
+    text = _error([{"CoarseDropout": ranges}])
+    assert f"data.augment[0].CoarseDropout.{where}" in text and "write both in pixels, or both as fractions" in text
+
+
+@pytest.mark.parametrize("side", [[8, 8], [0.25, 0.5]])
+def test_hole_ranges_in_one_unit_build(side: list) -> None:
+    [dropout] = build_augment([{"CoarseDropout": {"hole_height_range": side, "hole_width_range": side}}], MEAN).transforms
+    assert list(dropout.hole_height_range) == side
 
 
 def test_other_1x_renames() -> None:

@@ -98,6 +98,7 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
         _check_arg_names(name, args, where)
         notes += [note for note in (translated, changed_default_note(name, args, where)) if note]
         transform, advice = _construct(name, _resolve_fill(args, 0), where)
+        _check_hole_units(transform, args, where)
         notes += advice
         notes += _fill_units_note(args, where)
         steps.append((name, args))
@@ -223,6 +224,25 @@ def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> S
     if isinstance(cause, ValidationError):
         return SpecError(validation_problems(cause, lambda loc: _within(where, dotted_path(loc))))
     return fail(where, f"albumentations rejected these arguments: {error}", args)
+
+
+def _check_hole_units(transform: BasicTransform, args: dict[str, Any], where: str) -> None:
+    """CoarseDropout reads both hole ranges in pixels when the height range's upper end is 1
+    or more, else both as fractions of the side: a range in the other unit would silently
+    give holes of 0–1 pixels, or none."""
+    if not isinstance(transform, A.CoarseDropout):
+        return
+    in_pixels = transform.hole_height_range[1] >= 1
+    unit = "pixels (whole numbers)" if in_pixels else "fractions of the side (below 1)"
+    for arg in ("hole_height_range", "hole_width_range"):
+        low, high = getattr(transform, arg)
+        if (high >= 1) != in_pixels or (in_pixels and not float(low).is_integer()):
+            raise fail(
+                f"{where}.{arg}",
+                f"albumentations reads both hole ranges in hole_height_range's unit, here {unit}; "
+                "write both in pixels, or both as fractions below 1",
+                args.get(arg, [low, high]),
+            )
 
 
 def _within(where: str, field: str) -> str:

@@ -86,6 +86,10 @@ _COMMON: tuple[_Rule, ...] = (
     _Gone("always_apply", "use p: 1.0 to apply the transform every time"),
 )
 
+# Transforms whose 2.x defaults differ from 1.x's for every argument group: once a spec writes
+# 1.x arguments, the groups it leaves out would silently change meaning.
+_WHOLE_WHEN_TRANSLATED = {"CoarseDropout": ("num_holes_range", "hole_height_range", "hole_width_range")}
+
 _RULES: dict[str, tuple[_Rule, ...]] = {
     "CoarseDropout": (
         _Pair("min_holes", "max_holes", "num_holes_range", first_defaults_to_second=True),
@@ -172,6 +176,14 @@ def translate_args(
     """2.x arguments for transform `name`, and a note on what was translated (None if nothing)."""
     out = dict(args)
     done = [note for rule in (*_COMMON, *_RULES.get(name, ())) if (note := rule.apply(out, where))]
+    missing = [arg for arg in _WHOLE_WHEN_TRANSLATED.get(name, ()) if done and arg not in out]
+    if missing:
+        raise fail(
+            where,
+            f"albumentations 1.x arguments, translated, but nothing says {', '.join(missing)}: 2.x would "
+            f"take its own default, not 1.x's (8 holes of 8×8 pixels), so write {', '.join(missing)} too",
+            args,
+        )
     note = f"{where}: translated albumentations 1.x arguments: {'; '.join(done)}" if done else None
     return out, note
 
