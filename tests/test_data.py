@@ -379,6 +379,16 @@ def test_imagefolder_gray_and_mixed_modes(tmp_path: Path) -> None:
         )
 
 
+def test_gray_images_with_alpha_are_gray(tmp_path: Path) -> None:
+    """An LA PNG (gray plus alpha) is one channel, as RGBA is three: the alpha is dropped."""
+    written = _write_folder(tmp_path / "la", gray=True)
+    alpha = np.full((8, 8), 200, np.uint8)
+    Image.fromarray(np.stack([written["train/cat/0.png"], alpha], axis=2), mode="LA").save(tmp_path / "la/train/cat/0.png")
+    loaded = load_dataset("imagefolder", tmp_path / "la")
+    assert loaded.channels == 1
+    np.testing.assert_array_equal(loaded.train_images[0, ..., 0], written["train/cat/0.png"])
+
+
 def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
     _write_folder(tmp_path)
     _save(tmp_path / "test/dog/big.png", np.zeros((10, 12, 3), np.uint8))

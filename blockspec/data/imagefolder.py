@@ -25,7 +25,7 @@ EXTENSIONS = frozenset(
 )
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
 _CACHE_PREFIX = "imagefolder"
-_CACHE_VERSION = "2"  # bump when the decoding or the stored arrays change
+_CACHE_VERSION = "3"  # bump when the decoding or the stored arrays change (3: LA images gray)
 _POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
 _CHUNK = 512
 
@@ -178,6 +178,7 @@ def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
 
 
 _WIDE_MODES = ("I", "F")  # PIL's 32-bit integer, 16-bit integer (I;16…) and float modes
+_GRAY_MODES = ("L", "LA", "1")  # LA: gray with alpha, which is dropped as RGBA's is
 
 
 def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
@@ -190,7 +191,7 @@ def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
                     # PIL's conversion to 8 bits clips these to 0 and 255 instead of scaling them
                     out.append(f"{image.mode} pixels (16-bit or floating point); save the images with 8-bit channels")
                     continue
-                mode = "L" if image.mode in ("L", "1") else "RGB"
+                mode = "L" if image.mode in _GRAY_MODES else "RGB"
                 out.append(np.asarray(image.convert(mode)))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             out.append(str(error) or type(error).__name__)
