@@ -502,7 +502,8 @@ def test_resuming_a_run_that_ended_restores_its_records(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Killed (or out of disk) between the last epoch's last.pt and its records: the resume
-    the error message suggests has no epoch to train but must still write them."""
+    the error message suggests has no epoch to train but must still write them, and clears
+    the half-written files the kill left."""
     spec = write_spec(tmp_path, data_root, epochs=2)
     out = tmp_path / "run"
     assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
@@ -510,9 +511,11 @@ def test_resuming_a_run_that_ended_restores_its_records(
     (out / "metrics.json").write_text(json.dumps(complete[:1]))
     (out / "metrics.csv").write_text((out / "metrics.csv").read_text().splitlines(keepends=True)[0])
     (out / "spec.yaml").unlink()
+    (out / ".curves.png.4242-0badf00d.tmp").write_bytes(b"half a picture")  # the kill's leftover
     code, _, err = run_cli(["train", "--resume", str(out)], capsys)
     assert code == 0, err
     assert metrics(out) == complete and len((out / "metrics.csv").read_text().splitlines()) == 3
+    assert not list(out.glob(".*.tmp"))
     assert parse_spec((out / "spec.yaml").read_text()) == parse_spec(spec.read_text())
 
 

@@ -57,6 +57,8 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise fail("--out", "another blockspec run is writing to this run directory", str(run_dir)) from None
+        for partial in run_dir.glob(".*.tmp"):  # an atomic write a killed run left half done
+            partial.unlink(missing_ok=True)
         yield
 
 
