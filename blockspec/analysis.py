@@ -88,7 +88,7 @@ def trace(
     shape = start = input_shape(spec, input_size)
     field = IDENTITY
     rows: list[LayerRow] = []
-    ctx = Context(path="", norm_groups=spec.defaults.norm_groups)
+    ctx = Context(path="", norm_groups=spec.defaults.norm_groups, ghost_batch=spec.defaults.ghost_batch)
     for block, layers in spec.blocks.items():
         for position, (index, _, layer) in enumerate(expand(layers)):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")

@@ -102,6 +102,33 @@ def _merge_phases(phases: Tensor, d: int, n: int) -> Tensor:
     return grid.permute(0, 3, 1, 4, 2, 5).reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """A 1×1 convolution that, strided on a CPU, takes every stride-th pixel first and then
+    convolves with stride 1: the same function, kept away from torch 2.13's CPU kernel for
+    strided 1×1 convolutions on channels-last maps of fewer than 16 channels, whose backward
+    corrupts memory and kills the process (an image's first layer, a residual's projection
+    shortcut)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or self.stride == (1, 1) or self.padding != (0, 0):
+            return super().forward(x)
+        layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        sampled = x[:, :, :: self.stride[0], :: self.stride[1]].contiguous(memory_format=layout)
+        return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (and layer norm on maps) that, on a CPU, hands its backward a contiguous
+    input when the input takes no gradient itself (the image, a frozen layer's output):
+    torch 2.13's CPU backward for the scale and shift alone crashes the process on a
+    channels-last or permuted input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad:
+            x = x.clone(memory_format=torch.contiguous_format)
+        return super().forward(x)
+
+
 class GhostBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises each group of `ghost_batch` images by that
     group's own statistics (ghost batch norm, Hoffer et al. 2017).
@@ -121,7 +148,9 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.momentum is None or x.shape[0] <= self.ghost_batch:
             return super().forward(x)
-        groups = x.split(self.ghost_batch)
+        groups = list(x.split(self.ghost_batch))
+        if groups[-1].shape[0] * x.shape[2] * x.shape[3] == 1:  # one value a channel has no variance
+            groups[-2:] = [torch.cat(groups[-2:])]  # the last image joins the group before it
         momentum = 1.0 - (1.0 - self.momentum) ** (1.0 / len(groups))
         self.num_batches_tracked.add_(1)
         state = (self.running_mean, self.running_var, self.weight, self.bias)

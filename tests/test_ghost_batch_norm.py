@@ -29,6 +29,23 @@ def _per_group(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([nn.functional.batch_norm(g, None, None, training=True) for g in groups])
 
 
+def test_a_last_group_of_one_value_a_channel_joins_the_group_before() -> None:
+    """Batch 7 in groups of 3 on a 1×1 map leaves one image alone, whose one value a channel
+    batch norm cannot normalise (torch refuses): it is normalised with the two before it."""
+    x = _batch(7)[:, :, :1, :1]
+    ghost = GhostBatchNorm2d(8, ghost_batch=3).train()
+    expected = torch.cat([_per_group(x[:3], 3), _per_group(x[3:], 4)])
+    torch.testing.assert_close(ghost(x), expected)
+
+
+def test_groups_of_one_image_on_a_1x1_map_are_a_spec_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\ndefaults: {ghost_batch: 1}\nblocks:\n  C1: [conv: {out: 8}, gap: {}, norm: {}]\n"
+                    "  output: [fc: {out: 10}]\n")
+    code, _, err = run_cli(["check", str(path)], capsys)
+    assert code == 2 and "blocks.C1[2].type = 'batch': ghost batch norm over groups of 1 image" in err
+
+
 def test_each_group_is_normalised_by_its_own_statistics() -> None:
     x = _batch()
     ghost = GhostBatchNorm2d(8, ghost_batch=32).train()

@@ -285,6 +285,13 @@ def norm_params(
     # On a vector, layer norm is nn.LayerNorm (any width works) but group norm is still
     # GroupNorm, which refuses groups of one value.
     groups = {"group": ctx.norm_groups, "layer": None if positions is None else 1}.get(norm)
+    if norm == "batch" and ctx.ghost_batch == 1 and positions == 1:
+        raise fail(
+            f"{ctx.path}.{field}",
+            "ghost batch norm over groups of 1 image has one value per channel on a 1×1 map; "
+            "raise defaults.ghost_batch",
+            norm,
+        )
     if groups and channels // groups * (positions or 1) < 2:
         where = "a vector" if positions is None else "a 1×1 map"
         raise fail(
@@ -307,10 +314,12 @@ def make_norm(norm: str, channels: int, ctx: Context, vector: bool = False) -> n
 
             return GhostBatchNorm2d(channels, ctx.ghost_batch)
         return nn.BatchNorm2d(channels)
+    from blockspec.modules import GroupNorm
+
     if norm == "group":
-        return nn.GroupNorm(ctx.norm_groups, channels)
+        return GroupNorm(ctx.norm_groups, channels)
     if norm == "layer":
-        return nn.LayerNorm(channels) if vector else nn.GroupNorm(1, channels)
+        return nn.LayerNorm(channels) if vector else GroupNorm(1, channels)
     raise ValueError(f"no module for norm {norm!r}")
 
 

@@ -65,10 +65,12 @@ class ConvSpec(SlidingUnit):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
-        from blockspec.modules import DepthwiseConv2d
+        from blockspec.modules import DepthwiseConv2d, PointwiseConv2d
 
         window = self.window(ctx)
-        conv_class = DepthwiseConv2d if self.groups == in_shape[0] > 1 else nn.Conv2d
+        conv_class = (
+            DepthwiseConv2d if self.groups == in_shape[0] > 1 else PointwiseConv2d if self.k == 1 else nn.Conv2d
+        )
         conv = conv_class(
             in_shape[0],
             self.out,

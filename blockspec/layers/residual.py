@@ -149,6 +149,8 @@ class ResidualSpec(LayerSpec):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
+        from blockspec.modules import PointwiseConv2d, Residual
+
         steps = self._body_steps(in_shape, ctx)
         body = nn.Sequential(*(layer.build(shape, step_ctx) for layer, shape, _, step_ctx in steps))
         last = self._last_normalised(steps, ctx)
@@ -160,12 +162,10 @@ class ResidualSpec(LayerSpec):
         projection: nn.Module = nn.Identity()
         if stride is not None:
             parts: list[tuple[str, nn.Module]] = [
-                ("conv", nn.Conv2d(in_shape[0], shape[0], 1, stride, bias=self.norm == "none"))
+                ("conv", PointwiseConv2d(in_shape[0], shape[0], 1, stride, bias=self.norm == "none"))
             ]
             if self.norm != "none":
                 parts.append(("norm", make_norm(self.norm, shape[0], ctx)))
             projection = nn.Sequential(OrderedDict(parts))
         act = nn.Identity() if self.act == "none" else make_act(self.act)
-        from blockspec.modules import Residual
-
         return Residual(body, projection, act)

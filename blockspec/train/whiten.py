@@ -44,6 +44,14 @@ def stem_layer(spec: Spec) -> ConvSpec:
             f"{2 * directions} (± pairs); lower its out or raise its k",
             spec.train.whiten_stem,
         )
+    span = layer.dilation * (layer.k - 1) + 1
+    if span > min(spec.input.hw):  # the whitening reads whole, unpadded patches of the images
+        raise fail(
+            "train.whiten_stem",
+            f"the first layer (blocks.{block}[0]) sees {span}×{span} windows, larger than the "
+            f"{'×'.join(map(str, spec.input.hw))} images: they hold no whole patch to whiten",
+            spec.train.whiten_stem,
+        )
     return layer
 
 
