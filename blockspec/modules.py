@@ -103,14 +103,14 @@ def _merge_phases(phases: Tensor, d: int, n: int) -> Tensor:
 
 
 class PointwiseConv2d(nn.Conv2d):
-    """A 1×1 convolution that, strided on a CPU, takes every stride-th pixel first and then
-    convolves with stride 1: the same function, kept away from torch 2.13's CPU kernel for
-    strided 1×1 convolutions on channels-last maps of fewer than 16 channels, whose backward
-    corrupts memory and kills the process (an image's first layer, a residual's projection
-    shortcut)."""
+    """A 1×1 convolution that, strided and training on a CPU, takes every stride-th pixel
+    first and then convolves with stride 1: the same function, kept away from torch 2.13's
+    CPU kernel for strided 1×1 convolutions on channels-last maps of fewer than 16 channels,
+    whose backward corrupts memory and kills the process (an image's first layer, a
+    residual's projection shortcut). Evaluation and export keep the plain convolution."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or self.stride == (1, 1) or self.padding != (0, 0):
+        if not self.training or x.device.type != "cpu" or self.stride == (1, 1) or self.padding != (0, 0):
             return super().forward(x)
         layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         sampled = x[:, :, :: self.stride[0], :: self.stride[1]].contiguous(memory_format=layout)
@@ -118,13 +118,13 @@ class PointwiseConv2d(nn.Conv2d):
 
 
 class GroupNorm(nn.GroupNorm):
-    """nn.GroupNorm (and layer norm on maps) that, on a CPU, hands its backward a contiguous
-    input when the input takes no gradient itself (the image, a frozen layer's output):
-    torch 2.13's CPU backward for the scale and shift alone crashes the process on a
-    channels-last or permuted input."""
+    """nn.GroupNorm (and layer norm on maps) that, training on a CPU, hands its backward a
+    contiguous input when the input takes no gradient itself (the image, a frozen layer's
+    output): torch 2.13's CPU backward for the scale and shift alone crashes the process on a
+    channels-last or permuted input. Evaluation and export keep the plain group norm."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad:
+        if self.training and x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad:
             x = x.clone(memory_format=torch.contiguous_format)
         return super().forward(x)
 

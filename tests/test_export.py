@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blockspec import build_model, load_spec
+from blockspec import build_model, load_spec, parse_spec
 from blockspec.train.checkpoint import save_atomic
 from tests.cli_helpers import run_cli
 
@@ -34,6 +34,17 @@ def test_an_out_that_cannot_be_written_is_refused_before_exporting(
         assert (code, err) == (2, f"error: --out = '{out}': {message}\n")
     code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "new" / "m.pt")], capsys)
     assert code == 0 and (tmp_path / "new" / "m.pt").is_file(), err
+
+
+def test_the_cpu_kernel_workarounds_stay_out_of_the_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A layer norm on the image and a strided 1×1 convolution train through other kernels on
+    a CPU (tests/test_cpu_kernel_faults.py); traced for export, in evaluation, they are the
+    plain layers, so the trace is torch's own and passes its checks."""
+    spec = parse_spec("name: k\nblocks:\n  C1: [norm: {type: layer}, strided: {out: 6, k: 1}]\n  output: [gap: {}, fc: {out: 10}]\n")
+    target = tmp_path / "best.pt"
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, target)
+    code, stdout, err = run_cli(["export", "--checkpoint", str(target), "--out", str(tmp_path / "k.ts")], capsys)
+    assert code == 0 and "max |exported − torch| = 0.00e+00" in stdout, err
 
 
 def test_torchscript_export_matches(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
