@@ -7,6 +7,7 @@ onnxruntime) on random inputs and compares with the eager model.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import torch
@@ -35,6 +36,8 @@ def export_model(model: torch.nn.Module, spec: Spec, fmt: str, out: Path, tolera
     else:
         got = _onnx_roundtrip(model, sample, out)
     difference = float((got - expected).abs().max())
+    if not math.isfinite(difference):  # NaN compares false with any tolerance
+        raise fail("export", "the model's outputs are not finite (NaN or inf): the checkpoint's weights hold such values")
     if difference > tolerance:
         raise fail("export", f"the exported model differs from torch by {difference:.2e} (> {tolerance:g})")
     return difference

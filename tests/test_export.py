@@ -47,6 +47,17 @@ def test_the_cpu_kernel_workarounds_stay_out_of_the_export(tmp_path: Path, capsy
     assert code == 0 and "max |exported − torch| = 0.00e+00" in stdout, err
 
 
+def test_a_checkpoint_with_nan_weights_is_not_exported_as_a_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN outputs differ from torch's by NaN, which no tolerance comparison refuses."""
+    spec = parse_spec("name: n\nblocks:\n  C1: [conv: {out: 4}]\n  output: [gap: {}, fc: {out: 10}]\n")
+    state = build_model(spec).state_dict()
+    state["C1.0.conv.weight"][0, 0, 0, 0] = float("nan")
+    target = tmp_path / "best.pt"
+    save_atomic({"model": state, "spec": spec.to_yaml(), "epoch": 1}, target)
+    code, _, err = run_cli(["export", "--checkpoint", str(target), "--out", str(tmp_path / "n.ts")], capsys)
+    assert code == 2 and "the model's outputs are not finite" in err
+
+
 def test_torchscript_export_matches(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "model.ts"
     code, stdout, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)], capsys)
