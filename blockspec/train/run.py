@@ -148,7 +148,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         with disk_errors_reported(run_dir, "write the first checkpoint", None):
             session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
         check_room_for_run(run_dir)
-    if ranks.main and not (run_dir / "spec.yaml").exists():  # after last.pt: a run killed between resumes
+    if ranks.main and not (run_dir / "spec.yaml").exists():  # after last.pt, so any run that has one can resume
         with disk_errors_reported(run_dir, "write spec.yaml", saved):
             write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
     try:
