@@ -16,10 +16,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+_PARTIAL = ".tmp"  # the suffix of a write in progress, hidden beside its target
+
+
+def remove_partial_writes(folder: Path) -> None:
+    """Delete the temporary files that writes killed half-way left in `folder`; only safe
+    while no other process writes there."""
+    for partial in folder.glob(f".*{_PARTIAL}"):
+        partial.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces `target` when the block exits without an exception."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}")
     try:
         with open(temp, "xb") as out:
             yield out

@@ -226,15 +226,10 @@ def _bounds(node: Schema) -> str:
     low = next(((node[key], alone, before) for key, alone, before in LOWER if key in node), None)
     high = next(((node[key], op) for key, op in UPPER if key in node and node[key] != INT_LIMIT), None)
     if low and high:
-        return f"{_number(low[0])} {low[2]} x {high[1]} {_number(high[0])}"
+        return f"{low[0]:g} {low[2]} x {high[1]} {high[0]:g}"
     if low:
-        return f"{low[1]} {_number(low[0])}"
-    return f"{high[1]} {_number(high[0])}" if high else ""
-
-
-def _number(value: float) -> str:
-    """Integers in full (`100,000`, not `1e+05`), other numbers short (`0.001`)."""
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+        return f"{low[1]} {low[0]:g}"
+    return f"{high[1]} {high[0]:g}" if high else ""
 
 
 def _default(field: Schema, required: bool) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from blockspec.atomic import remove_partial_writes
 from blockspec.errors import fail
 
 PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
@@ -57,8 +58,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise fail("--out", "another blockspec run is writing to this run directory", str(run_dir)) from None
-        for partial in run_dir.glob(".*.tmp"):  # an atomic write a killed run left half done
-            partial.unlink(missing_ok=True)
+        remove_partial_writes(run_dir)  # held: no other run writes here
         yield
 
 

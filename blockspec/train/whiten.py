@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blockspec.errors import fail
+from blockspec.layers.base import Window
 from blockspec.layers.conv import ConvSpec
 from blockspec.spec import Spec
 
@@ -44,7 +45,7 @@ def stem_layer(spec: Spec) -> ConvSpec:
             f"{2 * directions} (± pairs); lower its out or raise its k",
             spec.train.whiten_stem,
         )
-    span = layer.dilation * (layer.k - 1) + 1
+    span = Window(layer.k, dilation=layer.dilation).effective_k
     if span > min(spec.input.hw):  # the whitening reads whole, unpadded patches of the images
         raise fail(
             "train.whiten_stem",
