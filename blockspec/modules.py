@@ -102,19 +102,46 @@ def _merge_phases(phases: Tensor, d: int, n: int) -> Tensor:
     return grid.permute(0, 3, 1, 4, 2, 5).reshape(n, h * d, w * d, c).permute(0, 3, 1, 2)
 
 
-class PointwiseConv2d(nn.Conv2d):
-    """A 1×1 convolution that, strided and training on a CPU, takes every stride-th pixel
-    first and then convolves with stride 1: the same function, kept away from torch 2.13's
-    CPU kernel for strided 1×1 convolutions on channels-last maps of fewer than 16 channels,
-    whose backward corrupts memory and kills the process (an image's first layer, a
-    residual's projection shortcut). Evaluation and export keep the plain convolution."""
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d that, training on a CPU, keeps strided convolutions away from two faults of
+    torch 2.13's CPU kernels, computing the same function by other means (evaluation and
+    export keep the plain convolution; the state_dict is nn.Conv2d's):
+
+    - a strided 1×1 convolution's backward on a channels-last map of fewer than 16 channels
+      corrupts memory and kills the process (an image's first layer, a residual's projection
+      shortcut): it takes every stride-th pixel first and convolves with stride 1;
+    - under bf16 autocast, a convolution whose stride exceeds the map's side (one output
+      along it) gets NaN or wrong weight gradients on the taps that only ever see padding
+      (tests/test_cpu_kernel_faults.py): along a side with one output it pads, keeps the
+      window that output reads and convolves with stride 1.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or x.device.type != "cpu" or self.stride == (1, 1) or self.padding != (0, 0):
+        if not self.training or x.device.type != "cpu" or self.stride == (1, 1):
             return super().forward(x)
-        layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-        sampled = x[:, :, :: self.stride[0], :: self.stride[1]].contiguous(memory_format=layout)
-        return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
+        if self.kernel_size == (1, 1) and self.padding == (0, 0):
+            layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+            sampled = x[:, :, :: self.stride[0], :: self.stride[1]].contiguous(memory_format=layout)
+            return F.conv2d(sampled, self.weight, self.bias, 1, 0, self.dilation, self.groups)
+        sides = [_one_output(*side) for side in zip(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)]
+        if not any(sides):
+            return super().forward(x)
+        return self._one_window_forward(x, sides)
+
+    def _one_window_forward(self, x: Tensor, one_output: list[bool]) -> Tensor:
+        """Pads x, and along each side with one output keeps only the window it reads."""
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        padded = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        strides = list(self.stride)
+        for side, (k, d) in enumerate(zip(self.kernel_size, self.dilation)):
+            if one_output[side]:
+                padded, strides[side] = padded.narrow(side + 2, 0, d * (k - 1) + 1), 1
+        return F.conv2d(padded, self.weight, self.bias, tuple(strides), 0, self.dilation, self.groups)
+
+
+def _one_output(size: int, k: int, stride: int, padding: int, dilation: int) -> bool:
+    """Whether a strided window gives one output along a side of `size` pixels."""
+    return stride > 1 and size + 2 * padding - dilation * (k - 1) - 1 < stride
 
 
 class GroupNorm(nn.GroupNorm):

@@ -65,12 +65,10 @@ class ConvSpec(SlidingUnit):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
-        from blockspec.modules import DepthwiseConv2d, PointwiseConv2d
+        from blockspec.modules import Conv2d, DepthwiseConv2d
 
         window = self.window(ctx)
-        conv_class = (
-            DepthwiseConv2d if self.groups == in_shape[0] > 1 else PointwiseConv2d if self.k == 1 else nn.Conv2d
-        )
+        conv_class = DepthwiseConv2d if self.groups == in_shape[0] > 1 else Conv2d
         conv = conv_class(
             in_shape[0],
             self.out,

@@ -149,7 +149,7 @@ class ResidualSpec(LayerSpec):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
-        from blockspec.modules import PointwiseConv2d, Residual
+        from blockspec.modules import Conv2d, Residual
 
         steps = self._body_steps(in_shape, ctx)
         body = nn.Sequential(*(layer.build(shape, step_ctx) for layer, shape, _, step_ctx in steps))
@@ -162,7 +162,7 @@ class ResidualSpec(LayerSpec):
         projection: nn.Module = nn.Identity()
         if stride is not None:
             parts: list[tuple[str, nn.Module]] = [
-                ("conv", PointwiseConv2d(in_shape[0], shape[0], 1, stride, bias=self.norm == "none"))
+                ("conv", Conv2d(in_shape[0], shape[0], 1, stride, bias=self.norm == "none"))
             ]
             if self.norm != "none":
                 parts.append(("norm", make_norm(self.norm, shape[0], ctx)))
