@@ -126,10 +126,11 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP045
     seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP045
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes [default: 2].", show_default=False)] = None,  # noqa: UP045
     loader: Annotated[
-        str, typer.Option(help="auto, gpu (batched tensor augmentation) or albumentations.")
-    ] = "auto",
+        Optional[str],  # noqa: UP045
+        typer.Option(help="auto, gpu (batched tensor augmentation) or albumentations [default: auto].", show_default=False),
+    ] = None,
     limit_train: Annotated[Optional[int], typer.Option(help="Use N training images.")] = None,  # noqa: UP045
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
     resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP045
@@ -168,12 +169,20 @@ def train(
             spec = load_spec(spec_path)
     else:
         spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
-    if workers < 0:
+    if workers is not None and workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
-    if loader not in ("auto", "gpu", "albumentations"):
+    if loader not in (None, "auto", "gpu", "albumentations"):
         raise fail("--loader", "allowed: auto, gpu, albumentations", loader)
-    moved_data_root = data_root if resume is not None else None
-    options = RunOptions(device, workers, loader, out, limit_train, limit_test, resume, stop_at_target, moved_data_root)
+    kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
+            "stop_at_target": stop_at_target or None}
+    options = RunOptions(
+        device=device,
+        out=out,
+        resume=resume,
+        moved_data_root=data_root if resume is not None else None,
+        given=frozenset(name for name, value in kept.items() if value is not None),
+        **{name: value for name, value in kept.items() if value is not None},
+    )
     try:
         run_training(spec, options, log=typer.echo)
     except SpecError as error:

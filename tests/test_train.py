@@ -204,6 +204,9 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
         (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps it"),
         (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with"),
         (["--workers", "1"], "--workers = 1: the run being resumed started with 0 and keeps it"),
+        # given at their default values, still given
+        (["--workers", "2"], "--workers = 2: the run being resumed started with 0 and keeps it"),
+        (["--loader", "auto"], "--loader = 'auto': the run being resumed started with 'albumentations' and keeps it"),
         (["--out", "elsewhere"], "--out = 'elsewhere': a resumed run continues in its own directory"),
     ],
 )
@@ -212,7 +215,7 @@ def test_resume_refuses_flags_that_would_change_the_run(
 ) -> None:
     spec = write_spec(tmp_path, data_root, epochs=1)
     out = tmp_path / "run"
-    run_cli(["train", str(spec), "--out", str(out), "--workers", "0", *LIMITS], capsys)
+    run_cli(["train", str(spec), "--out", str(out), "--workers", "0", "--loader", "albumentations", *LIMITS], capsys)
     code, _, err = run_cli(["train", "--resume", str(out), *flags], capsys)
     assert code == 2 and says in err and "Traceback" not in err
 

@@ -23,6 +23,9 @@ class RunOptions:
     resume: Path | None = None
     stop_at_target: bool = False  # time-to-accuracy runs: end after the first epoch at the target
     moved_data_root: str | None = None  # a resumed run's data.root, where its data now lives
+    # which of the options kept on resume the user gave, at whatever value (the CLI knows);
+    # None: those that differ from their defaults
+    given: frozenset[str] | None = None
 
 
 # The options that decide what a run trains on, how its images are augmented and when it
@@ -45,7 +48,8 @@ def resumed_options(options: RunOptions, recorded: dict[str, Any] | None) -> Run
     defaults = RunOptions()
     for name, value in recorded.items():
         given = getattr(options, name)
-        if given != getattr(defaults, name) and given != value:
+        was_given = name in options.given if options.given is not None else given != getattr(defaults, name)
+        if was_given and given != value:
             raise fail(
                 flag_name(name),
                 f"the run being resumed started with {value!r} and keeps it; omit the flag",
