@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from blockspec.errors import fail
-from blockspec.layers import IDENTITY, Context, Field1D, Shape, Window, expand
+from blockspec.layers import IDENTITY, Context, Field1D, Shape, Window, expand, plugin_code
 from blockspec.spec import Spec
 
 
@@ -92,7 +92,9 @@ def trace(
     for block, layers in spec.blocks.items():
         for position, (index, _, layer) in enumerate(expand(layers)):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
-            geometry = layer.geometry(shape, layer_ctx)
+            with plugin_code(layer, layer_ctx.path, "computing its geometry"):
+                geometry = layer.geometry(shape, layer_ctx)
+                features = frozenset(layer.features(shape, layer_ctx))
             field = field.then(geometry.field)
             rows.append(
                 LayerRow(
@@ -107,7 +109,7 @@ def trace(
                     params=geometry.params,
                     macs=geometry.macs,
                     global_pool=geometry.global_pool,
-                    features=frozenset(layer.features(shape, layer_ctx)),
+                    features=features,
                 )
             )
             shape = geometry.out_shape

@@ -9,7 +9,7 @@ from torch import nn
 
 from blockspec.analysis import LayerRow, trace
 from blockspec.errors import fail
-from blockspec.layers import Context, expand
+from blockspec.layers import Context, expand, plugin_code
 from blockspec.layers.base import LayerSpec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
@@ -36,9 +36,15 @@ def build_model(spec: Spec) -> BlockNet:
 
 def _build_layer(layer: LayerSpec, row: LayerRow, ctx: Context) -> nn.Module:
     """The layer's module; a layer too large for memory is the spec's problem, named as such."""
-    try:
-        return layer.build(row.in_shape, ctx)
-    except (RuntimeError, MemoryError) as error:
-        if not isinstance(error, MemoryError) and "allocate" not in str(error):
-            raise
-        raise fail(ctx.path, f"{row.params:,} parameters: more than this machine's memory holds") from None
+    with plugin_code(layer, ctx.path, "building its module"):
+        try:
+            return layer.build(row.in_shape, ctx)
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            raise fail(ctx.path, f"{row.params:,} parameters: more than this machine's memory holds") from None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether torch (or Python) ran out of memory: torch reports it as a RuntimeError."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "allocate" in str(error))

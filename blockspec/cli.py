@@ -50,7 +50,7 @@ def build_summary(
         typer.Option("--input-size", metavar="H W", help="Analyse at another input size."),
     ] = None,
     verify: Annotated[
-        bool, typer.Option("--verify", help="Also build the module and check it matches.")
+        bool, typer.Option("--verify", help="Also build the module and check each layer's parameters and shape (exit 1 where they differ).")
     ] = False,
     edits: Edits = None,
 ) -> None:
@@ -74,10 +74,12 @@ def build_summary(
         from blockspec.verify import verify_against_module
 
         try:
-            report = verify_against_module(spec, summary.analysis)
+            verification = verify_against_module(spec, summary.analysis)
         except SpecError as error:
             raise _from_spec_file(error, spec_path) from None
-        typer.echo(report, err=format is Format.json)
+        typer.echo(str(verification), err=format is Format.json or bool(verification.problems))
+        if verification.problems:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -266,6 +268,10 @@ def export(
     spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
     difference = export_model(model_from_checkpoint(spec, payload, checkpoint), spec, format, out)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
+    views = [name for name in ("tta_flip", "tta_shift") if getattr(spec.train, name)]
+    if views:
+        typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
+                   "that `eval` and the run's accuracy average: apply them around it to score as they do")
 
 
 def _from_spec_file(error: SpecError, spec_path: Path | None) -> SpecError:

@@ -1,38 +1,108 @@
-"""Cross-check the analysis against the real module: parameter count and every shape."""
+"""Cross-check the analysis against the real module: every layer's parameters and shape."""
 
 from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from blockspec.analysis import Analysis
-from blockspec.build import build_model
+from blockspec.build import build_model, is_out_of_memory
+from blockspec.errors import fail
+from blockspec.layers import LayerSpec, expand, plugin_code
 from blockspec.spec import Spec
 
 
-def measured_shapes(model: nn.Module, analysis: Analysis) -> list[tuple[int, ...]]:
-    """Output shape of every built layer from one forward pass at the analysed input size."""
+@dataclass(frozen=True)
+class Verification:
+    """What `build-summary --verify` found: the module's parameter count and the differences."""
+
+    params: int
+    layers: int
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        if self.problems:
+            return "✗ module differs from the analysis: " + "; ".join(self.problems)
+        return f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes"
+
+
+def measured_shapes(
+    model: nn.Module, analysis: Analysis, layers: Sequence[LayerSpec] = ()
+) -> list[tuple[int, ...]]:
+    """Output shape of every built layer from one forward pass at the analysed input size, up
+    to the first that differs from the analysis (the next layer would get an input of a shape
+    it was not built for). With the spec's `layers` (in row order), an exception in a
+    plugin's forward pass is reported as the plugin's."""
+    _check_memory_for_forward(analysis)
     model.eval()
     shapes: list[tuple[int, ...]] = []
-    x = torch.zeros(1, *analysis.input_shape)
-    with torch.no_grad():
-        for block in model:
-            for layer in block:
-                x = layer(x)
+    modules = [layer for block in model for layer in block]
+    where = "input.size"  # then the layer running
+    try:
+        x = torch.zeros(1, *analysis.input_shape)
+        with torch.no_grad():
+            for index, (module, row) in enumerate(zip(modules, analysis.rows)):
+                where = row.path
+                with plugin_code(layers[index], row.path, "in its forward pass") if layers else nullcontext():
+                    x = module(x)
                 shapes.append(tuple(x.shape[1:]))
+                if shapes[-1] != row.out_shape:
+                    break
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        size = "×".join(map(str, analysis.input_shape[1:]))
+        raise fail(where, f"a forward pass at a {size} input needs more memory than this machine has") from None
     return shapes
 
 
-def verify_against_module(spec: Spec, analysis: Analysis) -> str:
-    """One line saying whether the built module agrees with the analysis, and where not."""
+def _check_memory_for_forward(analysis: Analysis) -> None:
+    """Refuse a forward pass whose largest map alone exceeds the available memory: it would
+    not fail cleanly but swap, or wake the kernel's out-of-memory killer."""
+    available = _available_memory()
+    row = max(analysis.rows, key=lambda row: math.prod(row.out_shape))
+    needed = 4 * math.prod(row.out_shape)  # float32, one image
+    if available is not None and needed > available:
+        size = "×".join(map(str, analysis.input_shape[1:]))
+        raise fail(row.path, f"at a {size} input its output alone takes {needed / 2**30:,.1f} GiB, more than the "
+                   f"{available / 2**30:,.1f} GiB of memory available")
+
+
+def _available_memory() -> int | None:
+    """Bytes the kernel could hand out now (Linux's MemAvailable, page cache included), else
+    the machine's physical memory, else None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
+    """Build the module, then compare each layer's parameter count and output shape."""
     model = build_model(spec)
-    params = sum(p.numel() for p in model.parameters())
+    layers = [layer for block in spec.blocks.values() for _, _, layer in expand(block)]
+    modules = [module for block in model for module in block]
     problems = []
-    if params != analysis.total_params:
-        problems.append(f"torch counts {params:,} parameters, the analysis {analysis.total_params:,}")
-    for row, shape in zip(analysis.rows, measured_shapes(model, analysis)):
+    for row, module in zip(analysis.rows, modules):
+        counted = sum(p.numel() for p in module.parameters())
+        if counted != row.params:
+            problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {counted:,} parameters, the analysis {row.params:,}")
+    for row, shape in zip(analysis.rows, measured_shapes(model, analysis, layers)):
         if shape != row.out_shape:
-            problems.append(f"{row.name}: forward gives {shape}, the analysis {row.out_shape}")
-    if problems:
-        return "✗ module differs from the analysis: " + "; ".join(problems)
-    return f"✓ built module agrees: {params:,} parameters, {len(analysis.rows)} layer shapes"
+            problems.append(f"{row.name} ({row.kind} at {row.path}): forward gives {shape}, the analysis "
+                            f"{row.out_shape} (the layers after it were not run)")
+    params = sum(p.numel() for p in model.parameters())
+    return Verification(params, len(analysis.rows), tuple(problems))

@@ -47,6 +47,16 @@ def test_input_size_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and json.loads(out)["layers"][0]["out_shape"] == [8, 64, 64]
 
 
+def test_verify_at_a_size_whose_maps_exceed_the_memory_is_refused_before_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 100,000² image's first 32-channel map takes 1,192 GiB: the forward pass would swap or
+    be killed, not fail cleanly."""
+    code, _, err = run_cli(["build-summary", str(FLAGSHIP), "--input-size", "100000", "100000", "--verify"], capsys)
+    assert code == 2 and "more than the" in err and "GiB of memory available" in err, err
+    assert "blocks.C1[0]: at a 100000×100000 input its output alone takes 1,192.1 GiB" in err, err
+
+
 def test_verify_builds_and_agrees(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--verify"], capsys)
     assert code == 0 and "✓ built module agrees" in out

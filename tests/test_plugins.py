@@ -96,3 +96,144 @@ def test_without_the_plugin_the_kind_is_unknown(tmp_path: Path) -> None:
     spec.write_text(SPEC.replace("GROUPS", "2"))
     result = blockspec(tmp_path, "check", str(spec))
     assert result.returncode == 2 and "unknown layer kind 'shuffle'" in result.stderr
+
+
+FAULTY = '''
+from typing import Callable, Literal
+from torch import nn
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape
+
+
+class LiarSpec(LayerSpec):
+    """Claims no parameters, builds a 1×1 convolution."""
+
+    kind: Literal["liar"] = "liar"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, 0, 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return nn.Conv2d(in_shape[0], in_shape[0], 1)
+
+
+class WidenSpec(LiarSpec):
+    """Claims to keep the channels, builds a layer that doubles them."""
+
+    kind: Literal["widen"] = "widen"
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return nn.Conv2d(in_shape[0], 2 * in_shape[0], 1, bias=False)
+
+
+class BoomSpec(LayerSpec):
+    kind: Literal["boom"] = "boom"
+    when: Literal["geometry", "build", "forward"] = "geometry"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        if self.when == "geometry":
+            raise ValueError("boom in geometry")
+        return Geometry(in_shape, 0, 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        if self.when == "build":
+            raise ValueError("boom in build")
+        return Explode() if self.when == "forward" else nn.Identity()
+
+
+class Explode(nn.Module):
+    def forward(self, x):
+        raise ValueError("boom in forward")
+
+
+class NotLiteralSpec(LiarSpec):
+    kind: str = "notliteral"
+
+
+class CallableSpec(LiarSpec):
+    kind: Literal["fn"] = "fn"
+    fn: Callable[[int], int] = abs
+
+
+class Twice(LiarSpec):
+    kind: Literal["twice"] = "twice"
+
+
+class TwiceAgain(Twice):
+    pass
+'''
+
+
+def _distribution(site: Path, name: str, entry_points: str) -> None:
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[blockspec.layers]\n" + entry_points)
+
+
+@pytest.fixture
+def faulty_site(tmp_path: Path) -> Path:
+    """Plugins with the faults a plugin author can make; `twice` is registered by two packages."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "faultyplugin.py").write_text(FAULTY)
+    kinds = ("liar", "widen", "boom", "notliteral", "fn")
+    classes = ("LiarSpec", "WidenSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec")
+    _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
+                  + "twice = faultyplugin:Twice\n")
+    _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
+    return site
+
+
+def _faulty_spec(tmp_path: Path, layer: str) -> Path:
+    spec = tmp_path / "faulty.yaml"
+    spec.write_text(f"name: f\ninput: {{size: 8}}\nblocks:\n  C1: [conv: {{out: 8}}, {layer}, conv: {{out: 8}}]\n"
+                    "  output: [gap: {}, fc: {out: 10}]\n")
+    return spec
+
+
+def test_verify_names_the_layer_whose_parameters_differ_and_exits_1(faulty_site: Path, tmp_path: Path) -> None:
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "liar: {}")), "--verify")
+    assert result.returncode == 1, result.stderr
+    assert "✗ module differs from the analysis: C1.1 (liar at blocks.C1[1]): torch counts 72 parameters, the analysis 0" in result.stderr
+
+
+def test_verify_stops_at_the_first_layer_whose_shape_differs(faulty_site: Path, tmp_path: Path) -> None:
+    """The convolution after it was built for 8 channels: running it would only crash."""
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "widen: {}")), "--verify")
+    assert result.returncode == 1, result.stderr
+    assert "C1.1 (widen at blocks.C1[1]): forward gives (16, 8, 8), the analysis (8, 8, 8)" in result.stderr
+    assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("layer", "doing"),
+    [
+        ("boom: {}", "computing its geometry"),
+        ("boom: {when: build}", "building its module"),
+        ("boom: {when: forward}", "in its forward pass"),
+        ("residual: {body: [conv: {out: 8}, boom: {}]}", "computing its geometry"),
+    ],
+)
+def test_an_exception_in_a_plugins_code_names_the_plugin_and_the_layer(
+    faulty_site: Path, tmp_path: Path, layer: str, doing: str
+) -> None:
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, layer)), "--verify")
+    assert result.returncode == 2, result.stderr
+    assert f"faulty.yaml: blocks.C1[1]: failed {doing}, in the layer plugin 'boom' (faultyplugin:BoomSpec): ValueError: boom in" in result.stderr
+    assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
+
+
+def test_plugins_that_cannot_work_are_skipped_with_a_warning(faulty_site: Path, tmp_path: Path) -> None:
+    """A `kind` that is not a Literal (Pydantic could build no spec at all), and a kind two
+    packages register (which one won would depend on the install order)."""
+    result = blockspec(faulty_site, "check", str(_faulty_spec(tmp_path, "conv: {out: 8}")))
+    assert result.returncode == 0, result.stderr
+    assert "ignoring layer plugin 'notliteral' (faultyplugin:NotLiteralSpec): its `kind` field must be" in result.stderr
+    assert "ignoring layer plugin 'twice': faultyplugin:Twice and faultyplugin:TwiceAgain both register it" in result.stderr
+
+
+def test_schema_describes_a_plugin_field_it_cannot_type_as_any_value(faulty_site: Path) -> None:
+    result = blockspec(faulty_site, "schema")
+    assert result.returncode == 0, result.stderr
+    assert "layer plugin 'fn' (faultyplugin:CallableSpec) has fields JSON Schema cannot describe" in result.stderr
+    assert json.loads(result.stdout)["$defs"]["CallableSpecArgs"]["properties"]["fn"] == {"title": "Fn"}

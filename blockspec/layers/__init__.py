@@ -8,8 +8,7 @@ docs/plugins.md): the user's deliberate install, never a module path written in 
 from __future__ import annotations
 
 import difflib
-import sys
-from importlib.metadata import entry_points
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Field
@@ -30,6 +29,7 @@ from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
 from blockspec.layers.dws import DwsSpec
 from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec
 from blockspec.layers.head import FcSpec, FlattenSpec, LogSoftmaxSpec
+from blockspec.layers.plugins import plugin_faults, plugin_kinds
 from blockspec.layers.pool import GapSpec, PoolSpec
 from blockspec.layers.residual import ResidualSpec
 
@@ -54,34 +54,12 @@ BUILTIN_KINDS: dict[str, type[LayerSpec]] = {
 }
 
 
-def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpec]]:
-    """Layer kinds registered by installed packages; a broken one is skipped with a warning."""
-    found: dict[str, type[LayerSpec]] = {}
-    for entry in entry_points(group="blockspec.layers"):
-        try:
-            cls = entry.load()
-            problem = _plugin_problem(entry.name, cls, builtin)
-        except Exception as error:  # noqa: BLE001 (a plugin's import error must not stop blockspec)
-            problem = f"cannot be loaded ({type(error).__name__}: {error})"
-        if problem:
-            print(f"blockspec: ignoring layer plugin '{entry.name}' ({entry.value}): {problem}", file=sys.stderr)
-        else:
-            found[entry.name] = cls
-    return found
-
-
-def _plugin_problem(name: str, cls: Any, builtin: dict[str, type[LayerSpec]]) -> str | None:
-    if not (isinstance(cls, type) and issubclass(cls, LayerSpec)):
-        return "it is not a subclass of blockspec.layers.LayerSpec"
-    if name in builtin:
-        return "a built-in kind has that name"
-    kind = cls.model_fields["kind"].default
-    if kind != name:
-        return f"its `kind` field defaults to {kind!r}, not {name!r}"
-    return None
-
-
 LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **plugin_kinds(BUILTIN_KINDS)}
+
+
+def plugin_code(layer: LayerSpec, path: str, doing: str) -> AbstractContextManager[None]:
+    """Reports an exception raised inside a plugin's code as that plugin's, at `path`."""
+    return plugin_faults(layer, path, doing, BUILTIN_KINDS)
 
 
 def unwrap_entry(value: Any) -> Any:
@@ -136,4 +114,5 @@ __all__ = [
     "Shape",
     "Window",
     "expand",
+    "plugin_code",
 ]
