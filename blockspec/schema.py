@@ -8,9 +8,12 @@ is a one-key mapping `{conv: {...}}`. The block lists are therefore re-described
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
-from blockspec.layers import LAYER_KINDS
+from pydantic.json_schema import CoreSchema, GenerateJsonSchema, JsonSchemaValue
+
+from blockspec.layers import BUILTIN_KINDS, LAYER_KINDS
 from blockspec.spec import BLOCK_NAME, MODULE_ATTRIBUTES, Spec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -18,11 +21,26 @@ ENTRY = {"$ref": "#/$defs/LayerEntry"}
 
 
 def spec_json_schema() -> dict[str, Any]:
-    schema = Spec.model_json_schema(ref_template="#/$defs/{model}")
+    undescribed: list[str] = []
+
+    class Generator(GenerateJsonSchema):
+        """A field JSON Schema cannot describe (a plugin's `Callable`) may hold any value in
+        the schema, rather than failing all of it; blockspec's own validation still applies."""
+
+        def handle_invalid_for_json_schema(self, schema: CoreSchema, error_info: str) -> JsonSchemaValue:
+            undescribed.append(error_info)
+            return {}
+
+    schema = Spec.model_json_schema(ref_template="#/$defs/{model}", schema_generator=Generator)
     definitions: dict[str, Any] = schema.setdefault("$defs", {})
     choices = []
     for kind, cls in LAYER_KINDS.items():
-        arguments = cls.model_json_schema(ref_template="#/$defs/{model}")
+        undescribed.clear()
+        arguments = cls.model_json_schema(ref_template="#/$defs/{model}", schema_generator=Generator)
+        if undescribed and kind not in BUILTIN_KINDS:  # a residual only holds plugins
+            print(f"blockspec: layer plugin '{kind}' ({cls.__module__}:{cls.__qualname__}) has fields JSON "
+                  f"Schema cannot describe ({'; '.join(sorted(set(undescribed)))}); the schema lets them "
+                  "hold any value", file=sys.stderr)
         nested = arguments.pop("$defs", {})
         if "$ref" in arguments:  # a recursive model (residual) is described by reference
             arguments = nested.pop(arguments["$ref"].rsplit("/", 1)[1])

@@ -83,6 +83,8 @@ FEATURES = (
     "logsoftmax",
     "residual",
 )
+RULE_FEATURES = FEATURES + tuple(kind for kind in LAYER_KINDS if kind not in FEATURES)
+"""What `rules.require/forbid` may name: the features, and every kind (plugins' included)."""
 
 
 class InputSpec(StrictModel):
@@ -134,9 +136,12 @@ class Rules(StrictModel):
     require: list[str] = Field(
         default_factory=list,
         description="features (`dws`, `dilated`, `gap`, …) some layer must have",
+        json_schema_extra={"items": {"enum": list(RULE_FEATURES)}},
     )
     forbid: list[str] = Field(
-        default_factory=list, description="features (`maxpool`, …) no layer may have"
+        default_factory=list,
+        description="features (`maxpool`, …) no layer may have",
+        json_schema_extra={"items": {"enum": list(RULE_FEATURES)}},
     )
     blocks: list[str] | None = Field(
         default=None, description="holds when the block names, in order, are exactly these"
@@ -145,10 +150,9 @@ class Rules(StrictModel):
     @field_validator("require", "forbid")
     @classmethod
     def _known_features(cls, names: list[str]) -> list[str]:
-        allowed = FEATURES + tuple(kind for kind in LAYER_KINDS if kind not in FEATURES)
-        unknown = [name for name in names if name not in allowed]
+        unknown = [name for name in names if name not in RULE_FEATURES]
         if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; allowed: {', '.join(allowed)}")
+            raise ValueError(f"unknown feature(s) {unknown}; allowed: {', '.join(RULE_FEATURES)}")
         return names
 
 
