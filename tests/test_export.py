@@ -36,6 +36,16 @@ def test_an_out_that_cannot_be_written_is_refused_before_exporting(
     assert code == 0 and (tmp_path / "new" / "m.pt").is_file(), err
 
 
+def test_export_says_it_leaves_out_the_test_time_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's and `eval`'s accuracy average each image with its mirror; the file does not."""
+    spec = parse_spec("name: t\nblocks:\n  C1: [conv: {out: 4}]\n  output: [gap: {}, fc: {out: 10}]\ntrain: {tta_flip: true}\n")
+    target = tmp_path / "best.pt"
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, target)
+    code, stdout, err = run_cli(["export", "--checkpoint", str(target), "--out", str(tmp_path / "t.ts")], capsys)
+    assert code == 0, err
+    assert "note: the exported file is the network alone, without the test-time views (tta_flip)" in stdout
+
+
 def test_the_cpu_kernel_workarounds_stay_out_of_the_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A layer norm on the image and a strided 1×1 convolution train through other kernels on
     a CPU (tests/test_cpu_kernel_faults.py); traced for export, in evaluation, they are the
