@@ -265,8 +265,20 @@ def test_a_batch_of_one_is_refused_where_batch_norm_cannot_train_on_it(
     spec.write_text(spec.read_text().replace("gap: {}", "gap: {}, norm: {}"))
     code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--batch-size", "1"], capsys)
     assert (code, "Traceback" in err) == (2, False)
-    assert "train.batch_size = 1: the network has batch norm, which needs batches of 2 or more images" in err
+    # the flag, not the file's field (which says 16)
+    assert err == ("error: --batch-size = 1: the batch norm at output.1 gets one value a channel from one image, "
+                   "and cannot train on it: use batches of 2 or more images\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_of_one_trains_where_batch_norm_sees_whole_maps(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each batch norm here normalises a 16×16 or 8×8 map: one image gives it statistics."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--batch-size", "1", *LIMITS], capsys)
+    assert code == 0, err
+    assert len(metrics(tmp_path / "run")) == 1
 
 
 def test_an_out_that_is_a_file_is_refused_as_a_file(

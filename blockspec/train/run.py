@@ -213,13 +213,27 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
 
 def _check_batch_for_batch_norm(spec: Spec) -> None:
     """Batch norm cannot train on one image where a channel holds a single value (a 1×1 map,
-    a vector), so a batch of one is refused before the run starts rather than at that layer."""
+    a vector), so a batch of one is refused before the run starts rather than at that layer;
+    on larger maps one image gives each channel its statistics, and trains."""
     if spec.train.batch_size > 1:
         return
+    import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    if any(isinstance(module, _BatchNorm) for module in build_model(spec).modules()):
-        raise fail("train.batch_size", "the network has batch norm, which needs batches of 2 or more images", 1)
+    model = build_model(spec)
+    single: list[str] = []
+    hooks = [
+        module.register_forward_pre_hook(lambda _, inputs, name=name: single.append(name)
+                                         if inputs[0][0].numel() == inputs[0].shape[1] else None)
+        for name, module in model.named_modules() if isinstance(module, _BatchNorm)
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *trace(spec).input_shape))
+    for hook in hooks:
+        hook.remove()
+    if single:
+        raise fail("train.batch_size", f"the batch norm at {single[0]} gets one value a channel from one image, "
+                   "and cannot train on it: use batches of 2 or more images", 1)
 
 
 def _check_resumable(checkpoint: dict[str, Any], options: RunOptions) -> None:
