@@ -201,12 +201,13 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps it"),
+        (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps that"),
         (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with"),
-        (["--workers", "1"], "--workers = 1: the run being resumed started with 0 and keeps it"),
+        (["--workers", "1"], "--workers = 1: the run being resumed started with 0 and keeps that"),
         # given at their default values, still given
-        (["--workers", "2"], "--workers = 2: the run being resumed started with 0 and keeps it"),
-        (["--loader", "auto"], "--loader = 'auto': the run being resumed started with 'albumentations' and keeps it"),
+        (["--workers", "2"], "--workers = 2: the run being resumed started with 0 and keeps that"),
+        (["--loader", "auto"], "--loader = 'auto': the run being resumed started with 'albumentations' and keeps that"),
+        (["--stop-at-target"], "--stop-at-target = True: the run being resumed started without it and keeps that"),
         (["--out", "elsewhere"], "--out = 'elsewhere': a resumed run continues in its own directory"),
     ],
 )

@@ -52,7 +52,8 @@ def resumed_options(options: RunOptions, recorded: dict[str, Any] | None) -> Run
         if was_given and given != value:
             raise fail(
                 flag_name(name),
-                f"the run being resumed started with {value!r} and keeps it; omit the flag",
+                f"the run being resumed started {'without it' if value is None or value is False else f'with {value!r}'} and keeps "
+                "that; omit the flag",
                 given,
             )
     return replace(options, **recorded)
