@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from blockspec.analysis import LayerRow
@@ -65,7 +66,11 @@ def print_table(summary: Summary, console: Console) -> None:
             table.add_section()
         previous_block = row.block
         table.add_row(*cells)
-    console.print(table)
+    # the table's natural width even on a narrower terminal: squeezed, rich would cut the
+    # numbers to "884,7…"; a line the terminal wraps still shows every digit
+    natural = Measurement.get(console, console.options.update(width=10**4), table).maximum
+    console.width = max(console.width, natural)
+    console.print(table, crop=False)
     for line in _totals(summary):
         console.print(line, highlight=False)
     for rule in summary.rules:

@@ -42,6 +42,23 @@ def test_table_and_markdown_show_every_layer(capsys: pytest.CaptureFixture[str])
     assert "| output | output.1 | fc |  | 10 |" in md
 
 
+def test_the_table_on_a_narrow_terminal_keeps_every_digit() -> None:
+    """Squeezed to 80 columns, rich cut the cells to `884,7…`; the table keeps its width."""
+    import io
+
+    from rich.console import Console
+
+    from blockspec.render import print_table
+    from blockspec.summary import summarize
+
+    terminal = io.StringIO()
+    summary = summarize(load_spec(FLAGSHIP))
+    print_table(summary, Console(file=terminal, width=80, force_terminal=True, color_system=None))
+    cells = terminal.getvalue()
+    assert "…" not in cells
+    assert all(f"{row.params:,}" in cells and f"{row.macs:,}" in cells for row in summary.analysis.rows)
+
+
 def test_input_size_option(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["build-summary", str(FOURBLOCKS), "-f", "json", "--input-size", "64", "64"], capsys)
     assert code == 0 and json.loads(out)["layers"][0]["out_shape"] == [8, 64, 64]
