@@ -88,10 +88,14 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
     """Exit 1 if any rule in the spec fails (for CI); 0 when all hold.
 
     A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2."""
+    from blockspec.data import read_augment
     from blockspec.load import load_spec
     from blockspec.summary import summarize
 
-    summary = summarize(load_spec(spec_path, edits=edits, augment=True))
+    spec = load_spec(spec_path, edits=edits, augment=True)
+    for note in read_augment(spec.data.augment).notes:  # what training would say about them
+        typer.echo(f"note: {note}", err=True)
+    summary = summarize(spec)
     if not summary.rules:
         typer.echo(f"{spec_path}: no rules to check (add a `rules:` section)")
         return

@@ -59,6 +59,29 @@ def test_the_table_on_a_narrow_terminal_keeps_every_digit() -> None:
     assert all(f"{row.params:,}" in cells and f"{row.macs:,}" in cells for row in summary.analysis.rows)
 
 
+AUGMENTED = """name: a
+blocks:
+  C1: [conv: {out: 8}]
+  output: [gap: {}, fc: {out: 10}]
+data:
+  augment: [TRANSFORM]
+"""
+
+
+def test_check_says_what_training_would_note_about_the_augmentation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("TRANSFORM", "ShiftScaleRotate: {shift_limit: 0.1, p: 0.5}"))
+    code, _, err = run_cli(["check", str(spec)], capsys)
+    assert code == 0 and "note: data.augment[0].ShiftScaleRotate: without border_mode, albumentations 2.x fills" in err
+
+
+def test_a_fill_albumentations_refuses_lists_blockspecs_mean_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("TRANSFORM", "CoarseDropout: {hole_height_range: [4, 4], hole_width_range: [4, 4], fill: bogus}"))
+    code, _, err = run_cli(["check", str(spec)], capsys)
+    assert code == 2 and "CoarseDropout.fill = 'bogus': " in err and err.endswith("; or 'mean' (the data set's mean colour)\n")
+
+
 def test_input_size_option(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["build-summary", str(FOURBLOCKS), "-f", "json", "--input-size", "64", "64"], capsys)
     assert code == 0 and json.loads(out)["layers"][0]["out_shape"] == [8, 64, 64]

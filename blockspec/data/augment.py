@@ -15,7 +15,7 @@ import inspect
 import random
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import albumentations as A
@@ -29,7 +29,7 @@ from albumentations.core.transforms_interface import (
 from pydantic import ValidationError
 
 from blockspec.data.augment_compat import REMOVED, changed_default_note, translate_args
-from blockspec.errors import SpecError, dotted_path, fail, validation_problems
+from blockspec.errors import Problem, SpecError, dotted_path, fail, validation_problems
 
 _NORMALISES = (
     "blockspec converts images to tensors and normalises each batch with the data set's "
@@ -222,8 +222,16 @@ def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransf
 def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> SpecError:
     cause = error.__cause__ if isinstance(error.__cause__, ValidationError) else error
     if isinstance(cause, ValidationError):
-        return SpecError(validation_problems(cause, lambda loc: _within(where, dotted_path(loc))))
+        problems = validation_problems(cause, lambda loc: _within(where, dotted_path(loc)))
+        return SpecError([_with_mean_fill(problem, where) for problem in problems])
     return fail(where, f"albumentations rejected these arguments: {error}", args)
+
+
+def _with_mean_fill(problem: Problem, where: str) -> Problem:
+    """albumentations lists the fills it knows; blockspec adds `mean` (see `_resolve_fill`)."""
+    if problem.path != f"{where}.fill":
+        return problem
+    return replace(problem, message=f"{problem.message}; or 'mean' (the data set's mean colour)")
 
 
 def _check_hole_units(transform: BasicTransform, args: dict[str, Any], where: str) -> None:
