@@ -12,7 +12,7 @@ import sys
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from blockspec.errors import SpecError, fail
@@ -30,7 +30,7 @@ def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpe
         except Exception as error:  # noqa: BLE001 (a plugin's import error must not stop blockspec)
             problem = f"cannot be loaded ({type(error).__name__}: {error})"
         if problem:
-            _warn(entry, problem)
+            print(f"blockspec: ignoring layer plugin '{entry.name}' ({entry.value}): {problem}", file=sys.stderr)
         else:
             registered.setdefault(entry.name, {})[entry.value] = cls  # one package seen twice counts once
     found: dict[str, type[LayerSpec]] = {}
@@ -41,10 +41,6 @@ def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpe
         else:
             found[name] = next(iter(classes.values()))
     return found
-
-
-def _warn(entry: EntryPoint, problem: str) -> None:
-    print(f"blockspec: ignoring layer plugin '{entry.name}' ({entry.value}): {problem}", file=sys.stderr)
 
 
 def _plugin_problem(name: str, cls: Any, builtin: dict[str, type[LayerSpec]]) -> str | None:
