@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from blockspec import SpecError
 from blockspec.data import load_dataset
@@ -130,4 +131,46 @@ def test_encrypted_zip_member_is_a_spec_error(tmp_path: Path, cache_home: Path) 
         raw[raw.index(signature) + flags_at] |= 1  # general-purpose flag bit 0: encrypted
     archive.write_bytes(bytes(raw))
     with pytest.raises(SpecError, match="cannot read the archive .*encrypted"):
+        load_dataset("imagefolder", archive)
+
+
+def test_a_tar_updated_in_place_is_read_as_unpacking_it_would(tmp_path: Path, cache_home: Path) -> None:
+    """`tar -u` appends a second copy of a changed file: the last copy counts, once."""
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    archive = tmp_path / "colours.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    image = sorted((folder / "train").rglob("*.png"))[0]
+    updated = tmp_path / "updated.png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(updated)
+    with tarfile.open(archive, "a") as bundle:
+        bundle.add(updated, arcname=f"colours/{image.relative_to(folder)}")
+    data = load_dataset("imagefolder", archive)
+    assert len(data.train_images) == len(load_dataset("imagefolder", folder).train_images)
+    assert any((picture == (1, 2, 3)).all() for picture in data.train_images)
+
+
+def test_a_zip_with_subfolders_and_backslashes_loads_every_image(tmp_path: Path, cache_home: Path) -> None:
+    """Subfolders of a class count (as in the folder form), and old Windows tools' `\\` too."""
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    archive = tmp_path / "colours.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index, file in enumerate(sorted(folder.rglob("*.png"))):
+            parts = file.relative_to(folder).parts
+            inner = (*parts[:2], "sub", parts[2]) if index % 2 else parts
+            bundle.write(file, "\\".join(inner) if index % 3 == 0 else "/".join(inner))
+    from_archive, from_folder = load_dataset("imagefolder", archive), load_dataset("imagefolder", folder)
+    assert len(from_archive.train_images) == len(from_folder.train_images)
+    assert len(from_archive.test_images) == len(from_folder.test_images)
+    assert from_archive.classes == from_folder.classes
+
+
+def test_an_empty_class_folder_in_an_archive_is_refused_as_in_a_folder(tmp_path: Path, cache_home: Path) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    for split in ("train", "test"):
+        (folder / split / "zz-empty").mkdir()
+    archive = tmp_path / "colours.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    with pytest.raises(SpecError, match=r"colours/train/zz-empty holds no images"):
         load_dataset("imagefolder", archive)

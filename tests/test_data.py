@@ -339,21 +339,19 @@ def test_imagefolder_cache_is_reused_then_invalidated(tmp_path: Path) -> None:
     first = load_dataset("imagefolder", tmp_path)
     [cache] = _cache_files(tmp_path)
     written_at = cache.stat().st_mtime_ns
+    again = load_dataset("imagefolder", tmp_path)  # nothing changed: the cache serves it
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    assert _cache_files(tmp_path) == [cache] and cache.stat().st_mtime_ns == written_at
 
-    # Same size and mtime, different pixels: a load that decoded would see the change.
+    # Rewritten in place with its old size and modification time restored (`cp -p` of an
+    # edited copy): the change time still moves, so the cache misses and the load decodes.
     image = tmp_path / "train/cat/0.png"
     stat = image.stat()
     blank = np.zeros((8, 8, 3), np.uint8)
     _save(image, blank)
-    assert image.stat().st_size != stat.st_size  # PNG of zeros is smaller; pad to the old size
-    image.write_bytes(image.read_bytes().ljust(stat.st_size, b"\0"))
+    image.write_bytes(image.read_bytes().ljust(stat.st_size, b"\0"))  # a PNG of zeros is smaller
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    again = load_dataset("imagefolder", tmp_path)
-    np.testing.assert_array_equal(again.train_images, first.train_images)
-    assert _cache_files(tmp_path) == [cache] and cache.stat().st_mtime_ns == written_at
-
-    # A real change (new mtime) misses the cache: decoded afresh, old cache file replaced.
-    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert (image.stat().st_size, image.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     changed = load_dataset("imagefolder", tmp_path)
     np.testing.assert_array_equal(changed.train_images[0], blank)
     [new_cache] = _cache_files(tmp_path)
@@ -361,6 +359,37 @@ def test_imagefolder_cache_is_reused_then_invalidated(tmp_path: Path) -> None:
 
     (tmp_path / "train/dog/x.jpg").unlink()
     assert len(load_dataset("imagefolder", tmp_path).train_images) == 7
+
+
+def test_swapped_class_folders_are_not_served_from_the_cache(tmp_path: Path) -> None:
+    """Files unpacked from one archive share their sizes and times: swapping two class folders
+    leaves every (path, size, modification time) as it was, but not the path's inode."""
+    stamp = 1_700_000_000 * 10**9
+    for split in ("train", "test"):
+        for cls, value in (("cat", 30), ("dog", 220)):
+            for i in range(2):
+                path = tmp_path / split / cls / f"{i}.bmp"
+                _save(path, np.full((8, 8, 3), value, np.uint8))
+                os.utime(path, ns=(stamp, stamp))
+    before = load_dataset("imagefolder", tmp_path)
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").rename(tmp_path / split / "tmp")
+        (tmp_path / split / "dog").rename(tmp_path / split / "cat")
+        (tmp_path / split / "tmp").rename(tmp_path / split / "dog")
+    after = load_dataset("imagefolder", tmp_path)
+    assert before.train_images[before.train_labels == 0].mean() == 30
+    assert after.train_images[after.train_labels == 0].mean() == 220
+
+
+def test_images_in_subfolders_of_a_class_count(tmp_path: Path) -> None:
+    """As torchvision's ImageFolder takes them; hidden folders stay out, .jfif is a JPEG."""
+    _write_folder(tmp_path)
+    pixels = np.full((8, 8, 3), 7, np.uint8)
+    _save(tmp_path / "train/cat/2023/batch2/a.png", pixels)
+    Image.fromarray(pixels).save(tmp_path / "train/dog/b.jfif", format="JPEG")
+    _save(tmp_path / "train/dog/.thumbnails/c.png", pixels)
+    data = load_dataset("imagefolder", tmp_path)
+    assert len(data.train_images) == 10 and np.bincount(data.train_labels).tolist() == [5, 5]
 
 
 def test_imagefolder_gray_and_mixed_modes(tmp_path: Path) -> None:
@@ -542,3 +571,15 @@ def test_test_images_of_another_size_than_the_spec_are_refused() -> None:
                      ("a", "b"), (0.5,), (0.25,))
     with pytest.raises(SpecError, match="but the test images of data set 'cifar10' are 1×6×6"):
         check_data_fits(spec, data)
+
+
+def test_class_names_in_two_unicode_forms_are_named_as_such(tmp_path: Path) -> None:
+    """`café` written by macOS (NFD) and by most other systems (NFC) look the same in a message."""
+    import unicodedata
+
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    for split, form in (("train", "NFC"), ("test", "NFD")):
+        for cls in (unicodedata.normalize(form, "café"), "dog"):
+            _save(tmp_path / split / cls / "0.png", pixels)
+    with pytest.raises(SpecError, match=r"\['café'\] spelled in two Unicode normal forms \(NFC and NFD"):
+        load_dataset("imagefolder", tmp_path)

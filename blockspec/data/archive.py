@@ -36,8 +36,10 @@ SPLITS = ("train", "test")
 _CACHE_PREFIX = "archive"
 _CACHE_VERSION = "3"  # bump when the decoding or the stored arrays change (3: LA images gray)
 
-# (folder above train/ and test/ inside the archive, "" for the top) → split → class → [(file name, bytes)]
-Layouts = dict[str, dict[str, dict[str, list[tuple[str, bytes]]]]]
+# (folder above train/ and test/ inside the archive, "" for the top) → split → class →
+# {file path below the class folder: bytes}; a later member of one name replaces an earlier one
+# (a tar updated with `tar -u` holds both), as unpacking it would
+Layouts = dict[str, dict[str, dict[str, dict[str, bytes]]]]
 
 
 def is_archive(path: Path) -> bool:
@@ -62,37 +64,48 @@ def load_image_archive(archive: Path, path: str) -> ImageData:
                    str(archive))
     classes = tuple(sorted(layouts[top]["train"]))
     check_same_classes(classes, tuple(sorted(layouts[top]["test"])), where, str(archive))
-    train, test = (_image_list(archive, top, split, layouts[top][split], classes) for split in SPLITS)
+    train, test = (_image_list(archive, top, split, layouts[top][split], classes, where) for split in SPLITS)
     arrays = decode_set(train, test, classes, where)
     write_cache(archive, _CACHE_PREFIX, key, arrays)
     return from_arrays(arrays)
 
 
 def _image_members(archive: Path, where: str) -> Layouts:
-    """The archive's image files under some `[top/]{train,test}/<class>/`, read into memory."""
-    layouts: Layouts = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    """The archive's image files under some `[top/]{train,test}/<class>/` (in subfolders of a
+    class too, as torchvision's ImageFolder takes them), read into memory; class folders
+    without images are kept, empty, for the check that refuses them."""
+    layouts: Layouts = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
 
-    def place(name: str) -> list[tuple[str, bytes]] | None:
-        parts = PurePosixPath(name).parts
+    def place(name: str, is_dir: bool) -> tuple[dict[str, bytes], str] | None:
+        parts = PurePosixPath(name.replace("\\", "/")).parts  # old Windows zip tools wrote backslashes
         parts = parts[1:] if parts[:1] == (".",) else parts
-        if not 3 <= len(parts) <= 4 or any(part.startswith(".") for part in parts):
+        if any(part.startswith(".") for part in parts):
             return None
-        *top, split, label, file = parts
-        if split not in SPLITS or os.path.splitext(file)[1].lower() not in EXTENSIONS:
+        at = next((index for index in (0, 1) if len(parts) > index + 1 and parts[index] in SPLITS), None)
+        if at is None:
             return None
-        return layouts["/".join(top)][split][label]
+        top, split, label, below = "/".join(parts[:at]), parts[at], parts[at + 1], parts[at + 2:]
+        if is_dir or not below:
+            layouts[top][split][label]  # noqa: B018 (registers the class folder)
+            return None
+        if os.path.splitext(below[-1])[1].lower() not in EXTENSIONS:
+            return None
+        return layouts[top][split][label], "/".join(below)
 
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as bundle:
                 for info in bundle.infolist():
-                    if not info.is_dir() and (files := place(info.filename)) is not None:
-                        files.append((PurePosixPath(info.filename).name, bundle.read(info)))
+                    if (found := place(info.filename, info.is_dir())) is not None:
+                        files, below = found
+                        files[below] = bundle.read(info)
         else:
             with tarfile.open(archive) as bundle:
                 for member in bundle:  # tar stores each further name of a file as a link member
-                    if (member.isfile() or member.islnk() or member.issym()) and (files := place(member.name)) is not None:
-                        files.append((PurePosixPath(member.name).name, bundle.extractfile(member).read()))
+                    is_file = member.isfile() or member.islnk() or member.issym()
+                    if (is_file or member.isdir()) and (found := place(member.name, member.isdir())) is not None:
+                        files, below = found
+                        files[below] = bundle.extractfile(member).read()
                 _check_tar_ends_cleanly(bundle)
     # zlib.error, lzma.LZMAError: damaged compressed data; RuntimeError: an encrypted zip
     # member; NotImplementedError: a zip compression method Python lacks; KeyError: a link to a
@@ -114,14 +127,17 @@ def _check_tar_ends_cleanly(bundle: tarfile.TarFile) -> None:
 
 
 def _image_list(
-    archive: Path, top: str, split: str, by_class: dict[str, list[tuple[str, bytes]]], classes: tuple[str, ...]
+    archive: Path, top: str, split: str, by_class: dict[str, dict[str, bytes]], classes: tuple[str, ...], where: str
 ) -> ImageList:
-    """Classes in order, and files by name within each, as an image folder lists them."""
+    """Classes in order, and files by path within each, as an image folder lists them."""
     names: list[str] = []
     contents: list[bytes] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        for file, content in sorted(by_class[name], key=lambda item: item[0]):
+        if not by_class[name]:
+            folder = PurePosixPath(top, split, name)
+            raise fail(where, f"{archive}:{folder} holds no images ({', '.join(sorted(EXTENSIONS))})", str(archive))
+        for file, content in sorted(by_class[name].items()):
             names.append(f"{archive}:{PurePosixPath(top, split, name, file)}")
             contents.append(content)
             labels.append(label)

@@ -10,6 +10,8 @@ import hashlib
 import io
 import multiprocessing
 import os
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import fail
 
 EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
 _CACHE_PREFIX = "imagefolder"
@@ -69,10 +71,15 @@ def check_same_classes(classes: tuple[str, ...], test_classes: tuple[str, ...], 
             sorted(set(classes) - set(test_classes)),
             sorted(set(test_classes) - set(classes)),
         )
+        normal_forms = {unicodedata.normalize("NFC", name) for name in missing} & {
+            unicodedata.normalize("NFC", name) for name in extra
+        }
+        hint = (f"; {sorted(normal_forms)} spelled in two Unicode normal forms (NFC and NFD, as macOS writes them): "
+                "rename one" if normal_forms else "")
         raise fail(
             where,
             f"test/ must have the same class folders as train/; missing in test: {missing}, "
-            f"not in train: {extra}",
+            f"not in train: {extra}{hint}",
             root,
         )
 
@@ -91,34 +98,40 @@ def _class_names(folder: Path, where: str) -> tuple[str, ...]:
 
 
 def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) -> tuple[ImageList, list[str]]:
-    """The split's images, and "relative path, size, mtime" per file (the cache key's input)."""
+    """The split's images (in subfolders of a class too, as torchvision's ImageFolder takes
+    them), and per file its relative path, size, modification and change times and inode: the
+    cache key's input, which a renamed, moved or rewritten file changes even where size and
+    modification time are equal (class folders swapped after unpacking an archive)."""
     files: list[str] = []
     labels: list[int] = []
     signature: list[str] = []
     for label, name in enumerate(classes):
         folder = root / split / name
-        entries = sorted(
-            (
-                e
-                for e in os.scandir(folder)
-                if e.is_file()
-                and not e.name.startswith(".")
-                and os.path.splitext(e.name)[1].lower() in EXTENSIONS
-            ),
-            key=lambda e: e.name,
-        )
+        entries = sorted(_images_below(folder), key=lambda entry: entry[0])
         if not entries:
             raise fail(
                 where,
                 f"{folder} holds no images ({', '.join(sorted(EXTENSIONS))}); {LAYOUT}",
                 str(folder),
             )
-        for entry in entries:
+        for relative, entry in entries:
             stat = entry.stat()
             files.append(entry.path)  # str: a Path per file costs seconds on 60k files
             labels.append(label)
-            signature.append(f"{split}/{name}/{entry.name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+            signature.append(f"{split}/{name}/{relative}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\t{stat.st_ino}")
     return ImageList(files, files, np.asarray(labels, dtype=np.int64)), signature
+
+
+def _images_below(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """(path relative to `folder`, entry) of every image file in it and its subfolders;
+    hidden files and folders left out."""
+    for entry in os.scandir(folder):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):  # a linked folder could loop back
+            yield from _images_below(Path(entry.path), f"{prefix}{entry.name}/")
+        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+            yield f"{prefix}{entry.name}", entry
 
 
 def decode_set(
@@ -135,7 +148,7 @@ def decode_set(
             raise fail(
                 where,
                 f"all images must have one size; {file} is {_wxh(image)} "
-                f"but {train.names[0]} is {_wxh(first)}",
+                f"but {train.names[0]} is {_wxh(first)}: resize them to one size first",
                 file,
             )
     gray = all(image.ndim == 2 for image in decoded)
