@@ -34,7 +34,7 @@ from blockspec.errors import fail
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 SPLITS = ("train", "test")
 _CACHE_PREFIX = "archive"
-_CACHE_VERSION = "3"  # bump when the decoding or the stored arrays change (3: LA images gray)
+_CACHE_VERSION = "4"  # bump when the decoding or the stored arrays change (3: LA images gray; 4: subfolders, last copy)
 
 # (folder above train/ and test/ inside the archive, "" for the top) → split → class →
 # {file path below the class folder: bytes}; a later member of one name replaces an earlier one
