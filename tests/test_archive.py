@@ -174,3 +174,14 @@ def test_an_empty_class_folder_in_an_archive_is_refused_as_in_a_folder(tmp_path:
         bundle.add(folder, arcname="colours")
     with pytest.raises(SpecError, match=r"colours/train/zz-empty holds no images"):
         load_dataset("imagefolder", archive)
+
+
+def test_a_link_to_a_file_the_archive_lacks_says_how_to_pack_it(tmp_path: Path, cache_home: Path) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    target = next((folder / "train").rglob("*.png"))
+    (next((folder / "test").iterdir()) / "outside.png").symlink_to(target.resolve())  # absolute: not in the tar
+    archive = tmp_path / "colours.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    with pytest.raises(SpecError, match=r"outside.png links to /.*, which the archive does not hold; pack it with `tar -h`"):
+        load_dataset("imagefolder", archive)

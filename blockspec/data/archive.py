@@ -105,7 +105,7 @@ def _image_members(archive: Path, where: str) -> Layouts:
                     is_file = member.isfile() or member.islnk() or member.issym()
                     if (is_file or member.isdir()) and (found := place(member.name, member.isdir())) is not None:
                         files, below = found
-                        files[below] = bundle.extractfile(member).read()
+                        files[below] = _member_bytes(bundle, member, archive, where)
                 _check_tar_ends_cleanly(bundle)
     # zlib.error, lzma.LZMAError: damaged compressed data; RuntimeError: an encrypted zip
     # member; NotImplementedError: a zip compression method Python lacks; KeyError: a link to a
@@ -114,6 +114,15 @@ def _image_members(archive: Path, where: str) -> Layouts:
             RuntimeError, NotImplementedError, KeyError) as error:
         raise fail(where, f"cannot read the archive ({type(error).__name__}: {error})", str(archive)) from None
     return layouts
+
+
+def _member_bytes(bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str) -> bytes:
+    """A member's bytes, read through its target when it is a link."""
+    try:
+        return bundle.extractfile(member).read()
+    except KeyError:  # a link whose target the archive lacks (an absolute path, a file left out)
+        raise fail(where, f"{archive}:{member.name} links to {member.linkname}, which the archive does not hold; "
+                   "pack it with `tar -h` (--dereference) so that it holds the files themselves", str(archive)) from None
 
 
 def _check_tar_ends_cleanly(bundle: tarfile.TarFile) -> None:
