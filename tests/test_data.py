@@ -583,3 +583,10 @@ def test_class_names_in_two_unicode_forms_are_named_as_such(tmp_path: Path) -> N
             _save(tmp_path / split / cls / "0.png", pixels)
     with pytest.raises(SpecError, match=r"\['café'\] spelled in two Unicode normal forms \(NFC and NFD"):
         load_dataset("imagefolder", tmp_path)
+
+
+def test_a_link_to_a_missing_image_is_refused_not_skipped(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    (tmp_path / "train/cat/gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(SpecError, match=r"train/cat/gone.png links to .*nowhere.png, which does not exist"):
+        load_dataset("imagefolder", tmp_path)

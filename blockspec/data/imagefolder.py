@@ -107,7 +107,7 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     signature: list[str] = []
     for label, name in enumerate(classes):
         folder = root / split / name
-        entries = sorted(_images_below(folder), key=lambda entry: entry[0])
+        entries = sorted(_images_below(folder, where), key=lambda entry: entry[0])
         if not entries:
             raise fail(
                 where,
@@ -122,16 +122,19 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     return ImageList(files, files, np.asarray(labels, dtype=np.int64)), signature
 
 
-def _images_below(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+def _images_below(folder: Path, where: str, prefix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
     """(path relative to `folder`, entry) of every image file in it and its subfolders;
-    hidden files and folders left out."""
+    hidden files and folders left out, a link to a missing image refused."""
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
             continue
         if entry.is_dir(follow_symlinks=False):  # a linked folder could loop back
-            yield from _images_below(Path(entry.path), f"{prefix}{entry.name}/")
-        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
-            yield f"{prefix}{entry.name}", entry
+            yield from _images_below(Path(entry.path), where, f"{prefix}{entry.name}/")
+        elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+            if entry.is_file():
+                yield f"{prefix}{entry.name}", entry
+            elif entry.is_symlink():
+                raise fail(where, f"{entry.path} links to {os.readlink(entry.path)}, which does not exist", entry.path)
 
 
 def decode_set(
