@@ -185,3 +185,29 @@ def test_a_link_to_a_file_the_archive_lacks_says_how_to_pack_it(tmp_path: Path, 
         bundle.add(folder, arcname="colours")
     with pytest.raises(SpecError, match=r"outside.png links to /.*, which the archive does not hold; pack it with `tar -h`"):
         load_dataset("imagefolder", archive)
+
+
+def _zip_of(folder: Path, archive: Path, top: str = "", extra: tuple[tuple[str, bytes], ...] = ()) -> Path:
+    """`folder`'s images under `top` in a zip without folder entries (as Python's zipfile writes it)."""
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted(folder.rglob("*.png")):
+            bundle.write(file, f"{top}{file.relative_to(folder).as_posix()}")
+        for name, content in extra:
+            bundle.writestr(f"{top}{name}", content)
+    return archive
+
+
+@pytest.mark.parametrize("top", ["", "test/", "train/"])
+def test_files_beside_the_class_folders_are_not_classes_and_a_top_folder_may_be_named_like_a_split(
+    tmp_path: Path, cache_home: Path, top: str
+) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    archive = _zip_of(folder, tmp_path / "colours.zip", top, (("train/labels.csv", b"x"), ("test/README", b"y")))
+    assert load_dataset("imagefolder", archive).classes == load_dataset("imagefolder", folder).classes
+
+
+def test_a_class_of_other_files_is_refused_whether_or_not_the_zip_lists_folders(tmp_path: Path, cache_home: Path) -> None:
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    archive = _zip_of(folder, tmp_path / "colours.zip", extra=(("train/zz/notes.txt", b"x"), ("test/zz/notes.txt", b"y")))
+    with pytest.raises(SpecError, match=r"colours.zip:train/zz holds no images"):
+        load_dataset("imagefolder", archive)

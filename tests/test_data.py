@@ -590,3 +590,13 @@ def test_a_link_to_a_missing_image_is_refused_not_skipped(tmp_path: Path) -> Non
     (tmp_path / "train/cat/gone.png").symlink_to(tmp_path / "nowhere.png")
     with pytest.raises(SpecError, match=r"train/cat/gone.png links to .*nowhere.png, which does not exist"):
         load_dataset("imagefolder", tmp_path)
+
+
+def test_linked_subfolders_count_and_a_link_back_up_is_not_followed(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    pixels = np.full((8, 8, 3), 9, np.uint8)
+    _save(tmp_path / "elsewhere/a.png", pixels)
+    (tmp_path / "train/cat/more").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "train/cat/loop").symlink_to(tmp_path / "train/cat")  # would list the class forever
+    data = load_dataset("imagefolder", tmp_path)
+    assert np.bincount(data.train_labels).tolist() == [5, 4]

@@ -58,7 +58,7 @@ def load_image_archive(archive: Path, path: str) -> ImageData:
     if cached is not None:
         return from_arrays(cached)
     layouts = _image_members(archive, where)
-    top = next((top for top in sorted(layouts) if set(SPLITS) <= set(layouts[top])), None)
+    top = next((top for top in sorted(layouts) if all(_holds_images(layouts[top][split]) for split in SPLITS)), None)
     if top is None:
         raise fail(where, "the archive holds no train/ and test/ folders with images (at its top or one level down)",
                    str(archive))
@@ -76,36 +76,40 @@ def _image_members(archive: Path, where: str) -> Layouts:
     without images are kept, empty, for the check that refuses them."""
     layouts: Layouts = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
 
-    def place(name: str, is_dir: bool) -> tuple[dict[str, bytes], str] | None:
+    def places(name: str, is_dir: bool) -> list[tuple[dict[str, bytes], str]]:
+        """Where an image member goes, under each reading of its path: `train/` at the top, or
+        one folder down (a top folder may itself be named train or test); folders and other
+        files inside a class only make the class known."""
         parts = PurePosixPath(name.replace("\\", "/")).parts  # old Windows zip tools wrote backslashes
         parts = parts[1:] if parts[:1] == (".",) else parts
         if any(part.startswith(".") for part in parts):
-            return None
-        at = next((index for index in (0, 1) if len(parts) > index + 1 and parts[index] in SPLITS), None)
-        if at is None:
-            return None
-        top, split, label, below = "/".join(parts[:at]), parts[at], parts[at + 1], parts[at + 2:]
-        if is_dir or not below:
-            layouts[top][split][label]  # noqa: B018 (registers the class folder)
-            return None
-        if os.path.splitext(below[-1])[1].lower() not in EXTENSIONS:
-            return None
-        return layouts[top][split][label], "/".join(below)
+            return []
+        found = []
+        for at in (0, 1):
+            if len(parts) < at + 2 or parts[at] not in SPLITS or (len(parts) == at + 2 and not is_dir):
+                continue  # not under a split, or a file beside the class folders
+            top, split, label, below = "/".join(parts[:at]), parts[at], parts[at + 1], parts[at + 2:]
+            files = layouts[top][split][label]
+            if below and not is_dir and os.path.splitext(below[-1])[1].lower() in EXTENSIONS:
+                found.append((files, "/".join(below)))
+        return found
 
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as bundle:
                 for info in bundle.infolist():
-                    if (found := place(info.filename, info.is_dir())) is not None:
-                        files, below = found
-                        files[below] = bundle.read(info)
+                    if targets := places(info.filename, info.is_dir()):
+                        content = bundle.read(info)
+                        for files, below in targets:
+                            files[below] = content
         else:
             with tarfile.open(archive) as bundle:
                 for member in bundle:  # tar stores each further name of a file as a link member
                     is_file = member.isfile() or member.islnk() or member.issym()
-                    if (is_file or member.isdir()) and (found := place(member.name, member.isdir())) is not None:
-                        files, below = found
-                        files[below] = _member_bytes(bundle, member, archive, where)
+                    if (is_file or member.isdir()) and (targets := places(member.name, member.isdir())):
+                        content = _member_bytes(bundle, member, archive, where)
+                        for files, below in targets:
+                            files[below] = content
                 _check_tar_ends_cleanly(bundle)
     # zlib.error, lzma.LZMAError: damaged compressed data; RuntimeError: an encrypted zip
     # member; NotImplementedError: a zip compression method Python lacks; KeyError: a link to a
@@ -114,6 +118,10 @@ def _image_members(archive: Path, where: str) -> Layouts:
             RuntimeError, NotImplementedError, KeyError) as error:
         raise fail(where, f"cannot read the archive ({type(error).__name__}: {error})", str(archive)) from None
     return layouts
+
+
+def _holds_images(by_class: dict[str, dict[str, bytes]]) -> bool:
+    return any(by_class.values())
 
 
 def _member_bytes(bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str) -> bytes:

@@ -122,14 +122,21 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     return ImageList(files, files, np.asarray(labels, dtype=np.int64)), signature
 
 
-def _images_below(folder: Path, where: str, prefix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
-    """(path relative to `folder`, entry) of every image file in it and its subfolders;
-    hidden files and folders left out, a link to a missing image refused."""
+def _images_below(
+    folder: Path, where: str, prefix: str = "", seen: frozenset[tuple[int, int]] = frozenset()
+) -> Iterator[tuple[str, os.DirEntry]]:
+    """(path relative to `folder`, entry) of every image file in it and its subfolders, linked
+    ones included as torchvision's ImageFolder follows them (a link back up is not followed
+    again); hidden files and folders left out, a link to a missing image refused."""
+    here = os.stat(folder)
+    seen = seen | {(here.st_dev, here.st_ino)}
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):  # a linked folder could loop back
-            yield from _images_below(Path(entry.path), where, f"{prefix}{entry.name}/")
+        if entry.is_dir():
+            target = entry.stat()
+            if (target.st_dev, target.st_ino) not in seen:
+                yield from _images_below(Path(entry.path), where, f"{prefix}{entry.name}/", seen)
         elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
             if entry.is_file():
                 yield f"{prefix}{entry.name}", entry
