@@ -134,12 +134,17 @@ def test_encrypted_zip_member_is_a_spec_error(tmp_path: Path, cache_home: Path) 
         load_dataset("imagefolder", archive)
 
 
+def _tar_of(folder: Path, archive: Path) -> Path:
+    """`folder` as `archive`, one folder down (as GNU tar packs a folder)."""
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    return archive
+
+
 def test_a_tar_updated_in_place_is_read_as_unpacking_it_would(tmp_path: Path, cache_home: Path) -> None:
     """`tar -u` appends a second copy of a changed file: the last copy counts, once."""
     folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
-    archive = tmp_path / "colours.tar"
-    with tarfile.open(archive, "w") as bundle:
-        bundle.add(folder, arcname="colours")
+    archive = _tar_of(folder, tmp_path / "colours.tar")
     image = sorted((folder / "train").rglob("*.png"))[0]
     updated = tmp_path / "updated.png"
     Image.new("RGB", (16, 16), (1, 2, 3)).save(updated)
@@ -169,9 +174,7 @@ def test_an_empty_class_folder_in_an_archive_is_refused_as_in_a_folder(tmp_path:
     folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
     for split in ("train", "test"):
         (folder / split / "zz-empty").mkdir()
-    archive = tmp_path / "colours.tar"
-    with tarfile.open(archive, "w") as bundle:
-        bundle.add(folder, arcname="colours")
+    archive = _tar_of(folder, tmp_path / "colours.tar")
     with pytest.raises(SpecError, match=r"colours/train/zz-empty holds no images"):
         load_dataset("imagefolder", archive)
 
@@ -180,9 +183,7 @@ def test_a_link_to_a_file_the_archive_lacks_says_how_to_pack_it(tmp_path: Path, 
     folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
     target = next((folder / "train").rglob("*.png"))
     (next((folder / "test").iterdir()) / "outside.png").symlink_to(target.resolve())  # absolute: not in the tar
-    archive = tmp_path / "colours.tar"
-    with tarfile.open(archive, "w") as bundle:
-        bundle.add(folder, arcname="colours")
+    archive = _tar_of(folder, tmp_path / "colours.tar")
     with pytest.raises(SpecError, match=r"outside.png links to /.*, which the archive does not hold; pack it with `tar -h`"):
         load_dataset("imagefolder", archive)
 
