@@ -58,7 +58,8 @@ def load_image_archive(archive: Path, path: str) -> ImageData:
     if cached is not None:
         return from_arrays(cached)
     layouts = _image_members(archive, where)
-    top = next((top for top in sorted(layouts) if all(_holds_images(layouts[top][split]) for split in SPLITS)), None)
+    # the reading of the paths under which both splits hold images
+    top = next((top for top in sorted(layouts) if all(any(layouts[top][split].values()) for split in SPLITS)), None)
     if top is None:
         raise fail(where, "the archive holds no train/ and test/ folders with images (at its top or one level down)",
                    str(archive))
@@ -118,10 +119,6 @@ def _image_members(archive: Path, where: str) -> Layouts:
             RuntimeError, NotImplementedError, KeyError) as error:
         raise fail(where, f"cannot read the archive ({type(error).__name__}: {error})", str(archive)) from None
     return layouts
-
-
-def _holds_images(by_class: dict[str, dict[str, bytes]]) -> bool:
-    return any(by_class.values())
 
 
 def _member_bytes(bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str) -> bytes:
