@@ -57,8 +57,7 @@ def measured_shapes(
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
-        size = "×".join(map(str, analysis.input_shape[1:]))
-        raise fail(where, f"a forward pass at a {size} input needs more memory than this machine has") from None
+        raise fail(where, f"a forward pass at a {_size(analysis)} input needs more memory than this machine has") from None
     return shapes
 
 
@@ -69,9 +68,12 @@ def _check_memory_for_forward(analysis: Analysis) -> None:
     row = max(analysis.rows, key=lambda row: math.prod(row.out_shape))
     needed = 4 * math.prod(row.out_shape)  # float32, one image
     if available is not None and needed > available:
-        size = "×".join(map(str, analysis.input_shape[1:]))
-        raise fail(row.path, f"at a {size} input its output alone takes {needed / 2**30:,.1f} GiB, more than the "
+        raise fail(row.path, f"at a {_size(analysis)} input its output alone takes {needed / 2**30:,.1f} GiB, more than the "
                    f"{available / 2**30:,.1f} GiB of memory available")
+
+
+def _size(analysis: Analysis) -> str:
+    return "×".join(map(str, analysis.input_shape[1:]))
 
 
 def _available_memory() -> int | None:
