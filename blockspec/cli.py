@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from blockspec.errors import SpecError, flag_name
+from blockspec.errors import SpecError
 from blockspec.layers.base import INT_LIMIT
 
 app = typer.Typer(
@@ -148,10 +147,10 @@ def train(
     edits: Edits = None,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
-    from blockspec.errors import fail
+    from blockspec.errors import fail, flag_name
     from blockspec.load import load_spec
     from blockspec.train import distributed
-    from blockspec.train.overrides import apply_overrides
+    from blockspec.train.overrides import apply_overrides, blame_flags
     from blockspec.train.run import RunOptions, TrainingInterrupted
     from blockspec.train.run import train as run_training
 
@@ -193,7 +192,7 @@ def train(
     try:
         run_training(spec, options, log=typer.echo)
     except SpecError as error:
-        raise _from_spec_file(_blame_flags(error, recipe), spec_path) from None
+        raise _from_spec_file(blame_flags(error, recipe), spec_path) from None
     except TrainingInterrupted as stop:
         ranks = distributed.from_environment()
         if ranks.main:  # one message, not one per process
@@ -277,19 +276,6 @@ def export(
     if views:
         typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
                    "that `eval` and the run's accuracy average: apply them around it to score as they do")
-
-
-# The spec field each of train's recipe flags sets.
-FLAG_FIELDS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.optimizer.lr",
-               "dataset": "data.dataset", "data_root": "data.root", "seed": "train.seed", "target": "train.target"}
-
-
-def _blame_flags(error: SpecError, given: dict[str, object]) -> SpecError:
-    """A problem found during the run with a field a flag set names the flag, not the file's
-    field (which may hold another value)."""
-    flags = {FLAG_FIELDS[name]: flag_name(name) for name, value in given.items() if value is not None}
-    return SpecError([replace(problem, path=flags.get(problem.path, problem.path)) for problem in error.problems],
-                     error.source)
 
 
 def _from_spec_file(error: SpecError, spec_path: Path | None) -> SpecError:

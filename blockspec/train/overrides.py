@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from functools import reduce
 from typing import Any
 
 from pydantic import ValidationError
 
 from blockspec.errors import SpecError, flag_name, validation_problems
 from blockspec.spec import SGD_MOMENTUM, Spec
+
+
+# The spec field each recipe flag of `train` sets.
+FLAG_FIELDS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.optimizer.lr",
+               "dataset": "data.dataset", "data_root": "data.root", "seed": "train.seed", "target": "train.target"}
 
 
 def apply_overrides(
@@ -33,19 +40,13 @@ def apply_overrides(
     """
     data = spec.model_dump(mode="python")
     train: dict[str, Any] = data["train"]
-    flags = {
-        ("train", "epochs"): epochs,
-        ("train", "batch_size"): batch_size,
-        ("train", "seed"): seed,
-        ("train", "target"): target,
-        ("data", "dataset"): dataset,
-        ("data", "root"): data_root,
-    }
-    for (section, field), value in flags.items():
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "dataset": dataset, "data_root": data_root,
+             "seed": seed, "target": target}
+    for name, value in given.items():
         if value is not None:
-            data[section][field] = value
+            *sections, field = FLAG_FIELDS[name].split(".")
+            reduce(dict.__getitem__, sections, data)[field] = value
     if lr is not None:
-        train["optimizer"]["lr"] = lr
         train["scheduler"]["max_lr"] = None
     elif batch_size is not None and batch_size > 0:
         scale_rates(train, batch_size / spec.train.batch_size)
@@ -55,6 +56,14 @@ def apply_overrides(
         return Spec.model_validate(data)
     except ValidationError as error:
         raise SpecError(validation_problems(error, _flag_for)) from None
+
+
+def blame_flags(error: SpecError, given: dict[str, Any]) -> SpecError:
+    """A problem found during the run with a field a flag set names the flag, not the file's
+    field (which may hold another value); `given`: flag name → value, None where not given."""
+    flags = {FLAG_FIELDS[name]: flag_name(name) for name, value in given.items() if value is not None}
+    return SpecError([replace(problem, path=flags.get(problem.path, problem.path)) for problem in error.problems],
+                     error.source)
 
 
 def _flag_for(location: tuple[Any, ...]) -> str:

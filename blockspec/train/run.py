@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from blockspec.analysis import trace
+from blockspec.analysis import input_shape, trace
 from blockspec.build import build_model
 from blockspec.data import load_dataset, read_augment
 from blockspec.data.loader import subset_rows
@@ -228,7 +228,7 @@ def _check_batch_for_batch_norm(spec: Spec) -> None:
         for name, module in model.named_modules() if isinstance(module, _BatchNorm)
     ]
     with torch.no_grad():
-        model.eval()(torch.zeros(1, *trace(spec).input_shape))
+        model.eval()(torch.zeros(1, *input_shape(spec)))
     for hook in hooks:
         hook.remove()
     if single:
