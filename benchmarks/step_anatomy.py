@@ -17,8 +17,11 @@ per-step work one piece at a time, so each piece's cost is a difference of two r
                  the same kernels without the host launching them one by one
 
 Each row: the median milliseconds per step over `--rounds` rounds of `--steps` steps, the
-images per second, and on CUDA the kernels per step and the GPU's busy milliseconds per step
-(torch's profiler); a step whose wall time far exceeds its busy time waits on launches.
+images per second, the operations the host dispatches per step (torch operators that compute,
+views left out: on a GPU each launches at least one kernel, so this column, countable on any
+device, shows where launches go), and on CUDA the kernels per step and the GPU's busy
+milliseconds per step (torch's profiler); a step whose wall time far exceeds its busy time
+waits on launches.
 
     python benchmarks/step_anatomy.py --device cuda --batches 128,512 --write
 """
@@ -38,6 +41,7 @@ from reference_loop import sync  # this script's folder is on sys.path
 from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 from train_speed import device_kind, shown_path, write_docs
 
 from blockspec import load_spec
@@ -60,6 +64,7 @@ MEAN_FILL = mean_fill(CIFAR_MEAN)
 class Row:
     name: str
     ms_per_step: float
+    operations: int
     kernels: float | None
     busy_ms: float | None
 
@@ -137,6 +142,26 @@ def time_step(step: Callable[[], None], info: DeviceInfo, steps: int, warmup: in
     return statistics.median(timings)
 
 
+class OperationCount(TorchDispatchMode):
+    """Counts the torch operators dispatched while active, views (which compute nothing) aside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if not func.is_view and func.overloadpacket not in (torch.ops.aten.detach, torch.ops.aten._unsafe_view):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operations(step: Callable[[], None]) -> int:
+    """Operators one step dispatches (after warm-up, so lazily made state is not counted)."""
+    with OperationCount() as counter:
+        step()
+    return counter.count
+
+
 def kernel_profile(step: Callable[[], None], info: DeviceInfo, steps: int) -> tuple[float | None, float | None]:
     """(kernels launched, GPU busy milliseconds) per step; (None, None) off CUDA."""
     if not info.is_cuda:
@@ -157,11 +182,11 @@ def measure(spec, info: DeviceInfo, batch: int, args: argparse.Namespace) -> lis
             continue
         step = make_step(spec, info, batch, pieces)
         ms = time_step(step, info, args.steps, args.warmup, args.rounds)
-        rows.append(Row(name, ms, *kernel_profile(step, info, args.profile_steps)))
+        rows.append(Row(name, ms, operations(step), *kernel_profile(step, info, args.profile_steps)))
     if info.is_cuda:
         replay = graphed(make_step(spec, info, batch, PIECES.index("+ sums") + 1, for_graph=True), args.warmup)
         ms = time_step(replay, info, args.steps, args.warmup, args.rounds)
-        rows.append(Row("graph of the “+ sums” step", ms, *kernel_profile(replay, info, args.profile_steps)))
+        rows.append(Row("graph of the “+ sums” step", ms, operations(replay), *kernel_profile(replay, info, args.profile_steps)))
     return rows
 
 
@@ -172,15 +197,15 @@ def table(results: dict[int, list[Row]], info: DeviceInfo, args: argparse.Namesp
         f"device; median of {args.rounds} rounds of {args.steps} steps after {args.warmup} warm-up steps; "
         f"kernels and GPU busy time from {args.profile_steps} profiled steps.",
         "",
-        "| batch | step | ms / step | images/s | kernels / step | GPU busy ms / step |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| batch | step | ms / step | images/s | operations / step | kernels / step | GPU busy ms / step |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for batch, rows in results.items():
         for row in rows:
             kernels = "—" if row.kernels is None else f"{row.kernels:,.0f}"
             busy = "—" if row.busy_ms is None else f"{row.busy_ms:.2f}"
             lines.append(f"| {batch} | {row.name} | {row.ms_per_step:.2f} | {batch / row.ms_per_step * 1e3:,.0f} "
-                         f"| {kernels} | {busy} |")
+                         f"| {row.operations:,} | {kernels} | {busy} |")
     return "\n".join(lines)
 
 

@@ -63,8 +63,6 @@ class ConvSpec(SlidingUnit):
         )
 
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
-        from torch import nn
-
         from blockspec.modules import Conv2d, DepthwiseConv2d
 
         window = self.window(ctx)
