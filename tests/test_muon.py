@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from blockspec.build import build_model
 from blockspec.load import load_spec, parse_spec
-from blockspec.train.muon import DeviceRateMuonSGD, MuonSGD, normalised_kernels, orthogonalize
+from blockspec.train.muon import DeviceRateMuonSGD, MuonSGD, normalised_kernels, orthogonalize, orthogonalize_each
 from blockspec.train.optim import make_optimizer, make_scheduler, peak_muon_lr
 from blockspec.train.overrides import apply_overrides
 from tests.cli_helpers import ROOT, metrics, run_cli
@@ -36,6 +37,41 @@ def test_orthogonalize_pushes_every_singular_value_near_one(shape: tuple[int, in
     assert singular.min() > 0.6 and singular.max() < 1.25, singular
     polar = u @ v.T
     assert (result * polar).sum() / (polar.norm() * result.norm()) > 0.97
+
+
+def test_orthogonalize_each_gives_each_matrix_its_own_result_in_its_place() -> None:
+    torch.manual_seed(0)
+    shapes = [(32, 288), (128, 128), (32, 27), (32, 288), (128, 128), (10, 400), (128, 128)]
+    matrices = [torch.randn(shape) for shape in shapes]
+    for matrix, result in zip(matrices, orthogonalize_each(matrices), strict=True):
+        torch.testing.assert_close(result, orthogonalize(matrix), rtol=1e-5, atol=1e-6)
+
+
+class _MatrixProducts(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.baddbmm)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("optimizer_class", [MuonSGD, DeviceRateMuonSGD])
+def test_a_muon_step_takes_kernels_of_one_shape_together(optimizer_class: type) -> None:
+    """Five iterations of three products for each shape of kernel, however many kernels share
+    it: on a GPU each product is a launch, and a small network's step waits on launches."""
+    counts = {}
+    for kernels in (2, 8):
+        torch.manual_seed(0)
+        model = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1, bias=False) for _ in range(kernels)])
+        optimizer = optimizer_class([{"params": list(model.parameters()), "orthogonal": True}], lr=0.05,
+                                    momentum=0.9, nesterov=True)
+        model(torch.randn(2, 8, 6, 6)).square().mean().backward()
+        with _MatrixProducts() as products:
+            optimizer.step()
+        counts[kernels] = products.count
+    assert counts == {2: 15, 8: 15}
 
 
 def _small_model(order_act_first: bool = False) -> nn.Sequential:

@@ -25,23 +25,50 @@ NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately U·Vᵀ of `matrix` = U·S·Vᵀ (its singular values pushed towards 1)."""
+    """Approximately U·Vᵀ of `matrix` = U·S·Vᵀ (its singular values pushed towards 1); a stack
+    of matrices (…, rows, cols) is taken one matrix at a time, in batched products. Each
+    iteration is three products, the scalings fused into them (`baddbmm`): X ← aX + (bG + cG²)X
+    with G = XXᵀ."""
     a, b, c = NEWTON_SCHULZ
-    x = matrix / (matrix.norm() + 1e-7)
-    tall = x.size(0) > x.size(1)
+    x = matrix.reshape(-1, *matrix.shape[-2:])
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + 1e-7)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if tall else x
+        gram = torch.bmm(x, x.mT)
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.mT if tall else x).reshape(matrix.shape)
 
 
-def orthogonal_update(param: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Rescale the kernel `param` to norm √out and return the orthogonalised `direction`, the
-    step it then takes at rate 1."""
-    param.mul_(param.size(0) ** 0.5 / (param.norm() + 1e-12))
-    return orthogonalize(direction.reshape(len(direction), -1).float()).view_as(param).to(param.dtype)
+def orthogonalize_each(matrices: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`orthogonalize` of every matrix, those of one shape stacked into one batch: the same
+    numbers from about forty kernels a shape instead of forty a matrix (the flagship's eleven
+    kernels have six shapes), which a GPU's step, waiting on launches, feels."""
+    by_shape: dict[torch.Size, list[int]] = {}
+    for index, matrix in enumerate(matrices):
+        by_shape.setdefault(matrix.shape, []).append(index)
+    results: list[torch.Tensor] = list(matrices)
+    for indices in by_shape.values():
+        batch = orthogonalize(torch.stack([matrices[index] for index in indices]))
+        for index, result in zip(indices, batch.unbind(), strict=True):
+            results[index] = result
+    return results
+
+
+def orthogonal_updates(params: list[torch.Tensor], directions: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Rescale each kernel in `params` to norm √out and return its orthogonalised direction,
+    the step it then takes at rate 1."""
+    scales = torch._foreach_norm(params)
+    torch._foreach_add_(scales, 1e-12)
+    torch._foreach_reciprocal_(scales)
+    torch._foreach_mul_(scales, [param.size(0) ** 0.5 for param in params])
+    torch._foreach_mul_(params, scales)
+    flat = [direction.reshape(len(direction), -1).float() for direction in directions]
+    return [
+        update.view_as(param).to(param.dtype)
+        for update, param in zip(orthogonalize_each(flat), params, strict=True)
+    ]
 
 
 def normalised_kernels(model: nn.Module) -> list[nn.Parameter]:
@@ -78,8 +105,7 @@ class MuonSGD(torch.optim.Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if group["orthogonal"]:
-                for param in params:
-                    self._muon_step(param, group)
+                self._muon_steps(params, group)
                 continue
             buffers = [self.state[p].get("momentum_buffer") for p in params]
             sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
@@ -88,18 +114,21 @@ class MuonSGD(torch.optim.Optimizer):
             for param, buffer in zip(params, buffers, strict=True):
                 self.state[param]["momentum_buffer"] = buffer  # sgd made the missing ones
 
-    def _muon_step(self, param: torch.Tensor, group: dict) -> None:
-        """Rescale the kernel to norm √out, then move it along its orthogonalised (Nesterov)
-        momentum; the buffer starts at zero, so the first is the gradient, as torch's.
+    def _muon_steps(self, params: list[torch.Tensor], group: dict) -> None:
+        """Rescale each kernel to norm √out, then move it along its orthogonalised (Nesterov)
+        momentum; a buffer starts at zero, so the first is the gradient, as torch's.
         (make_optimizer gives these groups no weight decay: the rescaling holds the norm.)"""
-        state = self.state[param]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(param)
-        buffer = state["momentum_buffer"]
-        grad = param.grad.add(param, alpha=group["weight_decay"]) if group["weight_decay"] else param.grad
-        buffer.mul_(group["momentum"]).add_(grad)
-        direction = grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
-        param.sub_(orthogonal_update(param, direction), alpha=group["lr"])
+        for param in params:
+            if "momentum_buffer" not in self.state[param]:
+                self.state[param]["momentum_buffer"] = torch.zeros_like(param)
+        buffers = [self.state[param]["momentum_buffer"] for param in params]
+        grads = [param.grad for param in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        torch._foreach_mul_(buffers, group["momentum"])
+        torch._foreach_add_(buffers, grads)
+        directions = torch._foreach_add(grads, buffers, alpha=group["momentum"]) if group["nesterov"] else buffers
+        torch._foreach_sub_(params, orthogonal_updates(params, directions), alpha=group["lr"])
 
 
 class DeviceRateMuonSGD(DeviceRateSGD):
@@ -113,13 +142,5 @@ class DeviceRateMuonSGD(DeviceRateSGD):
         for group in self.param_groups:
             group.setdefault("orthogonal", False)
 
-    def _update(self, group: dict, params: list[torch.Tensor], lr: torch.Tensor, momentum: torch.Tensor) -> None:
-        if not group["orthogonal"]:
-            super()._update(group, params, lr, momentum)
-            return
-        for param in params:
-            grad = param.grad.add(param, alpha=group["weight_decay"]) if group["weight_decay"] else param.grad
-            buffer = self._buffer(param)
-            buffer.mul_(momentum).add_(grad)
-            direction = grad + buffer * momentum if group["nesterov"] else buffer
-            param.sub_(orthogonal_update(param, direction) * lr)
+    def _step_of(self, group: dict, params: list[torch.Tensor], directions: list[torch.Tensor]) -> list[torch.Tensor]:
+        return orthogonal_updates(params, directions) if group["orthogonal"] else directions

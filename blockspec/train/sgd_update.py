@@ -62,10 +62,15 @@ class DeviceRateSGD(torch.optim.SGD):
         torch._foreach_mul_(buffers, momentum)
         torch._foreach_add_(buffers, grads)
         if group["nesterov"]:
-            direction = torch._foreach_add(grads, torch._foreach_mul(buffers, momentum))
+            directions = torch._foreach_add(grads, torch._foreach_mul(buffers, momentum))
         else:
-            direction = buffers
-        torch._foreach_sub_(params, torch._foreach_mul(direction, lr))
+            directions = buffers
+        torch._foreach_sub_(params, torch._foreach_mul(self._step_of(group, params, directions), lr))
+
+    def _step_of(self, group: dict, params: list[torch.Tensor], directions: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The step each parameter takes at rate 1 along its momentum direction: the direction
+        itself (a subclass may transform it)."""
+        return directions
 
     def _buffer(self, param: torch.Tensor) -> torch.Tensor:
         state = self.state[param]
