@@ -1,4 +1,4 @@
-"""Cross-check the analysis against the real module: every layer's parameters and shape."""
+"""Cross-check the analysis against the real module: every layer's parameters, shape and MACs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from blockspec.analysis import Analysis
 from blockspec.build import build_model, is_out_of_memory
@@ -29,19 +30,27 @@ class Verification:
     def __str__(self) -> str:
         if self.problems:
             return "✗ module differs from the analysis: " + "; ".join(self.problems)
-        return f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes"
+        return f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes and MACs"
 
 
-def measured_shapes(
-    model: nn.Module, analysis: Analysis, layers: Sequence[LayerSpec] = ()
-) -> list[tuple[int, ...]]:
-    """Output shape of every built layer from one forward pass at the analysed input size, up
-    to the first that differs from the analysis (the next layer would get an input of a shape
-    it was not built for). With the spec's `layers` (in row order), an exception in a
+@dataclass(frozen=True)
+class Measured:
+    """One built layer as torch runs it on one image: its output shape, and its MACs as
+    torch's FlopCounterMode counts them (convolutions and matrix products, half its FLOPs:
+    blockspec's convention, weight multiply-accumulates only)."""
+
+    out_shape: tuple[int, ...]
+    macs: int
+
+
+def measure_layers(model: nn.Module, analysis: Analysis, layers: Sequence[LayerSpec] = ()) -> list[Measured]:
+    """Every built layer measured in one forward pass at the analysed input size, up to the
+    first whose shape differs from the analysis (the next layer would get an input of a
+    shape it was not built for). With the spec's `layers` (in row order), an exception in a
     plugin's forward pass is reported as the plugin's."""
     _check_memory_for_forward(analysis)
     model.eval()
-    shapes: list[tuple[int, ...]] = []
+    measured: list[Measured] = []
     modules = [layer for block in model for layer in block]
     where = "input.size"  # then the layer running
     try:
@@ -50,15 +59,16 @@ def measured_shapes(
             for index, (module, row) in enumerate(zip(modules, analysis.rows)):
                 where = row.path
                 with plugin_code(layers[index], row.path, "in its forward pass") if layers else nullcontext():
-                    x = module(x)
-                shapes.append(tuple(x.shape[1:]))
-                if shapes[-1] != row.out_shape:
+                    with FlopCounterMode(display=False) as flops:
+                        x = module(x)
+                measured.append(Measured(tuple(x.shape[1:]), flops.get_total_flops() // 2))
+                if measured[-1].out_shape != row.out_shape:
                     break
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
         raise fail(where, f"a forward pass at a {_size(analysis)} input needs more memory than this machine has") from None
-    return shapes
+    return measured
 
 
 def _check_memory_for_forward(analysis: Analysis) -> None:
@@ -93,7 +103,7 @@ def _available_memory() -> int | None:
 
 
 def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
-    """Build the module, then compare each layer's parameter count and output shape."""
+    """Build the module, then compare each layer's parameter count, output shape and MACs."""
     model = build_model(spec)
     layers = [layer for block in spec.blocks.values() for _, _, layer in expand(block)]
     modules = [module for block in model for module in block]
@@ -102,9 +112,12 @@ def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
         counted = sum(p.numel() for p in module.parameters())
         if counted != row.params:
             problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {counted:,} parameters, the analysis {row.params:,}")
-    for row, shape in zip(analysis.rows, measured_shapes(model, analysis, layers)):
-        if shape != row.out_shape:
-            problems.append(f"{row.name} ({row.kind} at {row.path}): forward gives {shape}, the analysis "
+    for row, measured in zip(analysis.rows, measure_layers(model, analysis, layers)):
+        if measured.out_shape != row.out_shape:
+            problems.append(f"{row.name} ({row.kind} at {row.path}): forward gives {measured.out_shape}, the analysis "
                             f"{row.out_shape} (the layers after it were not run)")
+        elif measured.macs != row.macs:
+            problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {measured.macs:,} MACs, the analysis "
+                            f"{row.macs:,}")
     params = sum(p.numel() for p in model.parameters())
     return Verification(params, len(analysis.rows), tuple(problems))

@@ -14,7 +14,7 @@ import yaml
 
 from blockspec import SpecError, build_model, parse_spec, summarize
 from blockspec.analysis import trace
-from blockspec.verify import measured_shapes
+from blockspec.verify import Measured, measure_layers
 from tests.rf_probe import measured_window
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def assert_analysis_matches_module(spec_text: str) -> None:
     analysis = trace(spec)
     model = build_model(spec)
     assert sum(p.numel() for p in model.parameters()) == analysis.total_params
-    assert measured_shapes(model, analysis) == [row.out_shape for row in analysis.rows]
+    assert measure_layers(model, analysis) == [Measured(row.out_shape, row.macs) for row in analysis.rows]
     first, last, centre, probed = measured_window(spec)
     row = probed.rf_row
     assert last - first + 1 == row.rf == analysis.receptive_field

@@ -125,6 +125,18 @@ class WidenSpec(LiarSpec):
         return nn.Conv2d(in_shape[0], 2 * in_shape[0], 1, bias=False)
 
 
+class MiscountSpec(LiarSpec):
+    """Counts its parameters, forgets its MACs."""
+
+    kind: Literal["miscount"] = "miscount"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, in_shape[0] ** 2, 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return nn.Conv2d(in_shape[0], in_shape[0], 1, bias=False)
+
+
 class BoomSpec(LayerSpec):
     kind: Literal["boom"] = "boom"
     when: Literal["geometry", "build", "forward"] = "geometry"
@@ -176,8 +188,8 @@ def faulty_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
     (site / "faultyplugin.py").write_text(FAULTY)
-    kinds = ("liar", "widen", "boom", "notliteral", "fn")
-    classes = ("LiarSpec", "WidenSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec")
+    kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn")
+    classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec")
     _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
                   + "twice = faultyplugin:Twice\n")
     _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
@@ -203,6 +215,14 @@ def test_verify_stops_at_the_first_layer_whose_shape_differs(faulty_site: Path, 
     assert result.returncode == 1, result.stderr
     assert "C1.1 (widen at blocks.C1[1]): forward gives (16, 8, 8), the analysis (8, 8, 8)" in result.stderr
     assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
+
+
+def test_verify_names_the_layer_whose_macs_differ_from_torchs_count(faulty_site: Path, tmp_path: Path) -> None:
+    """8×8 weights at 8×8 positions: 4,096 multiply-accumulates, which torch's FlopCounterMode
+    counts as 8,192 FLOPs."""
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "miscount: {}")), "--verify")
+    assert result.returncode == 1, result.stderr
+    assert "C1.1 (miscount at blocks.C1[1]): torch counts 4,096 MACs, the analysis 0" in result.stderr
 
 
 @pytest.mark.parametrize(

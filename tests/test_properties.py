@@ -3,7 +3,7 @@
 * Property A: any generated spec document either loads or is refused with a `SpecError`
   whose every problem has a message and a well-formed field path — never another exception.
 * Property B: every generated spec that loads builds a module with exactly the analysed
-  parameter count and layer shapes, and (when nothing mixes the whole map) the receptive
+  parameter count, layer shapes and MACs, and (when nothing mixes the whole map) the receptive
   field measured from input gradients equals the analysis.
 * Mutated YAML: the shipped specs under architectures/, randomly damaged as text, load or
   give a `SpecError`; through the real CLI they exit 0, 1 or 2 and never print a traceback.
@@ -34,7 +34,7 @@ from torch import nn
 
 from blockspec import Spec, SpecError, build_model, parse_spec
 from blockspec.analysis import trace
-from blockspec.verify import measured_shapes
+from blockspec.verify import Measured, measure_layers
 from tests.rf_probe import measured_window
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -449,7 +449,7 @@ def check_module_matches(text: str, stats: Counter[str]) -> None:
     stats["built"] += 1
     event("built")
     assert sum(p.numel() for p in model.parameters()) == analysis.total_params
-    assert measured_shapes(model, analysis) == [row.out_shape for row in analysis.rows]
+    assert measure_layers(model, analysis) == [Measured(row.out_shape, row.macs) for row in analysis.rows]
     row = analysis.rf_row
     if row is None:
         event("no spatial layer: receptive field not probed")
