@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from blockspec.analysis import Analysis
+from blockspec.available_memory import available_memory
 from blockspec.build import build_model, is_out_of_memory
 from blockspec.errors import fail
 from blockspec.layers import LayerSpec, expand, plugin_code
@@ -74,7 +74,7 @@ def measure_layers(model: nn.Module, analysis: Analysis, layers: Sequence[LayerS
 def _check_memory_for_forward(analysis: Analysis) -> None:
     """Refuse a forward pass whose largest map alone exceeds the available memory: it would
     not fail cleanly but swap, or wake the kernel's out-of-memory killer."""
-    available = _available_memory()
+    available = available_memory()
     row = max(analysis.rows, key=lambda row: math.prod(row.out_shape))
     needed = 4 * math.prod(row.out_shape)  # float32, one image
     if available is not None and needed > available:
@@ -84,22 +84,6 @@ def _check_memory_for_forward(analysis: Analysis) -> None:
 
 def _size(analysis: Analysis) -> str:
     return "×".join(map(str, analysis.input_shape[1:]))
-
-
-def _available_memory() -> int | None:
-    """Bytes the kernel could hand out now (Linux's MemAvailable, page cache included), else
-    the machine's physical memory, else None where neither can be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
