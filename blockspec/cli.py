@@ -88,11 +88,13 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
 
     A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2."""
     from blockspec.data import read_augment
+    from blockspec.data.batched import unbatched_note
     from blockspec.load import load_spec
     from blockspec.summary import summarize
 
     spec = load_spec(spec_path, edits=edits, augment=True)
-    for note in read_augment(spec.data.augment).notes:  # what training would say about them
+    augment = read_augment(spec.data.augment)
+    for note in [*augment.notes, *filter(None, [unbatched_note(augment)])]:  # what training would say
         typer.echo(f"note: {note}", err=True)
     summary = summarize(spec)
     if not summary.rules:

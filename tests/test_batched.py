@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blockspec.data import read_augment, seed_augment
-from blockspec.data.batched import DeviceLoader, augment_batch, plan_batched
+from blockspec.data.batched import DeviceLoader, augment_batch, batched_refusal, plan_batched
 
 
 def smooth_image(size: int = 32) -> np.ndarray:
@@ -150,12 +150,42 @@ def test_cutout_is_one_mean_hole_inside_the_image() -> None:
     assert abs(tops.mean() - 8) < 1
 
 
-def test_unsupported_transforms_fall_back() -> None:
-    assert plan_batched(read_augment([{"RandomBrightnessContrast": {"p": 0.5}}])) is None
-    assert plan_batched(read_augment([{"ShiftScaleRotate": {"border_mode": 3}}])) is None  # BORDER_WRAP
-    assert plan_batched(read_augment([{"Affine": {"shear": 10}}])) is None
-    assert plan_batched(read_augment([{"Affine": {"scale": [0.8, 1.2], "balanced_scale": True}}])) is None
-    assert plan_batched(read_augment([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}])) is None
+@pytest.mark.parametrize(
+    ("entries", "reason"),
+    [
+        ([{"RandomBrightnessContrast": {"p": 0.5}}],
+         "data.augment[0].RandomBrightnessContrast: RandomBrightnessContrast has no batched equivalent"),
+        ([{"ShiftScaleRotate": {"border_mode": 3}}],  # BORDER_WRAP
+         "data.augment[0].ShiftScaleRotate.border_mode = 3: batched borders are 0 (constant), 2 (reflect) and 4"),
+        ([{"HorizontalFlip": {}}, {"Affine": {"translate_percent": 0.1, "interpolation": 0}}],
+         "data.augment[1].Affine.interpolation = 0: the batched warp is bilinear (1)"),
+        ([{"Affine": {"shear": 10}}], "data.augment[0].Affine.shear: the batched warp does not shear"),
+        ([{"Affine": {"scale": [0.8, 1.2], "balanced_scale": True}}],
+         "data.augment[0].Affine.balanced_scale = true: not mirrored"),
+        ([{"CoarseDropout": {"hole_height_range": [0.1, 0.3]}}],
+         "data.augment[0].CoarseDropout.hole_height_range = [0.1, 0.3]: batched holes take sizes in whole pixels"),
+        ([{"CoarseDropout": {}}],
+         "data.augment[0].CoarseDropout.hole_height_range = [0.1, 0.2] (its default): batched holes take sizes in whole"),
+        ([{"CoarseDropout": {"hole_height_range": [4, 4], "hole_width_range": [4, 4], "fill": "random"}}],
+         "data.augment[0].CoarseDropout.fill = 'random': batched holes take"),
+        ([{"HorizontalFlip": {}}, {"HorizontalFlip": {"p": 0.2}}], "data.augment[1].HorizontalFlip: a second HorizontalFlip"),
+        ([{"Affine": {}}, {"ShiftScaleRotate": {}}], "data.augment[1].ShiftScaleRotate: a second Affine or ShiftScaleRotate"),
+        ([{"CoarseDropout": {"hole_height_range": [4, 4], "hole_width_range": [4, 4]}}, {"Affine": {}}],
+         "data.augment[0].CoarseDropout comes before the warp at data.augment[1]"),
+        ([{"Affine": {"rotate": [0, 20]}}, {"HorizontalFlip": {}}],
+         "data.augment[1].HorizontalFlip comes after the warp at data.augment[0], whose rotation or x shift"),
+    ],
+)
+def test_unsupported_transforms_fall_back_naming_the_entry_and_argument(entries: list, reason: str) -> None:
+    augment = read_augment(entries)
+    assert plan_batched(augment) is None
+    assert reason in batched_refusal(augment)
+
+
+def test_a_cutouts_mask_fill_does_not_keep_it_off_the_batched_path() -> None:
+    """blockspec passes no masks, so CoarseDropout's fill_mask changes nothing it draws."""
+    holes = {"num_holes_range": [1, 1], "hole_height_range": [8, 8], "hole_width_range": [8, 8], "fill": 7}
+    assert plan_for([{"CoarseDropout": {**holes, "fill_mask": 0}}]) == plan_for([{"CoarseDropout": holes}])
 
 
 def test_device_loader_covers_the_data_once_per_epoch_and_repeats_with_its_seed() -> None:

@@ -75,6 +75,14 @@ def test_check_says_what_training_would_note_about_the_augmentation(tmp_path: Pa
     assert code == 0 and "note: data.augment[0].ShiftScaleRotate: without border_mode, albumentations 2.x fills" in err
 
 
+def test_check_says_why_the_augmentation_would_run_per_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("TRANSFORM", "Affine: {rotate: 10, interpolation: 0}"))
+    code, _, err = run_cli(["check", str(spec)], capsys)
+    assert code == 0 and ("note: augmentation runs per image in albumentations, not batched, since "
+                          "data.augment[0].Affine.interpolation = 0: the batched warp is bilinear (1)") in err
+
+
 def test_a_fill_albumentations_refuses_lists_blockspecs_mean_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "a.yaml"
     spec.write_text(AUGMENTED.replace("TRANSFORM", "CoarseDropout: {hole_height_range: [4, 4], hole_width_range: [4, 4], fill: bogus}"))

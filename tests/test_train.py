@@ -396,6 +396,19 @@ def test_augmentation_errors_stop_before_training(
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_forcing_the_batched_path_names_what_keeps_the_augmentation_off_it(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tiny_spec_text(data_root).replace("fill: mean, p: 0.5}", "fill: mean, p: 0.5}\n    - Affine: {rotate: 5, interpolation: 0}")
+    (tmp_path / "nearest.yaml").write_text(text)
+    command = ["train", str(tmp_path / "nearest.yaml"), "--out", str(tmp_path / "run"), "--loader", "gpu"]
+    code, _, err = run_cli(command, capsys)
+    assert code == 2 and (
+        "--loader = 'gpu': the spec's augmentation has no batched equivalent: data.augment[2].Affine.interpolation = 0: "
+        "the batched warp is bilinear (1); use --loader albumentations"
+    ) in err
+
+
 def test_spec_and_data_must_agree(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tiny_spec_text(data_root).replace("input: {channels: 3, size: 16}", "input: {channels: 1, size: 16}")
     (tmp_path / "gray.yaml").write_text(text)

@@ -22,7 +22,7 @@ distribution is itself mirror-symmetric (rotation and x shift ranges centred on 
 then the two orders draw the same images.
 
 `plan_batched` returns None when any transform or argument has no equivalent here, and the
-caller falls back to per-image albumentations.
+caller falls back to per-image albumentations; `batched_refusal` names the entry and argument.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ _INTER_LINEAR = 1  # OpenCV's flag value
 # mirrors about the image's edge, BORDER_REFLECT_101 (edcb|abcd) about its edge pixels' centres
 _BORDERS = {0: "constant", 2: "reflect", 4: "reflect101"}
 _AFFINE_NAMES = ("Affine", "ShiftScaleRotate")
-_CUTOUT_ARGS = {"num_holes_range", "hole_height_range", "hole_width_range", "fill", "p"}
+# fill_mask too: it fills holes in masks, which blockspec never passes
+_CUTOUT_ARGS = {"num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask", "p"}
 
 
 Range = tuple[float, float]
@@ -87,35 +88,75 @@ def _int_range(value: Any) -> tuple[int, int] | None:
 
 
 def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
-    """The batched equivalent of checked augmentation steps, or None if there is none."""
+    """The batched equivalent of checked augmentation steps, or None if there is none
+    (`batched_refusal` says why)."""
+    plan = _plan(augment)
+    return plan if isinstance(plan, BatchedPlan) else None
+
+
+def batched_refusal(augment: AugmentPlan, path: str = "data.augment") -> str | None:
+    """Why the steps have no batched equivalent, naming the entry and argument; None if they have one."""
+    plan = _plan(augment, path)
+    return plan if isinstance(plan, str) else None
+
+
+def unbatched_note(augment: AugmentPlan) -> str | None:
+    """What training (under `--loader auto`) and `check` say when the augmentation has no
+    batched equivalent; None when it has one."""
+    refusal = batched_refusal(augment)
+    return None if refusal is None else f"augmentation runs per image in albumentations, not batched, since {refusal}"
+
+
+def _plan(augment: AugmentPlan, path: str = "data.augment") -> BatchedPlan | str:
     flip_p, affine, cutout = 0.0, None, None
-    steps = augment.steps
-    order = [name for name, _ in steps]
-    for (name, args), transform in zip(steps, augment.built, strict=True):
-        args = dict(args)
-        if name == "HorizontalFlip" and set(args) <= {"p"} and not flip_p:
+    seen: dict[str, int] = {}  # the first entry of each kind
+    for index, ((name, args), transform) in enumerate(zip(augment.steps, augment.built, strict=True)):
+        where = f"{path}[{index}].{name}"
+        kind = "warp" if name in _AFFINE_NAMES else name
+        if kind in seen:
+            return f"{where}: a second {'Affine or ShiftScaleRotate' if kind == 'warp' else name} (the batched path applies one)"
+        seen[kind] = index
+        if name == "HorizontalFlip":
             flip_p = float(args.get("p", 0.5))
-        elif name in _AFFINE_NAMES and affine is None:
-            affine = _affine_plan(transform, args)
-            if affine is None:
-                return None
-        elif name == "CoarseDropout" and cutout is None and set(args) <= _CUTOUT_ARGS:
-            holes = _int_range(args.get("num_holes_range", (1, 2)))
-            height = _int_range(args.get("hole_height_range", (0.1, 0.2)))
-            width = _int_range(args.get("hole_width_range", (0.1, 0.2)))
-            fill = args.get("fill", 0)
-            if None in (holes, height, width) or (isinstance(fill, str) and fill != "mean"):
-                return None  # size fractions, random or inpainted fills: albumentations only
-            cutout = Cutout(float(args.get("p", 0.5)), holes, height, width, args.get("fill", 0))
+        elif kind == "warp":
+            affine = _affine_plan(transform, args, where)
+            if isinstance(affine, str):
+                return affine
+        elif name == "CoarseDropout":
+            cutout = _cutout_plan(args, where)
+            if isinstance(cutout, str):
+                return cutout
         else:
-            return None
+            return f"{where}: {name} has no batched equivalent ({_SUPPORTED})"
     if affine is not None:
-        warp_at = next(index for index, name in enumerate(order) if name in _AFFINE_NAMES)
-        if cutout is not None and warp_at > order.index("CoarseDropout"):
-            return None  # a warped hole is not a hole: only the usual order is mirrored
-        if flip_p and warp_at < order.index("HorizontalFlip") and not _mirror_symmetric(affine):
-            return None  # flipping after this warp draws other images than flipping before
+        warp = f"the warp at {path}[{seen['warp']}]"
+        if cutout is not None and seen["warp"] > seen["CoarseDropout"]:
+            return f"{path}[{seen['CoarseDropout']}].CoarseDropout comes before {warp} (a warped hole is no longer a hole)"
+        if flip_p and seen["warp"] < seen["HorizontalFlip"] and not _mirror_symmetric(affine):
+            return (f"{path}[{seen['HorizontalFlip']}].HorizontalFlip comes after {warp}, whose rotation or x shift "
+                    "range is not centred on 0 (flipping after it draws other images than flipping before)")
     return BatchedPlan(flip_p, affine, cutout)
+
+
+_SUPPORTED = "batched: HorizontalFlip, Affine or ShiftScaleRotate, CoarseDropout"
+
+
+def _cutout_plan(args: dict[str, Any], where: str) -> Cutout | str:
+    """The holes albumentations' CoarseDropout would cut, if mirrored here."""
+    extra = sorted(set(args) - _CUTOUT_ARGS)
+    if extra:
+        return f"{where}.{extra[0]}: not mirrored by the batched path"
+    defaults = {"num_holes_range": (1, 2), "hole_height_range": (0.1, 0.2), "hole_width_range": (0.1, 0.2)}
+    ranges = {arg: _int_range(args.get(arg, default)) for arg, default in defaults.items()}
+    for arg, bounds in ranges.items():
+        if bounds is None:
+            value = args[arg] if arg in args else f"{list(defaults[arg])} (its default)"
+            return f"{where}.{arg} = {value}: batched holes take sizes in whole pixels"
+    fill = args.get("fill", 0)
+    if isinstance(fill, str) and fill != "mean":
+        return f"{where}.fill = {fill!r}: batched holes take a value, one per channel or 'mean'"
+    return Cutout(float(args.get("p", 0.5)), ranges["num_holes_range"], ranges["hole_height_range"],
+                  ranges["hole_width_range"], fill)
 
 
 def _mirror_symmetric(affine: Affine) -> bool:
@@ -125,14 +166,18 @@ def _mirror_symmetric(affine: Affine) -> bool:
     return rotate_low == -rotate_high and shift_low == -shift_high
 
 
-def _affine_plan(transform: Any, args: dict[str, Any]) -> Affine | None:
+def _affine_plan(transform: Any, args: dict[str, Any], where: str) -> Affine | str:
     """The warp albumentations' Affine (which ShiftScaleRotate is) would draw, if mirrored here."""
     if transform.border_mode not in _BORDERS:
-        return None
-    if transform.interpolation != _INTER_LINEAR or transform.fit_output or transform.balanced_scale:
-        return None
+        return (f"{where}.border_mode = {transform.border_mode}: batched borders are 0 (constant), "
+                "2 (reflect) and 4 (reflect 101)")
+    if transform.interpolation != _INTER_LINEAR:
+        return f"{where}.interpolation = {transform.interpolation}: the batched warp is bilinear (1)"
+    for arg in ("fit_output", "balanced_scale"):
+        if getattr(transform, arg):
+            return f"{where}.{arg} = true: not mirrored by the batched path"
     if any(float(v) != 0.0 for axis in transform.shear.values() for v in axis):
-        return None
+        return f"{where}.shear: the batched warp does not shear"
     in_pixels = transform.translate_px is not None
     shift = transform.translate_px if in_pixels else transform.translate_percent
 

@@ -19,7 +19,7 @@ from blockspec.data import (
     read_augment,
     seed_augment,
 )
-from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.batched import DeviceLoader, batched_refusal, plan_batched, unbatched_note
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -31,12 +31,14 @@ from blockspec.train.options import RunOptions
 
 @dataclass(frozen=True)
 class RunLoaders:
-    """The run's batches, the data path's name for the log, and the final epochs' augmentation."""
+    """The run's batches, the data path's name for the log, and the final epochs' augmentation;
+    `unbatched` notes why the spec's augmentation has no batched equivalent, if it has none."""
 
     train: Any
     test: Any
     path: str
     switch: AugmentSwitch | None
+    unbatched: str | None
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def make_run_loaders(
     """Batched tensor augmentation on the device when the spec's transforms allow it
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
     train, test, path = _make_loaders(spec, data, augment, options, info, ranks)
-    return RunLoaders(train, test, path, _augment_switch(spec, data, train))
+    return RunLoaders(train, test, path, _augment_switch(spec, data, train), unbatched_note(augment))
 
 
 def first_switched_epoch(spec: Spec) -> int | None:
@@ -101,8 +103,7 @@ def _make_loaders(
     if options.loader == "gpu" and plan is None:
         raise fail(
             "--loader",
-            "the spec's augmentation has no batched equivalent (supported: HorizontalFlip, "
-            "Affine or ShiftScaleRotate without shear, CoarseDropout with pixel sizes); "
+            f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; "
             "use --loader albumentations",
             options.loader,
         )

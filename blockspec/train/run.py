@@ -96,6 +96,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     _check_batch_for_batch_norm(spec)
     loaders = make_run_loaders(spec, data, plan, options, info, ranks)
     train_loader, test_loader = loaders.train, loaders.test
+    if loaders.unbatched and options.loader == "auto":
+        log(f"note: {loaders.unbatched}")
     if len(train_loader) == 0:  # one image: a batch of one is dropped, BatchNorm cannot train on it
         where, value = ("--limit-train", options.limit_train) if options.limit_train else ("data.root", spec.data.root)
         raise fail(where, "training needs at least 2 images a process; this gives 1", value)
