@@ -68,11 +68,19 @@ data:
 """
 
 
-def test_check_says_what_training_would_note_about_the_augmentation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "transform", ["ShiftScaleRotate: {shift_limit: 0.1, p: 0.5}", "PadIfNeeded: {min_height: 40, min_width: 40}",
+                  "GridDistortion: {}", "OpticalDistortion: {}", "ElasticTransform: {}"],
+)
+def test_check_says_what_training_would_note_about_the_augmentation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], transform: str
+) -> None:
+    """Each of these reflected the border in albumentations 1.x and fills it black in 2.x."""
     spec = tmp_path / "a.yaml"
-    spec.write_text(AUGMENTED.replace("TRANSFORM", "ShiftScaleRotate: {shift_limit: 0.1, p: 0.5}"))
+    spec.write_text(AUGMENTED.replace("TRANSFORM", transform))
     code, _, err = run_cli(["check", str(spec)], capsys)
-    assert code == 0 and "note: data.augment[0].ShiftScaleRotate: without border_mode, albumentations 2.x fills" in err
+    name = transform.split(":")[0]
+    assert code == 0 and f"note: data.augment[0].{name}: without border_mode, albumentations 2.x fills" in err
 
 
 def test_check_says_why_the_augmentation_would_run_per_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -190,7 +190,9 @@ def translate_args(
 
 # Transforms whose default border was the reflection BORDER_REFLECT_101 in albumentations 1.x
 # and is the constant `fill` in 2.x: the same arguments warp with another border.
-_BORDER_DEFAULT_CHANGED = ("ShiftScaleRotate", "Rotate", "SafeRotate")
+_BORDER_DEFAULT_CHANGED = (
+    "ShiftScaleRotate", "Rotate", "SafeRotate", "PadIfNeeded", "GridDistortion", "OpticalDistortion", "ElasticTransform",
+)
 
 
 def changed_default_note(name: str, args: dict[str, Any], where: str) -> str | None:
