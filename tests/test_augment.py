@@ -62,7 +62,10 @@ def test_exercise_trio_builds() -> None:
     )  # advice, not an error
 
 
-@pytest.mark.parametrize("name", ["ShiftScaleRotate", "Rotate", "SafeRotate"])
+@pytest.mark.parametrize(
+    "name",
+    ["ShiftScaleRotate", "Rotate", "SafeRotate", "PadIfNeeded", "GridDistortion", "OpticalDistortion", "ElasticTransform"],
+)
 def test_a_border_default_that_changed_since_1x_is_pointed_out(name: str) -> None:
     """1.x reflected the border of these warps by default, 2.x fills it: the same arguments
     give other images, so the user is told, and a written border_mode ends the note."""
@@ -135,6 +138,25 @@ def test_1x_min_defaults_to_max_as_in_1x() -> None:
 def test_1x_forms_without_exact_translation_are_refused(entry: dict, where: str, says: str) -> None:
     text = _error([entry])
     assert where in text and says in text
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"Affine": {"scale": 0.0}}, "data.augment[0].Affine.scale = 0.0: the x scale it draws from [0, 0] reaches 0"),
+        ({"Affine": {"scale": {"x": 1.0, "y": [-0.5, 0.5]}}}, "Affine.scale = {'x': 1.0, 'y': [-0.5, 0.5]}: the y scale"),
+        ({"ShiftScaleRotate": {"scale_limit": [-1.0, 0.1]}}, "ShiftScaleRotate.scale_limit = [-1.0, 0.1]: the x scale it "
+                                                             "draws from [0, 1.1] reaches 0"),
+    ],
+)
+def test_a_scale_range_reaching_0_is_refused(entry: dict, says: str) -> None:
+    """It shrinks the image to a point: blank on albumentations' path, a division by 0 on the
+    batched one (NaN images, then a NaN loss blamed on the learning rate)."""
+    assert says in _error([entry])
+
+
+def test_a_negative_scale_range_mirrors_and_builds() -> None:
+    read_augment([{"Affine": {"scale": [-1.2, -0.8]}}])
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
         notes += [note for note in (translated, changed_default_note(name, args, where)) if note]
         transform, advice = _construct(name, _resolve_fill(args, 0), where)
         _check_hole_units(transform, args, where)
+        _check_scale(transform, args, where)
         notes += advice
         notes += _fill_units_note(args, where)
         steps.append((name, args))
@@ -250,6 +251,22 @@ def _check_hole_units(transform: BasicTransform, args: dict[str, Any], where: st
                 f"albumentations reads both hole ranges in hole_height_range's unit, here {unit}; "
                 "write both in pixels, or both as fractions below 1",
                 args.get(arg, [low, high]),
+            )
+
+
+def _check_scale(transform: BasicTransform, args: dict[str, Any], where: str) -> None:
+    """A warp whose scale range reaches 0 shrinks the image to a point: albumentations draws a
+    blank image and the batched path divides by 0. (A negative range mirrors the image.)"""
+    if not isinstance(transform, A.Affine):
+        return
+    arg = "scale_limit" if isinstance(transform, A.ShiftScaleRotate) else "scale"
+    for axis, (low, high) in transform.scale.items():
+        if low <= 0 <= high:
+            raise fail(
+                f"{where}.{arg}",
+                f"the {axis} scale it draws from [{low:g}, {high:g}] reaches 0, which shrinks the image to a point; "
+                + ("keep scale_limit above -1" if arg == "scale_limit" else "keep the range above 0 (or below it, to mirror)"),
+                args.get(arg, transform.scale),
             )
 
 
