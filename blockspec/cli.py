@@ -207,7 +207,7 @@ def train(
 @app.command("eval")
 def eval_command(
     spec_path: CheckpointSpecPath = None,
-    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
+    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")] = ...,  # type: ignore[assignment]
     dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
@@ -227,7 +227,9 @@ def eval_command(
         spec = parse_spec(text, source=f"{checkpoint} (spec inside)", edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
-    typer.echo(f"{report.spec_name}: test accuracy {report.accuracy:.2f}% on {report.images:,} images (loss {report.loss:.4f})")
+    weights = f"epoch {report.epoch}" if report.epoch else "epoch 0, before any training"
+    typer.echo(f"{report.spec_name} ({weights}): test accuracy {report.accuracy:.2f}% on {report.images:,} images "
+               f"(loss {report.loss:.4f})" + (f", each averaged with {report.views}" if report.views else ""))
     width = max(len(name) for name in report.per_class)
     for name, accuracy in report.per_class.items():
         typer.echo(f"  {name:<{width}}  {accuracy:6.2f}%")
@@ -243,7 +245,7 @@ def preview_augment(
     seed: Annotated[int, typer.Option(min=0, max=INT_LIMIT, help="Seed for the augmentations shown.")] = 0,
 ) -> None:
     """Save a grid of training images, each followed by augmented versions of it."""
-    from blockspec.data import build_augment, load_dataset, read_augment, save_augment_grid
+    from blockspec.data import augment_grid_png, build_augment, load_dataset, read_augment
     from blockspec.load import load_spec
     from blockspec.train.overrides import apply_overrides
 
@@ -251,9 +253,12 @@ def preview_augment(
     _check_output_file(out, "--out")
     for note in read_augment(spec.data.augment).notes:
         typer.echo(f"note: {note}")
-    data = load_dataset(spec.data.dataset, spec.data.root)
-    augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
-    save_augment_grid(data.train_images, augment, out, n=images, seed=seed)
+    try:
+        data = load_dataset(spec.data.dataset, spec.data.root)
+        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+    except SpecError as error:
+        raise _from_spec_file(error, spec_path) from None
+    _write_output(out, augment_grid_png(data.train_images, augment, n=images, seed=seed))
     typer.echo(f"wrote {out}")
 
 
@@ -262,18 +267,25 @@ def export(
     spec_path: CheckpointSpecPath = None,
     checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
     format: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
-    out: Annotated[Path, typer.Option(help="File to write.")] = Path("model.pt"),
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="File to write.  [default: model.pt, or model.onnx with --format onnx]", show_default=False),
+    ] = None,
 ) -> None:
     """Export a checkpoint to TorchScript or ONNX and check it numerically against torch."""
-    from blockspec.export import export_model
+    from blockspec.export import SUFFIXES, export_metadata, export_model, input_description
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
 
+    out = out or Path(f"model{SUFFIXES.get(format, '.pt')}")
     _check_output_file(out, "--out")
     payload = load_checkpoint(checkpoint)
     spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
-    difference = export_model(model_from_checkpoint(spec, payload, checkpoint), spec, format, out)
+    metadata = export_metadata(spec, payload)
+    exported, difference = export_model(model_from_checkpoint(spec, payload, checkpoint), spec, format, metadata)
+    _write_output(out, exported)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
+    typer.echo(input_description(metadata, format))
     views = [name for name in ("tta_flip", "tta_shift") if getattr(spec.train, name)]
     if views:
         typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
@@ -291,7 +303,7 @@ def _from_spec_file(error: SpecError, spec_path: Path | None) -> SpecError:
 
 def _check_output_file(path: Path, flag: str) -> None:
     """Refuse, before any work, a file that cannot be written (a folder, a path through a
-    file); create its missing folders as the writers would."""
+    file); its missing folders are made when it is written."""
     from blockspec.errors import fail
 
     if path.is_dir():
@@ -299,10 +311,21 @@ def _check_output_file(path: Path, flag: str) -> None:
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise fail(flag, f"{blocking} is a file, not a folder", str(path))
+
+
+def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
+    """Write a command's file whole or not at all, making its folders; a place that cannot be
+    written (no permission, a read-only or special file system, a name too long) is the
+    flag's problem, not a crash."""
+    from blockspec.atomic import atomic_write
+    from blockspec.errors import fail
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as file:
+            file.write(content)
     except OSError as error:
-        raise fail(flag, f"cannot create the file's folder ({error.strerror})", str(path)) from None
+        raise fail(flag, f"cannot write there ({error.strerror or error})", str(path)) from None
 
 
 SCHEMA_FORMATS = ("json", "markdown")

@@ -1,14 +1,19 @@
 """Export a trained spec to TorchScript or ONNX, and prove the export computes the same.
 
 The numeric check runs the exported file (TorchScript via torch.jit.load, ONNX via
-onnxruntime) on random inputs and compares with the eager model.
+onnxruntime) on random inputs and compares with the eager model. The file carries what a
+user of it needs besides the weights (the input size, the classes in score order, the
+normalisation the training images had) as JSON: TorchScript's extra file `blockspec.json`,
+ONNX's metadata property `blockspec`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import math
-from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,43 +21,84 @@ from blockspec.errors import fail
 from blockspec.spec import Spec
 
 FORMATS = ("torchscript", "onnx")
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
+METADATA_KEY = "blockspec"  # ONNX's metadata property; TorchScript's extra file adds ".json"
 
 
-def export_model(model: torch.nn.Module, spec: Spec, fmt: str, out: Path, tolerance: float = 1e-4) -> float:
-    """Write `model` (built from `spec`) to `out`; returns the largest absolute difference
-    between the exported file's outputs and torch's."""
+def export_model(
+    model: torch.nn.Module, spec: Spec, fmt: str, metadata: dict[str, Any], tolerance: float = 1e-4
+) -> tuple[bytes, float]:
+    """The exported file of `model` (built from `spec`), `metadata` inside it, and the largest
+    absolute difference between that file's outputs and torch's."""
     if fmt not in FORMATS:
         raise fail("--format", f"allowed: {', '.join(FORMATS)}", fmt)
     model.eval()
     sample = torch.randn(4, spec.input.channels, *spec.input.hw, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(sample)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        scripted = torch.jit.trace(model, sample)
-        scripted.save(str(out))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.trace(model, sample), buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
+        exported = buffer.getvalue()
         with torch.no_grad():
-            got = torch.jit.load(str(out))(sample)
+            got = torch.jit.load(io.BytesIO(exported))(sample)
     else:
-        got = _onnx_roundtrip(model, sample, out)
+        exported, got = _onnx_roundtrip(model, sample, metadata)
     difference = float((got - expected).abs().max())
     if not math.isfinite(difference):  # NaN compares false with any tolerance
         raise fail("export", "the model's outputs are not finite (NaN or inf): the checkpoint's weights hold such values")
     if difference > tolerance:
         raise fail("export", f"the exported model differs from torch by {difference:.2e} (> {tolerance:g})")
-    return difference
+    return exported, difference
 
 
-def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, out: Path) -> torch.Tensor:
+def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, metadata: dict[str, Any]) -> tuple[bytes, torch.Tensor]:
     missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise fail("--format", f"ONNX export needs {', '.join(missing)}: pip install 'blockspec[onnx]'", "onnx")
+    import onnx
     import onnxruntime
 
+    buffer = io.BytesIO()
     torch.onnx.export(
-        model, (sample,), str(out), input_names=["images"], output_names=["scores"],
+        model, (sample,), buffer, input_names=["images"], output_names=["scores"],
         dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False,
     )
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
+    exported = proto.SerializeToString()
+    session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
     (scores,) = session.run(None, {"images": sample.numpy()})
-    return torch.from_numpy(scores)
+    return exported, torch.from_numpy(scores)
+
+
+def export_metadata(spec: Spec, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the exported file carries besides the network: its input, the classes in score
+    order and the normalisation its training images had (checkpoints before 2026-12-07 did
+    not record the last, nor those before 2026-12-06 the classes)."""
+    metadata: dict[str, Any] = {
+        "name": spec.name,
+        "input": {"channels": spec.input.channels, "height": spec.input.hw[0], "width": spec.input.hw[1]},
+    }
+    for field in ("classes", "mean", "std"):
+        if payload.get(field):
+            metadata[field] = list(payload[field])
+    if "mean" in metadata and "std" in metadata:
+        metadata["normalisation"] = "each channel (pixel / 255 - mean) / std"
+    return metadata
+
+
+def input_description(metadata: dict[str, Any], fmt: str) -> str:
+    """One line on what to feed the exported file, and where the file records it."""
+    size = metadata["input"]
+    shape = f"float32 batches N×{size['channels']}×{size['height']}×{size['width']}"
+    where = f"extra file {METADATA_KEY}.json" if fmt == "torchscript" else f"metadata property '{METADATA_KEY}'"
+    if "mean" not in metadata:
+        return (f"input: {shape}, normalised as the training data set was (this checkpoint predates recorded "
+                f"statistics; the file's {where} holds its input size and classes)")
+    return (f"input: {shape}, each channel (pixel / 255 − mean) / std with mean ({_numbers(metadata['mean'])}) "
+            f"and std ({_numbers(metadata['std'])}), as in training; recorded in the file's {where}")
+
+
+def _numbers(values: list[float]) -> str:
+    return ", ".join(f"{value:.4f}" for value in values)

@@ -20,7 +20,7 @@ from blockspec.data import (
     load_dataset,
     make_loaders,
     normalize_batch,
-    save_augment_grid,
+    augment_grid_png,
 )
 from blockspec.data.download import DownloadError, download_and_extract
 from blockspec.data.imagedata import ImageData, channel_stats
@@ -555,10 +555,8 @@ def test_normalize_batch() -> None:
 
 def test_preview_grid_png(tmp_path: Path) -> None:
     data = _synthetic()
-    out = save_augment_grid(
-        data.train_images, build_augment(TRIO, data.mean), tmp_path / "sub" / "grid.png", n=3
-    )
-    with Image.open(out) as image:
+    png = augment_grid_png(data.train_images, build_augment(TRIO, data.mean), n=3)
+    with Image.open(io.BytesIO(png)) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1] > 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from blockspec import build_model, load_spec, parse_spec
 from blockspec.train.checkpoint import save_atomic
 from tests.cli_helpers import run_cli
+from tests.synthetic import write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +21,8 @@ def checkpoint(tmp_path: Path) -> Path:
     spec = load_spec(ROOT / "architectures/reference/fourblocks-128k.yaml")
     torch.manual_seed(0)
     target = tmp_path / "best.pt"
-    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, target)
+    recorded = {"classes": [f"c{index}" for index in range(10)], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), **recorded, "epoch": 1}, target)
     return target
 
 
@@ -34,6 +37,39 @@ def test_an_out_that_cannot_be_written_is_refused_before_exporting(
         assert (code, err) == (2, f"error: --out = '{out}': {message}\n")
     code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "new" / "m.pt")], capsys)
     assert code == 0 and (tmp_path / "new" / "m.pt").is_file(), err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a folder no file can be made in: Linux's /proc")
+@pytest.mark.parametrize("command", ["export", "preview-augment"])
+def test_an_out_the_system_refuses_is_the_flags_problem(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    source = ["--checkpoint", str(checkpoint)] if command == "export" else [
+        str(ROOT / "architectures/flagship.yaml"), "--dataset", "imagefolder", "--data-root", str(write_colour_folder(tmp_path))]
+    code, _, err = run_cli([command, *source, "--out", "/proc/blockspec-out.png"], capsys)
+    assert (code, err) == (2, "error: --out = '/proc/blockspec-out.png': cannot write there (No such file or directory)\n")
+
+
+def test_a_refused_export_leaves_no_folders_behind(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "tflite", "--out", str(tmp_path / "new" / "m")], capsys)
+    assert code == 2 and not (tmp_path / "new").exists()
+
+
+def test_the_exported_file_records_its_input_classes_and_normalisation(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.pt"
+    code, stdout, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert ("input: float32 batches N×3×32×32, each channel (pixel / 255 − mean) / std with mean (0.5000, 0.4000, "
+            "0.3000) and std (0.2000, 0.2500, 0.3000), as in training; recorded in the file's extra file blockspec.json") in stdout
+    extra = {"blockspec.json": ""}
+    torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["blockspec.json"]) == {
+        "name": "fourblocks-128k", "input": {"channels": 3, "height": 32, "width": 32},
+        "classes": [f"c{index}" for index in range(10)], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
+        "normalisation": "each channel (pixel / 255 - mean) / std",
+    }
 
 
 def test_export_says_it_leaves_out_the_test_time_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,6 +116,7 @@ def test_torchscript_export_matches(checkpoint: Path, tmp_path: Path, capsys: py
 
 
 def test_onnx_export_matches_in_onnxruntime(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx = pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     out = tmp_path / "model.onnx"
@@ -91,6 +128,18 @@ def test_onnx_export_matches_in_onnxruntime(checkpoint: Path, tmp_path: Path, ca
     x = torch.randn(5, 3, 32, 32)
     (scores,) = onnxruntime.InferenceSession(str(out)).run(None, {"images": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(scores), model(x).detach(), rtol=1e-4, atol=1e-4)
+    properties = {prop.key: prop.value for prop in onnx.load(str(out)).metadata_props}
+    assert json.loads(properties["blockspec"])["mean"] == [0.5, 0.4, 0.3]
+
+
+def test_onnx_export_is_named_for_its_format_by_default(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "onnx"], capsys)
+    assert code == 0 and "wrote model.onnx (onnx)" in stdout and not (tmp_path / "model.pt").exists()
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b""])

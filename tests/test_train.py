@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from blockspec.load import parse_spec
 from blockspec.train.device import pick_device
@@ -166,6 +167,27 @@ def test_eval_on_data_whose_classes_differ_from_the_runs_is_refused(
             "scores the classes class0, class1, class2, class3, in that order, but this data set has "
             "class1, class2, class3, z_class0" in err
         ), err
+
+
+def test_eval_normalises_as_the_run_did_whatever_train_holds_now(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image folder's mean and std come from its train/ images: checkpoints record them, so
+    the same test images score the same beside train/ images of other colours."""
+    import shutil
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    darker = tmp_path / "darker"
+    shutil.copytree(data_root, darker, ignore=shutil.ignore_patterns(".blockspec-cache"))
+    for image in (darker / "train").rglob("*.png"):
+        Image.open(image).point(lambda value: value // 3).save(image)
+    recorded = torch.load(out / "best.pt", weights_only=True)
+    assert len(recorded["mean"]) == len(recorded["std"]) == 3
+    scores = [run_cli(["eval", "--checkpoint", str(out / "best.pt"), *flags], capsys)
+              for flags in ([], ["--data-root", str(darker)])]
+    assert scores[0][0] == scores[1][0] == 0 and scores[0][1] == scores[1][1]
 
 
 LIMITS = ["--limit-train", "40", "--limit-test", "16"]
@@ -491,6 +513,25 @@ def test_learning_curves_are_redrawn_at_most_once_an_interval_and_always_at_the_
     history.append(record(3))
     every_epoch.update(history)
     assert target.read_bytes() != second
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 40])
+def test_learning_curves_mark_each_epoch_at_whole_epoch_ticks(epochs: int) -> None:
+    """A one-epoch history (a smoke run, a run stopped after its first epoch) drew lines of
+    one point, which show nothing, under ticks at 0.96 … 1.04."""
+    import matplotlib.pyplot as plt
+
+    from blockspec.train.plots import curves_figure
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 9.0 * e, "test_acc": 8.0 * e}
+               for e in range(1, epochs + 1)]
+    figure = curves_figure(history)
+    for axis in figure.axes:
+        assert all(line.get_marker() == "o" for line in axis.get_lines())
+        low, high = axis.get_xlim()
+        ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
+        assert ticks and all(float(tick).is_integer() for tick in ticks) and 1 <= min(ticks) and max(ticks) <= epochs
+    plt.close(figure)
 
 
 def test_misclassified_picture_shows_each_wrong_image(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ __all__ = [
     "make_loaders",
     "normalize_batch",
     "read_augment",
-    "save_augment_grid",
+    "augment_grid_png",
     "seed_augment",
     "validate_augment",
 ]
@@ -44,8 +44,8 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     """Import the matplotlib-based preview only when asked for (matplotlib adds ~0.6 s)."""
-    if name == "save_augment_grid":
-        from blockspec.data.preview import save_augment_grid
+    if name == "augment_grid_png":
+        from blockspec.data.preview import augment_grid_png
 
-        return save_augment_grid
+        return augment_grid_png
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+import io
 
 import albumentations as A
 import numpy as np
@@ -12,10 +12,10 @@ from matplotlib.figure import Figure  # no pyplot: nothing global, no display ne
 from blockspec.data.augment import seed_augment
 
 
-def save_augment_grid(
-    images: np.ndarray, augment: A.Compose, out: Path, n: int = 8, seed: int = 0, versions: int = 6
-) -> Path:
-    """Save a PNG, one row per image (n picked with `seed`): the original, then augmentations."""
+def augment_grid_png(
+    images: np.ndarray, augment: A.Compose, n: int = 8, seed: int = 0, versions: int = 6
+) -> bytes:
+    """A PNG, one row per image (n picked with `seed`): the original, then augmentations."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(images), size=min(n, len(images)), replace=False)
     augment = copy.deepcopy(augment)
@@ -33,7 +33,6 @@ def save_augment_grid(
     for column, ax in enumerate(axes[0]):
         ax.set_title("original" if column == 0 else f"augmented {column}", fontsize=8)
     figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png", dpi=100)
-    return out
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    return png.getvalue()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +21,35 @@ from blockspec.errors import fail
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
 
+if TYPE_CHECKING:
+    from blockspec.data.imagedata import ImageData
+
 FORMAT = "blockspec-checkpoint-v1"
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a checkpoint's scores mean and what its inputs must be: the class names in score
+    order, and the per-channel mean and std (0–1 units) the training images were normalised
+    with. An image folder's statistics come from its train/ images, so a checkpoint evaluated
+    or exported without them would be fed inputs scaled another way."""
+
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, data: ImageData) -> TrainedOn:
+        return cls(tuple(data.classes), tuple(data.mean), tuple(data.std))
+
+    @classmethod
+    def recorded(cls, payload: dict[str, Any], data: ImageData) -> TrainedOn:
+        """The checkpoint's record; what it lacks (checkpoints before 2026-12-06 lack it all,
+        then until 2026-12-07 the statistics) taken from `data`."""
+        return cls(*(tuple(payload.get(field) or getattr(data, field)) for field in ("classes", "mean", "std")))
+
+    def record(self) -> dict[str, list]:
+        return {"classes": list(self.classes), "mean": list(self.mean), "std": list(self.std)}
 
 
 def save_atomic(payload: dict[str, Any], target: Path) -> None:

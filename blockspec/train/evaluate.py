@@ -11,7 +11,7 @@ from blockspec.data import load_dataset, make_loaders
 from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
+from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
 from blockspec.train.data_path import check_data_fits
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
@@ -22,6 +22,8 @@ from blockspec.train.tta import TTAViews
 @dataclass(frozen=True)
 class EvalReport:
     spec_name: str
+    epoch: int  # the epoch whose weights the checkpoint holds (0: none trained yet)
+    views: str  # the test-time views averaged with each image, in words ("" for none)
     images: int
     loss: float
     accuracy: float
@@ -41,11 +43,11 @@ def evaluate_checkpoint(
     model = model_from_checkpoint(spec, payload, checkpoint_path)
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
-    trained_on = tuple(payload.get("classes") or data.classes)  # checkpoints before 2026-12-06 lack them
-    if trained_on != data.classes:
+    trained_on = TrainedOn.recorded(payload, data)
+    if trained_on.classes != data.classes:
         raise fail(
             "data.root",
-            f"{checkpoint_path} scores the classes {', '.join(trained_on)}, in that order, but this data set has "
+            f"{checkpoint_path} scores the classes {', '.join(trained_on.classes)}, in that order, but this data set has "
             f"{', '.join(data.classes)}: every score would be read as another class's",
             spec.data.root,
         )
@@ -54,11 +56,13 @@ def evaluate_checkpoint(
         data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test
     )
     model = model.to(info.device)
-    batches = Batches(info, data.mean, data.std)
-    result = evaluate(model, test_loader, batches, make_loss(spec), TTAViews.of(spec.train))
+    batches = Batches(info, trained_on.mean, trained_on.std)  # as in training, whatever train/ holds now
+    views = TTAViews.of(spec.train)
+    result = evaluate(model, test_loader, batches, make_loss(spec), views)
     per_class = {
         name: 100.0 * float(np.mean(result.predictions[result.labels == index] == index))
         for index, name in enumerate(data.classes)
         if np.any(result.labels == index)
     }
-    return EvalReport(spec.name, len(result.labels), result.loss, result.acc, per_class)
+    return EvalReport(spec.name, int(payload.get("epoch", 0)), views.describe(), len(result.labels), result.loss,
+                      result.acc, per_class)

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from blockspec.atomic import atomic_write  # noqa: E402
 
@@ -25,19 +26,27 @@ def save_png(figure: Any, target: Path) -> None:
 
 
 def plot_curves(history: list[dict[str, Any]], target: Path) -> None:
+    save_png(curves_figure(history), target)
+
+
+def curves_figure(history: list[dict[str, Any]]) -> Any:
+    """Loss and accuracy by epoch, at whole epochs; points marked, so that a one-epoch history shows."""
     epochs = [r["epoch"] for r in history]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    loss_axis.plot(epochs, [r["train_loss"] for r in history], label="train")
-    loss_axis.plot(epochs, [r["test_loss"] for r in history], label="test")
+    marker = {"marker": "o", "markersize": 3}
+    loss_axis.plot(epochs, [r["train_loss"] for r in history], label="train", **marker)
+    loss_axis.plot(epochs, [r["test_loss"] for r in history], label="test", **marker)
     loss_axis.set(title="loss", xlabel="epoch")
-    acc_axis.plot(epochs, [r["train_acc"] for r in history], label="train")
-    acc_axis.plot(epochs, [r["test_acc"] for r in history], label="test")
+    acc_axis.plot(epochs, [r["train_acc"] for r in history], label="train", **marker)
+    acc_axis.plot(epochs, [r["test_acc"] for r in history], label="test", **marker)
     acc_axis.set(title="accuracy (%)", xlabel="epoch")
     for axis in (loss_axis, acc_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axis.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # one epoch: a span, not a point
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    save_png(figure, target)
+    return figure
 
 
 class CurvesPicture:

@@ -21,7 +21,7 @@ from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train import distributed
-from blockspec.train.checkpoint import load_checkpoint
+from blockspec.train.checkpoint import TrainedOn, load_checkpoint
 from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
@@ -113,7 +113,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if spec.train.whiten_stem and checkpoint is None:
         rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
         stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
-    session = Session(spec, info, len(train_loader), ranks, stem_filters, data.classes)
+    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)

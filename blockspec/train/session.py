@@ -16,7 +16,7 @@ from blockspec.build import build_model
 from blockspec.errors import fail
 from blockspec.spec import Spec
 from blockspec.train import distributed
-from blockspec.train.checkpoint import restore_rng, rng_state, save_atomic
+from blockspec.train.checkpoint import TrainedOn, restore_rng, rng_state, save_atomic
 from blockspec.train.data_path import seed_epoch
 from blockspec.train.device import DeviceInfo
 from blockspec.train.ema import make_ema
@@ -59,13 +59,13 @@ class Session:
         info: DeviceInfo,
         steps_per_epoch: int,
         ranks: distributed.Ranks,
+        trained_on: TrainedOn,
         stem_filters: torch.Tensor | None = None,
-        classes: tuple[str, ...] = (),
     ) -> None:
-        """`stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming);
-        `classes`: the data set's class names, in score order, recorded in every checkpoint."""
+        """`trained_on`: the data set's classes and statistics, recorded in every checkpoint;
+        `stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming)."""
         self.spec, self.info, self.ranks = spec, info, ranks
-        self.classes = classes
+        self.trained_on = trained_on
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
         model = build_model(spec)
@@ -184,7 +184,7 @@ class Session:
             {
                 **self.state(),
                 "spec": self.spec.to_yaml(),
-                "classes": list(self.classes),
+                **self.trained_on.record(),
                 "run_options": run_options,
                 "steps_per_epoch": self.steps_per_epoch,
                 "epoch": epoch,
@@ -197,7 +197,7 @@ class Session:
     def save_best(self, target: Path, epoch: int) -> None:
         """best.pt holds the weights that were evaluated (the EMA ones when EMA is on)."""
         save_atomic(
-            {"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), "classes": list(self.classes), "epoch": epoch},
+            {"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), **self.trained_on.record(), "epoch": epoch},
             target,
         )
 

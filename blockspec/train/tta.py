@@ -30,6 +30,11 @@ class TTAViews:
         """The views a spec's `train` section asks for."""
         return cls(recipe.tta_flip, recipe.tta_shift)
 
+    def describe(self) -> str:
+        """The views averaged, in words (empty for the image alone)."""
+        parts = (["its mirror"] if self.flip else []) + ([f"shifts of ±{self.shift} px"] if self.shift else [])
+        return " and ".join(parts)
+
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The model's scores for `x` (NCHW), averaged over the image, its mirror with `flip`,
         and, with `shift`, each of those moved by (+shift, +shift) and (-shift, -shift) pixels.
