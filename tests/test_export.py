@@ -142,12 +142,30 @@ def test_onnx_export_is_named_for_its_format_by_default(
     assert code == 0 and "wrote model.onnx (onnx)" in stdout and not (tmp_path / "model.pt").exists()
 
 
-@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
-def test_corrupt_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes) -> None:
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"not a checkpoint", "not a file torch saved"), (b"", "not a file torch saved"),
+     ("first half", "the file is cut short or damaged")],
+)
+def test_corrupt_checkpoint_is_refused(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | str, why: str
+) -> None:
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(content)
+    whole = checkpoint.read_bytes()
+    bad.write_bytes(whole[: len(whole) // 2] if content == "first half" else content)
     code, _, err = run_cli(["export", "--checkpoint", str(bad)], capsys)
-    assert code == 2 and "cannot read it as a checkpoint" in err and "Traceback" not in err
+    assert code == 2 and f"cannot read it as a checkpoint: {why}" in err and "Traceback" not in err
+
+
+class _Foreign:
+    pass
+
+
+def test_a_file_holding_other_python_objects_is_refused_unread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": _Foreign()}, pickled)
+    code, _, err = run_cli(["eval", "--checkpoint", str(pickled)], capsys)
+    assert code == 2 and "cannot read it as a checkpoint: it holds Python objects besides tensors and numbers" in err
 
 
 def test_foreign_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -566,6 +566,24 @@ def test_a_run_directory_held_by_a_live_run_is_refused(
     assert code == 2 and f"--out = '{out}': another blockspec run is writing to this run directory" in err
     code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
     assert code == 0, err  # the lock a finished (or killed) run leaves behind holds nothing
+    with hold_run_dir(out):  # a resume into a live run names the flag it was given
+        code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 2 and f"--resume = '{out}': another blockspec run is writing to this run directory" in err
+
+
+def test_a_folder_in_the_way_of_a_new_run_suggests_resuming_only_a_run(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.png").write_bytes(b"")
+    code, _, err = run_cli(["train", str(spec), "--out", str(other)], capsys)
+    assert code == 2 and f"--out = '{other}': the folder already exists and is not empty; choose another --out" in err
+    run = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(run), "--workers", "0"], capsys)[0] == 0
+    code, _, err = run_cli(["train", str(spec), "--out", str(run)], capsys)
+    assert code == 2 and f"not empty; continue it with `--resume {run}` or choose another --out" in err
 
 
 def test_resuming_a_run_that_ended_restores_its_records(

@@ -7,6 +7,7 @@ weights_only=True)` opens them and a foreign file cannot run code.
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,16 +73,24 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
         raise fail(flag, "no such checkpoint file", str(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (any unreadable file gets the same answer)
-        raise fail(
-            flag,
-            f"cannot read it as a checkpoint ({type(error).__name__}); blockspec opens "
-            "checkpoints with weights_only=True and only reads its own",
-            str(path),
-        ) from None
+    except Exception as error:  # noqa: BLE001 (any unreadable file gets an answer, no traceback)
+        raise fail(flag, f"cannot read it as a checkpoint: {_why_unreadable(path, error)}", str(path)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise fail(flag, "not a blockspec checkpoint (no model/spec inside)", str(path))
     return payload
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """torch's files are zip archives: one holding Python objects besides tensors is refused
+    by weights_only loading, as every file not blockspec's own; one that cannot be read at all
+    was cut short or damaged (copied while written, a full disk)."""
+    with open(path, "rb") as file:
+        zipped = file.read(4) == b"PK\x03\x04"
+    if not zipped:
+        return "not a file torch saved; blockspec reads only its own checkpoints"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects besides tensors and numbers (blockspec loads with weights_only=True and reads only its own)"
+    return f"the file is cut short or damaged ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
 
 
 def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path) -> BlockNet:

@@ -104,7 +104,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if checkpoint is not None:
         run_dir = checkpoint_dir(options.resume)
         if ranks.main:
-            held.enter_context(hold_run_dir(run_dir))
+            held.enter_context(hold_run_dir(run_dir, "--resume"))
     elif ranks.main:
         run_dir = prepare_run_dir(options.out, spec.name, held)
     else:

@@ -44,10 +44,11 @@ def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> 
 
 
 @contextlib.contextmanager
-def hold_run_dir(run_dir: Path) -> Iterator[None]:
+def hold_run_dir(run_dir: Path, flag: str = "--out") -> Iterator[None]:
     """Keep a second run or resume from writing into `run_dir` while this one does: their
     checkpoints and records would interleave. The lock is the operating system's, so a killed
-    run leaves nothing held. Where there is no `fcntl` (Windows), runs are not locked."""
+    run leaves nothing held. Where there is no `fcntl` (Windows), runs are not locked. `flag`
+    names the option that chose the directory, for the refusal."""
     try:
         import fcntl
     except ImportError:
@@ -57,7 +58,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise fail("--out", "another blockspec run is writing to this run directory", str(run_dir)) from None
+            raise fail(flag, "another blockspec run is writing to this run directory", str(run_dir)) from None
         remove_partial_writes(run_dir)  # held: no other run writes here
         yield
 
@@ -68,12 +69,8 @@ def check_run_dir_free(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise fail("--out", "is a file, not a run directory; choose another --out", str(out))
     if out.exists() and any(path.name != LOCK_FILE for path in out.iterdir()):
-        raise fail(
-            "--out",
-            "the run directory already exists and is not empty; continue it with "
-            f"`--resume {out}` or choose another --out",
-            str(out),
-        )
+        resume = f"continue it with `--resume {out}` or " if (out / "last.pt").is_file() else ""
+        raise fail("--out", f"the folder already exists and is not empty; {resume}choose another --out", str(out))
 
 
 def checkpoint_dir(resume: Path) -> Path:
