@@ -155,6 +155,44 @@ def test_a_scale_range_reaching_0_is_refused(entry: dict, says: str) -> None:
     assert says in _error([entry])
 
 
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        # albumentations' checks across arguments report on the whole transform, with its own
+        # internal arguments as the value
+        ({"ShiftScaleRotate": {"shift_limit": 2}},
+         "data.augment[0].ShiftScaleRotate.shift_limit = 2: All values in shift_limit_x must be within [-1, 1]"),
+        ({"Affine": {"translate_percent": {"z": 0.1}}},
+         "data.augment[0].Affine.translate_percent = {'z': 0.1}: Expected translate_percent dictionary to contain"),
+        ({"Affine": {"translate_percent": 0.1, "translate_px": 2}},
+         "data.augment[0].Affine = {'translate_percent': 0.1, 'translate_px': 2}: Expected either translate_percent"),
+        ({"Affine": {"shift_limit": 0.1}},
+         "Affine.shift_limit = 0.1: not an argument of Affine; shift_limit is ShiftScaleRotate's; Affine's is translate_percent"),
+        ({"Affine": {"border_mode": "reflect"}},
+         "Affine.border_mode = 'reflect': Input should be 0, 1, 2, 3 or 4 (0 constant (fill), 1 replicate, 2 reflect, 3 wrap"),
+        ({"Affine": {"interpolation": 9}}, "Input should be 0, 1, 2, 3 or 4 (0 nearest, 1 linear, 2 cubic, 3 area, 4 Lanczos)"),
+    ],
+)
+def test_refusals_name_the_argument_as_written_and_what_its_numbers_mean(entry: dict, says: str) -> None:
+    assert says in _error([entry])
+
+
+@pytest.mark.parametrize(
+    "entry", [{"ConstrainedCoarseDropout": {"num_holes_range": [2, 4], "p": 1.0}}, {"Lambda": {}}, {"NoOp": {}}, {"Affine": {}}]
+)
+def test_a_transform_that_changes_no_image_is_pointed_out(entry: dict) -> None:
+    """ConstrainedCoarseDropout cuts only where a mask or boxes say, and blockspec passes
+    neither: it trained as no augmentation at all, without a word."""
+    name = next(iter(entry))
+    assert f"data.augment[0].{name}: changed no image in 8 tries at p = 1, so it does nothing as written" in " ".join(
+        read_augment([entry]).notes)
+
+
+def test_transforms_that_change_images_get_no_such_note() -> None:
+    entries = [{"HorizontalFlip": {"p": 0.01}}, {"Affine": {"translate_px": [-1, 1]}}, {"RandomRotate90": {}}, {"ColorJitter": {}}]
+    assert not [note for note in read_augment(entries).notes if "changed no image" in note]
+
+
 def test_a_negative_scale_range_mirrors_and_builds() -> None:
     read_augment([{"Affine": {"scale": [-1.2, -0.8]}}])
 

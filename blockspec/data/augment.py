@@ -44,6 +44,18 @@ _DONE_BY_BLOCKSPEC = {
 }
 # Warnings that only advise (e.g. "ShiftScaleRotate ... use Affine instead") become notes;
 # anything else albumentations warns about at construction means it altered the request.
+# ShiftScaleRotate's ranges and what Affine, which users move to, calls them
+_SHIFT_SCALE_ROTATE_NAMES = {
+    "shift_limit": "translate_percent (the same fractions of the size)",
+    "rotate_limit": "rotate (degrees)",
+    "scale_limit": "scale (1 + the limit: scale_limit 0.1 is scale [0.9, 1.1])",
+}
+# OpenCV's flag values, which albumentations takes as bare numbers
+_OPENCV_FLAGS = {
+    "border_mode": "0 constant (fill), 1 replicate, 2 reflect, 3 wrap, 4 reflect 101",
+    "interpolation": "0 nearest, 1 linear, 2 cubic, 3 area, 4 Lanczos",
+    "mask_interpolation": "0 nearest, 1 linear, 2 cubic, 3 area, 4 Lanczos",
+}
 _ADVISORY = re.compile(r"\b(instead|alias|slow)\b", re.IGNORECASE)
 _ALTERED = re.compile(
     r"not valid|deprecat|ignor|adjust|default|invalid|unknown|removed", re.IGNORECASE
@@ -102,6 +114,10 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
         _check_scale(transform, args, where)
         notes += advice
         notes += _fill_units_note(args, where)
+        if _changes_nothing(transform):
+            notes.append(f"{where}: changed no image in {_NOOP_TRIES} tries at p = 1, so it does nothing as written "
+                         "(blockspec passes images alone: a transform that needs masks, boxes or a function, such as "
+                         "ConstrainedCoarseDropout or Lambda, leaves them as they are)")
         steps.append((name, args))
         built.append(transform)
     return AugmentPlan(steps, notes, built)
@@ -189,6 +205,8 @@ def _check_arg_names(name: str, args: dict[str, Any], where: str) -> None:
         if arg not in valid:
             close = difflib.get_close_matches(arg, valid, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
+            if name == "Affine" and arg in _SHIFT_SCALE_ROTATE_NAMES:
+                hint = f"{arg} is ShiftScaleRotate's; Affine's is {_SHIFT_SCALE_ROTATE_NAMES[arg]}. "
             raise fail(
                 f"{where}.{arg}",
                 f"not an argument of {name}; {hint}valid: {', '.join(valid)}",
@@ -224,8 +242,29 @@ def _construction_error(error: Exception, where: str, args: dict[str, Any]) -> S
     cause = error.__cause__ if isinstance(error.__cause__, ValidationError) else error
     if isinstance(cause, ValidationError):
         problems = validation_problems(cause, lambda loc: _within(where, dotted_path(loc)))
+        problems = [_with_flag_names(_at_the_argument(problem, where, args), where) for problem in problems]
         return SpecError([_with_mean_fill(problem, where) for problem in problems])
     return fail(where, f"albumentations rejected these arguments: {error}", args)
+
+
+def _at_the_argument(problem: Problem, where: str, args: dict[str, Any]) -> Problem:
+    """albumentations' checks across arguments report on the whole transform, its internal
+    arguments as the value: name the one argument of the user's the message names (itself or
+    an axis of it, as shift_limit_x of shift_limit), else show the arguments as written."""
+    if problem.path != where:
+        return problem
+    named = [arg for arg in args if re.search(rf"\b{re.escape(arg)}(_[xy])?\b", problem.message)]
+    if len(named) == 1:
+        return Problem(f"{where}.{named[0]}", problem.message, args[named[0]])
+    return Problem(where, problem.message, args)
+
+
+def _with_flag_names(problem: Problem, where: str) -> Problem:
+    """albumentations lists OpenCV's flags as bare numbers: say what each is."""
+    arg = problem.path.removeprefix(f"{where}.")
+    if arg not in _OPENCV_FLAGS:
+        return problem
+    return replace(problem, message=f"{problem.message} ({_OPENCV_FLAGS[arg]})")
 
 
 def _with_mean_fill(problem: Problem, where: str) -> Problem:
@@ -296,6 +335,26 @@ def _fill_units_note(args: dict[str, Any], where: str) -> list[str]:
         "black; write `fill: mean` for the data set mean"
     )
     return [note]
+
+
+_NOOP_TRIES = 8
+
+
+def _changes_nothing(transform: BasicTransform) -> bool:
+    """Whether the transform, applied at p = 1 to a random 32×32 colour image, left it
+    unchanged every time (seeded, so the answer is fixed). ConstrainedCoarseDropout without a
+    mask, a Lambda without functions and NoOp do; a transform that cannot take such an image
+    is left to the dry run on the data's own shape."""
+    probe = copy.deepcopy(transform)
+    probe.p = 1.0
+    probe.set_random_seed(0)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConstrainedCoarseDropout warns at every call
+        try:
+            return all(np.array_equal(probe(image=image)["image"], image) for _ in range(_NOOP_TRIES))
+        except Exception:  # noqa: BLE001 - not this check's to report
+            return False
 
 
 def _dry_run(
