@@ -179,8 +179,8 @@ def train(
         spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
     if workers is not None and workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
-    if loader not in (None, "auto", "gpu", "albumentations"):
-        raise fail("--loader", "allowed: auto, gpu, albumentations", loader)
+    if loader not in (None, *LOADERS):
+        raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
     kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
             "stop_at_target": stop_at_target or None}
     options = RunOptions(
@@ -243,23 +243,37 @@ def preview_augment(
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
     images: Annotated[int, typer.Option(min=1, max=64, help="How many training images (rows).")] = 8,
     seed: Annotated[int, typer.Option(min=0, max=INT_LIMIT, help="Seed for the augmentations shown.")] = 0,
+    loader: Annotated[
+        str,
+        typer.Option(help="Draw as training would: auto (batched where it can be), gpu (batched) or albumentations."),
+    ] = "auto",
 ) -> None:
     """Save a grid of training images, each followed by augmented versions of it."""
-    from blockspec.data import augment_grid_png, build_augment, load_dataset, read_augment
+    from blockspec.data import build_augment, load_dataset, read_augment
+    from blockspec.data.batched import mean_fill, plan_batched, refuse_forced_batching
+    from blockspec.data.preview import albumentations_versions, augment_grid_png, batched_versions
+    from blockspec.errors import fail
     from blockspec.load import load_spec
     from blockspec.train.overrides import apply_overrides
 
+    if loader not in LOADERS:
+        raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
     spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
     _check_output_file(out, "--out")
-    for note in read_augment(spec.data.augment).notes:
+    augment = read_augment(spec.data.augment)
+    for note in augment.notes:
         typer.echo(f"note: {note}")
+    plan = plan_batched(augment) if loader != "albumentations" else None
+    if loader == "gpu" and plan is None:
+        raise refuse_forced_batching(augment)
     try:
         data = load_dataset(spec.data.dataset, spec.data.root)
-        augment = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+        compose = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
     except SpecError as error:
         raise _from_spec_file(error, spec_path) from None
-    _write_output(out, augment_grid_png(data.train_images, augment, n=images, seed=seed))
-    typer.echo(f"wrote {out}")
+    versions = batched_versions(plan, mean_fill(data.mean), seed) if plan else albumentations_versions(compose, seed)
+    _write_output(out, augment_grid_png(data.train_images, versions, n=images, seed=seed))
+    typer.echo(f"wrote {out} ({'batched tensor' if plan else 'per-image albumentations'} augmentation)")
 
 
 @app.command()
@@ -329,6 +343,7 @@ def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
 
 
 SCHEMA_FORMATS = ("json", "markdown")
+LOADERS = ("auto", "gpu", "albumentations")
 
 
 @app.command()

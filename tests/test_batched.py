@@ -250,3 +250,11 @@ def test_a_flip_after_the_warp_is_mirrored_only_when_the_orders_agree() -> None:
     for lopsided in ({"Affine": {"rotate": [0, 20], "p": 1.0}}, {"Affine": {"translate_px": {"x": [2, 2], "y": 0}}}):
         assert plan_batched(read_augment([lopsided, flip])) is None
         assert plan_batched(read_augment([flip, lopsided])) is not None
+
+
+def test_the_previews_batched_versions_are_the_batched_paths_images() -> None:
+    from blockspec.data.preview import batched_versions
+
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    versions = batched_versions(plan_for([{"HorizontalFlip": {"p": 1.0}}]), (0, 0, 0), seed=0)(image, 3)
+    assert len(versions) == 3 and all(v.dtype == np.uint8 and np.array_equal(v, image[:, ::-1]) for v in versions)

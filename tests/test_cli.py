@@ -11,6 +11,7 @@ import pytest
 
 from blockspec import load_spec
 from blockspec.analysis import trace
+from tests.synthetic import write_colour_folder
 from tests.cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,6 +324,37 @@ def test_preview_refuses_an_out_it_cannot_write_and_rows_it_cannot_show(
     for flag, value in [("--images", "0"), ("--images", "65"), ("--seed", "-1")]:
         code, out, err = run_cli(["preview-augment", str(FLAGSHIP), *data, flag, value], capsys)
         assert code == 2 and f"Invalid value for '{flag}'" in out + err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("augment", "flags", "says"),
+    [
+        ("HorizontalFlip: {p: 0.5}, Affine: {translate_px: [-2, 2], p: 1.0}", [], "(batched tensor augmentation)"),
+        ("HorizontalFlip: {p: 0.5}, Affine: {translate_px: [-2, 2], p: 1.0}", ["--loader", "albumentations"],
+         "(per-image albumentations augmentation)"),
+        ("Affine: {rotate: 5, interpolation: 0}", [], "(per-image albumentations augmentation)"),
+    ],
+)
+def test_preview_draws_by_the_path_training_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], augment: str, flags: list[str], says: str
+) -> None:
+    from PIL import Image
+
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("[TRANSFORM]", f"[{augment}]").replace("name: a\n", "name: a\ninput: {size: 16}\n"))
+    out = tmp_path / "preview.png"
+    data = ["--dataset", "imagefolder", "--data-root", str(write_colour_folder(tmp_path / "data"))]
+    code, stdout, err = run_cli(["preview-augment", str(spec), *data, "--out", str(out), "--images", "2", *flags], capsys)
+    assert code == 0 and f"wrote {out} {says}" in stdout, err
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+
+
+def test_preview_with_the_batched_path_forced_names_what_keeps_it_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("TRANSFORM", "Affine: {rotate: 5, interpolation: 0}"))
+    code, _, err = run_cli(["preview-augment", str(spec), "--loader", "gpu", "--data-root", str(tmp_path)], capsys)
+    assert code == 2 and "data.augment[0].Affine.interpolation = 0: the batched warp is bilinear (1)" in err
 
 
 FLAT = "name: flat\ninput: {channels: 1, size: 8}\nblocks:\n  C1: [conv: {out: 4}]\n  output: [flatten: {}, fc: {out: 10}]\n"

@@ -36,16 +36,7 @@ __all__ = [
     "make_loaders",
     "normalize_batch",
     "read_augment",
-    "augment_grid_png",
     "seed_augment",
     "validate_augment",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """Import the matplotlib-based preview only when asked for (matplotlib adds ~0.6 s)."""
-    if name == "augment_grid_png":
-        from blockspec.data.preview import augment_grid_png
-
-        return augment_grid_png
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

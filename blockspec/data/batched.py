@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from blockspec.data.augment import AugmentPlan
+from blockspec.errors import SpecError, fail
 from blockspec.data.flip import AlternatingFlip
 from blockspec.data.loader import channel_constant, epoch_sampler
 
@@ -98,6 +99,15 @@ def batched_refusal(augment: AugmentPlan, path: str = "data.augment") -> str | N
     """Why the steps have no batched equivalent, naming the entry and argument; None if they have one."""
     plan = _plan(augment, path)
     return plan if isinstance(plan, str) else None
+
+
+def refuse_forced_batching(augment: AugmentPlan) -> SpecError:
+    """`--loader gpu` on augmentation without a batched equivalent, naming what keeps it off."""
+    return fail(
+        "--loader",
+        f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; use --loader albumentations",
+        "gpu",
+    )
 
 
 def unbatched_note(augment: AugmentPlan) -> str | None:

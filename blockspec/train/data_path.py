@@ -19,7 +19,7 @@ from blockspec.data import (
     read_augment,
     seed_augment,
 )
-from blockspec.data.batched import DeviceLoader, batched_refusal, plan_batched, unbatched_note
+from blockspec.data.batched import DeviceLoader, plan_batched, refuse_forced_batching, unbatched_note
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -101,12 +101,7 @@ def _make_loaders(
     entries, alternate = split_flip(spec.data.augment, spec.data.alternate_flip)
     plan = plan_batched(read_augment(entries) if alternate else augment)
     if options.loader == "gpu" and plan is None:
-        raise fail(
-            "--loader",
-            f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; "
-            "use --loader albumentations",
-            options.loader,
-        )
+        raise refuse_forced_batching(augment)
     # albumentations tries each transform once on an image of the data's shape whichever path
     # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
     # image) stop both paths before training
