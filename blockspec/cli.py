@@ -117,7 +117,7 @@ CheckpointSpecPath = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Argument(
         help="Architecture spec (YAML) to use instead of the one inside the checkpoint "
-        "(same weights; e.g. other test-time views).",
+        "(it must build the same weights; for eval, e.g. other test-time views).",
         show_default=False,
     ),
 ]

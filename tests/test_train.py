@@ -61,6 +61,9 @@ def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: py
     assert summary["best_test_acc"] == max(r["test_acc"] for r in history)
     assert summary["target"] == 50 and summary["total_seconds"] > 0
     assert summary["peak_host_memory_mb"] > 0
+    assert summary["run_options"] == {"limit_train": None, "limit_test": None, "loader": "auto", "workers": 0,
+                                      "stop_at_target": False}
+    assert summary["augmentation"] == "batched tensor (cpu)"
     last = torch.load(out / "last.pt", weights_only=True)
     assert {"model", "spec", "optimizer", "scheduler", "epoch", "rng", "history"} <= set(last)
     assert last["epoch"] == 2
@@ -465,10 +468,10 @@ def test_summary_memory_peak_covers_the_processes_before_a_resume(data_root: Pat
     info = pick_device("cpu")
     earlier = {"epoch": 1, "test_acc": 50.0, "seconds": 1.0, "peak_host_memory_mb": 10.0**7, "peak_gpu_memory_mb": None}
     now = {**earlier, "epoch": 2, "peak_host_memory_mb": 1.0}
-    summary = run_summary(spec, [earlier, now], info)
+    summary = run_summary(spec, [earlier, now], info, {})
     assert summary["peak_host_memory_mb"] == 10.0**7
     assert summary["peak_gpu_memory_mb"] is None
-    assert 0 < run_summary(spec, [now], info)["peak_host_memory_mb"] < 10.0**7
+    assert 0 < run_summary(spec, [now], info, {})["peak_host_memory_mb"] < 10.0**7
 
 
 def test_time_to_target_sums_the_epochs_up_to_the_first_hit() -> None:

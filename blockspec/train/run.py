@@ -141,6 +141,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         f"{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
+    setup = {"run_options": kept_on_resume(options), "augmentation": loaders.path}
     curves = CurvesPicture(run_dir / "curves.png")
     last_eval = None
     saved = len(history)  # the epoch last.pt holds
@@ -174,7 +175,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 saved = epoch
                 with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
                     write_metrics(run_dir, history)
-                    write_summary(run_dir, run_summary(spec, history, info))
+                    write_summary(run_dir, run_summary(spec, history, info, setup))
                     curves.update(history)
                 log(epoch_line(record, spec.train.epochs))
                 if reached:
@@ -194,8 +195,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
     if not ranks.main:
         distributed.stop(ranks)
-        return run_summary(spec, history, info)
-    summary = run_summary(spec, history, info)
+        return run_summary(spec, history, info, setup)
+    summary = run_summary(spec, history, info, setup)
     with disk_errors_reported(run_dir, "write the final records and plots", len(history)):
         write_metrics(run_dir, history)  # again: a run resumed after its last save wrote them
         curves.finish(history)
@@ -264,11 +265,13 @@ def _silent(message: str) -> None:
     """Ranks other than 0 say nothing; rank 0 speaks for the run."""
 
 
-def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo) -> dict[str, Any]:
-    """The run at a glance. Memory peaks are the highest any epoch recorded, so a run resumed
-    in a new process still reports the peak of the processes before it."""
+def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo, setup: dict[str, Any]) -> dict[str, Any]:
+    """The run at a glance, with `setup`: what spec.yaml does not hold (the run's options, its
+    augmentation path). Memory peaks are the highest any epoch recorded, so a run resumed in a
+    new process still reports the peak of the processes before it."""
     summary = summarize_history(history, spec.train.target)
     summary["device"] = info.describe()
+    summary.update(setup)
     for key, now in memory_peaks(info).items():
         recorded = [value for value in (*(r.get(key) for r in history), now) if value is not None]
         summary[key] = max(recorded, default=None)
