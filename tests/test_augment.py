@@ -188,6 +188,12 @@ def test_a_transform_that_changes_no_image_is_pointed_out(entry: dict) -> None:
         read_augment([entry]).notes)
 
 
+def test_fractional_pixel_shifts_are_pointed_out_as_whole_pixels() -> None:
+    [note] = read_augment([{"Affine": {"translate_px": [-3.5, 3.5]}}]).notes
+    assert note == "data.augment[0].Affine.translate_px: shifts are whole pixels drawn between the bounds' integer parts: x -3…3, y -3…3"
+    assert not read_augment([{"Affine": {"translate_px": [-3, 3]}}]).notes
+
+
 def test_transforms_that_change_images_get_no_such_note() -> None:
     entries = [{"HorizontalFlip": {"p": 0.01}}, {"Affine": {"translate_px": [-1, 1]}}, {"RandomRotate90": {}}, {"ColorJitter": {}}]
     assert not [note for note in read_augment(entries).notes if "changed no image" in note]

@@ -114,6 +114,7 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
         _check_scale(transform, args, where)
         notes += advice
         notes += _fill_units_note(args, where)
+        notes += _whole_pixels_note(transform, where)
         if _changes_nothing(transform):
             notes.append(f"{where}: changed no image in {_NOOP_TRIES} tries at p = 1, so it does nothing as written "
                          "(blockspec passes images alone: a transform that needs masks, boxes or a function, such as "
@@ -335,6 +336,16 @@ def _fill_units_note(args: dict[str, Any], where: str) -> list[str]:
         "black; write `fill: mean` for the data set mean"
     )
     return [note]
+
+
+def _whole_pixels_note(transform: BasicTransform, where: str) -> list[str]:
+    """albumentations draws pixel shifts as whole numbers between int(low) and int(high), so a
+    fractional bound silently becomes its integer part."""
+    shifts = getattr(transform, "translate_px", None) if isinstance(transform, A.Affine) else None
+    if not shifts or all(float(bound).is_integer() for bounds in shifts.values() for bound in bounds):
+        return []
+    drawn = ", ".join(f"{axis} {int(low)}…{int(high)}" for axis, (low, high) in shifts.items())
+    return [f"{where}.translate_px: shifts are whole pixels drawn between the bounds' integer parts: {drawn}"]
 
 
 _NOOP_TRIES = 8
