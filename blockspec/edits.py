@@ -11,6 +11,7 @@ the file leaves at its default can be set too.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -70,18 +71,39 @@ def _assign(document: dict[str, Any], steps: list[str | int], value: Any, edit: 
                 raise _cannot(edit, f"{container} has {len(node)} entries (indices from 0)")
         elif not isinstance(node, dict):
             raise _cannot(edit, f"{container} is not a mapping")
+        if isinstance(step, str) and depth and isinstance(steps[depth - 1], int) and step not in node:
+            _refuse_a_second_key(node, container, steps[depth:], edit)
         if depth == len(steps) - 1:
             node[step] = value
             return
         child = node[step] if isinstance(step, int) else node.get(step)
         if child is None:
             if isinstance(steps[depth + 1], int):
-                raise _cannot(edit, f"{where} is not in the spec, so it has no entry to set")
+                close = difflib.get_close_matches(str(step), [str(key) for key in node], n=1)
+                hint = f"; did you mean {_render([*steps[:depth], close[0]])}?" if close else ""
+                raise _cannot(edit, f"{where} is not in the spec, so it has no entry to set{hint}")
             child = {}  # a section the file leaves at its defaults
         elif isinstance(child, (dict, list)):
             child = copy.copy(child)  # this path's own copy, whoever else shares the original
         node[step] = child
         node = child
+
+
+def _refuse_a_second_key(entry: dict[str, Any], where: str, rest: list[str | int], edit: str) -> None:
+    """A list entry written as a one-key mapping (a layer `{residual: {...}}`, a transform
+    `{Affine: {...}}`) takes no second key: a path that names another kind, or leaves the
+    kind out, would add one and the spec would fail to load blaming the file."""
+    if len(entry) != 1:
+        return
+    (kind,) = entry
+    named = str(rest[0])
+    if difflib.get_close_matches(named, [str(kind)], n=1):  # the kind, mistyped
+        hint = f"; did you mean {where}.{_render([kind, *rest[1:]])}?"
+    elif len(rest) == 1:  # a field, the kind left out
+        hint = f"; did you mean {where}.{_render([kind, named])}?"
+    else:
+        hint = ""
+    raise _cannot(edit, f"{where} is a '{kind}' entry, not '{named}': its fields are under {where}.{kind}{hint}")
 
 
 def _cannot(edit: str, reason: str) -> SpecError:
