@@ -115,7 +115,7 @@ def trace(
             shape = geometry.out_shape
     if check_head and shape != (spec.classes,):
         raise fail(
-            f"blocks.{rows[-1].block}",
+            rows[-1].path,
             f"the network must end in {spec.classes} class scores (classes: {spec.classes}), "
             f"but its last layer outputs {'×'.join(map(str, shape))}"
             + ("; add `flatten: {}` after the 1×1 head" if shape[0] == spec.classes else ""),

@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import (
@@ -87,6 +88,12 @@ RULE_FEATURES = FEATURES + tuple(kind for kind in LAYER_KINDS if kind not in FEA
 """What `rules.require/forbid` may name: the features, and every kind (plugins' included)."""
 
 
+def _has_layers(layers: list[Any]) -> list[Any]:
+    if not layers:
+        raise PydanticCustomError("no_layers", "a block needs at least one layer")
+    return layers
+
+
 class InputSpec(StrictModel):
     """Shape of one input image."""
 
@@ -96,6 +103,13 @@ class InputSpec(StrictModel):
     size: PositiveInt | Annotated[tuple[PositiveInt, PositiveInt], Strict(False)] = Field(
         default=32, description="height and width, or `[H, W]`"
     )
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _one_side_or_two(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise PydanticCustomError("size_form", "an integer (a square image) or [H, W]")
+        return value
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -405,18 +419,10 @@ class Spec(StrictModel):
     input: InputSpec = Field(default_factory=InputSpec)
     classes: PositiveInt = Field(default=10, description="the network must end in this many scores")
     defaults: Defaults = Field(default_factory=Defaults)
-    blocks: dict[BlockName, list[AnyLayer]] = Field(min_length=1)
+    blocks: dict[BlockName, Annotated[list[AnyLayer], AfterValidator(_has_layers)]] = Field(min_length=1)
     rules: Rules = Field(default_factory=Rules)
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
-
-    @field_validator("blocks")
-    @classmethod
-    def _blocks_have_layers(cls, blocks: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for name, layers in blocks.items():
-            if not layers:
-                raise ValueError(f"block {name!r} has no layers")
-        return blocks
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> Spec:

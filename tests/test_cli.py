@@ -270,6 +270,30 @@ BROKEN = {
         "name: x\ndescription: " + "[" * 2000 + "]" * 2000 + "\n",
         "invalid YAML: nested too deeply",
     ),
+    "fields_level_with_their_kind": (
+        "name: x\nblocks:\n  C1:\n    - conv:\n      out: 16\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: each layer is a one-key mapping such as `conv: {out: 16}`; found the keys conv, out: indent the "
+        "fields under `conv:`, or write `conv: {out: …}`",
+    ),
+    "kind_as_a_field": (
+        "name: x\nblocks:\n  C1: [conv: {out: 16, kind: conv}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "'kind' is not a field of 'conv': the kind is the key (`conv: {...}`)",
+    ),
+    "empty_block": ("name: x\nblocks:\n  C1: []\n  output: [gap: {}, fc: {out: 10}]\n", "blocks.C1 = []: a block needs at least one layer"),
+    "head_of_another_width": (
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 100}]\n",
+        "blocks.output[1]: the network must end in 10 class scores (classes: 10), but its last layer outputs 100",
+    ),
+    "pool_padding_same": (
+        "name: x\nblocks:\n  C1: [pool: {padding: same}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].padding = 'same': a pool's padding is a number of pixels, 0 to ⌊k/2⌋",
+    ),
+    "one_side_in_a_list": ("name: x\ninput: {size: [32]}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n",
+                           "input.size = [32]: an integer (a square image) or [H, W]"),
+    "dilation_beyond_torch": (
+        "name: x\nblocks:\n  C1: [dilated: {out: 8, dilation: 99999999999}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].dilation = 99999999999: Input should be less than or equal to 2147483647",
+    ),
     "aliases_multiplying": (  # 511 bytes whose full repr would be 10^8 items long
         "name: x\ndescription:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8))

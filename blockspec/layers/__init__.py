@@ -71,8 +71,8 @@ def unwrap_entry(value: Any) -> Any:
     if not isinstance(value, dict) or len(value) != 1:
         raise PydanticCustomError(
             "layer_entry",
-            "each layer is a one-key mapping such as `conv: {out: 16}`; kinds: {kinds}",
-            {"kinds": kinds},
+            "each layer is a one-key mapping such as `conv: {out: 16}`{found}; kinds: {kinds}",
+            {"kinds": kinds, "found": _found_instead(value)},
         )
     ((name, args),) = value.items()
     if name not in LAYER_KINDS:
@@ -85,13 +85,29 @@ def unwrap_entry(value: Any) -> Any:
         )
     if args is None:
         args = {}
-    if not isinstance(args, dict) or "kind" in args:
+    if isinstance(args, dict) and "kind" in args:
+        raise PydanticCustomError(
+            "layer_args", "'kind' is not a field of '{name}': the kind is the key (`{name}: {...}`)", {"name": name}
+        )
+    if not isinstance(args, dict):
         raise PydanticCustomError(
             "layer_args",
             "the arguments of '{name}' must be a mapping of its fields, e.g. `{name}: {...}`",
             {"name": name},
         )
     return {"kind": name, **args}
+
+
+def _found_instead(value: Any) -> str:
+    """What a layer entry that is not a one-key mapping holds, and the usual cause: fields
+    indented level with their kind (`- conv:` then `out: 16` under the dash, not under conv)."""
+    if not isinstance(value, dict):
+        return ""
+    keys = [str(key) for key in value]
+    kinds = [key for key, args in value.items() if key in LAYER_KINDS and args is None]
+    hint = (f": indent the fields under `{kinds[0]}:`, or write `{kinds[0]}: {{{', '.join(f'{key}: …' for key in keys if key != kinds[0])}}}`"
+            if len(kinds) == 1 and len(keys) > 1 else "")
+    return f"; found the keys {', '.join(keys) or '(none)'}{hint}"
 
 
 AnyLayer = Annotated[

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
+    INT_LIMIT,
     Context,
     Geometry,
     PositiveInt,
@@ -99,11 +100,11 @@ class DilatedSpec(ConvSpec):
     """A conv whose point is its dilation; shown as `dilated` in the table."""
 
     kind: Literal["dilated"] = "dilated"  # type: ignore[assignment]
-    dilation: int = Field(default=2, ge=2, description="≥ 2; use `conv` for dilation 1")
+    dilation: int = Field(default=2, ge=2, le=INT_LIMIT, description="≥ 2; use `conv` for dilation 1")
 
 
 class StridedSpec(ConvSpec):
     """A conv that downsamples (stride 2 by default); shown as `strided` in the table."""
 
     kind: Literal["strided"] = "strided"  # type: ignore[assignment]
-    stride: int = Field(default=2, ge=2, description="≥ 2; use `conv` for stride 1")
+    stride: int = Field(default=2, ge=2, le=INT_LIMIT, description="≥ 2; use `conv` for stride 1")

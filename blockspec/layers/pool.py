@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from blockspec.errors import fail
 from blockspec.layers.base import (
@@ -31,6 +32,15 @@ class PoolSpec(LayerSpec):
     k: PositiveInt = Field(default=2, description="window size (k×k)")
     stride: PositiveInt | None = Field(default=None, description="unset: `k`")
     padding: NonNegativeInt = Field(default=0, description="at most ⌊k/2⌋")
+
+    @field_validator("padding", mode="before")
+    @classmethod
+    def _pixels_only(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise PydanticCustomError(
+                "pool_padding", "a pool's padding is a number of pixels, 0 to ⌊k/2⌋ ('auto' and 'same' are for convolutions)"
+            )
+        return value
 
     def window(self) -> Window:
         return Window(self.k, self.stride or self.k, 1, self.padding)
