@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 import reprlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
+
+from blockspec.hints import value_hint
 
 _UNSET: Any = object()
 
@@ -96,9 +98,12 @@ def validation_problems(
     (`padding: autox`) gets one line listing what each member allows.
     """
     merged: dict[tuple[str, str], Problem] = {}
+    allowed_words: dict[tuple[str, str], list[str]] = {}  # for a did-you-mean: `act: ReLU`, `norm: bn`
     for item in error.errors():
         problem = _problem(item, locate)
         key = (problem.path, _short_repr(problem.value))
+        if item["type"] == "literal_error":
+            allowed_words.setdefault(key, []).extend(re.findall(r"'([^']*)'", str(item["ctx"]["expected"])))
         first = merged.get(key)
         if first is None:
             merged[key] = problem
@@ -110,7 +115,11 @@ def validation_problems(
             else problem.message
         )
         merged[key] = Problem(first.path, f"{first.message}, or {extra}", first.value)
-    problems = list(merged.values())
+    problems = [
+        replace(problem, message=problem.message + value_hint(problem.value, allowed_words[key]))
+        if key in allowed_words else problem
+        for key, problem in merged.items()
+    ]
     return [problem for problem in problems if not _outdone(problem, problems)]
 
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from blockspec.hints import value_hint
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import (
     Act,
@@ -166,7 +167,8 @@ class Rules(StrictModel):
     def _known_features(cls, names: list[str]) -> list[str]:
         unknown = [name for name in names if name not in RULE_FEATURES]
         if unknown:
-            raise ValueError(f"unknown feature(s) {unknown}; allowed: {', '.join(RULE_FEATURES)}")
+            hints = "".join(value_hint(name, RULE_FEATURES) for name in unknown)
+            raise ValueError(f"unknown feature(s) {unknown}{hints}; allowed: {', '.join(RULE_FEATURES)}")
         return names
 
 

@@ -294,6 +294,28 @@ BROKEN = {
         "name: x\nblocks:\n  C1: [dilated: {out: 8, dilation: 99999999999}]\n  output: [gap: {}, fc: {out: 10}]\n",
         "blocks.C1[0].dilation = 99999999999: Input should be less than or equal to 2147483647",
     ),
+    "torch_field_names": (
+        "name: x\nblocks:\n  C1: [conv: {out_channels: 16, kernel_size: 3}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0].out_channels = 16: unknown field; did you mean 'out'? allowed: repeat, norm, act, order, dropout, bias, "
+        "out, k, stride, dilation, padding, groups, padding_mode; also unknown: kernel_size (did you mean 'k'?)",
+    ),
+    "torch_layer_name": (
+        "name: x\nblocks:\n  C1: [bn: {}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: unknown layer kind 'bn'; did you mean 'norm: {type: batch}'?",
+    ),
+    "activation_as_a_layer": (
+        "name: x\nblocks:\n  C1: [conv: {out: 8}, relu: {}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[1]: unknown layer kind 'relu'; did you mean 'act: {type: relu}'?",
+    ),
+    "value_in_torchs_spelling": (
+        "name: x\ndefaults: {act: ReLU}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n",
+        "defaults.act = 'ReLU': Input should be 'relu', 'relu6', 'leaky_relu', 'gelu', 'silu', 'hardswish' or 'none'; "
+        "did you mean 'relu'?",
+    ),
+    "rule_feature_misnamed": (
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {forbid: [max_pool]}\n",
+        "rules.forbid = ['max_pool']: unknown feature(s) ['max_pool']; did you mean 'maxpool'?",
+    ),
     "aliases_multiplying": (  # 511 bytes whose full repr would be 10^8 items long
         "name: x\ndescription:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8))

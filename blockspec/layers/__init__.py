@@ -7,13 +7,13 @@ docs/plugins.md): the user's deliberate install, never a module path written in 
 
 from __future__ import annotations
 
-import difflib
 from contextlib import AbstractContextManager
 from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
+from blockspec.hints import layer_hint
 from blockspec.layers.attention import SeSpec
 from blockspec.layers.base import (
     IDENTITY,
@@ -76,8 +76,7 @@ def unwrap_entry(value: Any) -> Any:
         )
     ((name, args),) = value.items()
     if name not in LAYER_KINDS:
-        close = difflib.get_close_matches(str(name), list(LAYER_KINDS), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = layer_hint(str(name), LAYER_KINDS)
         raise PydanticCustomError(
             "unknown_kind",
             "unknown layer kind '{name}'; {hint}allowed: {kinds}",

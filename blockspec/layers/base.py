@@ -10,7 +10,6 @@ A layer kind is a Pydantic model with three methods:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from blockspec.errors import fail
+from blockspec.hints import field_hint
 
 
 INT_LIMIT = 2**31 - 1
@@ -71,15 +71,15 @@ class StrictModel(BaseModel):
         if not isinstance(data, dict):
             return data
         allowed = [name for name in cls.model_fields if name != "kind"]
-        for key in data:
-            if key in cls.model_fields:  # `kind` is a field of layers only
-                continue
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+        unknown = [str(key) for key in data if key not in cls.model_fields]  # `kind` is a field of layers only
+        if unknown:  # one error for all of them: a validator raises once
+            hints = {key: field_hint(key, allowed).strip() for key in unknown[1:]}
+            others = "".join(f"; also unknown: {key}" + (f" ({hint})" if hint else "") for key, hint in hints.items())
             raise PydanticCustomError(
                 "unknown_field",
-                "unknown field; {hint}allowed: {allowed}",
-                {"field": str(key), "hint": hint, "allowed": ", ".join(allowed) or "none"},
+                "unknown field; {hint}allowed: {allowed}{others}",
+                {"field": unknown[0], "hint": field_hint(unknown[0], allowed), "allowed": ", ".join(allowed) or "none",
+                 "others": others},
             )
         return data
 
