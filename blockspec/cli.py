@@ -6,13 +6,18 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from blockspec.errors import SpecError
 from blockspec.layers.base import INT_LIMIT
+
+if TYPE_CHECKING:
+    from blockspec.spec import Spec
+    from blockspec.summary import Summary
+    from blockspec.verify import Verification
 
 app = typer.Typer(
     name="blockspec",
@@ -50,7 +55,7 @@ def build_summary(
         typer.Option("--input-size", metavar="H W", help="Analyse at another input size."),
     ] = None,
     verify: Annotated[
-        bool, typer.Option("--verify", help="Also build the module and check each layer's parameters and shape (exit 1 where they differ).")
+        bool, typer.Option("--verify", help="Also build the module and check each layer's parameters, shape and MACs (exit 1 where they differ).")
     ] = False,
     edits: Edits = None,
 ) -> None:
@@ -61,8 +66,13 @@ def build_summary(
 
     spec = load_spec(spec_path, input_size=input_size, edits=edits)
     summary = summarize(spec)
+    verification = _verification(spec, summary, spec_path) if verify else None
     if format is Format.json:
-        typer.echo(as_json(summary))
+        document = summary.to_dict()
+        if verification is not None:  # a script reads the result here, not from stderr
+            document["verify"] = {"agrees": not verification.problems, "module_params": verification.params,
+                                  "problems": list(verification.problems)}
+        typer.echo(as_json(document))
     elif format is Format.markdown:
         typer.echo(markdown(summary))
     else:
@@ -70,16 +80,20 @@ def build_summary(
         if not console.is_terminal:
             console.width = max(console.width, 120)
         print_table(summary, console)
-    if verify:
-        from blockspec.verify import verify_against_module
-
-        try:
-            verification = verify_against_module(spec, summary.analysis)
-        except SpecError as error:
-            raise _from_spec_file(error, spec_path) from None
+    if verification is not None:
         typer.echo(str(verification), err=format is Format.json or bool(verification.problems))
         if verification.problems:
             raise typer.Exit(1)
+
+
+def _verification(spec: Spec, summary: Summary, spec_path: Path) -> Verification:
+    """`--verify`: the built module against the analysis, layer by layer."""
+    from blockspec.verify import verify_against_module
+
+    try:
+        return verify_against_module(spec, summary.analysis)
+    except SpecError as error:
+        raise _from_spec_file(error, spec_path) from None
 
 
 @app.command()

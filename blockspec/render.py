@@ -89,5 +89,6 @@ def markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_json(summary: Summary) -> str:
-    return json.dumps(summary.to_dict(), indent=2)
+def as_json(document: dict) -> str:
+    """A summary's `to_dict()`, and whatever a command adds to it, as indented JSON."""
+    return json.dumps(document, indent=2)

@@ -223,6 +223,11 @@ def test_verify_names_the_layer_whose_macs_differ_from_torchs_count(faulty_site:
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "miscount: {}")), "--verify")
     assert result.returncode == 1, result.stderr
     assert "C1.1 (miscount at blocks.C1[1]): torch counts 4,096 MACs, the analysis 0" in result.stderr
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "miscount: {}")), "--verify", "-f", "json")
+    document = json.loads(result.stdout)
+    assert result.returncode == 1 and document["verify"] == {
+        "agrees": False, "module_params": document["total_params"],
+        "problems": ["C1.1 (miscount at blocks.C1[1]): torch counts 4,096 MACs, the analysis 0"]}
 
 
 @pytest.mark.parametrize(
