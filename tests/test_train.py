@@ -403,7 +403,14 @@ def test_existing_run_dir_is_not_overwritten(tmp_path: Path, data_root: Path, ca
         ),
         (
             "    - CoarseDropout: {hole_height_range: [24, 24], hole_width_range: [4, 4]}\n",
-            "data.augment[0].CoarseDropout: cannot be applied to a 16x16x3 image",
+            "data.augment[0].CoarseDropout.hole_height_range = [24, 24]: holes of at least 24 px do not fit the images' "
+            "height of 16 px; keep the range's lower end at most 16",
+        ),
+        (  # the flip alternate_flip takes out of the pipeline still counts in the positions
+            "    - HorizontalFlip: {p: 0.5}\n"
+            "    - CoarseDropout: {hole_height_range: [4, 4], hole_width_range: [4, 4], fill: [10, 20]}\n"
+            "  alternate_flip: true\n",
+            "data.augment[1].CoarseDropout: cannot be applied to a 16x16x3 image",
         ),
     ],
 )

@@ -15,6 +15,7 @@ import inspect
 import random
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,8 +95,12 @@ class AugmentPlan:
     built: list[BasicTransform]
 
 
-def read_augment(entries: list[Any] | None, path: str = "data.augment") -> AugmentPlan:
-    """Check every entry fully (each transform is built once) without needing any data."""
+def read_augment(
+    entries: list[Any] | None, path: str = "data.augment", positions: Sequence[int] | None = None
+) -> AugmentPlan:
+    """Check every entry fully (each transform is built once) without needing any data.
+    `positions`: each entry's index in the spec's list, for errors, where `entries` leaves
+    some out (the flip `alternate_flip` applies, those `augment_off` drops)."""
     if entries is None:
         entries = []
     if not isinstance(entries, list):
@@ -103,7 +108,7 @@ def read_augment(entries: list[Any] | None, path: str = "data.augment") -> Augme
     steps: list[tuple[str, dict[str, Any]]] = []
     notes: list[str] = []
     built: list[BasicTransform] = []
-    for index, entry in enumerate(entries):
+    for index, entry in zip(positions or range(len(entries)), entries, strict=True):
         name, given = _split_entry(entry, f"{path}[{index}]")
         where = f"{path}[{index}].{name}"
         args, translated = translate_args(name, given, where)
@@ -136,20 +141,22 @@ def build_augment(
     mean: tuple[float, ...],
     path: str = "data.augment",
     image_shape: tuple[int, int, int] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> A.Compose:
     """The Compose to apply to uint8 HWC images; `fill: mean` becomes `mean` (0–1) × 255.
 
     With `image_shape`, each transform is also tried once on such an image, so transforms that
     need boxes/masks, or a list that changes the image size, fail here rather than mid-training.
+    `positions` as `read_augment`'s.
     """
-    plan = read_augment(entries, path)
+    plan = read_augment(entries, path, positions)
     fill = tuple(round(channel * 255) for channel in mean)
+    wheres = [f"{path}[{index}].{name}" for index, (name, _) in zip(positions or range(len(plan.steps)), plan.steps, strict=True)]
     transforms = [
-        _construct(name, _resolve_fill(args, fill), f"{path}[{index}].{name}")[0]
-        for index, (name, args) in enumerate(plan.steps)
+        _construct(name, _resolve_fill(args, fill), where)[0] for (name, args), where in zip(plan.steps, wheres, strict=True)
     ]
     if image_shape is not None:
-        _dry_run(transforms, [name for name, _ in plan.steps], image_shape, path)
+        _dry_run(transforms, wheres, image_shape, path)
     return A.Compose(transforms)
 
 
@@ -369,24 +376,37 @@ def _changes_nothing(transform: BasicTransform) -> bool:
 
 
 def _dry_run(
-    transforms: list[BasicTransform], names: list[str], shape: tuple[int, int, int], path: str
+    transforms: list[BasicTransform], wheres: list[str], shape: tuple[int, int, int], path: str
 ) -> None:
+    """Apply each transform once, at p = 1, to a random image of the data's shape; `wheres`
+    are the entries' field paths."""
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    for index, (transform, name) in enumerate(zip(transforms, names)):
+    for transform, where in zip(transforms, wheres, strict=True):
+        _check_holes_fit(transform, image.shape, where)
         probe = copy.deepcopy(transform)
         probe.p = 1.0
         try:
             image = probe(image=image)["image"]
         except Exception as error:  # noqa: BLE001 - whatever it raises, the cause is this entry
-            raise fail(
-                f"{path}[{index}].{name}", f"cannot be applied to a {_shape(shape)} image: {error}"
-            ) from None
+            raise fail(where, f"cannot be applied to a {_shape(shape)} image: {error}") from None
     if image.shape != shape or image.dtype != np.uint8:
         raise fail(
             path,
             f"turns a {_shape(shape)} uint8 image into {_shape(image.shape)} {image.dtype}; "
             "the list must keep the input size and dtype (e.g. pair PadIfNeeded with RandomCrop)",
         )
+
+
+def _check_holes_fit(transform: BasicTransform, shape: tuple[int, ...], where: str) -> None:
+    """CoarseDropout caps a hole range's upper end at the image's side but draws from its
+    lower end, so a lower end beyond the side fails inside numpy ("low >= high")."""
+    if not isinstance(transform, A.CoarseDropout) or transform.hole_height_range[1] < 1:
+        return  # fractions of the side always fit
+    for arg, side, name in (("hole_height_range", shape[0], "height"), ("hole_width_range", shape[1], "width")):
+        low, high = (int(bound) if float(bound).is_integer() else bound for bound in getattr(transform, arg))
+        if low > side:
+            raise fail(f"{where}.{arg}", f"holes of at least {low} px do not fit the images' {name} of {side} px; "
+                       f"keep the range's lower end at most {side}", [low, high])
 
 
 def _shape(shape: tuple[int, ...]) -> str:

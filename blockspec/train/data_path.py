@@ -5,6 +5,7 @@ data set has the images and classes the spec expects."""
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,26 +87,37 @@ def _augment_switch(spec: Spec, data: ImageData, train: Any) -> AugmentSwitch | 
     if first is None:
         return None
     names = spec.data.augment_off.transforms
-    final = [entry for entry in spec.data.augment if names is not None and next(iter(entry)) not in names]
-    final, final_flips = split_flip(final, spec.data.alternate_flip)
+    final, positions, final_flips = pipeline_entries(spec, left_out=names)
     description = f"epochs {first}–{spec.train.epochs} without {', '.join(names) if names else 'augmentation'}"
     if isinstance(train, DeviceLoader):
-        return AugmentSwitch(first, train.plan, plan_batched(read_augment(final)), final_flips, description)
-    final_compose = build_augment(final, data.mean, image_shape=data.train_images.shape[1:])
+        return AugmentSwitch(first, train.plan, plan_batched(read_augment(final, positions=positions)), final_flips,
+                             description)
+    final_compose = build_augment(final, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
     return AugmentSwitch(first, train.dataset.augment, final_compose, final_flips, description)
+
+
+def pipeline_entries(spec: Spec, left_out: Collection[str] | None = ()) -> tuple[list[Any], list[int], bool]:
+    """The transforms the pipeline applies, their positions in `data.augment` (errors name
+    those), and whether the data set flips the images itself: `alternate_flip` takes the
+    leading HorizontalFlip out of the pipeline. `left_out`: names to drop (None: all)."""
+    numbered = [(position, entry) for position, entry in enumerate(spec.data.augment)
+                if left_out is not None and next(iter(entry)) not in left_out]
+    entries, flips = split_flip([entry for _, entry in numbered], spec.data.alternate_flip)
+    positions = [position for position, _ in numbered][len(numbered) - len(entries):]
+    return entries, positions, flips
 
 
 def _make_loaders(
     spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
 ) -> tuple[Any, Any, str]:
-    entries, alternate = split_flip(spec.data.augment, spec.data.alternate_flip)
-    plan = plan_batched(read_augment(entries) if alternate else augment)
+    entries, positions, alternate = pipeline_entries(spec)
+    plan = plan_batched(read_augment(entries, positions=positions) if alternate else augment)
     if options.loader == "gpu" and plan is None:
         raise refuse_forced_batching(augment)
     # albumentations tries each transform once on an image of the data's shape whichever path
     # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
     # image) stop both paths before training
-    compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:])
+    compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
     if options.loader == "albumentations" or plan is None:
         train, test = make_loaders(
             data, compose, spec.train.batch_size, options.workers, spec.train.seed,
