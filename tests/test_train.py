@@ -307,6 +307,17 @@ def test_a_batch_of_one_trains_where_batch_norm_sees_whole_maps(
     assert len(metrics(tmp_path / "run")) == 1
 
 
+def test_a_batch_larger_than_the_training_set_is_pointed_out(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every step then takes the whole set, a smaller batch than the rates were set for."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code, stdout, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--batch-size", "64", *LIMITS], capsys)
+    assert code == 0, err
+    assert ("note: batch 64 is more than the 40 training images: each step takes all 40, while the learning rate and "
+            "the EMA decay are set for batches of 64") in stdout
+
+
 def test_an_out_that_is_a_file_is_refused_as_a_file(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

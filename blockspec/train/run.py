@@ -98,6 +98,11 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     train_loader, test_loader = loaders.train, loaders.test
     if loaders.unbatched and options.loader == "auto":
         log(f"note: {loaders.unbatched}")
+    images = len(train_loader.dataset) // ranks.world
+    if spec.train.batch_size > images:
+        log(f"note: batch {spec.train.batch_size} is more than the {images:,} training images"
+            f"{' a process' if ranks.active else ''}: each step takes all {images:,}, while the learning rate and "
+            f"the EMA decay are set for batches of {spec.train.batch_size}")
     if len(train_loader) == 0:  # one image: a batch of one is dropped, BatchNorm cannot train on it
         where, value = ("--limit-train", options.limit_train) if options.limit_train else ("data.root", spec.data.root)
         raise fail(where, "training needs at least 2 images a process; this gives 1", value)
