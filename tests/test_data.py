@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-from blockspec.data.preview import albumentations_versions, augment_grid_png
 from blockspec.data import (
     build_augment,
     load_dataset,
@@ -23,6 +22,7 @@ from blockspec.data import (
     normalize_batch,
 )
 from blockspec.data.download import DownloadError, download_and_extract
+from blockspec.data.preview import albumentations_versions, augment_grid_png
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import SpecError
 from blockspec.load import parse_spec
@@ -598,3 +598,32 @@ def test_linked_subfolders_count_and_a_link_back_up_is_not_followed(tmp_path: Pa
     (tmp_path / "train/cat/loop").symlink_to(tmp_path / "train/cat")  # would list the class forever
     data = load_dataset("imagefolder", tmp_path)
     assert np.bincount(data.train_labels).tolist() == [5, 4]
+
+
+def _gray_folder(root: Path, mode: str = "L") -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for number in range(3):
+                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).convert(mode).save(folder / f"{number}.png")
+    return root
+
+
+GRAY_SPEC = "name: g\ninput: {channels: 1, size: 8}\nclasses: 2\nblocks:\n  output: [gap: {}, fc: {out: 2}]\n"
+
+
+def test_one_colour_file_among_gray_ones_is_named_where_a_gray_spec_refuses_the_set(tmp_path: Path) -> None:
+    root = _gray_folder(tmp_path / "gray")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "b" / "red.png")
+    with pytest.raises(SpecError) as error:
+        check_data_fits(parse_spec(GRAY_SPEC), load_dataset("imagefolder", str(root)))
+    assert ("are 3×8×8 (" + str(root / "train" / "b" / "red.png") + " is in colour (1 of 13 images are), so every "
+            "image is read with 3 channels)") in str(error.value)
+
+
+def test_gray_images_saved_in_colour_are_said_to_be(tmp_path: Path) -> None:
+    root = _gray_folder(tmp_path / "palette", mode="P")
+    with pytest.raises(SpecError, match=r"every image is gray but saved in colour \(RGB or palette mode\)"):
+        check_data_fits(parse_spec(GRAY_SPEC), load_dataset("imagefolder", str(root)))

@@ -22,6 +22,9 @@ class ImageData:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # why images read in colour may have been meant as gray (a few colour files among gray
+    # ones, or gray images saved in colour): said where a spec expects one channel
+    colour_note: str = ""
 
     @property
     def channels(self) -> int:

@@ -173,7 +173,21 @@ def decode_set(
         "classes": np.asarray(classes),
         "mean": np.asarray(mean),
         "std": np.asarray(std),
+        "colour_note": np.asarray("" if gray else _colour_note(files, decoded, images)),
     }
+
+
+def _colour_note(files: list[str], decoded: list[np.ndarray], images: np.ndarray) -> str:
+    """Why a set read in colour may have been meant as gray: a few colour files among gray
+    ones make every image 3-channel, and gray images saved as RGB or palette are read so."""
+    colour = [file for file, image in zip(files, decoded) if image.ndim == 3]
+    if len(colour) < len(files):
+        return (f"{colour[0]} is in colour ({len(colour):,} of {len(files):,} images are), so every image is read "
+                "with 3 channels")
+    if (images[..., :1] == images).all():
+        return ("every image is gray but saved in colour (RGB or palette mode), so they are read with 3 channels; "
+                "save them in grayscale (L) mode")
+    return ""
 
 
 def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
@@ -185,6 +199,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
         classes=tuple(str(name) for name in arrays["classes"]),
         mean=tuple(float(m) for m in arrays["mean"]),
         std=tuple(float(s) for s in arrays["std"]),
+        colour_note=str(arrays["colour_note"]) if "colour_note" in arrays else "",  # caches before 2026-12-07 lack it
     )
 
 

@@ -160,10 +160,11 @@ def check_data_fits(spec: Spec, data: ImageData) -> None:
     for split, images in (("train", data.train_images), ("test", data.test_images)):
         found = (images.shape[3], *images.shape[1:3])
         if expected != found:
+            why = f" ({data.colour_note})" if expected[0] == 1 and found[0] == 3 and data.colour_note else ""
             raise fail(
                 "input",
                 f"the spec expects {'×'.join(map(str, expected))} images but the {split} images of data set "
-                f"'{spec.data.dataset}' are {'×'.join(map(str, found))}; change `input` "
+                f"'{spec.data.dataset}' are {'×'.join(map(str, found))}{why}; change `input` "
                 "(channels, size) or the data set",
             )
     if spec.classes != len(data.classes):
