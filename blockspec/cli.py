@@ -232,15 +232,18 @@ def eval_command(
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.evaluate import evaluate_checkpoint
-    from blockspec.train.overrides import apply_overrides
+    from blockspec.train.overrides import apply_overrides, blame_flags
 
+    source = spec_path or f"{checkpoint} (spec inside)"
     if spec_path is not None:
         spec = load_spec(spec_path, edits=edits)
     else:
-        text = load_checkpoint(checkpoint)["spec"]
-        spec = parse_spec(text, source=f"{checkpoint} (spec inside)", edits=edits)
+        spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=source, edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
-    report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
+    try:
+        report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
+    except SpecError as error:  # the data found not to fit: named by the flag that chose it, or the spec's field
+        raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}), source) from None
     weights = f"epoch {report.epoch}" if report.epoch else "epoch 0, before any training"
     typer.echo(f"{report.spec_name} ({weights}): test accuracy {report.accuracy:.2f}% on {report.images:,} images "
                f"(loss {report.loss:.4f})" + (f", each averaged with {report.views}" if report.views else ""))
@@ -320,7 +323,7 @@ def export(
                    "that `eval` and the run's accuracy average: apply them around it to score as they do")
 
 
-def _from_spec_file(error: SpecError, spec_path: Path | None) -> SpecError:
+def _from_spec_file(error: SpecError, spec_path: Path | str | None) -> SpecError:
     """A problem with the spec's own fields found past loading (data that does not fit its
     input, a layer too large to build) names the file, as the loader's problems do; a
     problem with a flag does not."""

@@ -193,6 +193,20 @@ def test_eval_normalises_as_the_run_did_whatever_train_holds_now(
     assert scores[0][0] == scores[1][0] == 0 and scores[0][1] == scores[1][1]
 
 
+def test_eval_on_data_that_does_not_fit_names_the_checkpoint_and_the_flag(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    small = write_colour_folder(tmp_path / "small", size=8)
+    code, _, err = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "--data-root", str(small)], capsys)
+    assert code == 2 and err.startswith(f"error: {out / 'best.pt'} (spec inside): input: the spec expects 3×16×16 images")
+    assert err.rstrip().endswith("are 3×8×8; evaluate the checkpoint on data of its own shape")
+    code, _, err = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "--data-root", str(tmp_path / "none")], capsys)
+    assert code == 2 and err.startswith(f"error: --data-root = '{tmp_path / 'none'}'"), err
+
+
 LIMITS = ["--limit-train", "40", "--limit-test", "16"]
 
 

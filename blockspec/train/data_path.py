@@ -155,8 +155,11 @@ def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
         loader.dataset.flips.epoch = epoch
 
 
-def check_data_fits(spec: Spec, data: ImageData) -> None:
+def check_data_fits(spec: Spec, data: ImageData, trained: bool = False) -> None:
+    """The data's image shape and class count are the spec's; `trained`: the spec's weights
+    exist (eval), so the data must change, not the spec."""
     expected = (spec.input.channels, *spec.input.hw)
+    remedy = "evaluate the checkpoint on data of its own shape" if trained else "change `input` (channels, size) or the data set"
     for split, images in (("train", data.train_images), ("test", data.test_images)):
         found = (images.shape[3], *images.shape[1:3])
         if expected != found:
@@ -164,8 +167,7 @@ def check_data_fits(spec: Spec, data: ImageData) -> None:
             raise fail(
                 "input",
                 f"the spec expects {'×'.join(map(str, expected))} images but the {split} images of data set "
-                f"'{spec.data.dataset}' are {'×'.join(map(str, found))}{why}; change `input` "
-                "(channels, size) or the data set",
+                f"'{spec.data.dataset}' are {'×'.join(map(str, found))}{why}; {remedy}",
             )
     if spec.classes != len(data.classes):
         raise fail(

@@ -42,7 +42,7 @@ def evaluate_checkpoint(
     spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
     model = model_from_checkpoint(spec, payload, checkpoint_path)
     data = load_dataset(spec.data.dataset, spec.data.root)
-    check_data_fits(spec, data)
+    check_data_fits(spec, data, trained=True)
     trained_on = TrainedOn.recorded(payload, data)
     if trained_on.classes != data.classes:
         raise fail(
