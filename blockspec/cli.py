@@ -164,7 +164,7 @@ def train(
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
     from blockspec.errors import fail, flag_name
-    from blockspec.load import load_spec
+    from blockspec.load import edited_source, load_spec
     from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides, blame_flags
     from blockspec.train.run import RunOptions, TrainingInterrupted
@@ -208,7 +208,8 @@ def train(
     try:
         run_training(spec, options, log=typer.echo)
     except SpecError as error:
-        raise _from_spec_file(blame_flags(error, recipe), spec_path) from None
+        source = edited_source(str(spec_path), edits) if spec_path is not None else None
+        raise _from_spec_file(blame_flags(error, recipe), source) from None
     except TrainingInterrupted as stop:
         ranks = distributed.from_environment()
         if ranks.main:  # one message, not one per process
@@ -229,7 +230,7 @@ def eval_command(
     edits: Edits = None,
 ) -> None:
     """Overall and per-class test accuracy of a checkpoint (its spec is inside it)."""
-    from blockspec.load import load_spec, parse_spec
+    from blockspec.load import edited_source, load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.evaluate import evaluate_checkpoint
     from blockspec.train.overrides import apply_overrides, blame_flags
@@ -243,7 +244,8 @@ def eval_command(
     try:
         report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
     except SpecError as error:  # the data found not to fit: named by the flag that chose it, or the spec's field
-        raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}), source) from None
+        raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}),
+                              edited_source(str(source), edits)) from None
     weights = f"epoch {report.epoch}" if report.epoch else "epoch 0, before any training"
     typer.echo(f"{report.spec_name} ({weights}): test accuracy {report.accuracy:.2f}% on {report.images:,} images "
                f"(loss {report.loss:.4f})" + (f", each averaged with {report.views}" if report.views else ""))

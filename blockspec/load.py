@@ -71,7 +71,7 @@ def parse_spec(
             document = apply_edits(document, edits)
         except SpecError as error:
             raise error.with_source(source) from None
-        source = f"{source} with --set {' '.join(edits)}"  # a bad value may come from either
+        source = edited_source(source, edits)  # a bad value may come from either
     if input_size is not None and isinstance(document.get("input", {}), dict):
         # the spec at another size is that spec: analysed, validated and built alike
         document = apply_edits(document, [f"input.size=[{input_size[0]}, {input_size[1]}]"])
@@ -153,3 +153,8 @@ def field_path(loc: tuple[Any, ...]) -> str:
             text += f".{part}" if text else str(part)
         previous = part
     return text
+
+
+def edited_source(source: str, edits: Sequence[str] | None) -> str:
+    """How errors name a spec read with `--set` edits: its value may come from either."""
+    return f"{source} with --set {' '.join(edits)}" if edits else source

@@ -466,6 +466,15 @@ def test_forcing_the_batched_path_names_what_keeps_the_augmentation_off_it(
     ) in err
 
 
+def test_a_data_error_with_a_field_set_on_the_command_line_names_the_edit(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file says 16×16; the --set edit made it 32: the error must not read as the file's."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "run"), "--set", "input.size=32"], capsys)
+    assert code == 2 and err.startswith(f"error: {spec} with --set input.size=32: input: the spec expects 3×32×32"), err
+
+
 def test_spec_and_data_must_agree(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tiny_spec_text(data_root).replace("input: {channels: 3, size: 16}", "input: {channels: 1, size: 16}")
     (tmp_path / "gray.yaml").write_text(text)
