@@ -184,7 +184,7 @@ def test_a_transform_that_changes_no_image_is_pointed_out(entry: dict) -> None:
     """ConstrainedCoarseDropout cuts only where a mask or boxes say, and blockspec passes
     neither: it trained as no augmentation at all, without a word."""
     name = next(iter(entry))
-    assert f"data.augment[0].{name}: changed no image in 8 tries at p = 1, so it does nothing as written" in " ".join(
+    assert f"data.augment[0].{name}: changed no image in 8 tries at p = 1 on each of 3 sizes, so it does nothing" in " ".join(
         read_augment([entry]).notes)
 
 
@@ -194,8 +194,16 @@ def test_fractional_pixel_shifts_are_pointed_out_as_whole_pixels() -> None:
     assert not read_augment([{"Affine": {"translate_px": [-3, 3]}}]).notes
 
 
-def test_transforms_that_change_images_get_no_such_note() -> None:
-    entries = [{"HorizontalFlip": {"p": 0.01}}, {"Affine": {"translate_px": [-1, 1]}}, {"RandomRotate90": {}}, {"ColorJitter": {}}]
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"HorizontalFlip": {"p": 0.01}}, {"Affine": {"translate_px": [-1, 1]}}, {"RandomRotate90": {}}, {"ColorJitter": {}}],
+        # a crop or pad to one size leaves an image of that size as it is: not a transform that does nothing
+        [{"PadIfNeeded": {"min_height": 40, "min_width": 40, "border_mode": 4}}, {"RandomCrop": {"height": 32, "width": 32}}],
+        [{"PadIfNeeded": {"min_height": 32, "min_width": 32, "border_mode": 0}}, {"RandomCrop": {"height": 28, "width": 28}}],
+    ],
+)
+def test_transforms_that_change_images_get_no_such_note(entries: list) -> None:
     assert not [note for note in read_augment(entries).notes if "changed no image" in note]
 
 

@@ -220,3 +220,11 @@ def test_a_muon_run_names_its_rate_and_learns_the_colour_folder(
     assert code == 0
     assert "lr 0.05 (Muon 0.04 on the kernels that feed a batch norm)" in stdout
     assert metrics(tmp_path / "run")[-1]["test_acc"] > 60
+
+
+@pytest.mark.parametrize("optimizer_class", [MuonSGD, DeviceRateMuonSGD])
+def test_a_step_before_any_gradient_changes_nothing(optimizer_class: type) -> None:
+    conv = nn.Conv2d(4, 4, 3, bias=False)
+    before = conv.weight.detach().clone()
+    optimizer_class([{"params": [conv.weight], "orthogonal": True}], lr=0.05, momentum=0.9, nesterov=True).step()
+    assert torch.equal(conv.weight, before)

@@ -121,7 +121,8 @@ def read_augment(
         notes += _fill_units_note(args, where)
         notes += _whole_pixels_note(transform, where)
         if _changes_nothing(transform):
-            notes.append(f"{where}: changed no image in {_NOOP_TRIES} tries at p = 1, so it does nothing as written "
+            notes.append(f"{where}: changed no image in {_NOOP_TRIES} tries at p = 1 on each of {len(_PROBE_SHAPES)} sizes, "
+                         "so it does nothing as written "
                          "(blockspec passes images alone: a transform that needs masks, boxes or a function, such as "
                          "ConstrainedCoarseDropout or Lambda, leaves them as they are)")
         steps.append((name, args))
@@ -359,20 +360,28 @@ _NOOP_TRIES = 8
 
 
 def _changes_nothing(transform: BasicTransform) -> bool:
-    """Whether the transform, applied at p = 1 to a random 32×32 colour image, left it
-    unchanged every time (seeded, so the answer is fixed). ConstrainedCoarseDropout without a
-    mask, a Lambda without functions and NoOp do; a transform that cannot take such an image
-    is left to the dry run on the data's own shape."""
+    """Whether the transform, applied at p = 1 to random colour images of three sizes, left
+    each unchanged every time (seeded, so the answer is fixed). ConstrainedCoarseDropout
+    without a mask, a Lambda without functions and NoOp do; crops and pads change one of the
+    sizes at least (a crop to 32×32 leaves a 32×32 image as it is), and a transform that
+    cannot take an image of some size is left to the dry run on the data's own shape."""
     probe = copy.deepcopy(transform)
     probe.p = 1.0
     probe.set_random_seed(0)
-    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConstrainedCoarseDropout warns at every call
         try:
-            return all(np.array_equal(probe(image=image)["image"], image) for _ in range(_NOOP_TRIES))
+            for shape in _PROBE_SHAPES:
+                image = rng.integers(0, 256, shape, dtype=np.uint8)
+                if not all(np.array_equal(probe(image=image)["image"], image) for _ in range(_NOOP_TRIES)):
+                    return False
         except Exception:  # noqa: BLE001 - not this check's to report
             return False
+    return True
+
+
+_PROBE_SHAPES = ((32, 32, 3), (20, 24, 3), (45, 37, 3))
 
 
 def _dry_run(

@@ -184,7 +184,7 @@ def _colour_note(files: list[str], decoded: list[np.ndarray], images: np.ndarray
     if len(colour) < len(files):
         return (f"{colour[0]} is in colour ({len(colour):,} of {len(files):,} images are), so every image is read "
                 "with 3 channels")
-    if (images[..., :1] == images).all():
+    if all((image[..., :1] == image).all() for image in images):  # image by image: no set-sized mask
         return ("every image is gray but saved in colour (RGB or palette mode), so they are read with 3 channels; "
                 "save them in grayscale (L) mode")
     return ""

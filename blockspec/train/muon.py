@@ -104,6 +104,8 @@ class MuonSGD(torch.optim.Optimizer):
             raise ValueError("MuonSGD takes no closure")
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             if group["orthogonal"]:
                 self._muon_steps(params, group)
                 continue
