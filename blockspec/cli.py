@@ -271,6 +271,7 @@ def preview_augment(
     from blockspec.data import build_augment, load_dataset, read_augment
     from blockspec.data.batched import mean_fill, plan_batched, refuse_forced_batching
     from blockspec.data.preview import albumentations_versions, augment_grid_png, batched_versions
+    from blockspec.train.data_path import pipeline_entries
     from blockspec.errors import fail
     from blockspec.load import load_spec
     from blockspec.train.overrides import apply_overrides
@@ -279,15 +280,19 @@ def preview_augment(
         raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
     spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
     _check_output_file(out, "--out")
-    augment = read_augment(spec.data.augment)
-    for note in augment.notes:
+    for note in read_augment(spec.data.augment).notes:
         typer.echo(f"note: {note}")
-    plan = plan_batched(augment) if loader != "albumentations" else None
+    entries, positions, alternate = pipeline_entries(spec)  # as training applies them
+    if alternate:
+        typer.echo("note: data.augment[0].HorizontalFlip is not drawn: with data.alternate_flip the data set "
+                   "mirrors each image every other epoch")
+    pipeline = read_augment(entries, positions=positions)
+    plan = plan_batched(pipeline) if loader != "albumentations" else None
     if loader == "gpu" and plan is None:
-        raise refuse_forced_batching(augment)
+        raise refuse_forced_batching(pipeline)
     try:
         data = load_dataset(spec.data.dataset, spec.data.root)
-        compose = build_augment(spec.data.augment, data.mean, image_shape=data.train_images.shape[1:])
+        compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
     except SpecError as error:
         raise _from_spec_file(error, spec_path) from None
     versions = batched_versions(plan, mean_fill(data.mean), seed) if plan else albumentations_versions(compose, seed)

@@ -94,10 +94,11 @@ def input_description(metadata: dict[str, Any], fmt: str) -> str:
     shape = f"float32 batches N×{size['channels']}×{size['height']}×{size['width']}"
     where = f"extra file {METADATA_KEY}.json" if fmt == "torchscript" else f"metadata property '{METADATA_KEY}'"
     if "mean" not in metadata:
+        recorded = ", ".join(key for key in ("input", "classes") if key in metadata)
         return (f"input: {shape}, normalised as the training data set was (this checkpoint predates recorded "
-                f"statistics; the file's {where} holds its input size and classes)")
+                f"statistics); the file records its {recorded} ({where})")
     return (f"input: {shape}, each channel (pixel / 255 − mean) / std with mean ({_numbers(metadata['mean'])}) "
-            f"and std ({_numbers(metadata['std'])}), as in training; recorded in the file's {where}")
+            f"and std ({_numbers(metadata['std'])}), as in training; the file records them ({where})")
 
 
 def _numbers(values: list[float]) -> str:

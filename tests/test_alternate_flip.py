@@ -91,3 +91,21 @@ def test_a_run_with_it_says_so_and_records_it(tmp_path: Path, capsys: pytest.Cap
     assert "batched tensor (cpu) augmentation, alternating flip)" in out
     assert "alternate_flip: true" in (out_dir / "spec.yaml").read_text()
     assert len(metrics(out_dir)) == 1
+
+
+def test_the_path_and_its_note_follow_the_pipeline_the_flip_leaves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With alternate_flip the leading flip leaves the pipeline: a second flip later is the
+    pipeline's only one (batched), and a refusal names the entry by its place in the file."""
+    data = write_colour_folder(tmp_path / "data")
+
+    def train(augment: str, *flags: str) -> tuple[int, str, str]:
+        text = tiny_spec_text(data, epochs=1).replace(
+            "    - HorizontalFlip: {p: 0.5}\n", f"{augment}").replace("data:\n", "data:\n  alternate_flip: true\n")
+        spec = tmp_path / f"s{len(list(tmp_path.glob('*.yaml')))}.yaml"
+        spec.write_text(text)
+        return run_cli(["train", str(spec), "--out", str(tmp_path / spec.stem), "--workers", "0", *flags], capsys)
+
+    code, stdout, err = train("    - HorizontalFlip: {p: 0.5}\n    - HorizontalFlip: {p: 0.2}\n")
+    assert code == 0 and "batched tensor (cpu) augmentation" in stdout and "per image" not in stdout, err
+    code, _, err = train("    - HorizontalFlip: {p: 0.5}\n    - Affine: {rotate: 5, interpolation: 0}\n", "--loader", "gpu")
+    assert code == 2 and "data.augment[1].Affine.interpolation = 0: the batched warp is bilinear (1)" in err

@@ -50,6 +50,18 @@ def test_an_out_the_system_refuses_is_the_flags_problem(
     assert (code, err) == (2, "error: --out = '/proc/blockspec-out.png': cannot write there (No such file or directory)\n")
 
 
+def test_a_checkpoint_from_before_the_recorded_statistics_says_what_its_file_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = parse_spec("name: o\nblocks:\n  C1: [conv: {out: 4}]\n  output: [gap: {}, fc: {out: 10}]\n")
+    old = tmp_path / "old.pt"
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, old)
+    code, stdout, err = run_cli(["export", "--checkpoint", str(old), "--out", str(tmp_path / "o.pt")], capsys)
+    assert code == 0, err
+    assert ("input: float32 batches N×3×32×32, normalised as the training data set was (this checkpoint predates "
+            "recorded statistics); the file records its input (extra file blockspec.json)") in stdout
+
+
 def test_a_refused_export_leaves_no_folders_behind(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "tflite", "--out", str(tmp_path / "new" / "m")], capsys)
     assert code == 2 and not (tmp_path / "new").exists()
@@ -62,7 +74,7 @@ def test_the_exported_file_records_its_input_classes_and_normalisation(
     code, stdout, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(out)], capsys)
     assert code == 0, err
     assert ("input: float32 batches N×3×32×32, each channel (pixel / 255 − mean) / std with mean (0.5000, 0.4000, "
-            "0.3000) and std (0.2000, 0.2500, 0.3000), as in training; recorded in the file's extra file blockspec.json") in stdout
+            "0.3000) and std (0.2000, 0.2500, 0.3000), as in training; the file records them (extra file blockspec.json)") in stdout
     extra = {"blockspec.json": ""}
     torch.jit.load(str(out), _extra_files=extra)
     assert json.loads(extra["blockspec.json"]) == {

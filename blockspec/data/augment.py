@@ -93,6 +93,7 @@ class AugmentPlan:
     steps: list[tuple[str, dict[str, Any]]]
     notes: list[str]
     built: list[BasicTransform]
+    positions: list[int]  # each step's index in the spec's list, which errors and notes name
 
 
 def read_augment(
@@ -127,7 +128,7 @@ def read_augment(
                          "ConstrainedCoarseDropout or Lambda, leaves them as they are)")
         steps.append((name, args))
         built.append(transform)
-    return AugmentPlan(steps, notes, built)
+    return AugmentPlan(steps, notes, built, list(positions or range(len(steps))))
 
 
 def validate_augment(

@@ -120,7 +120,7 @@ def unbatched_note(augment: AugmentPlan) -> str | None:
 def _plan(augment: AugmentPlan, path: str = "data.augment") -> BatchedPlan | str:
     flip_p, affine, cutout = 0.0, None, None
     seen: dict[str, int] = {}  # the first entry of each kind
-    for index, ((name, args), transform) in enumerate(zip(augment.steps, augment.built, strict=True)):
+    for index, (name, args), transform in zip(augment.positions, augment.steps, augment.built, strict=True):
         where = f"{path}[{index}].{name}"
         kind = "warp" if name in _AFFINE_NAMES else name
         if kind in seen:

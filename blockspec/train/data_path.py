@@ -20,7 +20,7 @@ from blockspec.data import (
     read_augment,
     seed_augment,
 )
-from blockspec.data.batched import DeviceLoader, plan_batched, refuse_forced_batching, unbatched_note
+from blockspec.data.batched import BatchedPlan, DeviceLoader, plan_batched, refuse_forced_batching, unbatched_note
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -69,8 +69,18 @@ def make_run_loaders(
 ) -> RunLoaders:
     """Batched tensor augmentation on the device when the spec's transforms allow it
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
-    train, test, path = _make_loaders(spec, data, augment, options, info, ranks)
-    return RunLoaders(train, test, path, _augment_switch(spec, data, train), unbatched_note(augment))
+    entries, positions, alternate = pipeline_entries(spec)
+    pipeline = read_augment(entries, positions=positions) if alternate else augment
+    plan = plan_batched(pipeline)
+    if options.loader == "gpu" and plan is None:
+        raise refuse_forced_batching(pipeline)
+    # albumentations tries each transform once on an image of the data's shape whichever path
+    # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
+    # image) stop both paths before training
+    compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
+    batched = None if options.loader == "albumentations" else plan
+    train, test, path = _make_loaders(spec, data, batched, compose, alternate, options, info, ranks)
+    return RunLoaders(train, test, path, _augment_switch(spec, data, train), unbatched_note(pipeline))
 
 
 def first_switched_epoch(spec: Spec) -> int | None:
@@ -108,17 +118,12 @@ def pipeline_entries(spec: Spec, left_out: Collection[str] | None = ()) -> tuple
 
 
 def _make_loaders(
-    spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
+    spec: Spec, data: ImageData, plan: BatchedPlan | None, compose: Any, alternate: bool, options: RunOptions,
+    info: DeviceInfo, ranks: distributed.Ranks,
 ) -> tuple[Any, Any, str]:
-    entries, positions, alternate = pipeline_entries(spec)
-    plan = plan_batched(read_augment(entries, positions=positions) if alternate else augment)
-    if options.loader == "gpu" and plan is None:
-        raise refuse_forced_batching(augment)
-    # albumentations tries each transform once on an image of the data's shape whichever path
-    # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
-    # image) stop both paths before training
-    compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
-    if options.loader == "albumentations" or plan is None:
+    """The batched path where `plan` is one, else `compose` per image in DataLoader workers;
+    `alternate`: the data set flips the images itself."""
+    if plan is None:
         train, test = make_loaders(
             data, compose, spec.train.batch_size, options.workers, spec.train.seed,
             info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world), alternate,
