@@ -114,8 +114,10 @@ def trace(
             )
             shape = geometry.out_shape
     if check_head and shape != (spec.classes,):
+        # named at the layer that set the width (an fc before an act or logsoftmax), else the last
+        setter = next((row for row in reversed(rows) if row.out_shape[0] != row.in_shape[0]), rows[-1])
         raise fail(
-            rows[-1].path,
+            setter.path if shape[0] != spec.classes else rows[-1].path,
             f"the network must end in {spec.classes} class scores (classes: {spec.classes}), "
             f"but its last layer outputs {'×'.join(map(str, shape))}"
             + ("; add `flatten: {}` after the 1×1 head" if shape[0] == spec.classes else ""),

@@ -99,10 +99,10 @@ def _refuse_a_second_key(entry: dict[str, Any], where: str, rest: list[str | int
     named = str(rest[0])
     if difflib.get_close_matches(named, [str(kind)], n=1):  # the kind, mistyped
         hint = f"; did you mean {where}.{_render([kind, *rest[1:]])}?"
-    elif len(rest) == 1:  # a field, the kind left out
-        hint = f"; did you mean {where}.{_render([kind, named])}?"
-    else:
-        hint = ""
+    elif len(rest) == 1 or isinstance(rest[1], int):  # a field (a list, as a residual's body), the kind left out
+        hint = f"; did you mean {where}.{_render([kind, *rest])}?"
+    else:  # another kind: the entry is replaced whole
+        hint = f"; to make it a '{named}', replace it: --set '{where}={{{named}: {{...}}}}'"
     raise _cannot(edit, f"{where} is a '{kind}' entry, not '{named}': its fields are under {where}.{kind}{hint}")
 
 

@@ -61,11 +61,17 @@ def layer_hint(name: str, kinds: Iterable[str]) -> str:
 
 
 def value_hint(value: object, allowed: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for a value outside an enumeration, or '': the same letters in
-    another case or with other separators (ReLU, hard_swish), a longer spelling (batchnorm),
-    another name (bn, swish) or a close spelling."""
+    """'; did you mean 'x'?' for a value outside an enumeration, or ''."""
+    match = closest_value(value, allowed)
+    return f"; did you mean '{match}'?" if match else ""
+
+
+def closest_value(value: object, allowed: Iterable[str]) -> str | None:
+    """The allowed value meant: the same letters in another case or with other separators
+    (ReLU, hard_swish), a longer spelling (batchnorm), another name (bn, swish) or a close
+    spelling; None if none is."""
     if not isinstance(value, str):
-        return ""
+        return None
     allowed = list(allowed)
     squeezed = {_squeeze(option): option for option in allowed}
     key = _squeeze(value)
@@ -77,7 +83,7 @@ def value_hint(value: object, allowed: Iterable[str]) -> str:
     if match is None:
         close = difflib.get_close_matches(value, allowed, n=1)
         match = close[0] if close else None
-    return f"; did you mean '{match}'?" if match in allowed else ""
+    return match if match in allowed else None
 
 
 def _squeeze(text: str) -> str:

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from blockspec.hints import value_hint
+from blockspec.hints import closest_value
 from blockspec.layers import LAYER_KINDS, AnyLayer
 from blockspec.layers.base import (
     Act,
@@ -167,8 +167,9 @@ class Rules(StrictModel):
     def _known_features(cls, names: list[str]) -> list[str]:
         unknown = [name for name in names if name not in RULE_FEATURES]
         if unknown:
-            hints = "".join(value_hint(name, RULE_FEATURES) for name in unknown)
-            raise ValueError(f"unknown feature(s) {unknown}{hints}; allowed: {', '.join(RULE_FEATURES)}")
+            meant = [f"{name} → {match}" for name in unknown if (match := closest_value(name, RULE_FEATURES))]
+            hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
+            raise ValueError(f"unknown feature(s) {unknown}{hint}; allowed: {', '.join(RULE_FEATURES)}")
         return names
 
 

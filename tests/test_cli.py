@@ -283,7 +283,7 @@ BROKEN = {
     ),
     "empty_block": ("name: x\nblocks:\n  C1: []\n  output: [gap: {}, fc: {out: 10}]\n", "blocks.C1 = []: a block needs at least one layer"),
     "head_of_another_width": (
-        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 100}]\n",
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 100}, logsoftmax: {}]\n",
         "blocks.output[1]: the network must end in 10 class scores (classes: 10), but its last layer outputs 100",
     ),
     "pool_padding_same": (
@@ -315,8 +315,9 @@ BROKEN = {
         "did you mean 'relu'?",
     ),
     "rule_feature_misnamed": (
-        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {forbid: [max_pool]}\n",
-        "rules.forbid = ['max_pool']: unknown feature(s) ['max_pool']; did you mean 'maxpool'?",
+        "name: x\nblocks:\n  output: [gap: {}, fc: {out: 10}]\nrules: {forbid: [max_pool, sepconv]}\n",
+        "rules.forbid = ['max_pool', 'sepconv']: unknown feature(s) ['max_pool', 'sepconv'] (did you mean "
+        "max_pool → maxpool, sepconv → dws?)",
     ),
     "aliases_multiplying": (  # 511 bytes whose full repr would be 10^8 items long
         "name: x\ndescription:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"

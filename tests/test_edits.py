@@ -75,7 +75,9 @@ def test_an_edit_changes_only_its_own_copy_of_an_aliased_block(tmp_path: Path) -
         ("blocks.C7[0].conv.out=8", "blocks.C7 is not in the spec"),
         ("train.epochs.max=3", "train.epochs is not a mapping"),
         ("train[0]=3", "train is not a list"),
-        ("blocks.C1[0].dws.out=8", "blocks.C1[0] is a 'conv' entry, not 'dws': its fields are under blocks.C1[0].conv"),
+        ("blocks.C1[0].dws.out=8", "blocks.C1[0] is a 'conv' entry, not 'dws': its fields are under blocks.C1[0].conv; "
+                                   "to make it a 'dws', replace it: --set 'blocks.C1[0]={dws: {...}}'"),
+        ("blocks.C3[1].body[0].dws.out=8", "did you mean blocks.C3[1].residual.body[0].dws.out?"),
         ("blocks.C1[0].out=8", "blocks.C1[0] is a 'conv' entry, not 'out': its fields are under blocks.C1[0].conv; "
                                "did you mean blocks.C1[0].conv.out?"),
         ("blocks.C1[0].cnov.out=8", "did you mean blocks.C1[0].conv.out?"),

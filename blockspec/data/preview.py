@@ -20,12 +20,15 @@ Versions = Callable[[np.ndarray, int], list[np.ndarray]]
 
 
 def albumentations_versions(augment: A.Compose, seed: int) -> Versions:
+    """Versions drawn image by image by the Compose, from one stream seeded by `seed`."""
     augment = copy.deepcopy(augment)
     seed_augment(augment, seed)
     return lambda image, count: [augment(image=image)["image"] for _ in range(count)]
 
 
 def batched_versions(plan: BatchedPlan, fill: tuple[int, ...], seed: int) -> Versions:
+    """Versions drawn as the batched path draws a batch (the image repeated), rounded to uint8;
+    `fill`: the colour `fill: mean` stands for."""
     generator = torch.Generator().manual_seed(seed)
 
     def versions(image: np.ndarray, count: int) -> list[np.ndarray]:

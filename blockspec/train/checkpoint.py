@@ -81,12 +81,12 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
-    """torch's files are zip archives: one holding Python objects besides tensors is refused
-    by weights_only loading, as every file not blockspec's own; one that cannot be read at all
-    was cut short or damaged (copied while written, a full disk)."""
+    """torch's files are zip archives (pickles before torch 1.6): one holding Python objects
+    besides tensors is refused by weights_only loading, as every file not blockspec's own; one
+    that cannot be read at all was cut short or damaged (copied while written, a full disk)."""
     with open(path, "rb") as file:
-        zipped = file.read(4) == b"PK\x03\x04"
-    if not zipped:
+        head = file.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip, or its legacy format (a pickle)
         return "not a file torch saved; blockspec reads only its own checkpoints"
     if isinstance(error, pickle.UnpicklingError):
         return "it holds Python objects besides tensors and numbers (blockspec loads with weights_only=True and reads only its own)"
