@@ -101,15 +101,23 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
     """Exit 1 if any rule in the spec fails (for CI); 0 when all hold.
 
     A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2."""
-    from blockspec.data import read_augment
+    from blockspec.data import build_augment, read_augment
     from blockspec.data.batched import unbatched_note
-    from blockspec.load import load_spec
+    from blockspec.load import edited_source, load_spec
     from blockspec.summary import summarize
+    from blockspec.train.data_path import pipeline_entries
 
     spec = load_spec(spec_path, edits=edits, augment=True)
+    entries, positions, alternate = pipeline_entries(spec)  # as training applies them
     augment = read_augment(spec.data.augment)
-    for note in [*augment.notes, *filter(None, [unbatched_note(augment)])]:  # what training would say
+    pipeline = read_augment(entries, positions=positions) if alternate else augment
+    for note in [*augment.notes, *filter(None, [unbatched_note(pipeline)])]:  # what training would say
         typer.echo(f"note: {note}", err=True)
+    try:  # training's dry run, on an image of the spec's input (the data must match it)
+        build_augment(entries, (0.5,) * spec.input.channels, image_shape=(*spec.input.hw, spec.input.channels),
+                      positions=positions)
+    except SpecError as error:
+        raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
     summary = summarize(spec)
     if not summary.rules:
         typer.echo(f"{spec_path}: no rules to check (add a `rules:` section)")

@@ -207,6 +207,21 @@ def test_transforms_that_change_images_get_no_such_note(entries: list) -> None:
     assert not [note for note in read_augment(entries).notes if "changed no image" in note]
 
 
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"CoarseDropout": {"hole_height_range": [True, 4], "hole_width_range": [2, 4]}},
+         "CoarseDropout.hole_height_range = [True, 4]: true/false is not a number"),
+        ({"CoarseDropout": {"hole_height_range": [4, 4], "hole_width_range": [4, 4], "fill": 300}},
+         "CoarseDropout.fill = 300: a hole's fill is a pixel value of uint8 images, 0–255"),
+    ],
+)
+def test_numbers_no_uint8_image_can_use_are_refused(entry: dict, says: str) -> None:
+    """albumentations takes them; the batched path crashed on the boolean (exit 70) and numpy
+    refused the fill mid-training with its own words."""
+    assert says in _error([entry])
+
+
 def test_a_negative_scale_range_mirrors_and_builds() -> None:
     read_augment([{"Affine": {"scale": [-1.2, -0.8]}}])
 

@@ -70,7 +70,7 @@ data:
 
 
 @pytest.mark.parametrize(
-    "transform", ["ShiftScaleRotate: {shift_limit: 0.1, p: 0.5}", "PadIfNeeded: {min_height: 40, min_width: 40}",
+    "transform", ["ShiftScaleRotate: {shift_limit: 0.1, p: 0.5}", "PadIfNeeded: {min_height: 40, min_width: 40}, RandomCrop: {height: 32, width: 32}",
                   "GridDistortion: {}", "OpticalDistortion: {}", "ElasticTransform: {}"],
 )
 def test_check_says_what_training_would_note_about_the_augmentation(
@@ -90,6 +90,20 @@ def test_check_says_why_the_augmentation_would_run_per_image(tmp_path: Path, cap
     code, _, err = run_cli(["check", str(spec)], capsys)
     assert code == 0 and ("note: augmentation runs per image in albumentations, not batched, since "
                           "data.augment[0].Affine.interpolation = 0: the batched warp is bilinear (1)") in err
+
+
+def test_check_tries_the_augmentation_on_an_image_of_the_specs_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What training's dry run would refuse is knowable from the spec: the data must have its
+    input shape. With alternate_flip, the pipeline training plans (the leading flip out) sets
+    the note: a later flip is then its only one."""
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("name: a\n", "name: a\ninput: {size: 16}\n").replace(
+        "[TRANSFORM]", "[HorizontalFlip: {}, HorizontalFlip: {}, CoarseDropout: {hole_height_range: [20, 24], "
+        "hole_width_range: [2, 4]}]\n  alternate_flip: true"))
+    code, _, err = run_cli(["check", str(spec)], capsys)
+    assert code == 2 and "per image" not in err and (
+        "data.augment[2].CoarseDropout.hole_height_range = [20, 24]: holes of at least 20 px do not fit the images' "
+        "height of 16 px") in err
 
 
 def test_a_fill_albumentations_refuses_lists_blockspecs_mean_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

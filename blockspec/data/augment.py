@@ -114,6 +114,7 @@ def read_augment(
         where = f"{path}[{index}].{name}"
         args, translated = translate_args(name, given, where)
         _check_arg_names(name, args, where)
+        _check_numbers(name, args, where)
         notes += [note for note in (translated, changed_default_note(name, args, where)) if note]
         transform, advice = _construct(name, _resolve_fill(args, 0), where)
         _check_hole_units(transform, args, where)
@@ -229,6 +230,22 @@ def _check_arg_names(name: str, args: dict[str, Any], where: str) -> None:
     ]
     if missing:
         raise fail(where, f"missing required argument(s): {', '.join(missing)}", args)
+
+
+def _check_numbers(name: str, args: dict[str, Any], where: str) -> None:
+    """What albumentations takes but no image can use: true/false inside a range (YAML's
+    `true` is 1 to albumentations, and an error inside the batched path), and a hole's fill
+    outside the 0–255 of the uint8 images blockspec augments (numpy refuses it mid-training;
+    a warp's border fill is saturated, as OpenCV does, on both paths)."""
+    for arg, value in args.items():
+        for item in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(item, (list, tuple)) and any(isinstance(bound, bool) for bound in item):
+                raise fail(f"{where}.{arg}", "true/false is not a number; write the range's numbers", value)
+    fill = args.get("fill")
+    values = fill if isinstance(fill, (list, tuple)) else [fill]
+    holes = name.endswith("Dropout") or name == "XYMasking"
+    if holes and any(isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v <= 255 for v in values):
+        raise fail(f"{where}.fill", "a hole's fill is a pixel value of uint8 images, 0–255 (or 'mean')", fill)
 
 
 def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransform, list[str]]:
@@ -382,7 +399,7 @@ def _changes_nothing(transform: BasicTransform) -> bool:
     return True
 
 
-_PROBE_SHAPES = ((32, 32, 3), (20, 24, 3), (45, 37, 3))
+_PROBE_SHAPES = ((32, 32, 3), (8, 8, 3), (45, 37, 3))  # small enough for any pad to change
 
 
 def _dry_run(

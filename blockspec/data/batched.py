@@ -82,10 +82,13 @@ class BatchedPlan:
 
 
 def _int_range(value: Any) -> tuple[int, int] | None:
-    low, high = (value, value) if isinstance(value, int) else tuple(value)
-    if not (isinstance(low, int) and isinstance(high, int)):
-        return None  # fractions of the image size: not mirrored here
-    return (low, high)
+    """A pixel range as whole numbers (albumentations reads a range whose upper end is 1 or
+    more in pixels, and refuses fractional pixels before this is asked); None for fractions
+    of the image size, which are not mirrored here."""
+    low, high = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if float(high) < 1:
+        return None
+    return (int(low), int(high))
 
 
 def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
@@ -161,7 +164,7 @@ def _cutout_plan(args: dict[str, Any], where: str) -> Cutout | str:
     for arg, bounds in ranges.items():
         if bounds is None:
             value = args[arg] if arg in args else f"{list(defaults[arg])} (its default)"
-            return f"{where}.{arg} = {value}: batched holes take sizes in whole pixels"
+            return f"{where}.{arg} = {value}: fractions of the side; batched holes take sizes in pixels"
     fill = args.get("fill", 0)
     if isinstance(fill, str) and fill != "mean":
         return f"{where}.fill = {fill!r}: batched holes take a value, one per channel or 'mean'"
