@@ -222,6 +222,24 @@ def test_numbers_no_uint8_image_can_use_are_refused(entry: dict, says: str) -> N
     assert says in _error([entry])
 
 
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ({"CoarseDropout": {"min_holes": 3, "max_holes": 1, "max_height": 4, "max_width": 4}},
+         "data.augment[0].CoarseDropout = {'max_holes': 1, 'min_holes': 3}: First value should be less than the second "
+         "value, got (3, 1) instead (as num_holes_range, the 2.x translation of min_holes, max_holes)"),
+        ({"Affine": {"cval": "grey"}}, "data.augment[0].Affine.cval = 'grey': Input should be"),
+        ({"CoarseDropout": {"max_holes": 1, "max_height": 4, "max_width": 4, "fill_value": 300}},
+         "data.augment[0].CoarseDropout.fill_value = 300: a hole's fill is a pixel value of uint8 images, 0–255 "
+         "(or 'mean') (as fill, the 2.x translation of fill_value)"),
+    ],
+)
+def test_a_problem_in_a_translated_1x_argument_is_named_as_written(entry: dict, says: str) -> None:
+    """The 2.x name (num_holes_range, fill) is not in the file, and --set refuses it beside
+    the 1.x one."""
+    assert says in _error([entry])
+
+
 def test_a_negative_scale_range_mirrors_and_builds() -> None:
     read_augment([{"Affine": {"scale": [-1.2, -0.8]}}])
 

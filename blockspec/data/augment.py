@@ -29,7 +29,7 @@ from albumentations.core.transforms_interface import (
 )
 from pydantic import ValidationError
 
-from blockspec.data.augment_compat import REMOVED, changed_default_note, translate_args
+from blockspec.data.augment_compat import REMOVED, changed_default_note, translate_args, translated_from
 from blockspec.errors import Problem, SpecError, dotted_path, fail, validation_problems
 
 _NORMALISES = (
@@ -114,11 +114,14 @@ def read_augment(
         where = f"{path}[{index}].{name}"
         args, translated = translate_args(name, given, where)
         _check_arg_names(name, args, where)
-        _check_numbers(name, args, where)
         notes += [note for note in (translated, changed_default_note(name, args, where)) if note]
-        transform, advice = _construct(name, _resolve_fill(args, 0), where)
-        _check_hole_units(transform, args, where)
-        _check_scale(transform, args, where)
+        try:
+            _check_numbers(name, args, where)
+            transform, advice = _construct(name, _resolve_fill(args, 0), where)
+            _check_hole_units(transform, args, where)
+            _check_scale(transform, args, where)
+        except SpecError as error:
+            raise _as_written(error, name, where, given) from None
         notes += advice
         notes += _fill_units_note(args, where)
         notes += _whole_pixels_note(transform, where)
@@ -230,6 +233,23 @@ def _check_arg_names(name: str, args: dict[str, Any], where: str) -> None:
     ]
     if missing:
         raise fail(where, f"missing required argument(s): {', '.join(missing)}", args)
+
+
+def _as_written(error: SpecError, name: str, where: str, given: dict[str, Any]) -> SpecError:
+    """A problem found in a 1.x argument's 2.x translation (`num_holes_range` from `min_holes`
+    and `max_holes`) is named at what the spec holds: the 1.x argument(s) as written."""
+    problems = []
+    for problem in error.problems:
+        arg = problem.path.removeprefix(f"{where}.").split(".")[0].split("[")[0]
+        old = [key for key in translated_from(name, arg) if key in given]
+        if problem.path == where or arg in given or not old:
+            problems.append(problem)
+            continue
+        written = f"{where}.{old[0]}" if len(old) == 1 else where
+        value = given[old[0]] if len(old) == 1 else {key: given[key] for key in old}
+        problems.append(replace(problem, path=written, value=value,
+                                message=f"{problem.message} (as {arg}, the 2.x translation of {', '.join(old)})"))
+    return SpecError(problems, error.source)
 
 
 def _check_numbers(name: str, args: dict[str, Any], where: str) -> None:

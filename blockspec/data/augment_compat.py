@@ -170,6 +170,13 @@ REMOVED: dict[str, str] = {
 }
 
 
+def translated_from(name: str, new: str) -> list[str]:
+    """The 1.x argument names that transform `name` translates into its 2.x argument `new`."""
+    rules = (*_COMMON, *_RULES.get(name, ()))
+    return [old for rule in rules if getattr(rule, "new", None) == new
+            for old in ((rule.old,) if isinstance(rule, _Rename) else (rule.first, rule.second))]
+
+
 def translate_args(
     name: str, args: dict[str, Any], where: str
 ) -> tuple[dict[str, Any], str | None]:
