@@ -66,6 +66,9 @@ def parse_spec(
             "",
             f"a spec must be a YAML mapping (name, input, blocks, …), not {type(document).__name__}",
         ).with_source(source)
+    # `x-` keys hold what YAML anchors point at (`x-unit: &unit [...]`, then `C2: *unit`), as
+    # in docker compose files: the spec has no such field, so they are dropped once read
+    document = {key: value for key, value in document.items() if not (isinstance(key, str) and key.startswith("x-"))}
     if edits:
         try:
             document = apply_edits(document, edits)

@@ -69,6 +69,7 @@ def spec_json_schema() -> dict[str, Any]:
         "propertyNames": {"pattern": BLOCK_NAME.pattern, "not": {"enum": sorted(MODULE_ATTRIBUTES)}},
         "additionalProperties": {"type": "array", "minItems": 1, "items": ENTRY},
     }
+    schema["patternProperties"] = {"^x-": {"description": "anything YAML anchors point at; ignored"}}
     for name in [key for key in definitions if key in {cls.__name__ for cls in LAYER_KINDS.values()}]:
         del definitions[name]  # the tagged models themselves are not what users write
     return {"$schema": DIALECT, **copy.deepcopy(schema)}

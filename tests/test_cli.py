@@ -432,6 +432,13 @@ def summary_json(text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     return json.loads(out)
 
 
+def test_x_keys_hold_what_anchors_point_at_and_are_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("name: m\nx-unit: &unit [conv: {out: 8}, conv: {out: 8}]\nblocks:\n  C1: *unit\n  C2: *unit\n"
+            "  output: [gap: {}, fc: {out: 10}]\n")
+    layers = summary_json(text, tmp_path, capsys)["layers"]
+    assert [layer["name"] for layer in layers] == ["C1.0", "C1.1", "C2.0", "C2.1", "output.0", "output.1"]
+
+
 def test_yaml_anchors_and_merge_keys_still_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Refusing a key written twice must not refuse a key that overrides a merged one."""
     text = "name: m\nblocks:\n  C1: [conv: &c {out: 8, k: 3}, conv: {<<: *c, out: 16}]\n  output: [gap: {}, fc: {out: 10}]\n"
