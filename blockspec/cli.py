@@ -101,21 +101,18 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
     """Exit 1 if any rule in the spec fails (for CI); 0 when all hold.
 
     A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2."""
-    from blockspec.data import build_augment, read_augment
+    from blockspec.data import read_augment
     from blockspec.data.batched import unbatched_note
     from blockspec.load import edited_source, load_spec
     from blockspec.summary import summarize
-    from blockspec.train.data_path import pipeline_entries
+    from blockspec.train.data_path import training_pipeline
 
     spec = load_spec(spec_path, edits=edits, augment=True)
-    entries, positions, alternate = pipeline_entries(spec)  # as training applies them
-    augment = read_augment(spec.data.augment)
-    pipeline = read_augment(entries, positions=positions) if alternate else augment
-    for note in [*augment.notes, *filter(None, [unbatched_note(pipeline)])]:  # what training would say
-        typer.echo(f"note: {note}", err=True)
+    pipeline = training_pipeline(spec)
+    for note in [*read_augment(spec.data.augment).notes, *filter(None, [unbatched_note(pipeline.augment)])]:
+        typer.echo(f"note: {note}", err=True)  # what training would say
     try:  # training's dry run, on an image of the spec's input (the data must match it)
-        build_augment(entries, (0.5,) * spec.input.channels, image_shape=(*spec.input.hw, spec.input.channels),
-                      positions=positions)
+        pipeline.compose((0.5,) * spec.input.channels, (*spec.input.hw, spec.input.channels))
     except SpecError as error:
         raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
     summary = summarize(spec)
@@ -201,8 +198,8 @@ def train(
         spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
     if workers is not None and workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
-    if loader not in (None, *LOADERS):
-        raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
+    if loader is not None:
+        _check_loader(loader)
     kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
             "stop_at_target": stop_at_target or None}
     options = RunOptions(
@@ -276,31 +273,26 @@ def preview_augment(
     ] = "auto",
 ) -> None:
     """Save a grid of training images, each followed by augmented versions of it."""
-    from blockspec.data import build_augment, load_dataset, read_augment
-    from blockspec.data.batched import mean_fill, plan_batched, refuse_forced_batching
+    from blockspec.data import load_dataset, read_augment
+    from blockspec.data.batched import mean_fill, plan_for_loader
     from blockspec.data.preview import albumentations_versions, augment_grid_png, batched_versions
-    from blockspec.train.data_path import pipeline_entries
-    from blockspec.errors import fail
     from blockspec.load import load_spec
+    from blockspec.train.data_path import training_pipeline
     from blockspec.train.overrides import apply_overrides
 
-    if loader not in LOADERS:
-        raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
+    _check_loader(loader)
     spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
     _check_output_file(out, "--out")
     for note in read_augment(spec.data.augment).notes:
         typer.echo(f"note: {note}")
-    entries, positions, alternate = pipeline_entries(spec)  # as training applies them
-    if alternate:
+    pipeline = training_pipeline(spec)  # as training applies it
+    if pipeline.alternate:
         typer.echo("note: data.augment[0].HorizontalFlip is not drawn: with data.alternate_flip the data set "
                    "mirrors each image every other epoch")
-    pipeline = read_augment(entries, positions=positions)
-    plan = plan_batched(pipeline) if loader != "albumentations" else None
-    if loader == "gpu" and plan is None:
-        raise refuse_forced_batching(pipeline)
+    plan = plan_for_loader(pipeline.augment, loader)
     try:
         data = load_dataset(spec.data.dataset, spec.data.root)
-        compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
+        compose = pipeline.compose(data.mean, data.train_images.shape[1:])
     except SpecError as error:
         raise _from_spec_file(error, spec_path) from None
     versions = batched_versions(plan, mean_fill(data.mean), seed) if plan else albumentations_versions(compose, seed)
@@ -357,6 +349,13 @@ def _check_output_file(path: Path, flag: str) -> None:
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise fail(flag, f"{blocking} is a file, not a folder", str(path))
+
+
+def _check_loader(loader: str) -> None:
+    from blockspec.errors import fail
+
+    if loader not in LOADERS:
+        raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
 
 
 def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:

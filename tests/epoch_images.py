@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from blockspec.data import ImageData, read_augment
+from blockspec.data import ImageData
 from blockspec.load import parse_spec
 from blockspec.train.data_path import make_run_loaders, seed_epoch
 from blockspec.train.device import pick_device
@@ -42,7 +42,7 @@ def epoch_images(
     spec = parse_spec(spec_text, "epoch.yaml")
     data = row_labelled_data(count)
     options = RunOptions(workers=2 if loader_kind == "albumentations" else 0, loader=loader_kind)  # real worker processes
-    loaders = make_run_loaders(spec, data, read_augment(spec.data.augment), options, pick_device("cpu"), Ranks())
+    loaders = make_run_loaders(spec, data, options, pick_device("cpu"), Ranks())
     if loaders.switch is not None:
         loaders.switch.apply(loaders.train, epoch)
     seed_epoch(0, epoch, loaders.train)

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from blockspec.data.augment import AugmentPlan
-from blockspec.errors import SpecError, fail
 from blockspec.data.flip import AlternatingFlip
 from blockspec.data.loader import channel_constant, epoch_sampler
+from blockspec.errors import fail
 
 _INTER_LINEAR = 1  # OpenCV's flag value
 # OpenCV border flags → how the grid sample reproduces them: BORDER_REFLECT (fedcba|abcd)
@@ -98,19 +98,23 @@ def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
     return plan if isinstance(plan, BatchedPlan) else None
 
 
-def batched_refusal(augment: AugmentPlan, path: str = "data.augment") -> str | None:
+def batched_refusal(augment: AugmentPlan) -> str | None:
     """Why the steps have no batched equivalent, naming the entry and argument; None if they have one."""
-    plan = _plan(augment, path)
+    plan = _plan(augment)
     return plan if isinstance(plan, str) else None
 
 
-def refuse_forced_batching(augment: AugmentPlan) -> SpecError:
-    """`--loader gpu` on augmentation without a batched equivalent, naming what keeps it off."""
-    return fail(
-        "--loader",
-        f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; use --loader albumentations",
-        "gpu",
-    )
+def plan_for_loader(augment: AugmentPlan, loader: str) -> BatchedPlan | None:
+    """The batched plan `--loader` takes: the steps' own where they have one (`auto`), none
+    for `albumentations`; `gpu` on steps without one is refused, naming what keeps them off."""
+    plan = plan_batched(augment)
+    if loader == "gpu" and plan is None:
+        raise fail(
+            "--loader",
+            f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; use --loader albumentations",
+            "gpu",
+        )
+    return None if loader == "albumentations" else plan
 
 
 def unbatched_note(augment: AugmentPlan) -> str | None:
@@ -120,7 +124,8 @@ def unbatched_note(augment: AugmentPlan) -> str | None:
     return None if refusal is None else f"augmentation runs per image in albumentations, not batched, since {refusal}"
 
 
-def _plan(augment: AugmentPlan, path: str = "data.augment") -> BatchedPlan | str:
+def _plan(augment: AugmentPlan) -> BatchedPlan | str:
+    path = "data.augment"
     flip_p, affine, cutout = 0.0, None, None
     seen: dict[str, int] = {}  # the first entry of each kind
     for index, (name, args), transform in zip(augment.positions, augment.steps, augment.built, strict=True):

@@ -20,7 +20,7 @@ from blockspec.data import (
     read_augment,
     seed_augment,
 )
-from blockspec.data.batched import BatchedPlan, DeviceLoader, plan_batched, refuse_forced_batching, unbatched_note
+from blockspec.data.batched import BatchedPlan, DeviceLoader, plan_batched, plan_for_loader, unbatched_note
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
@@ -65,22 +65,18 @@ class AugmentSwitch:
 
 
 def make_run_loaders(
-    spec: Spec, data: ImageData, augment: AugmentPlan, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
+    spec: Spec, data: ImageData, options: RunOptions, info: DeviceInfo, ranks: distributed.Ranks
 ) -> RunLoaders:
     """Batched tensor augmentation on the device when the spec's transforms allow it
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
-    entries, positions, alternate = pipeline_entries(spec)
-    pipeline = read_augment(entries, positions=positions) if alternate else augment
-    plan = plan_batched(pipeline)
-    if options.loader == "gpu" and plan is None:
-        raise refuse_forced_batching(pipeline)
+    pipeline = training_pipeline(spec)
+    plan = plan_for_loader(pipeline.augment, options.loader)
     # albumentations tries each transform once on an image of the data's shape whichever path
     # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
     # image) stop both paths before training
-    compose = build_augment(entries, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
-    batched = None if options.loader == "albumentations" else plan
-    train, test, path = _make_loaders(spec, data, batched, compose, alternate, options, info, ranks)
-    return RunLoaders(train, test, path, _augment_switch(spec, data, train), unbatched_note(pipeline))
+    compose = pipeline.compose(data.mean, data.train_images.shape[1:])
+    train, test, path = _make_loaders(spec, data, plan, compose, pipeline.alternate, options, info, ranks)
+    return RunLoaders(train, test, path, _augment_switch(spec, data, train), unbatched_note(pipeline.augment))
 
 
 def first_switched_epoch(spec: Spec) -> int | None:
@@ -97,24 +93,40 @@ def _augment_switch(spec: Spec, data: ImageData, train: Any) -> AugmentSwitch | 
     if first is None:
         return None
     names = spec.data.augment_off.transforms
-    final, positions, final_flips = pipeline_entries(spec, left_out=names)
+    final = training_pipeline(spec, left_out=names)
     description = f"epochs {first}–{spec.train.epochs} without {', '.join(names) if names else 'augmentation'}"
     if isinstance(train, DeviceLoader):
-        return AugmentSwitch(first, train.plan, plan_batched(read_augment(final, positions=positions)), final_flips,
-                             description)
-    final_compose = build_augment(final, data.mean, image_shape=data.train_images.shape[1:], positions=positions)
-    return AugmentSwitch(first, train.dataset.augment, final_compose, final_flips, description)
+        return AugmentSwitch(first, train.plan, plan_batched(final.augment), final.alternate, description)
+    final_compose = final.compose(data.mean, data.train_images.shape[1:])
+    return AugmentSwitch(first, train.dataset.augment, final_compose, final.alternate, description)
 
 
-def pipeline_entries(spec: Spec, left_out: Collection[str] | None = ()) -> tuple[list[Any], list[int], bool]:
-    """The transforms the pipeline applies, their positions in `data.augment` (errors name
-    those), and whether the data set flips the images itself: `alternate_flip` takes the
-    leading HorizontalFlip out of the pipeline. `left_out`: names to drop (None: all)."""
+@dataclass(frozen=True)
+class Pipeline:
+    """The augmentation a training loader applies: the entries, their positions in
+    `data.augment` (errors and notes name those), whether the data set flips the images
+    itself (`alternate_flip` takes the leading HorizontalFlip out of the pipeline), and the
+    entries as checked."""
+
+    entries: list[Any]
+    positions: list[int]
+    alternate: bool
+    augment: AugmentPlan
+
+    def compose(self, mean: tuple[float, ...], image_shape: tuple[int, int, int]) -> Any:
+        """The albumentations Compose, each transform tried once on an image of `image_shape`."""
+        return build_augment(self.entries, mean, image_shape=image_shape, positions=self.positions)
+
+
+def training_pipeline(spec: Spec, left_out: Collection[str] | None = ()) -> Pipeline:
+    """The pipeline training applies; `left_out`: transform names to drop (None: all), as
+    `data.augment_off` drops them in the final epochs. `train`, `check` and `preview-augment`
+    all plan from this one list."""
     numbered = [(position, entry) for position, entry in enumerate(spec.data.augment)
                 if left_out is not None and next(iter(entry)) not in left_out]
     entries, flips = split_flip([entry for _, entry in numbered], spec.data.alternate_flip)
     positions = [position for position, _ in numbered][len(numbered) - len(entries):]
-    return entries, positions, flips
+    return Pipeline(entries, positions, flips, read_augment(entries, positions=positions))
 
 
 def _make_loaders(

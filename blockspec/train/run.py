@@ -88,13 +88,12 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if info.device.type == "cpu":
         reuse_freed_host_memory()  # large batches stop re-faulting their buffers at every step
     distributed.start(ranks, info.device)
-    plan = read_augment(spec.data.augment)
-    for note in plan.notes:
+    for note in read_augment(spec.data.augment).notes:
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data)
     _check_batch_for_batch_norm(spec)
-    loaders = make_run_loaders(spec, data, plan, options, info, ranks)
+    loaders = make_run_loaders(spec, data, options, info, ranks)
     train_loader, test_loader = loaders.train, loaders.test
     if loaders.unbatched and options.loader == "auto":
         log(f"note: {loaders.unbatched}")
