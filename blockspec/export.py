@@ -19,6 +19,7 @@ import torch
 
 from blockspec.errors import fail
 from blockspec.spec import Spec
+from blockspec.train.checkpoint import TrainedOn
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -80,9 +81,9 @@ def export_metadata(spec: Spec, payload: dict[str, Any]) -> dict[str, Any]:
         "name": spec.name,
         "input": {"channels": spec.input.channels, "height": spec.input.hw[0], "width": spec.input.hw[1]},
     }
-    for field in ("classes", "mean", "std"):
-        if payload.get(field):
-            metadata[field] = list(payload[field])
+    for name in TrainedOn.names():
+        if payload.get(name):
+            metadata[name] = list(payload[name])
     if "mean" in metadata and "std" in metadata:
         metadata["normalisation"] = "each channel (pixel / 255 - mean) / std"
     return metadata

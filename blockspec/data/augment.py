@@ -45,6 +45,10 @@ _DONE_BY_BLOCKSPEC = {
 }
 # Warnings that only advise (e.g. "ShiftScaleRotate ... use Affine instead") become notes;
 # anything else albumentations warns about at construction means it altered the request.
+_ADVISORY = re.compile(r"\b(instead|alias|slow)\b", re.IGNORECASE)
+_ALTERED = re.compile(
+    r"not valid|deprecat|ignor|adjust|default|invalid|unknown|removed", re.IGNORECASE
+)
 # ShiftScaleRotate's ranges and what Affine, which users move to, calls them
 _SHIFT_SCALE_ROTATE_NAMES = {
     "shift_limit": "translate_percent (the same fractions of the size)",
@@ -57,10 +61,6 @@ _OPENCV_FLAGS = {
     "interpolation": "0 nearest, 1 linear, 2 cubic, 3 area, 4 Lanczos",
     "mask_interpolation": "0 nearest, 1 linear, 2 cubic, 3 area, 4 Lanczos",
 }
-_ADVISORY = re.compile(r"\b(instead|alias|slow)\b", re.IGNORECASE)
-_ALTERED = re.compile(
-    r"not valid|deprecat|ignor|adjust|default|invalid|unknown|removed", re.IGNORECASE
-)
 _BASES = (BasicTransform, DualTransform, ImageOnlyTransform, Transform3D)
 _PARAMETER_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -157,7 +157,7 @@ def build_augment(
     """
     plan = read_augment(entries, path, positions)
     fill = tuple(round(channel * 255) for channel in mean)
-    wheres = [f"{path}[{index}].{name}" for index, (name, _) in zip(positions or range(len(plan.steps)), plan.steps, strict=True)]
+    wheres = [f"{path}[{index}].{name}" for index, (name, _) in zip(plan.positions, plan.steps, strict=True)]
     transforms = [
         _construct(name, _resolve_fill(args, fill), where)[0] for (name, args), where in zip(plan.steps, wheres, strict=True)
     ]
@@ -395,6 +395,14 @@ def _whole_pixels_note(transform: BasicTransform, where: str) -> list[str]:
 
 
 _NOOP_TRIES = 8
+_PROBE_SHAPES = ((32, 32, 3), (8, 8, 3), (45, 37, 3))  # small enough for any pad to change
+
+
+def _at_p_1(transform: BasicTransform) -> BasicTransform:
+    """A copy that always applies, to try the transform with."""
+    probe = copy.deepcopy(transform)
+    probe.p = 1.0
+    return probe
 
 
 def _changes_nothing(transform: BasicTransform) -> bool:
@@ -403,8 +411,7 @@ def _changes_nothing(transform: BasicTransform) -> bool:
     without a mask, a Lambda without functions and NoOp do; crops and pads change one of the
     sizes at least (a crop to 32×32 leaves a 32×32 image as it is), and a transform that
     cannot take an image of some size is left to the dry run on the data's own shape."""
-    probe = copy.deepcopy(transform)
-    probe.p = 1.0
+    probe = _at_p_1(transform)
     probe.set_random_seed(0)
     rng = np.random.default_rng(0)
     with warnings.catch_warnings():
@@ -419,9 +426,6 @@ def _changes_nothing(transform: BasicTransform) -> bool:
     return True
 
 
-_PROBE_SHAPES = ((32, 32, 3), (8, 8, 3), (45, 37, 3))  # small enough for any pad to change
-
-
 def _dry_run(
     transforms: list[BasicTransform], wheres: list[str], shape: tuple[int, int, int], path: str
 ) -> None:
@@ -430,10 +434,8 @@ def _dry_run(
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     for transform, where in zip(transforms, wheres, strict=True):
         _check_holes_fit(transform, image.shape, where)
-        probe = copy.deepcopy(transform)
-        probe.p = 1.0
         try:
-            image = probe(image=image)["image"]
+            image = _at_p_1(transform)(image=image)["image"]
         except Exception as error:  # noqa: BLE001 - whatever it raises, the cause is this entry
             raise fail(where, f"cannot be applied to a {_shape(shape)} image: {error}") from None
     if image.shape != shape or image.dtype != np.uint8:

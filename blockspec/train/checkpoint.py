@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +47,15 @@ class TrainedOn:
     def recorded(cls, payload: dict[str, Any], data: ImageData) -> TrainedOn:
         """The checkpoint's record; what it lacks (checkpoints before 2026-12-06 lack it all,
         then until 2026-12-07 the statistics) taken from `data`."""
-        return cls(*(tuple(payload.get(field) or getattr(data, field)) for field in ("classes", "mean", "std")))
+        return cls(*(tuple(payload.get(name) or getattr(data, name)) for name in cls.names()))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The checkpoint's keys that hold the record."""
+        return tuple(field.name for field in fields(cls))
 
     def record(self) -> dict[str, list]:
-        return {"classes": list(self.classes), "mean": list(self.mean), "std": list(self.std)}
+        return {name: list(getattr(self, name)) for name in self.names()}
 
 
 def save_atomic(payload: dict[str, Any], target: Path) -> None:
