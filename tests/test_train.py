@@ -64,6 +64,7 @@ def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: py
     assert summary["run_options"] == {"limit_train": None, "limit_test": None, "loader": "auto", "workers": 0,
                                       "stop_at_target": False}
     assert summary["augmentation"] == "batched tensor (cpu)"
+    assert summary["classes"] == sorted(path.name for path in (data_root / "train").iterdir())
     last = torch.load(out / "last.pt", weights_only=True)
     assert {"model", "spec", "optimizer", "scheduler", "epoch", "rng", "history"} <= set(last)
     assert last["epoch"] == 2
@@ -575,6 +576,31 @@ def test_learning_curves_mark_each_epoch_at_whole_epoch_ticks(epochs: int) -> No
         low, high = axis.get_xlim()
         ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
         assert ticks and all(float(tick).is_integer() for tick in ticks) and 1 <= min(ticks) and max(ticks) <= epochs
+    plt.close(figure)
+
+
+@pytest.mark.parametrize("size", [10, 45, 100])
+def test_confusion_picture_stays_readable_at_any_class_count(size: int) -> None:
+    """100 classes drew a 6,000 × 5,500 pixel picture with no class named: the figure is capped,
+    every class is named up to 60 (every tenth index beyond), counts are written up to 20, and
+    the colour is each true class's fraction, so a class with few images reads like the rest."""
+    import matplotlib.pyplot as plt
+
+    from blockspec.train.plots import confusion_figure
+
+    classes = tuple(f"class{i}" for i in range(size))
+    labels = np.repeat(np.arange(size), 3)
+    labels = np.concatenate([labels, np.zeros(30, dtype=np.int64)])  # class 0 has eleven times the images
+    predictions = labels.copy()
+    figure = confusion_figure(labels, predictions, classes)
+    axis = figure.axes[0]
+    width, height = figure.get_size_inches() * 100
+    assert max(width, height) <= 1700
+    names = [tick.get_text() for tick in axis.get_yticklabels()]
+    assert names == (list(classes) if size <= 60 else [str(i) for i in range(0, size, 10)])
+    assert len(axis.texts) == (size * size if size <= 20 else 0)
+    diagonal = axis.images[0].get_array()
+    assert np.allclose(np.diag(diagonal), 1.0)  # every class right every time, whatever its count
     plt.close(figure)
 
 

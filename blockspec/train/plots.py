@@ -110,17 +110,39 @@ def plot_misclassified(
 def plot_confusion(
     labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...], target: Path
 ) -> None:
+    save_png(confusion_figure(labels, predictions, classes), target)
+
+
+_CELL_COUNTS_UP_TO = 20  # classes with each cell's count written in it
+_NAMES_UP_TO = 60  # classes with every row and column named; beyond, every tenth index
+_MAX_INCHES = 16.0  # 1,600 pixels a side at the saved resolution, whatever the class count
+
+
+def confusion_figure(labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...]) -> Any:
+    """Rows coloured by the fraction of the true class given each prediction, so that classes
+    with few test images read like the rest; counts written in the cells while they fit, and
+    the figure capped in size (100 classes drew a 6,000-pixel picture with no names)."""
     size = len(classes)
     matrix = np.zeros((size, size), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
-    figure, axis = plt.subplots(figsize=(max(5, 0.6 * size), max(4.5, 0.55 * size)))
-    image = axis.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axis)
-    if size <= 20:
-        axis.set_xticks(range(size), classes, rotation=60, ha="right", fontsize=8)
-        axis.set_yticks(range(size), classes, fontsize=8)
+    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = min(_MAX_INCHES, max(5.0, 0.6 * size))
+    figure, axis = plt.subplots(figsize=(side + 1.0, side))
+    image = axis.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if size <= _NAMES_UP_TO:
+        fontsize = 8 if size <= _CELL_COUNTS_UP_TO else max(4.0, 8 - size / 15)
+        axis.set_xticks(range(size), classes, rotation=60, ha="right", fontsize=fontsize)
+        axis.set_yticks(range(size), classes, fontsize=fontsize)
+    else:
+        ticks = range(0, size, 10)
+        axis.set_xticks(ticks, [str(i) for i in ticks], fontsize=8)
+        axis.set_yticks(ticks, [str(i) for i in ticks], fontsize=8)
+    if size <= _CELL_COUNTS_UP_TO:
         for (row, column), value in np.ndenumerate(matrix):
-            axis.text(column, row, str(value), ha="center", va="center", fontsize=6)
-    axis.set(xlabel="predicted", ylabel="true", title="confusion matrix (test)")
+            colour = "white" if fractions[row, column] > 0.5 else "black"
+            axis.text(column, row, str(value), ha="center", va="center", fontsize=6, color=colour)
+    names = "" if size <= _NAMES_UP_TO else " (class indices: the order of `classes` in summary.json)"
+    axis.set(xlabel=f"predicted{names}", ylabel="true", title="confusion matrix (test)")
     figure.tight_layout()
-    save_png(figure, target)
+    return figure

@@ -145,7 +145,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         f"{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
     )
     batches = Batches(info, data.mean, data.std)
-    setup = {"run_options": kept_on_resume(options), "augmentation": loaders.path}
+    setup = {"run_options": kept_on_resume(options), "augmentation": loaders.path, "classes": list(data.classes)}
     curves = CurvesPicture(run_dir / "curves.png")
     last_eval = None
     saved = len(history)  # the epoch last.pt holds
