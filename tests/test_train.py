@@ -604,6 +604,19 @@ def test_confusion_picture_stays_readable_at_any_class_count(size: int) -> None:
     plt.close(figure)
 
 
+@pytest.mark.parametrize(("done", "total", "epochs"), [(60, 391, 40), (1000, 1563, 100), (5, 5, 1)])
+def test_progress_bar_keeps_its_rate_within_80_columns(done: int, total: int, epochs: int) -> None:
+    """tqdm's default layout with four postfix fields ran past 80 columns and the rate was cut off."""
+    from tqdm import tqdm
+
+    from blockspec.train.loop import BAR_FORMAT, bar_text
+
+    line = tqdm.format_meter(done, total, 3725.0, ncols=80, prefix=f"epoch {epochs}/{epochs}",
+                             postfix=bar_text(12.3456, 100.0, 123456.0), bar_format=BAR_FORMAT)
+    assert len(line) <= 80 and line.endswith("loss 12.346 acc 100.0% 123,456 img/s")
+    assert "|" in line and f"{done}/{total}" in line
+
+
 def test_misclassified_picture_shows_each_wrong_image(tmp_path: Path) -> None:
     """Solid-colour test images: the picture holds the colour of every wrong prediction
     among the first 25 and none of the right ones."""

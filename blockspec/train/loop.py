@@ -56,6 +56,15 @@ class Batches:
         return self.info.autocast()
 
 
+# tqdm's default, with four postfix fields, ran past 80 columns and lost its end (the rate);
+# the rate is the postfix's images/s; the time taken and the learning rate are in each epoch's line
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} eta {remaining}{postfix}"
+
+
+def bar_text(loss: float, accuracy: float, images_per_second: float) -> str:
+    return f"loss {loss:.3f} acc {accuracy:.1f}% {images_per_second:,.0f} img/s"
+
+
 def train_epoch(
     model: nn.Module,
     step: Step,
@@ -75,7 +84,7 @@ def train_epoch(
     seen, lr = 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
     bar = tqdm(
-        loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None
+        loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None, bar_format=BAR_FORMAT
     )
     for index, (images, labels) in enumerate(bar):
         x, y = batches(images, labels)
@@ -87,12 +96,7 @@ def train_epoch(
         seen += len(y)
         if index % 20 == 0:
             elapsed = time.perf_counter() - start
-            bar.set_postfix(
-                loss=f"{loss_sum.item() / seen:.3f}",
-                acc=f"{100 * correct.item() / seen:.1f}",
-                lr=f"{lr:.4f}",
-                img_s=f"{seen / elapsed:.0f}",
-            )
+            bar.set_postfix_str(bar_text(loss_sum.item() / seen, 100 * correct.item() / seen, seen / elapsed))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
