@@ -58,9 +58,11 @@ def spec_json_schema() -> dict[str, Any]:
                 "additionalProperties": False,
             }
         )
+        choices.append(_tagged(kind, arguments))
     definitions["LayerEntry"] = {
         "oneOf": choices,
-        "description": "one layer: a one-key mapping `kind: {fields}`, such as `conv: {out: 16}`",
+        "description": "one layer: a one-key mapping `kind: {fields}`, such as `conv: {out: 16}`, or the fields "
+                       "with the kind among them, `{kind: conv, out: 16}`",
     }
     schema["properties"]["blocks"] = {
         "type": "object",
@@ -73,3 +75,14 @@ def spec_json_schema() -> dict[str, Any]:
     for name in [key for key in definitions if key in {cls.__name__ for cls in LAYER_KINDS.values()}]:
         del definitions[name]  # the tagged models themselves are not what users write
     return {"$schema": DIALECT, **copy.deepcopy(schema)}
+
+
+def _tagged(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The layer with its kind as a field, `{kind: conv, out: 16}`: how `Spec.model_dump()`
+    writes layers, which the loader takes too (the key form is the one the guide teaches)."""
+    return {
+        "type": "object",
+        "properties": {"kind": {"const": kind}, **arguments["properties"]},
+        "required": ["kind", *arguments.get("required", [])],
+        "additionalProperties": False,
+    }

@@ -106,7 +106,8 @@ def _fields(node: Schema) -> Iterator[tuple[str, Schema]]:
     """(key users write, its schema) one level below `node`: properties or layer kinds."""
     yield from node.get("properties", {}).items()
     for choice in node.get("oneOf", []):
-        yield from choice["properties"].items()
+        if "kind" not in choice["properties"]:  # the kind-as-a-field form repeats a kind's fields
+            yield from choice["properties"].items()
 
 
 def _refs(node: Any) -> Iterator[str]:

@@ -78,6 +78,35 @@ def test_schema_refuses_what_the_loader_refuses(text: str) -> None:
     assert list(VALIDATOR.iter_errors(yaml.safe_load(text)))
 
 
+@pytest.mark.parametrize("path", SPECS[:3] + [ROOT / "architectures" / "flagship.yaml"], ids=lambda p: p.stem)
+def test_schema_takes_layers_with_their_kind_as_a_field_as_the_loader_does(path: Path) -> None:
+    """`Spec.model_dump()` writes each layer as `{kind: conv, out: 16, ...}`, which the loader
+    takes: an editor must not mark such a file wrong."""
+    from blockspec.load import parse_spec
+
+    spec = parse_spec(path.read_text(), source=str(path))
+    dumped = spec.model_dump(mode="json")
+    assert list(VALIDATOR.iter_errors(dumped)) == []
+    assert parse_spec(yaml.safe_dump(dumped), source="dump.yaml") == spec
+
+
+@pytest.mark.parametrize(
+    "layer",
+    ["{kind: conv, out: 8, dilaton: 2}", "{kind: cnov, out: 8}", "{kind: conv, out: 0}", "{kind: dws}"],
+)
+def test_schema_and_loader_refuse_the_same_layers_written_with_their_kind(layer: str) -> None:
+    from blockspec.errors import SpecError
+    from blockspec.load import parse_spec
+
+    text = f"name: x\nblocks:\n  C1: [{layer}]\n  output: [gap: {{}}, fc: {{out: 10}}]\n"
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(text)))
+    with pytest.raises(SpecError, match=r"blocks\.C1\[0\]") as error:
+        parse_spec(text, source="x.yaml")
+    assert "one-key mapping" not in str(error.value)  # the kind is named, not the form blamed
+    valid = yaml.safe_load("name: x\nblocks:\n  C1: [{kind: conv, out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n")
+    assert list(VALIDATOR.iter_errors(valid)) == []
+
+
 def test_reserved_block_names_are_the_built_modules_attributes() -> None:
     """Spec refuses these names without importing torch; they must be exactly torch's."""
     from collections import OrderedDict

@@ -63,11 +63,14 @@ def plugin_code(layer: LayerSpec, path: str, doing: str) -> AbstractContextManag
 
 
 def unwrap_entry(value: Any) -> Any:
-    """YAML writes a layer as a one-key mapping `{conv: {out: 16}}`; Pydantic wants a tag."""
+    """YAML writes a layer as a one-key mapping `{conv: {out: 16}}`; Pydantic wants a tag,
+    which a file may also write itself (`{kind: conv, out: 16}`, as `Spec.model_dump()` does)."""
     tagged = isinstance(value, dict) and isinstance(value.get("kind"), str) and value["kind"] in LAYER_KINDS
     if isinstance(value, LayerSpec) or tagged:
         return value  # already tagged: a model, or a dump of one
     kinds = ", ".join(LAYER_KINDS)
+    if isinstance(value, dict) and isinstance(value.get("kind"), str):
+        value = {value["kind"]: {}}  # the kind written as a field names an unknown kind: said as for the key
     if not isinstance(value, dict) or len(value) != 1:
         raise PydanticCustomError(
             "layer_entry",
