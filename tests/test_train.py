@@ -564,8 +564,6 @@ def test_learning_curves_are_redrawn_at_most_once_an_interval_and_always_at_the_
 def test_learning_curves_mark_each_epoch_at_whole_epoch_ticks(epochs: int) -> None:
     """A one-epoch history (a smoke run, a run stopped after its first epoch) drew lines of
     one point, which show nothing, under ticks at 0.96 … 1.04."""
-    import matplotlib.pyplot as plt
-
     from blockspec.train.plots import curves_figure
 
     history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 9.0 * e, "test_acc": 8.0 * e}
@@ -576,7 +574,6 @@ def test_learning_curves_mark_each_epoch_at_whole_epoch_ticks(epochs: int) -> No
         low, high = axis.get_xlim()
         ticks = [tick for tick in axis.get_xticks() if low <= tick <= high]
         assert ticks and all(float(tick).is_integer() for tick in ticks) and 1 <= min(ticks) and max(ticks) <= epochs
-    plt.close(figure)
 
 
 @pytest.mark.parametrize("size", [10, 45, 100])
@@ -584,8 +581,6 @@ def test_confusion_picture_stays_readable_at_any_class_count(size: int) -> None:
     """100 classes drew a 6,000 × 5,500 pixel picture with no class named: the figure is capped,
     every class is named up to 60 (every tenth index beyond), counts are written up to 20, and
     the colour is each true class's fraction, so a class with few images reads like the rest."""
-    import matplotlib.pyplot as plt
-
     from blockspec.train.plots import confusion_figure
 
     classes = tuple(f"class{i}" for i in range(size))
@@ -601,7 +596,17 @@ def test_confusion_picture_stays_readable_at_any_class_count(size: int) -> None:
     assert len(axis.texts) == (size * size if size <= 20 else 0)
     diagonal = axis.images[0].get_array()
     assert np.allclose(np.diag(diagonal), 1.0)  # every class right every time, whatever its count
-    plt.close(figure)
+
+
+def test_importing_training_leaves_matplotlib_backend_alone() -> None:
+    """Training's plots chose the Agg backend at import, which broke a notebook's inline plots."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import blockspec.train.run, blockspec.data.preview; "
+            "print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "svg"
 
 
 @pytest.mark.parametrize(("done", "total", "epochs"), [(60, 391, 40), (1000, 1563, 100), (5, 5, 1)])

@@ -1,4 +1,7 @@
-"""Pictures of a run: learning curves, wrong predictions, confusion matrix (matplotlib, Agg)."""
+"""Pictures of a run: learning curves, wrong predictions, confusion matrix (matplotlib).
+
+Figures are made without pyplot: nothing global changes (a notebook that imports training
+keeps its own backend) and no figure is left registered anywhere to close."""
 
 from __future__ import annotations
 
@@ -6,33 +9,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from blockspec.atomic import atomic_write  # noqa: E402
+from blockspec.atomic import atomic_write
 
 
-def save_png(figure: Any, target: Path) -> None:
-    """Written whole or not at all, like every file of a run, then closed."""
-    try:
-        with atomic_write(target) as out:
-            figure.savefig(out, format="png", dpi=100)
-    finally:
-        plt.close(figure)
+def save_png(figure: Figure, target: Path) -> None:
+    """Written whole or not at all, like every file of a run."""
+    with atomic_write(target) as out:
+        figure.savefig(out, format="png", dpi=100)
 
 
 def plot_curves(history: list[dict[str, Any]], target: Path) -> None:
     save_png(curves_figure(history), target)
 
 
-def curves_figure(history: list[dict[str, Any]]) -> Any:
+def curves_figure(history: list[dict[str, Any]]) -> Figure:
     """Loss and accuracy by epoch, at whole epochs; points marked, so that a one-epoch history shows."""
     epochs = [r["epoch"] for r in history]
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    loss_axis, acc_axis = figure.subplots(1, 2)
     marker = {"marker": "o", "markersize": 3}
     loss_axis.plot(epochs, [r["train_loss"] for r in history], label="train", **marker)
     loss_axis.plot(epochs, [r["test_loss"] for r in history], label="test", **marker)
@@ -93,7 +91,7 @@ def plot_misclassified(
     gap = max(2, height // 8)  # between tiles, and twice that above each for its title
     tile_height, tile_width = height + 2 * gap, width + gap
     canvas = np.full((rows * tile_height, columns * tile_width + gap, channels), 255, dtype=np.uint8)
-    figure = plt.figure(figsize=(2.2 * columns, 2.2 * columns * canvas.shape[0] / canvas.shape[1]))
+    figure = Figure(figsize=(2.2 * columns, 2.2 * columns * canvas.shape[0] / canvas.shape[1]))
     axis = figure.add_axes((0, 0, 1, 1))
     axis.axis("off")
     for slot, index in enumerate(wrong):
@@ -118,7 +116,7 @@ _NAMES_UP_TO = 60  # classes with every row and column named; beyond, every tent
 _MAX_INCHES = 16.0  # 1,600 pixels a side at the saved resolution, whatever the class count
 
 
-def confusion_figure(labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...]) -> Any:
+def confusion_figure(labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...]) -> Figure:
     """Rows coloured by the fraction of the true class given each prediction, so that classes
     with few test images read like the rest; counts written in the cells while they fit, and
     the figure capped in size (100 classes drew a 6,000-pixel picture with no names)."""
@@ -127,7 +125,8 @@ def confusion_figure(labels: np.ndarray, predictions: np.ndarray, classes: tuple
     np.add.at(matrix, (labels, predictions), 1)
     fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(_MAX_INCHES, max(5.0, 0.6 * size))
-    figure, axis = plt.subplots(figsize=(side + 1.0, side))
+    figure = Figure(figsize=(side + 1.0, side))
+    axis = figure.subplots()
     image = axis.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="fraction of the true class")
     if size <= _NAMES_UP_TO:
