@@ -8,12 +8,12 @@ is a one-key mapping `{conv: {...}}`. The block lists are therefore re-described
 from __future__ import annotations
 
 import copy
-import sys
 from typing import Any
 
 from pydantic.json_schema import CoreSchema, GenerateJsonSchema, JsonSchemaValue
 
 from blockspec.layers import BUILTIN_KINDS, LAYER_KINDS
+from blockspec.layers.plugins import log
 from blockspec.spec import BLOCK_NAME, MODULE_ATTRIBUTES, Spec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -38,9 +38,9 @@ def spec_json_schema() -> dict[str, Any]:
         undescribed.clear()
         arguments = cls.model_json_schema(ref_template="#/$defs/{model}", schema_generator=Generator)
         if undescribed and kind not in BUILTIN_KINDS:  # a residual only holds plugins
-            print(f"blockspec: layer plugin '{kind}' ({cls.__module__}:{cls.__qualname__}) has fields JSON "
-                  f"Schema cannot describe ({'; '.join(sorted(set(undescribed)))}); the schema lets them "
-                  "hold any value", file=sys.stderr)
+            log.warning("blockspec: layer plugin '%s' (%s:%s) has fields JSON Schema cannot describe (%s); the "
+                        "schema lets them hold any value", kind, cls.__module__, cls.__qualname__,
+                        "; ".join(sorted(set(undescribed))))
         nested = arguments.pop("$defs", {})
         if "$ref" in arguments:  # a recursive model (residual) is described by reference
             arguments = nested.pop(arguments["$ref"].rsplit("/", 1)[1])

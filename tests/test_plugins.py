@@ -257,6 +257,20 @@ def test_plugins_that_cannot_work_are_skipped_with_a_warning(faulty_site: Path, 
     assert "ignoring layer plugin 'twice': faultyplugin:Twice and faultyplugin:TwiceAgain both register it" in result.stderr
 
 
+def test_a_script_can_silence_or_capture_the_plugin_warnings(faulty_site: Path) -> None:
+    """They were printed to stderr at import, beyond a script's reach; they go through the
+    `blockspec` logger."""
+    env = {**os.environ, "PYTHONPATH": f"{faulty_site}{os.pathsep}{ROOT}"}
+    silenced = "import logging; logging.getLogger('blockspec').setLevel(logging.ERROR); import blockspec.layers"
+    result = subprocess.run([sys.executable, "-c", silenced], capture_output=True, text=True, env=env, check=True)
+    assert result.stderr == ""
+    captured = ("import logging; records = []; handler = logging.Handler(); handler.emit = records.append; "
+                "logging.getLogger('blockspec').addHandler(handler); import blockspec.layers; "
+                "print(sorted(r.getMessage().split(\"'\")[1] for r in records))")
+    result = subprocess.run([sys.executable, "-c", captured], capture_output=True, text=True, env=env, check=True)
+    assert "'notliteral'" in result.stdout and "'twice'" in result.stdout and result.stderr == ""
+
+
 def test_schema_describes_a_plugin_field_it_cannot_type_as_any_value(faulty_site: Path) -> None:
     result = blockspec(faulty_site, "schema")
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,7 @@ is the plugin's, and its user needs the layer's path and the plugin's name, not 
 
 from __future__ import annotations
 
-import sys
+import logging
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +17,10 @@ from typing import Any, Literal
 
 from blockspec.errors import SpecError, fail
 from blockspec.layers.base import LayerSpec
+
+# a warning through logging, not a print: a script can silence it, capture it or raise its level
+# (with no logging set up, Python writes the bare message to stderr, as the command line shows it)
+log = logging.getLogger("blockspec")
 
 
 def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpec]]:
@@ -30,14 +34,13 @@ def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpe
         except Exception as error:  # noqa: BLE001 (a plugin's import error must not stop blockspec)
             problem = f"cannot be loaded ({type(error).__name__}: {error})"
         if problem:
-            print(f"blockspec: ignoring layer plugin '{entry.name}' ({entry.value}): {problem}", file=sys.stderr)
+            log.warning("blockspec: ignoring layer plugin '%s' (%s): %s", entry.name, entry.value, problem)
         else:
             registered.setdefault(entry.name, {})[entry.value] = cls  # one package seen twice counts once
     found: dict[str, type[LayerSpec]] = {}
     for name, classes in registered.items():
         if len(classes) > 1:
-            print(f"blockspec: ignoring layer plugin '{name}': {' and '.join(sorted(classes))} both register it",
-                  file=sys.stderr)
+            log.warning("blockspec: ignoring layer plugin '%s': %s both register it", name, " and ".join(sorted(classes)))
         else:
             found[name] = next(iter(classes.values()))
     return found
