@@ -1,10 +1,12 @@
 """blockspec: compact CNNs as short YAML files, analysed exactly, built and trained.
 
-`build_model` is imported lazily so that analysing a spec never pays for importing torch.
+`build_model` and `load_trained` are imported lazily so that analysing a spec never pays for
+importing torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from blockspec.errors import SpecError
@@ -14,14 +16,22 @@ from blockspec.summary import Summary, summarize
 
 if TYPE_CHECKING:
     from blockspec.build import build_model
+    from blockspec.trained import TrainedModel, load_trained
 
-__all__ = ["Spec", "SpecError", "Summary", "build_model", "load_spec", "parse_spec", "summarize"]
+__all__ = ["Spec", "SpecError", "Summary", "TrainedModel", "build_model", "load_spec", "load_trained", "parse_spec",
+           "summarize"]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    if name == "build_model":
-        from blockspec.build import build_model
+_LAZY = {"build_model": "blockspec.build", "load_trained": "blockspec.trained", "TrainedModel": "blockspec.trained"}
 
-        return build_model
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'blockspec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for tab completion."""
+    return sorted({*globals(), *__all__})

@@ -98,7 +98,7 @@ def _why_unreadable(path: Path, error: Exception) -> str:
     return f"the file is cut short or damaged ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
 
 
-def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path) -> BlockNet:
+def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path, flag: str = "--checkpoint") -> BlockNet:
     """`spec`'s module holding the checkpoint's evaluated weights; when they do not fit, a
     SpecError quoting the first mismatch torch names (its first line only says "Error(s)")."""
     model = build_model(spec)
@@ -106,9 +106,7 @@ def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path) -> Bl
         model.load_state_dict(evaluated_weights(payload))
     except RuntimeError as error:
         first = str(error).splitlines()[1:2] or [str(error)]
-        raise fail(
-            "--checkpoint", f"its weights do not fit spec '{spec.name}': {first[0].strip()}", str(path)
-        ) from None
+        raise fail(flag, f"its weights do not fit spec '{spec.name}': {first[0].strip()}", str(path)) from None
     return model
 
 

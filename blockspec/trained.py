@@ -1,0 +1,79 @@
+"""A trained checkpoint as a ready model, for scripts and notebooks.
+
+Rebuilding the network by hand from a checkpoint's `spec` and `model` entries goes wrong
+quietly: last.pt's `model` holds the raw weights, not the weight average the run's
+accuracies were measured with, and the inputs must be normalised with the training images'
+statistics. `load_trained` does what `blockspec eval` does and hands back the pieces.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from blockspec.data.loader import normalize_batch
+from blockspec.errors import fail
+from blockspec.load import parse_spec
+from blockspec.modules import BlockNet
+from blockspec.spec import Spec
+from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
+from blockspec.train.tta import TTAViews
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A checkpoint's network in evaluation mode, holding the weights its run evaluated (the
+    weight average, where the run keeps one), with what its inputs and scores mean."""
+
+    model: BlockNet
+    spec: Spec
+    classes: tuple[str, ...]  # score order
+    mean: tuple[float, ...]  # per channel, 0–1 units: the training images'
+    std: tuple[float, ...]
+    epoch: int  # the epoch whose weights these are
+    views: TTAViews  # the test-time views `predict` averages, as `blockspec eval` does
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images, N×H×W×C or one H×W×C (as numpy and PIL hold them), into the
+        normalised float N×C×H×W batch the network was trained on, on its device."""
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a copy: PIL's arrays are read-only
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        expected = (*self.spec.input.hw, self.spec.input.channels)
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"images: expected uint8 of shape N×{'×'.join(map(str, expected))} (or one "
+                f"{'×'.join(map(str, expected))} image), got {x.dtype} of shape {tuple(x.shape)}"
+            )
+        return normalize_batch(x.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Class probabilities, N×classes, averaged over the spec's test-time views."""
+        return self.views.logits(self.model, self.preprocess(images)).softmax(dim=1)
+
+
+def load_trained(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedModel:
+    """The network a checkpoint holds (a run directory means its last.pt; its best.pt is the
+    epoch of highest test accuracy), ready to predict on `device`. Raises SpecError for a file
+    that is not a blockspec checkpoint, or one written before checkpoints recorded the
+    training images' statistics (evaluate those with `blockspec eval`, which reads the data)."""
+    path = Path(checkpoint)
+    payload = load_checkpoint(path, flag="checkpoint")
+    spec = parse_spec(payload["spec"], source=f"{path} (spec inside)")
+    missing = [name for name in TrainedOn.names() if not payload.get(name)]
+    if missing:
+        raise fail("checkpoint", f"it does not record {' and '.join(missing)} (written before 2026-12-07); "
+                   "`blockspec eval` reads them from the data", str(path))
+    trained_on = TrainedOn(*(tuple(payload[name]) for name in TrainedOn.names()))
+    model = model_from_checkpoint(spec, payload, path, flag="checkpoint").to(device).eval()
+    return TrainedModel(model, spec, trained_on.classes, trained_on.mean, trained_on.std,
+                        int(payload.get("epoch", 0)), TTAViews.of(spec.train))

@@ -1,0 +1,103 @@
+"""`blockspec.load_trained`: a checkpoint from Python predicts as the run evaluated it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import blockspec
+from blockspec.cli import main
+from blockspec.data import load_dataset
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch run (short of 100 %) with a weight average and mirror views: the two things a hand-built
+    model gets wrong (last.pt's `model` holds the raw weights; eval averages the views)."""
+    folder = tmp_path_factory.mktemp("trained")
+    data_root = write_colour_folder(folder / "data")
+    spec = folder / "tiny.yaml"
+    spec.write_text(tiny_spec_text(data_root, epochs=1, extra="  amp: false\n  ema: 0.9\n  tta_flip: true\n"))
+    out = folder / "run"
+    with pytest.raises(SystemExit) as exit_info:  # a module's fixture has no capsys for run_cli
+        main(["train", str(spec), "--out", str(out), "--workers", "0"])
+    assert not exit_info.value.code
+    return out
+
+
+def test_predictions_reproduce_the_runs_last_test_accuracy(run: Path) -> None:
+    trained = blockspec.load_trained(run / "last.pt")
+    data = load_dataset("imagefolder", trained.spec.data.root)
+    probabilities = trained.predict(data.test_images)
+    assert probabilities.shape == (len(data.test_images), 4)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(data.test_images)))
+    accuracy = 100.0 * float((probabilities.argmax(dim=1).numpy() == data.test_labels).mean())
+    history = json.loads((run / "metrics.json").read_text())
+    assert accuracy == pytest.approx(history[-1]["test_acc"])
+    assert trained.epoch == 1 and not trained.model.training
+    assert trained.classes == data.classes and trained.mean == pytest.approx(data.mean)
+    x = trained.preprocess(data.test_images)
+    with torch.no_grad():  # the mirror views averaged, as the run's evaluation does
+        mirrored = ((trained.model(x) + trained.model(x.flip(3))) / 2).softmax(dim=1)
+    assert torch.allclose(probabilities, mirrored, atol=1e-6)
+
+
+def test_the_weights_are_the_average_the_run_evaluated_not_the_raw_ones(run: Path) -> None:
+    from blockspec.train.checkpoint import evaluated_weights
+
+    payload = torch.load(run / "last.pt", weights_only=True)
+    state = blockspec.load_trained(run).model.state_dict()  # the run directory means its last.pt
+    average = evaluated_weights(payload)
+    assert all(torch.equal(state[name], average[name]) for name in average)
+    assert any(not torch.equal(payload["model"][name], average[name]) for name in average if name.endswith("weight"))
+
+
+def test_one_image_read_with_pil_is_one_prediction(run: Path) -> None:
+    trained = blockspec.load_trained(str(run / "best.pt"))
+    image = next((Path(trained.spec.data.root) / "test").rglob("*.png"))
+    with Image.open(image) as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    batch = trained.preprocess(pixels)
+    assert batch.shape == (1, 3, 16, 16) and batch.dtype == torch.float32
+    assert trained.predict(pixels).shape == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("images", "found"),
+    [(np.zeros((2, 16, 16, 3), dtype=np.float32), "torch.float32 of shape (2, 16, 16, 3)"),
+     (np.zeros((2, 3, 16, 16), dtype=np.uint8), "torch.uint8 of shape (2, 3, 16, 16)"),
+     (np.zeros((32, 32, 3), dtype=np.uint8), "torch.uint8 of shape (1, 32, 32, 3)")],
+)
+def test_images_of_another_form_are_refused_with_the_form_expected(run: Path, images: np.ndarray, found: str) -> None:
+    trained = blockspec.load_trained(run / "last.pt")
+    with pytest.raises(ValueError, match=r"expected uint8 of shape N×16×16×3") as error:
+        trained.preprocess(images)
+    assert found in str(error.value)
+
+
+def test_a_file_that_is_no_checkpoint_names_the_argument(tmp_path: Path) -> None:
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(blockspec.SpecError, match=r"^checkpoint = .*notes\.pt.*not a file torch saved"):
+        blockspec.load_trained(tmp_path / "notes.pt")
+    with pytest.raises(blockspec.SpecError, match=r"^checkpoint = .*: no such checkpoint file"):
+        blockspec.load_trained(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_without_recorded_statistics_is_refused(run: Path, tmp_path: Path) -> None:
+    from blockspec.train.checkpoint import save_atomic
+
+    payload = torch.load(run / "best.pt", weights_only=True)
+    del payload["mean"], payload["std"], payload["format"]
+    save_atomic(payload, tmp_path / "old.pt")
+    with pytest.raises(blockspec.SpecError, match="does not record mean and std"):
+        blockspec.load_trained(tmp_path / "old.pt")
+
+
+def test_lazy_names_are_listed_for_tab_completion() -> None:
+    assert {"build_model", "load_trained", "TrainedModel"} <= set(dir(blockspec))
