@@ -304,13 +304,15 @@ def preview_augment(
 def export(
     spec_path: CheckpointSpecPath = None,
     checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
-    format: Annotated[str, typer.Option("--format", help="torchscript or onnx.")] = "torchscript",
+    format: Annotated[
+        str, typer.Option("--format", help="torchscript, onnx, or pt2 (torch.export's program, TorchScript's successor).")
+    ] = "torchscript",
     out: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="File to write.  [default: model.pt, or model.onnx with --format onnx]", show_default=False),
+        typer.Option(help="File to write.  [default: model.pt, model.onnx or model.pt2, by --format]", show_default=False),
     ] = None,
 ) -> None:
-    """Export a checkpoint to TorchScript or ONNX and check it numerically against torch."""
+    """Export a checkpoint to TorchScript, ONNX or torch.export's .pt2 and check it numerically against torch."""
     from blockspec.export import SUFFIXES, export_metadata, export_model, input_description
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint

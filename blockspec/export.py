@@ -1,10 +1,12 @@
-"""Export a trained spec to TorchScript or ONNX, and prove the export computes the same.
+"""Export a trained spec to torch.export's program (.pt2), TorchScript or ONNX, and prove
+the export computes the same.
 
-The numeric check runs the exported file (TorchScript via torch.jit.load, ONNX via
-onnxruntime) on random inputs and compares with the eager model. The file carries what a
-user of it needs besides the weights (the input size, the classes in score order, the
-normalisation the training images had) as JSON: TorchScript's extra file `blockspec.json`,
-ONNX's metadata property `blockspec`.
+The numeric check loads the exported file back (torch.export.load, torch.jit.load, or
+onnxruntime) and compares its outputs on random inputs with the eager model's. The file
+carries what a user of it needs besides the weights (the input size, the classes in score
+order, the normalisation the training images had) as JSON: the extra file `blockspec.json`
+of a .pt2 or TorchScript file, ONNX's metadata property `blockspec`. torch 2.13 deprecates
+TorchScript in favour of torch.export; every format takes any batch size.
 """
 
 from __future__ import annotations
@@ -21,36 +23,52 @@ from blockspec.errors import fail
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import TrainedOn
 
-FORMATS = ("torchscript", "onnx")
-SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
-METADATA_KEY = "blockspec"  # ONNX's metadata property; TorchScript's extra file adds ".json"
+FORMATS = ("torchscript", "onnx", "pt2")
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "pt2": ".pt2"}
+METADATA_KEY = "blockspec"  # ONNX's metadata property; the extra file of .pt2 and TorchScript adds ".json"
 
 
 def export_model(
     model: torch.nn.Module, spec: Spec, fmt: str, metadata: dict[str, Any], tolerance: float = 1e-4
 ) -> tuple[bytes, float]:
     """The exported file of `model` (built from `spec`), `metadata` inside it, and the largest
-    absolute difference between that file's outputs and torch's."""
+    absolute difference between that file's outputs and torch's. `model` is left in the mode
+    it came in (it is exported in evaluation mode)."""
     if fmt not in FORMATS:
         raise fail("--format", f"allowed: {', '.join(FORMATS)}", fmt)
-    model.eval()
-    sample = torch.randn(4, spec.input.channels, *spec.input.hw, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(sample)
-    if fmt == "torchscript":
-        buffer = io.BytesIO()
-        torch.jit.save(torch.jit.trace(model, sample), buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
-        exported = buffer.getvalue()
-        with torch.no_grad():
-            got = torch.jit.load(io.BytesIO(exported))(sample)
-    else:
-        exported, got = _onnx_roundtrip(model, sample, metadata)
+    was_training = model.training
+    try:
+        exported, got, expected = _exported(model.eval(), spec, fmt, metadata)
+    finally:
+        model.train(was_training)
     difference = float((got - expected).abs().max())
     if not math.isfinite(difference):  # NaN compares false with any tolerance
         raise fail("export", "the model's outputs are not finite (NaN or inf): the checkpoint's weights hold such values")
     if difference > tolerance:
         raise fail("export", f"the exported model differs from torch by {difference:.2e} (> {tolerance:g})")
     return exported, difference
+
+
+def _exported(
+    model: torch.nn.Module, spec: Spec, fmt: str, metadata: dict[str, Any]
+) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+    """The file's bytes, its outputs on a random batch once loaded back, and torch's."""
+    sample = torch.randn(4, spec.input.channels, *spec.input.hw, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(sample)
+    if fmt == "onnx":
+        return (*_onnx_roundtrip(model, sample, metadata), expected)
+    extra_files = {f"{METADATA_KEY}.json": json.dumps(metadata)}
+    buffer = io.BytesIO()
+    if fmt == "pt2":
+        program = torch.export.export(model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, buffer, extra_files=extra_files)
+        loaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()
+    else:
+        torch.jit.save(torch.jit.trace(model, sample), buffer, _extra_files=extra_files)
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
+    with torch.no_grad():
+        return buffer.getvalue(), loaded(sample), expected
 
 
 def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, metadata: dict[str, Any]) -> tuple[bytes, torch.Tensor]:
@@ -93,7 +111,7 @@ def input_description(metadata: dict[str, Any], fmt: str) -> str:
     """One line on what to feed the exported file, and where the file records it."""
     size = metadata["input"]
     shape = f"float32 batches N×{size['channels']}×{size['height']}×{size['width']}"
-    where = f"extra file {METADATA_KEY}.json" if fmt == "torchscript" else f"metadata property '{METADATA_KEY}'"
+    where = f"metadata property '{METADATA_KEY}'" if fmt == "onnx" else f"extra file {METADATA_KEY}.json"
     if "mean" not in metadata:
         recorded = ", ".join(key for key in ("input", "classes") if key in metadata)
         return (f"input: {shape}, normalised as the training data set was (this checkpoint predates recorded "

@@ -127,6 +127,35 @@ def test_torchscript_export_matches(checkpoint: Path, tmp_path: Path, capsys: py
     torch.testing.assert_close(torch.jit.load(str(out))(x), model(x))
 
 
+def test_pt2_export_matches_at_any_batch_and_records_its_metadata(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.export's program, TorchScript's successor (deprecated in torch 2.13)."""
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "pt2"], capsys)
+    assert code == 0, err
+    assert "wrote model.pt2 (pt2)" in stdout and "the file records them (extra file blockspec.json)" in stdout
+    extra = {"blockspec.json": ""}
+    program = torch.export.load(str(tmp_path / "model.pt2"), extra_files=extra)
+    assert json.loads(extra["blockspec.json"])["classes"] == [f"c{index}" for index in range(10)]
+    spec = load_spec(ROOT / "architectures/reference/fourblocks-128k.yaml")
+    model = build_model(spec).eval()
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_exporting_from_python_leaves_the_model_in_its_mode(checkpoint: Path) -> None:
+    from blockspec.export import export_model
+
+    spec = load_spec(ROOT / "architectures/reference/fourblocks-128k.yaml")
+    model = build_model(spec).train()
+    export_model(model, spec, "torchscript", {})
+    assert model.training
+
+
 def test_onnx_export_matches_in_onnxruntime(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     onnx = pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
