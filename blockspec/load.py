@@ -6,7 +6,9 @@ data, and nothing in it is evaluated or imported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +24,25 @@ from blockspec.train.whiten import stem_layer
 
 
 def load_spec(
-    path: str | Path,
+    path: str | os.PathLike[str] | Mapping[str, Any],
     input_size: tuple[int, int] | None = None,
     edits: Sequence[str] | None = None,
     augment: bool = False,
 ) -> Spec:
-    """Read, validate and geometry-check a spec file, with `--set` edits applied first;
-    every failure is a SpecError. `augment` also has albumentations check `data.augment`
-    (for commands that use or vouch for it: importing albumentations takes seconds)."""
+    """Read, validate and geometry-check a spec file (or a spec already read into a mapping),
+    with `--set` edits applied first; every failure is a SpecError. `augment` also has
+    albumentations check `data.augment` (for commands that use or vouch for it: importing
+    albumentations takes seconds)."""
+    if isinstance(path, Mapping):
+        return parse_spec(path, "<mapping>", input_size, edits, augment)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_spec: expected a file path or a mapping, got {type(path).__name__}")
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise fail("", "file not found").with_source(source) from None
+        hint = "; to read YAML text, use blockspec.parse_spec" if "\n" in source else ""
+        raise fail("", f"file not found{hint}").with_source(source if not hint else "load_spec") from None
     except UnicodeDecodeError as error:
         raise fail("", f"not UTF-8 text (byte {error.start}); save the spec as UTF-8").with_source(source) from None
     except OSError as error:  # a directory, no permission, a path through a file, a name too long
@@ -43,24 +51,16 @@ def load_spec(
 
 
 def parse_spec(
-    text: str,
+    text: str | Mapping[str, Any],
     source: str = "<spec>",
     input_size: tuple[int, int] | None = None,
     edits: Sequence[str] | None = None,
     augment: bool = False,
 ) -> Spec:
-    try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
-        # PyYAML's constructors raise these for `!!int x`, impossible dates, huge integers.
-        raise fail("", f"invalid YAML value ({type(error).__name__}: {error})").with_source(source) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise fail("", f"invalid YAML at {where}: {problem}").with_source(source) from None
-    except RecursionError:
-        raise fail("", "invalid YAML: nested too deeply").with_source(source) from None
+    """Validate and geometry-check a spec given as YAML text, or as the mapping such text
+    reads into (`source` names it in errors); the rest as `load_spec`."""
+    _check_argument_types(edits, input_size)
+    document = copy.deepcopy(dict(text)) if isinstance(text, Mapping) else _read_yaml(text, source)
     if not isinstance(document, dict):
         raise fail(
             "",
@@ -114,6 +114,34 @@ def parse_spec(
         except SpecError as error:
             raise error.with_source(source) from None
     return spec
+
+
+def _check_argument_types(edits: Sequence[str] | None, input_size: tuple[int, int] | None) -> None:
+    """A script's slip (one edit string, one number for the size) would otherwise be read
+    letter by letter, or fail deep inside with an index error."""
+    if isinstance(edits, (str, bytes)) or not (edits is None or all(isinstance(edit, str) for edit in edits)):
+        raise TypeError(f"edits: expected a list of 'PATH=VALUE' strings such as ['train.epochs=3'], got {edits!r}")
+    if input_size is not None and not (
+        isinstance(input_size, Sequence) and len(input_size) == 2 and all(isinstance(side, int) for side in input_size)
+    ):
+        raise TypeError(f"input_size: expected (height, width), two integers, got {input_size!r}")
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    if not isinstance(text, str):
+        raise TypeError(f"parse_spec: expected YAML text or a mapping, got {type(text).__name__}")
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
+        # PyYAML's constructors raise these for `!!int x`, impossible dates, huge integers.
+        raise fail("", f"invalid YAML value ({type(error).__name__}: {error})").with_source(source) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise fail("", f"invalid YAML at {where}: {problem}").with_source(source) from None
+    except RecursionError:
+        raise fail("", "invalid YAML: nested too deeply").with_source(source) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -97,7 +97,3 @@ def test_a_checkpoint_without_recorded_statistics_is_refused(run: Path, tmp_path
     save_atomic(payload, tmp_path / "old.pt")
     with pytest.raises(blockspec.SpecError, match="does not record mean and std"):
         blockspec.load_trained(tmp_path / "old.pt")
-
-
-def test_lazy_names_are_listed_for_tab_completion() -> None:
-    assert {"build_model", "load_trained", "TrainedModel"} <= set(dir(blockspec))

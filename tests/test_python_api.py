@@ -1,0 +1,58 @@
+"""The Python entry points take what a script naturally holds, and refuse slips by name."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+import blockspec
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGSHIP = ROOT / "architectures" / "flagship.yaml"
+
+
+def test_a_spec_read_into_a_mapping_loads_as_its_file_does_and_stays_unchanged() -> None:
+    document = yaml.safe_load(FLAGSHIP.read_text())
+    kept = copy.deepcopy(document)
+    from_file = blockspec.load_spec(FLAGSHIP)
+    assert blockspec.load_spec(document) == from_file == blockspec.parse_spec(document)
+    assert blockspec.load_spec(document, edits=["train.epochs=3"]).train.epochs == 3
+    assert document == kept
+
+
+def test_a_mapping_with_a_mistake_is_a_spec_error_naming_the_field() -> None:
+    with pytest.raises(blockspec.SpecError, match=r"^<mapping>: blocks\.C1\[0\]\.out = 0: ") as error:
+        blockspec.load_spec({"name": "x", "blocks": {"C1": [{"conv": {"out": 0}}], "output": [{"gap": {}}]}})
+    assert [problem.path for problem in error.value.problems] == ["blocks.C1[0].out"]
+
+
+def test_yaml_text_given_to_load_spec_is_pointed_to_parse_spec() -> None:
+    """It was looked up as a file name: the error quoted the whole text as the file."""
+    text = FLAGSHIP.read_text()
+    with pytest.raises(blockspec.SpecError, match=r"^load_spec: file not found; to read YAML text, use blockspec\.parse_spec$"):
+        blockspec.load_spec(text)
+    assert blockspec.parse_spec(text) == blockspec.load_spec(FLAGSHIP)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: blockspec.load_spec(3), "load_spec: expected a file path or a mapping, got int"),
+        (lambda: blockspec.parse_spec(FLAGSHIP), "parse_spec: expected YAML text or a mapping, got PosixPath"),
+        (lambda: blockspec.load_spec(FLAGSHIP, edits="train.epochs=3"), "edits: expected a list of 'PATH=VALUE'"),
+        (lambda: blockspec.load_spec(FLAGSHIP, input_size=64), r"input_size: expected \(height, width\)"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named(call, message: str) -> None:  # noqa: ANN001
+    """One edit string was read letter by letter (`--set = 't'`), one number for the size
+    failed inside with an index error."""
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+def test_lazy_names_are_listed_for_tab_completion() -> None:
+    assert {"build_model", "load_trained", "TrainedModel"} <= set(dir(blockspec))
+    assert set(blockspec.__all__) <= set(dir(blockspec))
