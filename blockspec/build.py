@@ -13,6 +13,7 @@ from blockspec.layers import Context, expand, plugin_code
 from blockspec.layers.base import LayerSpec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
+from blockspec.train.whiten import stem_conv
 
 
 def build_model(spec: Spec) -> BlockNet:
@@ -31,7 +32,10 @@ def build_model(spec: Spec) -> BlockNet:
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
             modules.append(_build_layer(layer, row, layer_ctx))
         blocks[block] = nn.Sequential(*modules)
-    return BlockNet(spec.name, blocks)
+    model = BlockNet(spec.name, blocks)
+    if spec.train.whiten_stem == "frozen":  # training sets it once from the data: not trainable, as summaries count it
+        stem_conv(model).weight.requires_grad_(False)
+    return model
 
 
 def _build_layer(layer: LayerSpec, row: LayerRow, ctx: Context) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from rich.console import Console
@@ -76,6 +77,13 @@ def print_table(summary: Summary, console: Console) -> None:
     for rule in summary.rules:
         mark = "[green]✓[/green]" if rule.ok else "[red]✗[/red]"
         console.print(f"{mark} {rule.name}: {rule.detail}", highlight=False)
+
+
+def table_text(summary: Summary, width: int = 100) -> str:
+    """The table `build-summary` prints, as plain text."""
+    console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
+    print_table(summary, console)
+    return console.file.getvalue()
 
 
 def markdown(summary: Summary) -> str:

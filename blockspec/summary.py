@@ -13,6 +13,10 @@ from blockspec.train.whiten import frozen_stem_params
 
 @dataclass(frozen=True)
 class Summary:
+    """A spec's exact geometry (`analysis`: per-layer shapes, receptive fields, parameters,
+    MACs) and its rule results. In a notebook it shows as the layer table; `str()` is the
+    table `build-summary` prints, `to_dict()` its JSON."""
+
     spec: Spec
     analysis: Analysis
     rules: tuple[RuleResult, ...]
@@ -27,7 +31,24 @@ class Summary:
     def rules_ok(self) -> bool:
         return all(rule.ok for rule in self.rules)
 
+    def __repr__(self) -> str:  # the generated one printed the whole spec and analysis, kilobytes
+        analysis = self.analysis
+        rules = "no rules" if not self.rules else ("rules hold" if self.rules_ok else "rules violated")
+        return (f"<Summary {self.spec.name!r}: {analysis.total_params:,} parameters, {analysis.macs:,} MACs, "
+                f"receptive field {analysis.receptive_field}, {rules}>")
+
+    def __str__(self) -> str:
+        from blockspec.render import table_text
+
+        return table_text(self)
+
+    def _repr_markdown_(self) -> str:
+        from blockspec.render import markdown
+
+        return markdown(self)
+
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document of `build-summary --format json`."""
         analysis = self.analysis
         rf_row = analysis.rf_row
         return {

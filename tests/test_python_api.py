@@ -56,3 +56,16 @@ def test_arguments_of_the_wrong_type_are_named(call, message: str) -> None:  # n
 def test_lazy_names_are_listed_for_tab_completion() -> None:
     assert {"build_model", "load_trained", "TrainedModel"} <= set(dir(blockspec))
     assert set(blockspec.__all__) <= set(dir(blockspec))
+
+
+def test_a_summary_shows_as_its_table_not_as_kilobytes_of_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    summary = blockspec.summarize(blockspec.load_spec(FLAGSHIP))
+    assert repr(summary) == ("<Summary 'flagship': 194,666 parameters, 63,554,816 MACs, receptive field 45, "
+                             "rules hold>")
+    code, table, _ = run_cli(["build-summary", str(FLAGSHIP)], capsys)
+    assert code == 0
+    assert [line.rstrip() for line in str(summary).splitlines()] == [line.rstrip() for line in table.splitlines()]
+    code, markdown, _ = run_cli(["build-summary", str(FLAGSHIP), "--format", "markdown"], capsys)
+    assert code == 0 and summary._repr_markdown_() == markdown.rstrip("\n") + "\n"

@@ -108,10 +108,14 @@ def test_a_first_layer_that_cannot_whiten_is_a_spec_error(
 
 @pytest.mark.parametrize("mode", ["frozen", "init"])
 def test_the_summary_counts_as_trainable_what_training_trains(mode: str) -> None:
+    """And so does the built module, before training touches it (a script counting its
+    trainable parameters got the frozen stem's too)."""
     spec = whitened_spec("conv: {out: 16, k: 5}", mode)
     model = build_model(spec)
+    built = sum(p.numel() for p in model.parameters() if p.requires_grad)
     apply_whitening(model, spec, None)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert built == trained
     summary = summarize(spec)
     assert summary.trainable_params == summary.to_dict()["trainable_params"] == trained
     assert trained == summary.analysis.total_params - (16 * 3 * 25 if mode == "frozen" else 0)
