@@ -194,6 +194,36 @@ def test_eval_normalises_as_the_run_did_whatever_train_holds_now(
     assert scores[0][0] == scores[1][0] == 0 and scores[0][1] == scores[1][1]
 
 
+def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints record their classes and statistics, so a held-out set needs no train/
+    folder; its classes, some or all of the trained ones, are scored by the checkpoint's order."""
+    import shutil
+    import tarfile
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    out = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    code, full, _ = run_cli(["eval", "--checkpoint", str(out)], capsys)
+    per_class = {line.split()[0]: line for line in full.splitlines()[1:]}
+    only = tmp_path / "only"
+    for name in ("class1", "class3"):
+        shutil.copytree(data_root / "test" / name, only / "test" / name)
+    with tarfile.open(tmp_path / "only.tar", "w") as bundle:
+        bundle.add(only / "test", arcname="test")
+    for root in (only, tmp_path / "only.tar"):
+        code, stdout, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(root)], capsys)
+        assert code == 0, err
+        assert stdout.splitlines()[1:] == [per_class["class1"], per_class["class3"]]
+        assert "on 16 images" in stdout
+    (only / "test" / "class3").rename(only / "test" / "dog")
+    code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(only)], capsys)
+    assert code == 2 and "test/ holds classes the checkpoint was not trained on: dog (it scores class0, class1, " in err
+    code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(tmp_path / "run")], capsys)
+    assert code == 2 and "no test/ folder in" in err and "Traceback" not in err
+
+
 def test_eval_on_data_that_does_not_fit_names_the_checkpoint_and_the_flag(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

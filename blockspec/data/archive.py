@@ -28,6 +28,8 @@ from blockspec.data.imagefolder import (
     check_same_classes,
     decode_set,
     from_arrays,
+    no_images,
+    relabelled,
 )
 from blockspec.errors import fail
 
@@ -46,9 +48,10 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(SUFFIXES)
 
 
-def load_image_archive(archive: Path, path: str) -> ImageData:
+def load_image_archive(archive: Path, path: str, trained_classes: tuple[str, ...] | None = None) -> ImageData:
     """Load (from the cache when the archive is unchanged) the train/test class folders inside
-    `archive`, at its top or one folder down."""
+    `archive`, at its top or one folder down. `trained_classes` (eval's): an archive holding
+    test/ alone is read too, labelled by them, as imagefolder.load_test_folder does."""
     where = f"{path}.root"
     stat = archive.stat()
     key = hashlib.sha256(
@@ -58,8 +61,12 @@ def load_image_archive(archive: Path, path: str) -> ImageData:
     if cached is not None:
         return from_arrays(cached)
     layouts = _image_members(archive, where)
-    # the reading of the paths under which both splits hold images
-    top = next((top for top in sorted(layouts) if all(any(layouts[top][split].values()) for split in SPLITS)), None)
+    top = _top_holding(layouts, SPLITS)
+    if top is None and trained_classes is not None and (top := _top_holding(layouts, ("test",))) is not None:
+        found = tuple(sorted(layouts[top]["test"]))
+        test = _image_list(archive, top, "test", layouts[top]["test"], found, where)
+        return from_arrays(decode_set(no_images(), relabelled(test, found, trained_classes, where, str(archive)),
+                                      trained_classes, where))
     if top is None:
         raise fail(where, "the archive holds no train/ and test/ folders with images (at its top or one level down)",
                    str(archive))
@@ -69,6 +76,11 @@ def load_image_archive(archive: Path, path: str) -> ImageData:
     arrays = decode_set(train, test, classes, where)
     write_cache(archive, _CACHE_PREFIX, key, arrays)
     return from_arrays(arrays)
+
+
+def _top_holding(layouts: Layouts, splits: tuple[str, ...]) -> str | None:
+    """The reading of the paths under which each of `splits` holds images."""
+    return next((top for top in sorted(layouts) if all(any(layouts[top][split].values()) for split in splits)), None)
 
 
 def _image_members(archive: Path, where: str) -> Layouts:

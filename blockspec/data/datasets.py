@@ -16,13 +16,19 @@ DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
 
 
 def load_dataset(
-    name: str, root: str | Path, download: bool = True, path: str = "data"
+    name: str,
+    root: str | Path,
+    download: bool = True,
+    path: str = "data",
+    trained_classes: tuple[str, ...] | None = None,
 ) -> ImageData:
     """Load data set `name` from `root`; errors are reported at `<path>.dataset` / `<path>.root`.
 
     The named public sets are downloaded into `root` when missing (if `download`);
     `imagefolder` reads `root/{train,test}/<class>/*` (or such a tree inside a .tar/.zip
-    archive, read in place) and is never downloaded.
+    archive, read in place) and is never downloaded. With `trained_classes` (a checkpoint's,
+    for `eval`), an image folder holding `test/` alone is read too, labelled by them, with no
+    train images or statistics.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(str(name), DATASETS, n=1)
@@ -35,13 +41,13 @@ def load_dataset(
     if mismatch:
         raise fail(f"{path}.root", mismatch, str(folder))
     if name == "imagefolder" and is_archive(folder):
-        return load_image_archive(folder, path)
+        return load_image_archive(folder, path, trained_classes)
     if folder.exists() and not folder.is_dir():
         raise fail(f"{path}.root", "is a file; expected a folder", str(folder))
     if name == "imagefolder":
         if not folder.is_dir():
             raise fail(f"{path}.root", f"folder does not exist; {LAYOUT}", str(folder))
-        return load_imagefolder(folder, path)
+        return load_imagefolder(folder, path, trained_classes)
     if not folder.is_dir() and not download:
         raise fail(f"{path}.root", "folder does not exist and download is off", str(folder))
     if name in ("cifar10", "cifar100"):

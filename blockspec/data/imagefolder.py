@@ -42,9 +42,12 @@ class ImageList:
     labels: np.ndarray
 
 
-def load_imagefolder(root: Path, path: str) -> ImageData:
-    """Load (from the cache when the files are unchanged) a train/test class-folder set."""
+def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | None = None) -> ImageData:
+    """Load (from the cache when the files are unchanged) a train/test class-folder set.
+    `trained_classes` (eval's): a folder holding test/ alone is read too, labelled by them."""
     where = f"{path}.root"
+    if trained_classes is not None and not (root / "train").is_dir():
+        return load_test_folder(root, path, trained_classes)
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise fail(where, f"no {split}/ folder in {root}; {LAYOUT}", str(root))
@@ -63,6 +66,35 @@ def load_imagefolder(root: Path, path: str) -> ImageData:
     arrays = decode_set(train, test, classes, where)
     write_cache(root, _CACHE_PREFIX, key, arrays)
     return from_arrays(arrays)
+
+
+def load_test_folder(root: Path, path: str, classes: tuple[str, ...]) -> ImageData:
+    """`root/test/<class>/` alone, labelled by a trained checkpoint's `classes` (its score
+    order; the folder may hold some of them): all `eval` needs, since checkpoints record the
+    training images' statistics. No train statistics, and not cached: a test set decodes in
+    seconds."""
+    where = f"{path}.root"
+    if not (root / "test").is_dir():
+        raise fail(where, f"no test/ folder in {root}; evaluation reads root/test/<class>/<images>", str(root))
+    found = _class_names(root / "test", where)
+    test, _ = _list_split(root, "test", found, where)
+    return from_arrays(decode_set(no_images(), relabelled(test, found, classes, where, str(root)), classes, where))
+
+
+def no_images() -> ImageList:
+    return ImageList([], [], np.zeros(0, dtype=np.int64))
+
+
+def relabelled(
+    images: ImageList, found: tuple[str, ...], classes: tuple[str, ...], where: str, root: str
+) -> ImageList:
+    """`images`, labelled by `found` class names, relabelled by their place in `classes`."""
+    unknown = [name for name in found if name not in classes]
+    if unknown:
+        raise fail(where, f"test/ holds classes the checkpoint was not trained on: {', '.join(unknown)} "
+                   f"(it scores {', '.join(classes)})", root)
+    order = np.asarray([classes.index(name) for name in found], dtype=np.int64)
+    return ImageList(images.names, images.sources, order[images.labels])
 
 
 def check_same_classes(classes: tuple[str, ...], test_classes: tuple[str, ...], where: str, root: str) -> None:
@@ -147,7 +179,8 @@ def _images_below(
 def decode_set(
     train: ImageList, test: ImageList, classes: tuple[str, ...], where: str
 ) -> dict[str, np.ndarray]:
-    """Decode both splits into one consistent size and colour mode, plus train statistics."""
+    """Decode both splits into one consistent size and colour mode, plus train statistics
+    (none when the train split is empty: a test set alone)."""
     files = train.names + test.names
     decoded = _decode_files([*train.sources, *test.sources])
     first = decoded[0]
@@ -158,13 +191,13 @@ def decode_set(
             raise fail(
                 where,
                 f"all images must have one size; {file} is {_wxh(image)} "
-                f"but {train.names[0]} is {_wxh(first)}: resize them to one size first",
+                f"but {files[0]} is {_wxh(first)}: resize them to one size first",
                 file,
             )
     gray = all(image.ndim == 2 for image in decoded)
     images = np.stack([_as_channels(image, gray) for image in decoded])
     train_images, test_images = images[: len(train.names)], images[len(train.names) :]
-    mean, std = channel_stats(train_images)
+    mean, std = channel_stats(train_images) if len(train_images) else ((), ())
     return {
         "train_images": train_images,
         "train_labels": train.labels,

@@ -41,9 +41,13 @@ def evaluate_checkpoint(
     payload = load_checkpoint(checkpoint_path)
     spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
     model = model_from_checkpoint(spec, payload, checkpoint_path)
-    data = load_dataset(spec.data.dataset, spec.data.root)
+    recorded_classes = tuple(payload["classes"]) if payload.get("classes") else None
+    data = load_dataset(spec.data.dataset, spec.data.root, trained_classes=recorded_classes)
     check_data_fits(spec, data, trained=True)
     trained_on = TrainedOn.recorded(payload, data)
+    if not trained_on.mean:  # a test set alone has no train statistics to stand in for unrecorded ones
+        raise fail("--checkpoint", f"it does not record its training images' mean and std (written before "
+                   f"2026-12-07), and {spec.data.root} holds no train/ images to take them from", str(checkpoint_path))
     if trained_on.classes != data.classes:
         raise fail(
             "data.root",
