@@ -168,7 +168,7 @@ def train(
     edits: Edits = None,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
-    from blockspec.errors import fail, flag_name
+    from blockspec.errors import fail
     from blockspec.load import edited_source, load_spec
     from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides, blame_flags
@@ -187,13 +187,8 @@ def train(
         "target": target,
     }
     spec = None
-    if resume is not None:  # where the data lives may change, not what it is (the run checks its size)
-        given = {flag_name(name): value for name, value in recipe.items() if name != "data_root"}
-        for flag, value in {**given, "--set": edits or None}.items():
-            if value is not None:
-                raise fail(flag, "a resumed run keeps the spec it started with; start a new run to change it", value)
-        if spec_path is not None:  # allowed when it is the run's own spec; the run checks that
-            spec = load_spec(spec_path)
+    if resume is not None:
+        _check_resume_repeats_the_run(resume, spec_path, edits, recipe)
     else:
         spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
     if workers is not None and workers < 0:
@@ -330,6 +325,37 @@ def export(
     if views:
         typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
                    "that `eval` and the run's accuracy average: apply them around it to score as they do")
+
+
+def _check_resume_repeats_the_run(
+    resume: Path, spec_path: Path | None, edits: list[str] | None, recipe: dict[str, object]
+) -> None:
+    """A resumed run keeps its spec: SPEC, --set and the recipe flags may repeat what started
+    it (its command run again with --resume) but not change it; the data may have moved
+    (--data-root), and the run checks it is the same data."""
+    from blockspec.errors import fail, flag_name
+    from blockspec.load import load_spec, parse_spec
+    from blockspec.train.checkpoint import load_checkpoint
+    from blockspec.train.overrides import apply_overrides, first_difference
+
+    given = {name: value for name, value in recipe.items() if value is not None and name != "data_root"}
+    if spec_path is None and not edits and not given:
+        return
+    own_text = load_checkpoint(resume, "--resume")["spec"]
+    own = parse_spec(own_text, source=f"{resume} (spec inside)")
+    keeps = "a resumed run keeps the spec it started with"
+    for name, value in given.items():
+        changed = apply_overrides(own, **{name: value})
+        if changed != own:
+            raise fail(flag_name(name), f"{keeps} ({first_difference(changed, own)}); start a new run to change it", value)
+    if edits and (changed := parse_spec(own_text, edits=edits)) != own:
+        raise fail("--set", f"{keeps} ({first_difference(changed, own)}); start a new run to change it", " ".join(edits))
+    if spec_path is not None:
+        requested = apply_overrides(load_spec(spec_path, edits=edits), **given, data_root=own.data.root)
+        if requested != own:
+            raise fail("SPEC", f"differs from the spec {resume} started with ({first_difference(requested, own)}); "
+                       "a resumed run keeps its own spec: leave the file out, or start a new run to train this one",
+                       str(spec_path))
 
 
 def _from_spec_file(error: SpecError, spec_path: Path | str | None) -> SpecError:

@@ -194,6 +194,16 @@ def test_eval_normalises_as_the_run_did_whatever_train_holds_now(
     assert scores[0][0] == scores[1][0] == 0 and scores[0][1] == scores[1][1]
 
 
+def test_a_class_count_other_than_the_datas_says_what_to_set(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message ended mid-sentence ("…has 4 classes; the spec says")."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code, _, err = run_cli(["train", str(spec), "--set", "classes=5", "--set", "blocks.output[1].fc.out=5"], capsys)
+    assert code == 2 and err.rstrip().endswith(
+        "classes = 5: data set 'imagefolder' has 4 classes; set `classes` and the last layer's `out` to 4"), err
+
+
 def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -272,7 +282,8 @@ def test_sigkill_mid_epoch_then_resume_loses_and_doubles_nothing(
     ("flags", "says"),
     [
         (["--limit-train", "48"], "--limit-train = 48: the run being resumed started with 40 and keeps that"),
-        (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with"),
+        (["--epochs", "3"], "--epochs = 3: a resumed run keeps the spec it started with (train.epochs: 3 here, 1 in the run)"),
+        (["--set", "train.seed=5"], "--set = 'train.seed=5': a resumed run keeps the spec it started with (train.seed: 5 here"),
         (["--workers", "1"], "--workers = 1: the run being resumed started with 0 and keeps that"),
         # given at their default values, still given
         (["--workers", "2"], "--workers = 2: the run being resumed started with 0 and keeps that"),
@@ -405,7 +416,30 @@ def test_resume_takes_the_runs_own_spec_file_and_refuses_another(
     spec.write_text(spec.read_text().replace("epochs: 1", "epochs: 2"))
     code, _, err = run_cli(["train", str(spec), "--resume", str(out), "--workers", "0"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"SPEC: differs from the spec {out} started with" in err
+    assert f"SPEC = '{spec}': differs from the spec {out} started with (train.epochs: 2 here, 1 in the run)" in err
+
+
+def test_the_command_that_started_a_run_resumes_it_when_run_again_with_resume(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Flags, edits and the spec file that repeat the run's own values were refused as if they
+    changed it; the run's data may also have moved."""
+    import shutil
+
+    spec = write_spec(tmp_path, data_root, epochs=5)
+    out = tmp_path / "run"
+    command = ["train", str(spec), "--epochs", "1", "--batch-size", "32", "--seed", "0", "--dataset", "imagefolder",
+               "--set", "train.label_smoothing=0.1", "--out", str(out), "--workers", "0"]
+    assert run_cli(command, capsys)[0] == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(data_root, moved, ignore=shutil.ignore_patterns(".blockspec-cache"))
+    for again in (command[1:], command[2:]):  # with the spec file, and without it
+        code, stdout, err = run_cli(["train", *again[:again.index("--out")], "--resume", str(out), "--workers", "0",
+                                     "--data-root", str(moved)], capsys)
+        assert code == 0, err
+        assert "best test accuracy" in stdout
+    code, _, err = run_cli(["train", "--resume", str(out), "--batch-size", "64"], capsys)
+    assert code == 2 and "--batch-size = 64: a resumed run keeps the spec it started with (train.batch_size: 64 here" in err
 
 
 def test_resume_on_data_that_changed_size_is_refused(

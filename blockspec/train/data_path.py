@@ -187,8 +187,7 @@ def check_data_fits(spec: Spec, data: ImageData, trained: bool = False) -> None:
                 f"'{spec.data.dataset}' are {'×'.join(map(str, found))}{why}; {remedy}",
             )
     if spec.classes != len(data.classes):
-        raise fail(
-            "classes",
-            f"data set '{spec.data.dataset}' has {len(data.classes)} classes; the spec says",
-            spec.classes,
-        )
+        found = f"data set '{spec.data.dataset}' has {len(data.classes)} classes"
+        remedy = (f"evaluate the checkpoint on data of its {spec.classes} classes" if trained
+                  else f"set `classes` and the last layer's `out` to {len(data.classes)}")
+        raise fail("classes", f"{found}; {remedy}", spec.classes)

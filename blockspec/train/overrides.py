@@ -86,3 +86,21 @@ def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
         optimizer["muon_lr"] *= math.sqrt(batch_ratio)
     if train["scheduler"]["max_lr"] is not None:
         train["scheduler"]["max_lr"] *= factor
+
+
+def first_difference(changed: Spec, own: Spec) -> str:
+    """Where two specs first differ, in words: `train.epochs 3 here, 1 in the run`."""
+    path, here, there = _first_difference(changed.model_dump(mode="json"), own.model_dump(mode="json"), "")
+    return f"{path or 'the spec'}: {here!r} here, {there!r} in the run"
+
+
+def _first_difference(here: Any, there: Any, path: str) -> tuple[str, Any, Any]:
+    if isinstance(here, dict) and isinstance(there, dict):
+        for key in [*here, *(key for key in there if key not in here)]:
+            if here.get(key) != there.get(key):
+                return _first_difference(here.get(key), there.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(here, list) and isinstance(there, list) and len(here) == len(there):
+        for index, (a, b) in enumerate(zip(here, there)):
+            if a != b:
+                return _first_difference(a, b, f"{path}[{index}]")
+    return path, here, there
