@@ -123,7 +123,7 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
         typer.echo(f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}")
     failed = [rule.name for rule in summary.rules if not rule.ok]
     if failed:
-        typer.echo(f"{spec_path}: {len(failed)} rule(s) violated: {', '.join(failed)}", err=True)
+        typer.echo(f"{spec_path}: {len(failed)} rule(s) violated: {', '.join(failed)}")  # where the rules and a passing verdict go
         raise typer.Exit(1)
     typer.echo(f"{spec_path}: all {len(summary.rules)} rules hold")
 
@@ -136,7 +136,14 @@ CheckpointSpecPath = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Argument(
         help="Architecture spec (YAML) to use instead of the one inside the checkpoint "
-        "(it must build the same weights; for eval, e.g. other test-time views).",
+        "(it must build the same weights; e.g. other test-time views to score with).",
+        show_default=False,
+    ),
+]
+ExportSpecPath = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Argument(
+        help="Architecture spec (YAML) to use instead of the one inside the checkpoint (it must build the same weights).",
         show_default=False,
     ),
 ]
@@ -266,17 +273,18 @@ def preview_augment(
         str,
         typer.Option(help="Draw as training would: auto (batched where it can be), gpu (batched) or albumentations."),
     ] = "auto",
+    edits: Edits = None,
 ) -> None:
     """Save a grid of training images, each followed by augmented versions of it."""
     from blockspec.data import load_dataset, read_augment
     from blockspec.data.batched import mean_fill, plan_for_loader
     from blockspec.data.preview import albumentations_versions, augment_grid_png, batched_versions
-    from blockspec.load import load_spec
+    from blockspec.load import edited_source, load_spec
     from blockspec.train.data_path import training_pipeline
     from blockspec.train.overrides import apply_overrides
 
     _check_loader(loader)
-    spec = apply_overrides(load_spec(spec_path, augment=True), dataset=dataset, data_root=data_root)
+    spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), dataset=dataset, data_root=data_root)
     _check_output_file(out, "--out")
     for note in read_augment(spec.data.augment).notes:
         typer.echo(f"note: {note}")
@@ -289,7 +297,7 @@ def preview_augment(
         data = load_dataset(spec.data.dataset, spec.data.root)
         compose = pipeline.compose(data.mean, data.train_images.shape[1:])
     except SpecError as error:
-        raise _from_spec_file(error, spec_path) from None
+        raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
     versions = batched_versions(plan, mean_fill(data.mean), seed) if plan else albumentations_versions(compose, seed)
     _write_output(out, augment_grid_png(data.train_images, versions, n=images, seed=seed))
     typer.echo(f"wrote {out} ({'batched tensor' if plan else 'per-image albumentations'} augmentation)")
@@ -297,7 +305,7 @@ def preview_augment(
 
 @app.command()
 def export(
-    spec_path: CheckpointSpecPath = None,
+    spec_path: ExportSpecPath = None,
     checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
     format: Annotated[
         str, typer.Option("--format", help="torchscript, onnx, or pt2 (torch.export's program, TorchScript's successor).")

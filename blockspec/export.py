@@ -74,7 +74,8 @@ def _exported(
 def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, metadata: dict[str, Any]) -> tuple[bytes, torch.Tensor]:
     missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise fail("--format", f"ONNX export needs {', '.join(missing)}: pip install 'blockspec[onnx]'", "onnx")
+        raise fail("--format", f"ONNX export needs {', '.join(missing)}: pip install {' '.join(missing)} "
+                   "(or, in blockspec's checkout, pip install -e \".[onnx]\")", "onnx")
     import onnx
     import onnxruntime
 

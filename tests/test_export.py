@@ -173,6 +173,19 @@ def test_onnx_export_matches_in_onnxruntime(checkpoint: Path, tmp_path: Path, ca
     assert json.loads(properties["blockspec"])["mean"] == [0.5, 0.4, 0.3]
 
 
+def test_onnx_without_its_packages_names_them_and_how_to_install(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said `pip install 'blockspec[onnx]'`, which looks for blockspec on PyPI."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if not missing:
+        pytest.skip("the ONNX packages are installed")
+    code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and f"pip install {' '.join(missing)} (or, in blockspec's checkout, pip install -e \".[onnx]\")" in err
+
+
 def test_onnx_export_is_named_for_its_format_by_default(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
