@@ -261,6 +261,35 @@ def eval_command(
         typer.echo(f"  {name:<{width}}  {accuracy:6.2f}%")
 
 
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.", show_default=False)],
+    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")] = ...,  # type: ignore[assignment]
+    top: Annotated[int, typer.Option(min=1, max=INT_LIMIT, help="How many classes to name per image.")] = 1,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
+) -> None:
+    """The most probable classes of each image, as the checkpoint scores its test images
+    (same normalisation and test-time views); images must have the network's input size."""
+    from blockspec.errors import fail
+    from blockspec.predict import image_files, predict_files, prediction_line
+    from blockspec.render import as_json
+    from blockspec.train.device import pick_device
+    from blockspec.trained import load_trained
+
+    if format not in ("table", "json"):
+        raise fail("--format", "allowed: table, json", format)
+    files = image_files(images)
+    trained = load_trained(checkpoint, device=pick_device(device, False, False).device, flag="--checkpoint")
+    predictions = predict_files(trained, files, top)
+    if format == "json":
+        typer.echo(as_json([prediction.to_dict() for prediction in predictions]))
+        return
+    width = max(len(prediction.file) for prediction in predictions)
+    for prediction in predictions:
+        typer.echo(prediction_line(prediction, width))
+
+
 @app.command("preview-augment")
 def preview_augment(
     spec_path: SpecPath,

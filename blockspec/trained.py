@@ -61,19 +61,22 @@ class TrainedModel:
         return self.views.logits(self.model, self.preprocess(images)).softmax(dim=1)
 
 
-def load_trained(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedModel:
+def load_trained(
+    checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu", flag: str = "checkpoint"
+) -> TrainedModel:
     """The network a checkpoint holds (a run directory means its last.pt; its best.pt is the
     epoch of highest test accuracy), ready to predict on `device`. Raises SpecError for a file
     that is not a blockspec checkpoint, or one written before checkpoints recorded the
-    training images' statistics (evaluate those with `blockspec eval`, which reads the data)."""
+    training images' statistics (evaluate those with `blockspec eval`, which reads the data);
+    `flag` is how errors name the checkpoint (the command line's `--checkpoint`)."""
     path = Path(checkpoint)
-    payload = load_checkpoint(path, flag="checkpoint")
+    payload = load_checkpoint(path, flag=flag)
     spec = parse_spec(payload["spec"], source=f"{path} (spec inside)")
     missing = [name for name in TrainedOn.names() if not payload.get(name)]
     if missing:
-        raise fail("checkpoint", f"it does not record {' and '.join(missing)} (written before 2026-12-07); "
+        raise fail(flag, f"it does not record {' and '.join(missing)} (written before 2026-12-07); "
                    "`blockspec eval` reads them from the data", str(path))
     trained_on = TrainedOn(*(tuple(payload[name]) for name in TrainedOn.names()))
-    model = model_from_checkpoint(spec, payload, path, flag="checkpoint").to(device).eval()
+    model = model_from_checkpoint(spec, payload, path, flag=flag).to(device).eval()
     return TrainedModel(model, spec, trained_on.classes, trained_on.mean, trained_on.std,
                         int(payload.get("epoch", 0)), TTAViews.of(spec.train))

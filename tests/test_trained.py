@@ -97,3 +97,42 @@ def test_a_checkpoint_without_recorded_statistics_is_refused(run: Path, tmp_path
     save_atomic(payload, tmp_path / "old.pt")
     with pytest.raises(blockspec.SpecError, match="does not record mean and std"):
         blockspec.load_trained(tmp_path / "old.pt")
+
+
+def test_predict_command_scores_the_test_images_as_the_run_did(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    test_folder = Path(blockspec.load_trained(run).spec.data.root) / "test"
+    code, stdout, err = run_cli(["predict", str(test_folder), "--checkpoint", str(run), "--top", "2", "-f", "json"],
+                                capsys)
+    assert code == 0, err
+    predictions = json.loads(stdout)
+    assert len(predictions) == 32 and all(len(p["top"]) == 2 for p in predictions)
+    right = [Path(p["file"]).parent.name == p["top"][0]["class"] for p in predictions]
+    history = json.loads((run / "metrics.json").read_text())
+    assert 100.0 * sum(right) / len(right) == pytest.approx(history[-1]["test_acc"])
+    one = sorted(test_folder.rglob("*.png"))[0]
+    code, stdout, _ = run_cli(["predict", str(one), "--checkpoint", str(run / "last.pt"), "--top", "9"], capsys)
+    assert code == 0 and stdout.startswith(f"{one}  class") and stdout.count("%") == 4  # four classes at most
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda folder: Image.new("RGB", (8, 8)).save(folder / "small.png"),
+         "small.png': is 8x8 but the network takes 16x16 images (its training images' size): resize it first"),
+        (lambda folder: (folder / "notes.png").write_text("hello"), "notes.png': cannot read it as an image"),
+        (lambda folder: (folder / "empty").mkdir(), "empty': the folder holds no images"),
+    ],
+)
+def test_predict_names_the_image_it_cannot_score(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make, says: str  # noqa: ANN001
+) -> None:
+    from tests.cli_helpers import run_cli
+
+    make(tmp_path)
+    target = tmp_path / "empty" if says.startswith("empty") else next(tmp_path.glob("*.png"))
+    code, _, err = run_cli(["predict", str(target), "--checkpoint", str(run)], capsys)
+    assert code == 2 and err.startswith("error: IMAGES = ") and says in err and "Traceback" not in err, err
+    code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--checkpoint", str(run)], capsys)
+    assert code == 2 and "none.png': no such file or folder" in err

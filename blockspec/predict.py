@@ -1,0 +1,87 @@
+"""Class predictions of a trained checkpoint for image files, as `blockspec predict` prints them.
+
+Images are read as training read them (8-bit, gray or RGB by the network's input channels)
+and must already have the network's input size: training never resized, so a resized
+image would be a different kind of input than the ones the accuracy was measured on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from blockspec.data.imagefolder import EXTENSIONS
+from blockspec.errors import fail
+from blockspec.trained import TrainedModel
+
+_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Prediction:
+    file: str
+    top: list[tuple[str, float]]  # (class, probability), most probable first
+
+    def to_dict(self) -> dict[str, object]:
+        return {"file": self.file, "top": [{"class": name, "probability": p} for name, p in self.top]}
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The files given, and the image files inside the folders given (sorted, hidden ones left out)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                Path(folder, name)
+                for folder, folders, names in os.walk(path)
+                for name in names
+                if not name.startswith(".") and Path(name).suffix.lower() in EXTENSIONS
+                and not any(part.startswith(".") for part in Path(folder).relative_to(path).parts)
+            )
+            if not found:
+                raise fail("IMAGES", f"the folder holds no images ({', '.join(sorted(EXTENSIONS))})", str(path))
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise fail("IMAGES", "no such file or folder", str(path))
+    return files
+
+
+def read_image(path: Path, channels: int, hw: tuple[int, int]) -> np.ndarray:
+    """H×W×C uint8 pixels of one file, or a SpecError naming it and what is wrong."""
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith(("I", "F")):  # PIL would clip 16-bit and float pixels, not scale them
+                raise fail("IMAGES", f"{image.mode} pixels (16-bit or floating point); save it with 8-bit channels",
+                           str(path))
+            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise fail("IMAGES", f"cannot read it as an image ({str(error) or type(error).__name__})", str(path)) from None
+    if pixels.shape[:2] != hw:
+        raise fail("IMAGES", f"is {pixels.shape[1]}x{pixels.shape[0]} but the network takes {hw[1]}x{hw[0]} images "
+                   "(its training images' size): resize it first", str(path))
+    return pixels.reshape(*hw, channels)
+
+
+def predict_files(trained: TrainedModel, files: list[Path], top: int) -> list[Prediction]:
+    """The `top` most probable classes of each file, in batches."""
+    input_spec = trained.spec.input
+    predictions: list[Prediction] = []
+    for start in range(0, len(files), _BATCH):
+        chunk = files[start:start + _BATCH]
+        images = np.stack([read_image(path, input_spec.channels, input_spec.hw) for path in chunk])
+        probabilities, indices = trained.predict(images).topk(min(top, len(trained.classes)), dim=1)
+        for path, row, columns in zip(chunk, probabilities.tolist(), indices.tolist()):
+            predictions.append(Prediction(str(path), [(trained.classes[i], p) for i, p in zip(columns, row)]))
+    return predictions
+
+
+def prediction_line(prediction: Prediction, width: int) -> str:
+    (best, probability), *others = prediction.top
+    rest = f"  ({', '.join(f'{name} {100 * p:.1f}%' for name, p in others)})" if others else ""
+    return f"{prediction.file:<{width}}  {best} {100 * probability:.1f}%{rest}"
