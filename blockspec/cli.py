@@ -168,6 +168,11 @@ def train(
     limit_train: Annotated[Optional[int], typer.Option(help="Use N training images.")] = None,  # noqa: UP045
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
     resume: Annotated[Optional[Path], typer.Option(help="Run directory or checkpoint to continue.")] = None,  # noqa: UP045
+    init_from: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Start from a checkpoint's (or a saved state dict's) weights, wherever names and shapes match; "
+                     "the rest, e.g. a head for other classes, as built.", show_default=False),
+    ] = None,
     target: Annotated[Optional[float], typer.Option(help="Target test accuracy in %.")] = None,  # noqa: UP045
     stop_at_target: Annotated[
         bool, typer.Option("--stop-at-target", help="End after the first epoch at the target (time-to-accuracy runs).")
@@ -203,7 +208,7 @@ def train(
     if loader is not None:
         _check_loader(loader)
     kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
-            "stop_at_target": stop_at_target or None}
+            "stop_at_target": stop_at_target or None, "init_from": str(init_from) if init_from else None}
     options = RunOptions(
         device=device,
         out=out,

@@ -806,3 +806,63 @@ def test_a_resumed_run_reads_its_data_where_it_has_moved(
     code, _, err = run_cli(["train", "--resume", str(out), "--data-root", str(tmp_path / "start" / "data")], capsys)
     assert code == 0, err
     assert metrics(out) == trained
+
+
+def test_start_from_copies_every_tensor_that_fits_and_leaves_the_rest_as_built() -> None:
+    from blockspec.build import build_model
+    from blockspec.train.init_weights import StartWeights, start_from
+
+    text = "name: t\ninput: {size: 16}\nclasses: CLASSES\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: CLASSES}]\n"
+    torch.manual_seed(0)
+    source = build_model(parse_spec(text.replace("CLASSES", "4")))
+    torch.manual_seed(1)
+    target = build_model(parse_spec(text.replace("CLASSES", "3")))
+    head_before = target.state_dict()["output.1.linear.weight"].clone()
+    report = start_from(target, StartWeights(source.state_dict(), "a.pt"))
+    assert report == ("started from a.pt: 7 of 9 tensors; left as built: output.1.linear.weight (3×8 here, 4×8 there), "
+                      "output.1.linear.bias (3 here, 4 there)")
+    mine, theirs = target.state_dict(), source.state_dict()
+    assert all(torch.equal(mine[name], theirs[name]) for name in mine if not name.startswith("output.1"))
+    assert torch.equal(mine["output.1.linear.weight"], head_before)
+
+
+def test_init_from_fine_tunes_a_run_for_other_classes_and_is_kept_on_resume(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    first = tmp_path / "first"
+    assert run_cli(["train", str(spec), "--out", str(first), "--workers", "0"], capsys)[0] == 0
+    three = tmp_path / "three"
+    shutil.copytree(data_root, three, ignore=shutil.ignore_patterns(".blockspec-cache", "class3"))
+    text = spec.read_text().replace("classes: 4", "classes: 3").replace("fc: {out: 4}", "fc: {out: 3}")
+    (tmp_path / "three.yaml").write_text(text.replace(f"root: {data_root}", f"root: {three}"))
+    out = tmp_path / "tuned"
+    code, stdout, err = run_cli(["train", str(tmp_path / "three.yaml"), "--out", str(out), "--workers", "0",
+                                 "--init-from", str(first / "best.pt")], capsys)
+    assert code == 0, err
+    assert f"started from {first / 'best.pt'}: 14 of 16 tensors; left as built: output.1.linear.weight (3×16 here, 4×16 there)" in stdout
+    assert json.loads((out / "summary.json").read_text())["run_options"]["init_from"] == str(first / "best.pt")
+    code, stdout, err = run_cli(["train", "--resume", str(out), "--init-from", str(first / "best.pt")], capsys)
+    assert code == 0 and "started from" not in stdout, err  # the run's weights are its own by now
+    code, _, err = run_cli(["train", "--resume", str(out), "--init-from", str(first / "last.pt")], capsys)
+    assert code == 2 and "--init-from = " in err and "the run being resumed started with" in err
+
+
+def test_init_from_takes_a_plain_state_dict_and_refuses_what_fits_nothing(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blockspec.build import build_model
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    torch.save(build_model(parse_spec(spec.read_text())).state_dict(), tmp_path / "state.pt")
+    code, stdout, err = run_cli(["train", str(spec), "--out", str(tmp_path / "a"), "--workers", "0",
+                                 "--init-from", str(tmp_path / "state.pt")], capsys)
+    assert code == 0 and f"started from {tmp_path / 'state.pt'}: 16 of 16 tensors\n" in stdout, err
+    torch.save({"a.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "other.pt")],
+                           capsys)
+    assert code == 2 and "none of its 1 tensors has a name and shape of this network's (its first: a.weight 3;" in err
+    code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "c"), "--init-from", str(spec)], capsys)
+    assert code == 2 and "cannot read it as a checkpoint: not a file torch saved" in err

@@ -92,7 +92,7 @@ def _why_unreadable(path: Path, error: Exception) -> str:
     with open(path, "rb") as file:
         head = file.read(4)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip, or its legacy format (a pickle)
-        return "not a file torch saved; blockspec reads only its own checkpoints"
+        return "not a file torch saved"
     if isinstance(error, pickle.UnpicklingError):
         return "it holds Python objects besides tensors and numbers (blockspec loads with weights_only=True and reads only its own)"
     return f"the file is cut short or damaged ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
@@ -120,6 +120,26 @@ def evaluated_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     if not average:
         return payload["model"]
     return {name.removeprefix("module."): value for name, value in average.items() if name.startswith("module.")}
+
+
+def load_weights(path: Path, flag: str) -> dict[str, torch.Tensor]:
+    """The weights to start a run from: a blockspec checkpoint's evaluated ones, or a plain
+    state dict saved with `torch.save(model.state_dict(), path)`."""
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise fail(flag, "no such checkpoint file", str(path))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (any unreadable file gets an answer, no traceback)
+        raise fail(flag, f"cannot read it as a checkpoint: {_why_unreadable(path, error)}", str(path)) from None
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return evaluated_weights(payload)
+    if isinstance(payload, dict) and payload and all(
+        isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in payload.items()
+    ):
+        return payload
+    raise fail(flag, "neither a blockspec checkpoint nor a state dict (names → tensors)", str(path))
 
 
 def rng_state() -> dict[str, Any]:

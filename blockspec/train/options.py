@@ -22,6 +22,7 @@ class RunOptions:
     limit_test: int | None = None
     resume: Path | None = None
     stop_at_target: bool = False  # time-to-accuracy runs: end after the first epoch at the target
+    init_from: str | None = None  # a checkpoint or state dict whose weights the run starts from
     moved_data_root: str | None = None  # a resumed run's data.root, where its data now lives
     # which of the options kept on resume the user gave, at whatever value (the CLI knows);
     # None: those that differ from their defaults
@@ -31,8 +32,9 @@ class RunOptions:
 # The options that decide what a run trains on, how its images are augmented and when it
 # ends: a resumed run takes them from its checkpoint, or its data, step count and schedule
 # would change (the albumentations path's random streams are per DataLoader worker, so
-# `workers` counts too), and a time-to-accuracy run would train on past its target.
-_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader", "workers", "stop_at_target")
+# `workers` counts too), and a time-to-accuracy run would train on past its target; and the
+# weights it started from, which its records name.
+_KEPT_ON_RESUME = ("limit_train", "limit_test", "loader", "workers", "stop_at_target", "init_from")
 
 
 def kept_on_resume(options: RunOptions) -> dict[str, Any]:

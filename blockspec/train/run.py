@@ -21,7 +21,7 @@ from blockspec.errors import fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train import distributed
-from blockspec.train.checkpoint import TrainedOn, load_checkpoint
+from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
 from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
@@ -47,6 +47,7 @@ from blockspec.train.rundir import (
     hold_run_dir,
     prepare_run_dir,
 )
+from blockspec.train.init_weights import StartWeights
 from blockspec.train.session import Session
 from blockspec.train.tta import TTAViews
 from blockspec.train.whiten import whitening_filters
@@ -117,7 +118,10 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if spec.train.whiten_stem and checkpoint is None:
         rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
         stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
-    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters)
+    start = None
+    if options.init_from is not None and checkpoint is None:  # a resumed run's weights are its own by now
+        start = StartWeights(load_weights(Path(options.init_from), "--init-from"), options.init_from)
+    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters, start)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)
@@ -144,6 +148,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         f"augmentation{', alternating flip' if spec.data.alternate_flip else ''}"
         f"{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
     )
+    if session.start_report:
+        log(session.start_report)
     batches = Batches(info, data.mean, data.std)
     setup = {"run_options": kept_on_resume(options), "augmentation": loaders.path, "classes": list(data.classes)}
     curves = CurvesPicture(run_dir / "curves.png")

@@ -20,6 +20,7 @@ from blockspec.train.checkpoint import TrainedOn, restore_rng, rng_state, save_a
 from blockspec.train.data_path import seed_epoch
 from blockspec.train.device import DeviceInfo
 from blockspec.train.ema import make_ema
+from blockspec.train.init_weights import StartWeights, start_from
 from blockspec.train.lookahead import Lookahead
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.memory import memory_peaks
@@ -61,9 +62,11 @@ class Session:
         ranks: distributed.Ranks,
         trained_on: TrainedOn,
         stem_filters: torch.Tensor | None = None,
+        start: StartWeights | None = None,
     ) -> None:
         """`trained_on`: the data set's classes and statistics, recorded in every checkpoint;
-        `stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming)."""
+        `stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming);
+        `start`: weights to start from (`--init-from`), said in `start_report`."""
         self.spec, self.info, self.ranks = spec, info, ranks
         self.trained_on = trained_on
         self.steps_per_epoch = steps_per_epoch
@@ -71,6 +74,7 @@ class Session:
         model = build_model(spec)
         if spec.train.whiten_stem:
             apply_whitening(model, spec, stem_filters)
+        self.start_report = start_from(model, start) if start is not None else ""
         model = model.to(info.device)
         if info.channels_last:
             model = model.to(memory_format=torch.channels_last)
