@@ -866,3 +866,18 @@ def test_init_from_takes_a_plain_state_dict_and_refuses_what_fits_nothing(
     assert code == 2 and "none of its 1 tensors has a name and shape of this network's (its first: a.weight 3;" in err
     code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "c"), "--init-from", str(spec)], capsys)
     assert code == 2 and "cannot read it as a checkpoint: not a file torch saved" in err
+
+
+def test_training_leaves_no_progress_bar_thread_behind(tmp_path: Path, data_root: Path) -> None:
+    """tqdm starts a monitor thread with any bar, disabled ones too, and never stops it: a
+    thread alive through interpreter shutdown, a candidate for a DDP worker's rare abort at exit."""
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    code = ("import threading\nfrom blockspec.cli import main\n"
+            f"try:\n    main(['train', {str(spec)!r}, '--out', {str(tmp_path / 'run')!r}, '--workers', '0'])\n"
+            "except SystemExit as stop:\n    assert not stop.code\n"
+            "print(sorted(thread.name for thread in threading.enumerate()))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "['MainThread']", result.stdout

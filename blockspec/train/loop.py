@@ -61,6 +61,15 @@ class Batches:
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} eta {remaining}{postfix}"
 
 
+class _Bar(tqdm):
+    """tqdm without its monitor thread, which any bar starts (even a disabled one, as on a
+    non-terminal) and nothing stops: a daemon thread waking every 10 s through interpreter
+    shutdown, a candidate for the rare abort of a DDP worker at exit. It only tunes
+    `miniters`, which these bars do not set."""
+
+    monitor_interval = 0
+
+
 def bar_text(loss: float, accuracy: float, images_per_second: float) -> str:
     return f"loss {loss:.3f} acc {accuracy:.1f}% {images_per_second:,.0f} img/s"
 
@@ -83,7 +92,7 @@ def train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, lr = 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    bar = tqdm(
+    bar = _Bar(
         loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None, bar_format=BAR_FORMAT
     )
     for index, (images, labels) in enumerate(bar):
