@@ -62,7 +62,7 @@ def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: py
     assert summary["target"] == 50 and summary["total_seconds"] > 0
     assert summary["peak_host_memory_mb"] > 0
     assert summary["run_options"] == {"limit_train": None, "limit_test": None, "loader": "auto", "workers": 0,
-                                      "stop_at_target": False}
+                                      "stop_at_target": False, "init_from": None}
     assert summary["augmentation"] == "batched tensor (cpu)"
     assert summary["classes"] == sorted(path.name for path in (data_root / "train").iterdir())
     last = torch.load(out / "last.pt", weights_only=True)
