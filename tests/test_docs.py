@@ -77,3 +77,31 @@ def test_the_error_examples_are_what_build_summary_prints(blocks: str, tmp_path:
     printed = result.stderr.strip()
     assert result.returncode == 2 and ERROR_EXAMPLES[blocks] in printed
     assert f"\n{printed}\n" in (ROOT / "docs" / "spec.md").read_text()
+
+
+def test_the_python_pages_snippets_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/python.md's snippets, in order, in one namespace, from the repository's root; its
+    checkpoint and image are made here (a checkpoint of the page's `small` spec, untrained)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from blockspec import build_model
+    from blockspec.train.checkpoint import save_atomic
+
+    page = (ROOT / "docs" / "python.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
+    small = parse_spec(re.search(r'parse_spec\("""(.*?)"""\)', page, re.DOTALL).group(1))
+    checkpoint = tmp_path / "best.pt"
+    recorded = {"classes": [f"c{index}" for index in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_atomic({"model": build_model(small).state_dict(), "spec": small.to_yaml(), **recorded, "epoch": 3}, checkpoint)
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(tmp_path / "cat.png")
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    for snippet in snippets:
+        code = snippet.replace('"runs/small/best.pt"', repr(str(checkpoint))).replace('"cat.png"', repr(str(tmp_path / "cat.png")))
+        exec(compile(code, "docs/python.md", "exec"), namespace)  # noqa: S102 (the page's own code)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1] == "blocks.C3[0].out 0 Input should be greater than 0"
+    assert printed[-1].startswith("c") and printed[-1].endswith(" 3")
+    assert isinstance(namespace["trained"].model, torch.nn.Module)
