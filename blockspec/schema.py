@@ -53,7 +53,7 @@ def spec_json_schema() -> dict[str, Any]:
         choices.append(
             {
                 "type": "object",
-                "properties": {kind: {"anyOf": [{"$ref": f"#/$defs/{cls.__name__}Args"}, {"type": "null"}]}},
+                "properties": {kind: _arguments_or_none(cls.__name__, arguments)},
                 "required": [kind],
                 "additionalProperties": False,
             }
@@ -75,6 +75,13 @@ def spec_json_schema() -> dict[str, Any]:
     for name in [key for key in definitions if key in {cls.__name__ for cls in LAYER_KINDS.values()}]:
         del definitions[name]  # the tagged models themselves are not what users write
     return {"$schema": DIALECT, **copy.deepcopy(schema)}
+
+
+def _arguments_or_none(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """`conv:` with nothing after it reads as no arguments, which only a kind without required
+    fields takes (`gap:`; `conv:` lacks its `out`)."""
+    reference = {"$ref": f"#/$defs/{name}Args"}
+    return reference if arguments.get("required") else {"anyOf": [reference, {"type": "null"}]}
 
 
 def _tagged(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:

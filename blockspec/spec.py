@@ -59,7 +59,7 @@ MODULE_ATTRIBUTES = frozenset(
 
 
 def _block_name(name: str) -> str:
-    if not BLOCK_NAME.match(name):
+    if not BLOCK_NAME.fullmatch(name):  # `match` with `$` let a trailing newline through
         raise ValueError("a block name must be an identifier such as C1 or output (a letter first)")
     if name in MODULE_ATTRIBUTES:
         raise ValueError(f"an attribute of the built nn.Module (model.{name}); rename the block")
@@ -398,6 +398,15 @@ class TrainSpec(StrictModel):
         le=8,
         description="pixels; also average views shifted diagonally by ± this much, at half weight",
     )
+
+    @field_validator("whiten_stem", mode="before")
+    @classmethod
+    def _false_or_a_mode(cls, value: Any) -> Any:
+        """Pydantic matches `Literal[False]` by equality, so 0 and 0.0 passed for false, where
+        every other switch (and the JSON Schema) wants a boolean."""
+        if not isinstance(value, (bool, str)):
+            raise ValueError("must be false, init or frozen")
+        return value
 
     @field_validator("cuda_graphs")
     @classmethod

@@ -72,10 +72,36 @@ def test_every_shipped_spec_validates_and_points_at_the_schema(path: Path) -> No
         "blocks:\n  C1: [gap: {}]\n",
         "name: x\nblocks:\n  training: [gap: {}]\n",
         "name: x\nblocks:\n  _C1: [gap: {}]\n",
+        # found by a differential fuzz of the schema against the loader
+        "name: x\nblocks:\n  C1:\n    - conv:\n  output: [gap: {}, fc: {out: 10}]\n",
+        "name: x\nblocks:\n  C1: [residual: ]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\ntrain: {whiten_stem: 0}\n",
     ],
 )
 def test_schema_refuses_what_the_loader_refuses(text: str) -> None:
+    from blockspec.errors import SpecError
+    from blockspec.load import parse_spec
+
     assert list(VALIDATOR.iter_errors(yaml.safe_load(text)))
+    with pytest.raises(SpecError):
+        parse_spec(text, source="x.yaml")
+
+
+def test_a_kind_without_required_fields_may_be_written_bare_in_both() -> None:
+    from blockspec.load import parse_spec
+
+    text = "name: x\nblocks:\n  C1: [conv: {out: 8}, flatten: ]\n  output: [fc: {out: 10}]\n"
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(text))) == []
+    parse_spec(text, source="x.yaml")
+
+
+def test_a_block_name_with_a_trailing_newline_is_refused() -> None:
+    """`re.match` with `$` let "C1\\n" through; an editor's (JavaScript) pattern refuses it."""
+    from blockspec.errors import SpecError
+    from blockspec.load import parse_spec
+
+    with pytest.raises(SpecError, match="a block name must be an identifier"):
+        parse_spec('name: x\nblocks:\n  "C1\\n": [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n')
 
 
 @pytest.mark.parametrize("path", SPECS[:3] + [ROOT / "architectures" / "flagship.yaml"], ids=lambda p: p.stem)
