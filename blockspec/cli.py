@@ -274,8 +274,10 @@ def predict(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
 ) -> None:
-    """The most probable classes of each image, as the checkpoint scores its test images
-    (same normalisation and test-time views); images must have the network's input size."""
+    """The most probable classes of each image file, scored as `eval` scores test images.
+
+    Same normalisation and test-time views as the run's evaluation; the images must have the
+    network's input size."""
     from blockspec.errors import fail
     from blockspec.predict import image_files, predict_files, prediction_line
     from blockspec.render import as_json
