@@ -17,6 +17,6 @@ if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); t
   if "$python" -c "import urllib.request as u; u.urlopen('https://download.pytorch.org/whl/cpu/torch/', timeout=3)" >/dev/null 2>&1; then
     cpu_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
   fi
-  "$python" -m pip install --quiet "${cpu_index[@]}" "torch==2.13.0" "torchvision==0.28.0"
+  "$python" -m pip install --quiet ${cpu_index[@]+"${cpu_index[@]}"} "torch==2.13.0" "torchvision==0.28.0"  # bash 3.2 (macOS): an empty array is "unbound" under set -u
 fi
 "$python" -m pip install --quiet -e ".${extras}"

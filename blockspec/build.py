@@ -20,7 +20,8 @@ def build_model(spec: Spec) -> BlockNet:
     """Build every block as an `nn.Sequential` of its layers, in spec order.
 
     Module order equals spec order, so a `state_dict` from a hand-written network with the
-    same layer sequence loads by position.
+    same layer sequence loads by position. With `train.whiten_stem: frozen` the first
+    convolution's kernel is built frozen (training then fills it from the data).
     """
     rows = iter(trace(spec).rows)
     defaults = spec.defaults

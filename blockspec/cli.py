@@ -208,7 +208,8 @@ def train(
     if loader is not None:
         _check_loader(loader)
     kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
-            "stop_at_target": stop_at_target or None, "init_from": str(init_from) if init_from else None}
+            "stop_at_target": stop_at_target or None,
+            "init_from": str(init_from.resolve()) if init_from else None}  # resolved: a resume from elsewhere names it alike
     options = RunOptions(
         device=device,
         out=out,
@@ -392,7 +393,7 @@ def _check_resume_repeats_the_run(
         changed = apply_overrides(own, **{name: value})
         if changed != own:
             raise fail(flag_name(name), f"{keeps} ({first_difference(changed, own)}); start a new run to change it", value)
-    if edits and (changed := parse_spec(own_text, edits=edits)) != own:
+    if edits and (changed := parse_spec(own_text, source=f"{resume} (spec inside)", edits=edits)) != own:
         raise fail("--set", f"{keeps} ({first_difference(changed, own)}); start a new run to change it", " ".join(edits))
     if spec_path is not None:
         requested = apply_overrides(load_spec(spec_path, edits=edits), **given, data_root=own.data.root)

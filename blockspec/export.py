@@ -12,6 +12,7 @@ TorchScript in favour of torch.export; every format takes any batch size.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import io
 import json
 import math
@@ -61,6 +62,8 @@ def _exported(
     extra_files = {f"{METADATA_KEY}.json": json.dumps(metadata)}
     buffer = io.BytesIO()
     if fmt == "pt2":
+        if "dynamic_shapes" not in inspect.signature(torch.export.export).parameters:
+            raise fail("--format", f"pt2 needs torch 2.2 or newer (a batch of any size); this is {torch.__version__}", fmt)
         program = torch.export.export(model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(program, buffer, extra_files=extra_files)
         loaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()

@@ -7,6 +7,7 @@ data, and nothing in it is evaluated or imported.
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,11 +39,13 @@ def load_spec(
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_spec: expected a file path or a mapping, got {type(path).__name__}")
     source = str(path)
+    if "\n" in source:  # no file name holds one; read, such text failed as a name too long or not found
+        raise fail("", "given YAML text, not a file path; to read YAML text, use blockspec.parse_spec").with_source(
+            "load_spec")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        hint = "; to read YAML text, use blockspec.parse_spec" if "\n" in source else ""
-        raise fail("", f"file not found{hint}").with_source(source if not hint else "load_spec") from None
+        raise fail("", "file not found").with_source(source) from None
     except UnicodeDecodeError as error:
         raise fail("", f"not UTF-8 text (byte {error.start}); save the spec as UTF-8").with_source(source) from None
     except OSError as error:  # a directory, no permission, a path through a file, a name too long
@@ -77,7 +80,7 @@ def parse_spec(
         source = edited_source(source, edits)  # a bad value may come from either
     if input_size is not None and isinstance(document.get("input", {}), dict):
         # the spec at another size is that spec: analysed, validated and built alike
-        document = apply_edits(document, [f"input.size=[{input_size[0]}, {input_size[1]}]"])
+        document = apply_edits(document, [f"input.size=[{int(input_size[0])}, {int(input_size[1])}]"])
         source = f"{source} with --input-size {input_size[0]} {input_size[1]}"
     try:
         spec = Spec.model_validate(document)
@@ -122,7 +125,8 @@ def _check_argument_types(edits: Sequence[str] | None, input_size: tuple[int, in
     if isinstance(edits, (str, bytes)) or not (edits is None or all(isinstance(edit, str) for edit in edits)):
         raise TypeError(f"edits: expected a list of 'PATH=VALUE' strings such as ['train.epochs=3'], got {edits!r}")
     if input_size is not None and not (
-        isinstance(input_size, Sequence) and len(input_size) == 2 and all(isinstance(side, int) for side in input_size)
+        isinstance(input_size, Sequence) and len(input_size) == 2
+        and all(isinstance(side, numbers.Integral) and not isinstance(side, bool) for side in input_size)
     ):
         raise TypeError(f"input_size: expected (height, width), two integers, got {input_size!r}")
 

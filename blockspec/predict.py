@@ -7,14 +7,13 @@ image would be a different kind of input than the ones the accuracy was measured
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from blockspec.data.imagefolder import EXTENSIONS
+from blockspec.data.imagefolder import EXTENSIONS, images_below
 from blockspec.errors import fail
 from blockspec.trained import TrainedModel
 
@@ -31,17 +30,12 @@ class Prediction:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
-    """The files given, and the image files inside the folders given (sorted, hidden ones left out)."""
+    """The files given, and the image files inside the folders given, as training finds a
+    class's images (subfolders and linked ones included, hidden ones left out), sorted."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                Path(folder, name)
-                for folder, folders, names in os.walk(path)
-                for name in names
-                if not name.startswith(".") and Path(name).suffix.lower() in EXTENSIONS
-                and not any(part.startswith(".") for part in Path(folder).relative_to(path).parts)
-            )
+            found = sorted(Path(entry.path) for _, entry in images_below(path, "IMAGES"))
             if not found:
                 raise fail("IMAGES", f"the folder holds no images ({', '.join(sorted(EXTENSIONS))})", str(path))
             files += found

@@ -8,15 +8,16 @@ is a one-key mapping `{conv: {...}}`. The block lists are therefore re-described
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from pydantic.json_schema import CoreSchema, GenerateJsonSchema, JsonSchemaValue
 
 from blockspec.layers import BUILTIN_KINDS, LAYER_KINDS
-from blockspec.layers.plugins import log
 from blockspec.spec import BLOCK_NAME, MODULE_ATTRIBUTES, Spec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
+log = logging.getLogger("blockspec")
 ENTRY = {"$ref": "#/$defs/LayerEntry"}
 
 

@@ -41,24 +41,34 @@ class TrainedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def __repr__(self) -> str:  # the generated one printed the whole spec and module, kilobytes
+        return (f"<TrainedModel {self.spec.name!r}: epoch {self.epoch}, {len(self.classes)} classes, "
+                f"input {self.spec.input.channels}×{'×'.join(map(str, self.spec.input.hw))}, on {self.device}>")
+
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 images, N×H×W×C or one H×W×C (as numpy and PIL hold them), into the
-        normalised float N×C×H×W batch the network was trained on, on its device."""
+        """uint8 images, N×H×W×C or one H×W×C (as numpy and PIL hold them; a gray network's
+        also without the channel axis, N×H×W or H×W), into the normalised float N×C×H×W batch
+        the network was trained on, on its device."""
         x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a copy: PIL's arrays are read-only
+        given = tuple(x.shape)
+        hw, channels = self.spec.input.hw, self.spec.input.channels
+        if channels == 1 and x.ndim in (2, 3) and tuple(x.shape[-2:]) == hw:
+            x = x.unsqueeze(-1)
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        expected = (*self.spec.input.hw, self.spec.input.channels)
-        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"images: expected uint8 of shape N×{'×'.join(map(str, expected))} (or one "
-                f"{'×'.join(map(str, expected))} image), got {x.dtype} of shape {tuple(x.shape)}"
-            )
+        expected = "×".join(map(str, (*hw, channels)))
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (*hw, channels):
+            raise ValueError(f"images: expected uint8 of shape N×{expected} (or one {expected} image), "
+                             f"got {x.dtype} of shape {given}")
         return normalize_batch(x.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Class probabilities, N×classes, averaged over the spec's test-time views."""
-        return self.views.logits(self.model, self.preprocess(images)).softmax(dim=1)
+        """Class probabilities, N×classes, averaged over the spec's test-time views; a batch
+        of the spec's size at a time (the whole set at once held every view's activations)."""
+        x = self.preprocess(images)
+        size = self.spec.train.batch_size
+        return torch.cat([self.views.logits(self.model, x[i:i + size]).softmax(dim=1) for i in range(0, len(x), size)])
 
 
 def load_trained(
@@ -74,7 +84,7 @@ def load_trained(
     spec = parse_spec(payload["spec"], source=f"{path} (spec inside)")
     missing = [name for name in TrainedOn.names() if not payload.get(name)]
     if missing:
-        raise fail(flag, f"it does not record {' and '.join(missing)} (written before 2026-12-07); "
+        raise fail(flag, f"it does not record its {', '.join(missing)} (written before 2026-12-07); "
                    "`blockspec eval` reads them from the data", str(path))
     trained_on = TrainedOn(*(tuple(payload[name]) for name in TrainedOn.names()))
     model = model_from_checkpoint(spec, payload, path, flag=flag).to(device).eval()

@@ -66,3 +66,19 @@ def test_a_rescaled_field_out_of_range_names_the_field_and_the_flag() -> None:
     with pytest.raises(SpecError) as raised:
         apply_overrides(spec(extra="  ema: 0.999\n"), batch_size=10**9)
     assert str(raised.value) == "train.ema (rescaled by --batch-size) = 0.0: Input should be greater than 0"
+
+
+def test_the_first_difference_of_two_specs_is_short_even_for_lists_of_other_lengths() -> None:
+    """A resume refused for an added layer printed both blocks' every field, kilobytes."""
+    from pathlib import Path
+
+    from blockspec.load import load_spec
+    from blockspec.train.overrides import first_difference
+
+    flagship = Path(__file__).resolve().parents[1] / "architectures" / "flagship.yaml"
+    own = load_spec(flagship)
+    assert first_difference(load_spec(flagship, edits=["train.epochs=3"]), own) == "train.epochs: 3 here, 40 in the run"
+    shorter = load_spec(flagship, edits=["blocks.C1=[conv: {out: 32}]"])
+    assert first_difference(shorter, own) == "blocks.C1: 1 entry here, 2 entries in the run"
+    changed = load_spec(flagship, edits=["blocks.C2[0].strided.out=48"])
+    assert first_difference(changed, own) == "blocks.C2[0].out: 48 here, 64 in the run"

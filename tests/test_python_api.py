@@ -32,9 +32,20 @@ def test_a_mapping_with_a_mistake_is_a_spec_error_naming_the_field() -> None:
 def test_yaml_text_given_to_load_spec_is_pointed_to_parse_spec() -> None:
     """It was looked up as a file name: the error quoted the whole text as the file."""
     text = FLAGSHIP.read_text()
-    with pytest.raises(blockspec.SpecError, match=r"^load_spec: file not found; to read YAML text, use blockspec\.parse_spec$"):
+    with pytest.raises(blockspec.SpecError, match=r"^load_spec: given YAML text, not a file path; to read YAML text, use blockspec\.parse_spec$"):
         blockspec.load_spec(text)
     assert blockspec.parse_spec(text) == blockspec.load_spec(FLAGSHIP)
+    short = "name: x\ninput: {size: 32}\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n"
+    with pytest.raises(blockspec.SpecError, match=r"^load_spec: given YAML text"):  # no '/': a name too long to open
+        blockspec.load_spec(short + "#" * 300)
+
+
+def test_numpy_integers_are_sides_and_bools_are_not() -> None:
+    import numpy as np
+
+    assert blockspec.load_spec(FLAGSHIP, input_size=(np.int64(64), np.int32(48))).input.hw == (64, 48)
+    with pytest.raises(TypeError, match="input_size"):
+        blockspec.load_spec(FLAGSHIP, input_size=(True, 32))
 
 
 @pytest.mark.parametrize(

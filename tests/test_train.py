@@ -232,6 +232,10 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
     assert code == 2 and "test/ holds classes the checkpoint was not trained on: dog (it scores class0, class1, " in err
     code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(tmp_path / "run")], capsys)
     assert code == 2 and "no test/ folder in" in err and "Traceback" not in err
+    small = write_colour_folder(tmp_path / "small", size=8)
+    shutil.rmtree(small / "train")
+    code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(small)], capsys)
+    assert code == 2 and "the test images of data set 'imagefolder' are 3×8×8" in err, err  # not its absent train images
 
 
 def test_eval_on_data_that_does_not_fit_names_the_checkpoint_and_the_flag(
@@ -440,6 +444,8 @@ def test_the_command_that_started_a_run_resumes_it_when_run_again_with_resume(
         assert "best test accuracy" in stdout
     code, _, err = run_cli(["train", "--resume", str(out), "--batch-size", "64"], capsys)
     assert code == 2 and "--batch-size = 64: a resumed run keeps the spec it started with (train.batch_size: 64 here" in err
+    code, _, err = run_cli(["train", "--resume", str(out), "--set", "train.nope=1"], capsys)
+    assert code == 2 and err.startswith(f"error: {out} (spec inside) with --set train.nope=1: train.nope = 1: unknown"), err
 
 
 def test_resume_on_data_that_changed_size_is_refused(
@@ -866,6 +872,26 @@ def test_init_from_takes_a_plain_state_dict_and_refuses_what_fits_nothing(
     assert code == 2 and "none of its 1 tensors has a name and shape of this network's (its first: a.weight 3;" in err
     code, _, err = run_cli(["train", str(spec), "--out", str(tmp_path / "c"), "--init-from", str(spec)], capsys)
     assert code == 2 and "cannot read it as a checkpoint: not a file torch saved" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before the run directory
+
+
+def test_init_from_keeps_the_whitened_first_layer_the_spec_asks_for(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint's first layer (whitened on other data, or trained) replaced the frozen
+    whitening of this run's data, while the header still said the layer was a whitening."""
+    spec = write_spec(tmp_path, data_root, epochs=1)
+    first = tmp_path / "first"
+    assert run_cli(["train", str(spec), "--out", str(first), "--workers", "0"], capsys)[0] == 0
+    out = tmp_path / "whitened"
+    code, stdout, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0", "--init-from", str(first),
+                                 "--set", "train.whiten_stem=frozen"], capsys)
+    assert code == 0, err
+    assert ("15 of 16 tensors; left as built: C1.0.conv.weight (the patch whitening of this run's data, "
+            "train.whiten_stem: frozen)") in stdout
+    theirs = torch.load(first / "last.pt", weights_only=True)["model"]["C1.0.conv.weight"]
+    mine = torch.load(out / "last.pt", weights_only=True)["model"]["C1.0.conv.weight"]
+    assert not torch.equal(mine, theirs)
 
 
 def test_training_leaves_no_progress_bar_thread_behind(tmp_path: Path, data_root: Path) -> None:

@@ -72,7 +72,8 @@ def test_one_image_read_with_pil_is_one_prediction(run: Path) -> None:
     ("images", "found"),
     [(np.zeros((2, 16, 16, 3), dtype=np.float32), "torch.float32 of shape (2, 16, 16, 3)"),
      (np.zeros((2, 3, 16, 16), dtype=np.uint8), "torch.uint8 of shape (2, 3, 16, 16)"),
-     (np.zeros((32, 32, 3), dtype=np.uint8), "torch.uint8 of shape (1, 32, 32, 3)")],
+     (np.zeros((32, 32, 3), dtype=np.uint8), "torch.uint8 of shape (32, 32, 3)"),
+     (np.zeros((5, 16, 16), dtype=np.uint8), "torch.uint8 of shape (5, 16, 16)")],
 )
 def test_images_of_another_form_are_refused_with_the_form_expected(run: Path, images: np.ndarray, found: str) -> None:
     trained = blockspec.load_trained(run / "last.pt")
@@ -95,7 +96,7 @@ def test_a_checkpoint_without_recorded_statistics_is_refused(run: Path, tmp_path
     payload = torch.load(run / "best.pt", weights_only=True)
     del payload["mean"], payload["std"], payload["format"]
     save_atomic(payload, tmp_path / "old.pt")
-    with pytest.raises(blockspec.SpecError, match="does not record mean and std"):
+    with pytest.raises(blockspec.SpecError, match="does not record its mean, std"):
         blockspec.load_trained(tmp_path / "old.pt")
 
 
@@ -136,3 +137,31 @@ def test_predict_names_the_image_it_cannot_score(
     assert code == 2 and err.startswith("error: IMAGES = ") and says in err and "Traceback" not in err, err
     code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--checkpoint", str(run)], capsys)
     assert code == 2 and "none.png': no such file or folder" in err
+
+
+def test_a_gray_networks_images_may_come_without_their_channel_axis(tmp_path: Path) -> None:
+    """PIL's gray images are H×W arrays: they were refused, and a batch's error showed a shape
+    the caller never passed."""
+    from blockspec.train.checkpoint import save_atomic
+
+    spec = blockspec.parse_spec("name: g\ninput: {channels: 1, size: 12}\nclasses: 3\n"
+                                "blocks:\n  C1: [conv: {out: 4}]\n  output: [gap: {}, fc: {out: 3}]\n")
+    recorded = {"classes": ["a", "b", "c"], "mean": [0.5], "std": [0.2]}
+    save_atomic({"model": blockspec.build_model(spec).state_dict(), "spec": spec.to_yaml(), **recorded, "epoch": 1},
+                tmp_path / "g.pt")
+    trained = blockspec.load_trained(tmp_path / "g.pt")
+    pixels = np.arange(144, dtype=np.uint8).reshape(12, 12)
+    assert trained.preprocess(pixels).shape == (1, 1, 12, 12)
+    assert torch.equal(trained.predict(np.stack([pixels] * 5)), trained.predict(np.stack([pixels] * 5)[..., None]))
+    assert repr(trained) == "<TrainedModel 'g': epoch 1, 3 classes, input 1×12×12, on cpu>"
+
+
+def test_predict_finds_images_in_linked_folders_as_training_does(run: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    test_folder = Path(blockspec.load_trained(run).spec.data.root) / "test"
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "linked").symlink_to(test_folder / "class0", target_is_directory=True)
+    code, stdout, err = run_cli(["predict", str(tmp_path / "held"), "--checkpoint", str(run)], capsys)
+    assert code == 0 and len(stdout.splitlines()) == 8, err

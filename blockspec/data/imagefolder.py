@@ -139,7 +139,7 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     signature: list[str] = []
     for label, name in enumerate(classes):
         folder = root / split / name
-        entries = sorted(_images_below(folder, where), key=lambda entry: entry[0])
+        entries = sorted(images_below(folder, where), key=lambda entry: entry[0])
         if not entries:
             raise fail(
                 where,
@@ -154,7 +154,7 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
     return ImageList(files, files, np.asarray(labels, dtype=np.int64)), signature
 
 
-def _images_below(
+def images_below(
     folder: Path, where: str, prefix: str = "", seen: frozenset[tuple[int, int]] = frozenset()
 ) -> Iterator[tuple[str, os.DirEntry]]:
     """(path relative to `folder`, entry) of every image file in it and its subfolders, linked
@@ -168,7 +168,7 @@ def _images_below(
         if entry.is_dir():
             target = entry.stat()
             if (target.st_dev, target.st_ino) not in seen:
-                yield from _images_below(Path(entry.path), where, f"{prefix}{entry.name}/", seen)
+                yield from images_below(Path(entry.path), where, f"{prefix}{entry.name}/", seen)
         elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
             if entry.is_file():
                 yield f"{prefix}{entry.name}", entry

@@ -178,6 +178,8 @@ def check_data_fits(spec: Spec, data: ImageData, trained: bool = False) -> None:
     expected = (spec.input.channels, *spec.input.hw)
     remedy = "evaluate the checkpoint on data of its own shape" if trained else "change `input` (channels, size) or the data set"
     for split, images in (("train", data.train_images), ("test", data.test_images)):
+        if not len(images):  # eval of a test set alone has no train images
+            continue
         found = (images.shape[3], *images.shape[1:3])
         if expected != found:
             why = f" ({data.colour_note})" if expected[0] == 1 and found[0] == 3 and data.colour_note else ""

@@ -47,7 +47,7 @@ from blockspec.train.rundir import (
     hold_run_dir,
     prepare_run_dir,
 )
-from blockspec.train.init_weights import StartWeights
+from blockspec.train.init_weights import StartWeights, check_fits
 from blockspec.train.session import Session
 from blockspec.train.tta import TTAViews
 from blockspec.train.whiten import whitening_filters
@@ -80,6 +80,11 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             spec = apply_overrides(spec, data_root=options.moved_data_root)
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
+    start = None
+    if options.init_from is not None and checkpoint is None:  # a resumed run's weights are its own by now
+        # read before any slow work and before the run directory exists: a bad file leaves nothing behind
+        start = StartWeights(load_weights(Path(options.init_from), "--init-from"), options.init_from)
+        check_fits(build_model(spec), start)
     ranks = distributed.from_environment()
     if not ranks.main:
         log = _silent
@@ -118,9 +123,6 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if spec.train.whiten_stem and checkpoint is None:
         rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
         stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
-    start = None
-    if options.init_from is not None and checkpoint is None:  # a resumed run's weights are its own by now
-        start = StartWeights(load_weights(Path(options.init_from), "--init-from"), options.init_from)
     session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters, start)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:

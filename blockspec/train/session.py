@@ -27,7 +27,7 @@ from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
 from blockspec.train.step import make_step
 from blockspec.train.tta import TTAViews
-from blockspec.train.whiten import apply_whitening
+from blockspec.train.whiten import apply_whitening, stem_conv
 
 
 def compiled(forward: torch.nn.Module, mode: bool | str) -> torch.nn.Module:
@@ -74,7 +74,7 @@ class Session:
         model = build_model(spec)
         if spec.train.whiten_stem:
             apply_whitening(model, spec, stem_filters)
-        self.start_report = start_from(model, start) if start is not None else ""
+        self.start_report = start_from(model, start, _whitened(model, spec)) if start is not None else ""
         model = model.to(info.device)
         if info.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -223,3 +223,13 @@ class Session:
         if self.lookahead is not None:
             self.lookahead.load_state_dict(checkpoint["lookahead"])
         restore_rng(checkpoint["rng"])
+
+
+def _whitened(model: torch.nn.Module, spec: Spec) -> dict[str, str]:
+    """The first layer's kernel, when `whiten_stem` set it from this run's data: a checkpoint's,
+    whitened on other data or trained away from it, is not what the spec asks for."""
+    if not spec.train.whiten_stem:
+        return {}
+    kernel = stem_conv(model).weight
+    name = next(name for name, value in model.named_parameters() if value is kernel)
+    return {name: f"the patch whitening of this run's data, train.whiten_stem: {spec.train.whiten_stem}"}
