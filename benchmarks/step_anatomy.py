@@ -6,7 +6,10 @@ the step is bound by launching kernels, not by the GPU's arithmetic. This script
 spec's network and times steps on one batch already on the device, adding blockspec's
 per-step work one piece at a time, so each piece's cost is a difference of two rows:
 
-  reference      fp32, NCHW, plain cross-entropy, the spec's SGD (what the reference does)
+  plain SGD      fp32, NCHW, plain cross-entropy, torch's SGD (momentum 0.9): the reference
+                 loop's step, on blockspec's layers
+  + optimizer    the spec's optimizer instead (the flagship's Muon on its kernels, Nesterov
+                 SGD with weight decay on the rest)
   + smoothing    the spec's label smoothing
   + channels-last
   + bf16         autocast, where the device computes bf16 natively
@@ -55,7 +58,7 @@ from blockspec.train.ema import make_ema
 from blockspec.train.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-PIECES = ("reference", "+ smoothing", "+ channels-last", "+ bf16", "+ ema", "+ sums", "+ augment")
+PIECES = ("plain SGD", "+ optimizer", "+ smoothing", "+ channels-last", "+ bf16", "+ ema", "+ sums", "+ augment")
 CIFAR_MEAN, CIFAR_STD = CIFAR10.mean, CIFAR10.std
 MEAN_FILL = mean_fill(CIFAR_MEAN)
 
@@ -79,7 +82,8 @@ def make_step(spec, info: DeviceInfo, batch: int, pieces: int, for_graph: bool =
     model = build_model(spec).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(spec, model, device_rates=for_graph)  # as GraphedStep replays it
+    optimizer = (make_optimizer(spec, model, device_rates=for_graph) if "+ optimizer" in on  # as GraphedStep replays it
+                 else torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.train.label_smoothing if "+ smoothing" in on else 0.0)
     ema = make_ema(model, spec.train.ema or 0.999) if "+ ema" in on else None
     raw = torch.randint(0, 256, (batch, spec.input.channels, *spec.input.hw), dtype=torch.uint8, device=device)
