@@ -72,17 +72,23 @@ def save_atomic(payload: dict[str, Any], target: Path) -> None:
 
 def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
     """A blockspec checkpoint, or a SpecError naming `flag` and saying why the file is not one."""
+    path, payload = _read_torch_file(path, flag)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise fail(flag, "not a blockspec checkpoint (no model/spec inside)", str(path))
+    return payload
+
+
+def _read_torch_file(path: Path, flag: str) -> tuple[Path, Any]:
+    """The file (a run directory's last.pt) and what torch reads from it with weights only, or a
+    SpecError naming `flag` and saying why it cannot be read."""
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise fail(flag, "no such checkpoint file", str(path))
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return path, torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets an answer, no traceback)
         raise fail(flag, f"cannot read it as a checkpoint: {_why_unreadable(path, error)}", str(path)) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise fail(flag, "not a blockspec checkpoint (no model/spec inside)", str(path))
-    return payload
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
@@ -125,14 +131,7 @@ def evaluated_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_weights(path: Path, flag: str) -> dict[str, torch.Tensor]:
     """The weights to start a run from: a blockspec checkpoint's evaluated ones, or a plain
     state dict saved with `torch.save(model.state_dict(), path)`."""
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise fail(flag, "no such checkpoint file", str(path))
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (any unreadable file gets an answer, no traceback)
-        raise fail(flag, f"cannot read it as a checkpoint: {_why_unreadable(path, error)}", str(path)) from None
+    path, payload = _read_torch_file(path, flag)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         return evaluated_weights(payload)
     if isinstance(payload, dict) and payload and all(
