@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from typing import Any
 
 from pydantic.json_schema import CoreSchema, GenerateJsonSchema, JsonSchemaValue
@@ -75,7 +76,22 @@ def spec_json_schema() -> dict[str, Any]:
     schema["patternProperties"] = {"^x-": {"description": "anything YAML anchors point at; ignored"}}
     for name in [key for key in definitions if key in {cls.__name__ for cls in LAYER_KINDS.values()}]:
         del definitions[name]  # the tagged models themselves are not what users write
+    _finite_numbers(schema)
     return {"$schema": DIALECT, **copy.deepcopy(schema)}
+
+
+def _finite_numbers(node: Any) -> None:
+    """Give every number without an upper bound the largest finite one: the loader refuses
+    `.inf` (and integers too large for a float) in every number field, which a schema without
+    a maximum let an editor pass (NaN, which no comparison catches, stays the loader's)."""
+    if isinstance(node, dict):
+        if node.get("type") == "number" and "maximum" not in node and "exclusiveMaximum" not in node:
+            node["maximum"] = sys.float_info.max
+        for value in node.values():
+            _finite_numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _finite_numbers(value)
 
 
 def _arguments_or_none(name: str, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -225,7 +226,9 @@ def _constraints(node: Schema) -> str:
 def _bounds(node: Schema) -> str:
     """`≥ 1`, `< 1` or, with both ends, `0 ≤ x < 1`."""
     low = next(((node[key], alone, before) for key, alone, before in LOWER if key in node), None)
-    high = next(((node[key], op) for key, op in UPPER if key in node and node[key] != INT_LIMIT), None)
+    # the limits every integer and number has (2³¹−1, the largest finite float) go without saying
+    high = next(((node[key], op) for key, op in UPPER if key in node and node[key] not in (INT_LIMIT, sys.float_info.max)),
+                None)
     if low and high:
         return f"{low[0]:g} {low[2]} x {high[1]} {high[0]:g}"
     if low:

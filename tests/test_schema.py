@@ -76,6 +76,8 @@ def test_every_shipped_spec_validates_and_points_at_the_schema(path: Path) -> No
         "name: x\nblocks:\n  C1:\n    - conv:\n  output: [gap: {}, fc: {out: 10}]\n",
         "name: x\nblocks:\n  C1: [residual: ]\n  output: [gap: {}, fc: {out: 10}]\n",
         "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\ntrain: {whiten_stem: 0}\n",
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\ntrain: {optimizer: {lr: .inf}}\n",
+        "name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\ntrain: {optimizer: {weight_decay: " + "9" * 400 + "}}\n",
     ],
 )
 def test_schema_refuses_what_the_loader_refuses(text: str) -> None:
