@@ -240,10 +240,18 @@ def eval_command(
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     edits: Edits = None,
 ) -> None:
     """Overall and per-class test accuracy of a checkpoint (its spec is inside it)."""
+    from dataclasses import asdict
+
+    from blockspec.errors import fail
     from blockspec.load import edited_source, load_spec, parse_spec
+    from blockspec.render import as_json
+
+    if format not in ("table", "json"):
+        raise fail("--format", "allowed: table, json", format)
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.evaluate import evaluate_checkpoint
     from blockspec.train.overrides import apply_overrides, blame_flags
@@ -259,6 +267,9 @@ def eval_command(
     except SpecError as error:  # the data found not to fit: named by the flag that chose it, or the spec's field
         raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}),
                               edited_source(str(source), edits)) from None
+    if format == "json":
+        typer.echo(as_json(asdict(report)))
+        return
     weights = f"epoch {report.epoch}" if report.epoch else "epoch 0, before any training"
     typer.echo(f"{report.spec_name} ({weights}): test accuracy {report.accuracy:.2f}% on {report.images:,} images "
                f"(loss {report.loss:.4f})" + (f", each averaged with {report.views}" if report.views else ""))

@@ -149,6 +149,10 @@ def test_eval_reports_the_checkpoint_accuracy(
     assert f"test accuracy {last['test_acc']:.2f}%" in stdout
     assert f"(loss {last['test_loss']:.4f})" in stdout
     assert "class3" in stdout
+    code, stdout, _ = run_cli(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu", "-f", "json"], capsys)
+    report = json.loads(stdout)
+    assert code == 0 and report["accuracy"] == pytest.approx(last["test_acc"]) and report["epoch"] == last["epoch"]
+    assert set(report["per_class"]) == {"class0", "class1", "class2", "class3"} and report["images"] == 32
 
 
 def test_eval_on_data_whose_classes_differ_from_the_runs_is_refused(
