@@ -293,13 +293,12 @@ def predict(
     from blockspec.errors import fail
     from blockspec.predict import image_files, predict_files, prediction_line
     from blockspec.render import as_json
-    from blockspec.train.device import pick_device
     from blockspec.trained import load_trained
 
     if format not in ("table", "json"):
         raise fail("--format", "allowed: table, json", format)
     files = image_files(images)
-    trained = load_trained(checkpoint, device=pick_device(device, False, False).device, flag="--checkpoint")
+    trained = load_trained(checkpoint, device=device, flag="--checkpoint")
     predictions = predict_files(trained, files, top)
     if format == "json":
         typer.echo(as_json([prediction.to_dict() for prediction in predictions]))

@@ -21,6 +21,7 @@ from blockspec.load import parse_spec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
+from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.tta import TTAViews
 
 
@@ -36,10 +37,11 @@ class TrainedModel:
     std: tuple[float, ...]
     epoch: int  # the epoch whose weights these are
     views: TTAViews  # the test-time views `predict` averages, as `blockspec eval` does
+    info: DeviceInfo  # the device, and the precision and layout the run evaluated in there
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.info.device
 
     def __repr__(self) -> str:  # the generated one printed the whole spec and module, kilobytes
         return (f"<TrainedModel {self.spec.name!r}: epoch {self.epoch}, {len(self.classes)} classes, "
@@ -67,15 +69,22 @@ class TrainedModel:
         """Class probabilities, N×classes, averaged over the spec's test-time views; a batch
         of the spec's size at a time (the whole set at once held every view's activations)."""
         x = self.preprocess(images)
+        if self.info.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         size = self.spec.train.batch_size
-        return torch.cat([self.views.logits(self.model, x[i:i + size]).softmax(dim=1) for i in range(0, len(x), size)])
+        with self.info.autocast():  # as `eval` computes: its accuracy is then exactly the run's
+            scores = [self.views.logits(self.model, x[i:i + size]) for i in range(0, len(x), size)]
+        return torch.cat(scores).float().softmax(dim=1)
 
 
 def load_trained(
     checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu", flag: str = "checkpoint"
 ) -> TrainedModel:
     """The network a checkpoint holds (a run directory means its last.pt; its best.pt is the
-    epoch of highest test accuracy), ready to predict on `device`. Raises SpecError for a file
+    epoch of highest test accuracy), ready to predict on `device` ("auto": CUDA, MPS, then the
+    CPU), in the precision and memory layout the run evaluated in there (bf16 autocast and
+    channels-last where the device computes bf16 natively, unless the spec turns them off).
+    Raises SpecError for a file
     that is not a blockspec checkpoint, or one written before checkpoints recorded the
     training images' statistics (evaluate those with `blockspec eval`, which reads the data);
     `flag` is how errors name the checkpoint (the command line's `--checkpoint`)."""
@@ -87,6 +96,9 @@ def load_trained(
         raise fail(flag, f"it does not record its {', '.join(missing)} (written before 2026-12-07); "
                    "`blockspec eval` reads them from the data", str(path))
     trained_on = TrainedOn(*(tuple(payload[name]) for name in TrainedOn.names()))
-    model = model_from_checkpoint(spec, payload, path, flag=flag).to(device).eval()
+    info = pick_device(str(device), spec.train.amp, spec.train.channels_last)
+    model = model_from_checkpoint(spec, payload, path, flag=flag).to(info.device).eval()
+    if info.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return TrainedModel(model, spec, trained_on.classes, trained_on.mean, trained_on.std,
-                        int(payload.get("epoch", 0)), TTAViews.of(spec.train))
+                        int(payload.get("epoch", 0)), TTAViews.of(spec.train), info)
