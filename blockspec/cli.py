@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from enum import Enum
@@ -209,7 +210,7 @@ def train(
         _check_loader(loader)
     kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
             "stop_at_target": stop_at_target or None,
-            "init_from": str(init_from.resolve()) if init_from else None}  # resolved: a resume from elsewhere names it alike
+            "init_from": _weights_file(init_from)}
     options = RunOptions(
         device=device,
         out=out,
@@ -382,6 +383,14 @@ def export(
                    "that `eval` and the run's accuracy average: apply them around it to score as they do")
 
 
+def _weights_file(init_from: Path | None) -> str | None:
+    """`--init-from` as the run records it: the file itself (a run directory's last.pt), as an
+    absolute path, so that a resume from elsewhere or naming it another way names it alike."""
+    if init_from is None:
+        return None
+    return str((init_from / "last.pt" if init_from.is_dir() else init_from).resolve())
+
+
 def _check_resume_repeats_the_run(
     resume: Path, spec_path: Path | None, edits: list[str] | None, recipe: dict[str, object]
 ) -> None:
@@ -429,6 +438,8 @@ def _check_output_file(path: Path, flag: str) -> None:
 
     if path.is_dir():
         raise fail(flag, "is a folder; give the file to write", str(path))
+    if path.exists() and not path.is_file():  # written by replacing it: /dev/null would become a file
+        raise fail(flag, "is not a regular file (a device, a pipe or a socket); give a file to write", str(path))
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise fail(flag, f"{blocking} is a file, not a folder", str(path))
@@ -448,9 +459,10 @@ def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
     from blockspec.atomic import atomic_write
     from blockspec.errors import fail
 
+    target = path.resolve() if path.is_symlink() else path  # a link is written through, not replaced
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as file:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target) as file:
             file.write(content)
     except OSError as error:
         raise fail(flag, f"cannot write there ({error.strerror or error})", str(path)) from None
@@ -490,6 +502,10 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
     except Exception as error:  # noqa: BLE001 (a bug must still not dump a traceback)
+        if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path argument, wherever first used
+            typer.echo(f"error: {error.filename or 'a path given'}: a name in it is too long for the file system "
+                       f"({error.strerror})", err=True)
+            sys.exit(2)
         if os.environ.get("BLOCKSPEC_DEBUG"):
             raise
         typer.echo(

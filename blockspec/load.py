@@ -63,7 +63,7 @@ def parse_spec(
     """Validate and geometry-check a spec given as YAML text, or as the mapping such text
     reads into (`source` names it in errors); the rest as `load_spec`."""
     _check_argument_types(edits, input_size)
-    document = copy.deepcopy(dict(text)) if isinstance(text, Mapping) else _read_yaml(text, source)
+    document = _plain(text) if isinstance(text, Mapping) else _read_yaml(text, source)
     if not isinstance(document, dict):
         raise fail(
             "",
@@ -117,6 +117,18 @@ def parse_spec(
         except SpecError as error:
             raise error.with_source(source) from None
     return spec
+
+
+def _plain(value: Any) -> Any:
+    """A copy of a mapping built in Python, as YAML would have read it: numpy's scalars (an
+    `np.int64` class count, an `np.bool_` switch) as Python's, which strict validation wants."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return copy.deepcopy(value)
 
 
 def _check_argument_types(edits: Sequence[str] | None, input_size: tuple[int, int] | None) -> None:

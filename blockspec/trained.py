@@ -74,6 +74,8 @@ class TrainedModel:
         size = self.spec.train.batch_size
         with self.info.autocast():  # as `eval` computes: its accuracy is then exactly the run's
             scores = [self.views.logits(self.model, x[i:i + size]) for i in range(0, len(x), size)]
+        if not scores:  # no images: no rows
+            return torch.zeros(0, len(self.classes), device=self.device)
         return torch.cat(scores).float().softmax(dim=1)
 
 

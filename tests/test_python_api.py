@@ -80,3 +80,14 @@ def test_a_summary_shows_as_its_table_not_as_kilobytes_of_fields(capsys: pytest.
     assert [line.rstrip() for line in str(summary).splitlines()] == [line.rstrip() for line in table.splitlines()]
     code, markdown, _ = run_cli(["build-summary", str(FLAGSHIP), "--format", "markdown"], capsys)
     assert code == 0 and summary._repr_markdown_() == markdown.rstrip("\n") + "\n"
+
+
+def test_numpy_scalars_in_a_mapping_are_read_as_their_python_values() -> None:
+    """A class count computed with numpy was "not a valid integer" under strict validation."""
+    import numpy as np
+
+    document = yaml.safe_load(FLAGSHIP.read_text())
+    document["classes"] = np.int64(10)
+    document["train"]["tta_flip"] = np.bool_(True)
+    document["blocks"]["C1"][0]["conv"]["out"] = np.int32(32)
+    assert blockspec.load_spec(document) == blockspec.load_spec(FLAGSHIP)

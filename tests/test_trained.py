@@ -166,3 +166,54 @@ def test_predict_finds_images_in_linked_folders_as_training_does(run: Path, tmp_
     (tmp_path / "held" / "linked").symlink_to(test_folder / "class0", target_is_directory=True)
     code, stdout, err = run_cli(["predict", str(tmp_path / "held"), "--checkpoint", str(run)], capsys)
     assert code == 0 and len(stdout.splitlines()) == 8, err
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("torchscript", "TorchScript"), ("pt2", "torch.export (.pt2)")])
+def test_an_exported_network_given_as_a_checkpoint_is_named_as_such(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, kind: str
+) -> None:
+    """It was called "cut short or damaged"."""
+    from tests.cli_helpers import run_cli
+
+    exported = tmp_path / f"model.{fmt}"
+    assert run_cli(["export", "--checkpoint", str(run), "--format", fmt, "--out", str(exported)], capsys)[0] == 0
+    images = Path(blockspec.load_trained(run).spec.data.root) / "test"
+    code, _, err = run_cli(["predict", str(images), "--checkpoint", str(exported)], capsys)
+    assert code == 2 and f"it is a {kind} export of a network (`blockspec export`); give the run's best.pt" in err
+
+
+def test_a_checkpoint_without_its_spec_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from blockspec.train.checkpoint import FORMAT
+    from tests.cli_helpers import run_cli
+
+    torch.save({"format": FORMAT, "model": {}}, tmp_path / "edited.pt")
+    code, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "edited.pt")], capsys)
+    assert code == 2 and "a blockspec checkpoint without its spec or weights" in err and "bug" not in err
+
+
+def test_an_empty_batch_predicts_no_rows(run: Path) -> None:
+    trained = blockspec.load_trained(run)
+    assert trained.predict(np.zeros((0, 16, 16, 3), dtype=np.uint8)).shape == (0, 4)
+
+
+def test_export_writes_through_a_link_and_refuses_a_device(run: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Both were replaced by a regular file (as root, /dev/null too)."""
+    import os
+
+    from tests.cli_helpers import run_cli
+
+    (tmp_path / "target.pt").write_bytes(b"")
+    (tmp_path / "link.pt").symlink_to(tmp_path / "target.pt")
+    assert run_cli(["export", "--checkpoint", str(run), "--out", str(tmp_path / "link.pt")], capsys)[0] == 0
+    assert (tmp_path / "link.pt").is_symlink() and (tmp_path / "target.pt").stat().st_size > 0
+    os.mkfifo(tmp_path / "pipe")
+    code, _, err = run_cli(["export", "--checkpoint", str(run), "--out", str(tmp_path / "pipe")], capsys)
+    assert code == 2 and "is not a regular file (a device, a pipe or a socket)" in err
+
+
+def test_a_path_too_long_for_the_file_system_is_the_users_error(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    code, _, err = run_cli(["predict", "/tmp/" + "a" * 300 + ".png", "--checkpoint", str(run)], capsys)
+    assert code == 2 and "a name in it is too long for the file system" in err and "bug" not in err

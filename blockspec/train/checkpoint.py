@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,9 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
     path, payload = _read_torch_file(path, flag)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise fail(flag, "not a blockspec checkpoint (no model/spec inside)", str(path))
+    if not isinstance(payload.get("spec"), str) or not isinstance(payload.get("model"), dict):
+        raise fail(flag, "a blockspec checkpoint without its spec or weights (edited or written by something else)",
+                   str(path))
     return payload
 
 
@@ -99,9 +103,27 @@ def _why_unreadable(path: Path, error: Exception) -> str:
         head = file.read(4)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip, or its legacy format (a pickle)
         return "not a file torch saved"
+    export = _exported_kind(path) if head == b"PK\x03\x04" else None
+    if export:
+        return f"it is a {export} export of a network (`blockspec export`); give the run's best.pt or last.pt"
     if isinstance(error, pickle.UnpicklingError):
         return "it holds Python objects besides tensors and numbers (blockspec loads with weights_only=True and reads only its own)"
     return f"the file is cut short or damaged ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+
+
+def _exported_kind(path: Path) -> str | None:
+    """"TorchScript" or "torch.export (.pt2)" for the files `blockspec export` writes, by the
+    members torch puts in them; None for any other zip."""
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            names = bundle.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(name.endswith("/archive_format") for name in names):
+        return "torch.export (.pt2)"
+    if any("/code/__torch__/" in name for name in names):
+        return "TorchScript"
+    return None
 
 
 def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path, flag: str = "--checkpoint") -> BlockNet:
