@@ -223,7 +223,7 @@ def train(
         run_training(spec, options, log=typer.echo)
     except SpecError as error:
         source = edited_source(str(spec_path), edits) if spec_path is not None else None
-        raise _from_spec_file(blame_flags(error, recipe), source) from None
+        raise _from_spec_file(blame_flags(error, recipe, trained=resume is not None), source) from None
     except TrainingInterrupted as stop:
         ranks = distributed.from_environment()
         if ranks.main:  # one message, not one per process
@@ -264,9 +264,9 @@ def eval_command(
         spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=source, edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     try:
-        report = evaluate_checkpoint(checkpoint, spec, device, limit_test)
+        report = evaluate_checkpoint(checkpoint, spec, device, limit_test, spec_from=_spec_from(spec_path, edits))
     except SpecError as error:  # the data found not to fit: named by the flag that chose it, or the spec's field
-        raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}),
+        raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}, trained=True),
                               edited_source(str(source), edits)) from None
     if format == "json":
         typer.echo(as_json(asdict(report)))
@@ -373,7 +373,8 @@ def export(
     payload = load_checkpoint(checkpoint)
     spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
     metadata = export_metadata(spec, payload)
-    exported, difference = export_model(model_from_checkpoint(spec, payload, checkpoint), spec, format, metadata)
+    model = model_from_checkpoint(spec, payload, checkpoint, spec_from=_spec_from(spec_path, None))
+    exported, difference = export_model(model, spec, format, metadata)
     _write_output(out, exported)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
     typer.echo(input_description(metadata, format))
@@ -381,6 +382,14 @@ def export(
     if views:
         typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
                    "that `eval` and the run's accuracy average: apply them around it to score as they do")
+
+
+def _spec_from(spec_path: Path | None, edits: list[str] | None) -> tuple[str, str] | None:
+    """Where a checkpoint command's spec came from when it is not the checkpoint's own: what
+    to blame when it builds other weights."""
+    if spec_path is not None:
+        return "SPEC", str(spec_path)
+    return ("--set", " ".join(edits)) if edits else None
 
 
 def _weights_file(init_from: Path | None) -> str | None:

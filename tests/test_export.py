@@ -236,3 +236,16 @@ def test_weights_of_another_spec_are_refused(checkpoint: Path, tmp_path: Path, c
     code, _, err = run_cli(["export", str(other), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.pt")], capsys)
     assert code == 2 and "do not fit spec 'flagship'" in err
     assert "Missing key(s) in state_dict" in err or "size mismatch" in err  # torch's own line, not its header
+
+
+def test_a_spec_or_edit_that_builds_other_weights_is_blamed_not_the_checkpoint(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint was named for a SPEC file or `--set` edit that changed the network."""
+    text = (ROOT / "architectures/reference/fourblocks-128k.yaml").read_text()
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(text.replace("    - conv: {out: 8}\n", "    - conv: {out: 12}\n", 1))
+    code, _, err = run_cli(["export", str(wider), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.pt")], capsys)
+    assert code == 2 and err.startswith(f"error: SPEC = '{wider}': builds other weights than {checkpoint} holds: "), err
+    code, _, err = run_cli(["eval", "--checkpoint", str(checkpoint), "--set", "blocks.C1[0].conv.out=12"], capsys)
+    assert code == 2 and err.startswith(f"error: --set = 'blocks.C1[0].conv.out=12': builds other weights than {checkpoint}"), err

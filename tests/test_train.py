@@ -249,9 +249,11 @@ def test_eval_on_data_that_does_not_fit_names_the_checkpoint_and_the_flag(
     out = tmp_path / "run"
     assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
     small = write_colour_folder(tmp_path / "small", size=8)
-    code, _, err = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "--data-root", str(small)], capsys)
-    assert code == 2 and err.startswith(f"error: {out / 'best.pt'} (spec inside): input: the spec expects 3×16×16 images")
-    assert err.rstrip().endswith("are 3×8×8; evaluate the checkpoint on data of its own shape")
+    for command in (["eval", "--checkpoint", str(out / "best.pt")], ["train", "--resume", str(out)]):
+        # the weights fix the input: the data the flag chose is what does not fit (it blamed `input`)
+        code, _, err = run_cli([*command, "--data-root", str(small)], capsys)
+        assert code == 2 and err.startswith(f"error: --data-root = '{small}': the spec expects 3×16×16 images"), err
+        assert err.rstrip().endswith("are 3×8×8; give data of the checkpoint's own shape")
     code, _, err = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "--data-root", str(tmp_path / "none")], capsys)
     assert code == 2 and err.startswith(f"error: --data-root = '{tmp_path / 'none'}'"), err
 

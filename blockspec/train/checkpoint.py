@@ -126,15 +126,21 @@ def _exported_kind(path: Path) -> str | None:
     return None
 
 
-def model_from_checkpoint(spec: Spec, payload: dict[str, Any], path: Path, flag: str = "--checkpoint") -> BlockNet:
+def model_from_checkpoint(
+    spec: Spec, payload: dict[str, Any], path: Path, flag: str = "--checkpoint", spec_from: tuple[str, str] | None = None
+) -> BlockNet:
     """`spec`'s module holding the checkpoint's evaluated weights; when they do not fit, a
-    SpecError quoting the first mismatch torch names (its first line only says "Error(s)")."""
+    SpecError quoting the first mismatch torch names (its first line only says "Error(s)"),
+    blamed on the checkpoint, or on `spec_from` (flag, value: a SPEC file or `--set` edits)
+    where the spec is not the checkpoint's own."""
     model = build_model(spec)
     try:
         model.load_state_dict(evaluated_weights(payload))
     except RuntimeError as error:
-        first = str(error).splitlines()[1:2] or [str(error)]
-        raise fail(flag, f"its weights do not fit spec '{spec.name}': {first[0].strip()}", str(path)) from None
+        first = (str(error).splitlines()[1:2] or [str(error)])[0].strip()
+        if spec_from is not None:
+            raise fail(spec_from[0], f"builds other weights than {path} holds: {first}", spec_from[1]) from None
+        raise fail(flag, f"its weights do not fit spec '{spec.name}': {first}", str(path)) from None
     return model
 
 

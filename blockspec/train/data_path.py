@@ -176,7 +176,7 @@ def check_data_fits(spec: Spec, data: ImageData, trained: bool = False) -> None:
     """The data's image shape and class count are the spec's; `trained`: the spec's weights
     exist (eval), so the data must change, not the spec."""
     expected = (spec.input.channels, *spec.input.hw)
-    remedy = "evaluate the checkpoint on data of its own shape" if trained else "change `input` (channels, size) or the data set"
+    remedy = "give data of the checkpoint's own shape" if trained else "change `input` (channels, size) or the data set"
     for split, images in (("train", data.train_images), ("test", data.test_images)):
         if not len(images):  # eval of a test set alone has no train images
             continue
@@ -190,6 +190,6 @@ def check_data_fits(spec: Spec, data: ImageData, trained: bool = False) -> None:
             )
     if spec.classes != len(data.classes):
         found = f"data set '{spec.data.dataset}' has {len(data.classes)} classes"
-        remedy = (f"evaluate the checkpoint on data of its {spec.classes} classes" if trained
+        remedy = (f"give data of the checkpoint's {spec.classes} classes" if trained
                   else f"set `classes` and the last layer's `out` to {len(data.classes)}")
         raise fail("classes", f"{found}; {remedy}", spec.classes)

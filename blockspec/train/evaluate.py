@@ -36,11 +36,13 @@ def evaluate_checkpoint(
     device: str = "auto",
     limit_test: int | None = None,
     workers: int = 0,
+    spec_from: tuple[str, str] | None = None,
 ) -> EvalReport:
-    """`spec` overrides the one inside the checkpoint (e.g. to point at another data root)."""
+    """`spec` overrides the one inside the checkpoint (e.g. to point at another data root);
+    `spec_from` (flag, value) says where it came from, blamed if it builds other weights."""
     payload = load_checkpoint(checkpoint_path)
     spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
-    model = model_from_checkpoint(spec, payload, checkpoint_path)
+    model = model_from_checkpoint(spec, payload, checkpoint_path, spec_from=spec_from)
     recorded_classes = tuple(payload["classes"]) if payload.get("classes") else None
     data = load_dataset(spec.data.dataset, spec.data.root, trained_classes=recorded_classes)
     check_data_fits(spec, data, trained=True)

@@ -58,11 +58,16 @@ def apply_overrides(
         raise SpecError(validation_problems(error, _flag_for)) from None
 
 
-def blame_flags(error: SpecError, given: dict[str, Any]) -> SpecError:
+def blame_flags(error: SpecError, given: dict[str, Any], trained: bool = False) -> SpecError:
     """A problem found during the run with a field a flag set names the flag, not the file's
-    field (which may hold another value); `given`: flag name → value, None where not given."""
+    field (which may hold another value); `given`: flag name → value, None where not given.
+    `trained` (eval, a resumed run): the spec's `input` and `classes` are fixed by its weights,
+    so data of another shape is the problem of the flag that chose the data, where one did."""
     flags = {FLAG_FIELDS[name]: flag_name(name) for name, value in given.items() if value is not None}
-    return SpecError([replace(problem, path=flags.get(problem.path, problem.path)) for problem in error.problems],
+    data = next((name for name in ("data_root", "dataset") if given.get(name) is not None), None)
+    fixed = {"input", "classes"} if trained and data else set()
+    return SpecError([replace(problem, path=flag_name(data), value=given[data]) if problem.path in fixed
+                      else replace(problem, path=flags.get(problem.path, problem.path)) for problem in error.problems],
                      error.source)
 
 
