@@ -207,7 +207,7 @@ def train(
     if workers is not None and workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
     if loader is not None:
-        _check_loader(loader)
+        _check_choice("--loader", loader, LOADERS)
     kept = {"workers": workers, "loader": loader, "limit_train": limit_train, "limit_test": limit_test,
             "stop_at_target": stop_at_target or None,
             "init_from": _weights_file(init_from)}
@@ -247,15 +247,13 @@ def eval_command(
     """Overall and per-class test accuracy of a checkpoint (its spec is inside it)."""
     from dataclasses import asdict
 
-    from blockspec.errors import fail
     from blockspec.load import edited_source, load_spec, parse_spec
     from blockspec.render import as_json
-
-    if format not in ("table", "json"):
-        raise fail("--format", "allowed: table, json", format)
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.evaluate import evaluate_checkpoint
     from blockspec.train.overrides import apply_overrides, blame_flags
+
+    _check_choice("--format", format, REPORT_FORMATS)
 
     source = spec_path or f"{checkpoint} (spec inside)"
     if spec_path is not None:
@@ -291,13 +289,11 @@ def predict(
 
     Same normalisation and test-time views as the run's evaluation; the images must have the
     network's input size."""
-    from blockspec.errors import fail
     from blockspec.predict import image_files, predict_files, prediction_line
     from blockspec.render import as_json
     from blockspec.trained import load_trained
 
-    if format not in ("table", "json"):
-        raise fail("--format", "allowed: table, json", format)
+    _check_choice("--format", format, REPORT_FORMATS)
     files = image_files(images)
     trained = load_trained(checkpoint, device=device, flag="--checkpoint")
     predictions = predict_files(trained, files, top)
@@ -331,7 +327,7 @@ def preview_augment(
     from blockspec.train.data_path import training_pipeline
     from blockspec.train.overrides import apply_overrides
 
-    _check_loader(loader)
+    _check_choice("--loader", loader, LOADERS)
     spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), dataset=dataset, data_root=data_root)
     _check_output_file(out, "--out")
     for note in read_augment(spec.data.augment).notes:
@@ -454,11 +450,12 @@ def _check_output_file(path: Path, flag: str) -> None:
         raise fail(flag, f"{blocking} is a file, not a folder", str(path))
 
 
-def _check_loader(loader: str) -> None:
+def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    """A flag whose value is one of a few words."""
     from blockspec.errors import fail
 
-    if loader not in LOADERS:
-        raise fail("--loader", f"allowed: {', '.join(LOADERS)}", loader)
+    if value not in allowed:
+        raise fail(flag, f"allowed: {', '.join(allowed)}", value)
 
 
 def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
@@ -478,6 +475,7 @@ def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
 
 
 SCHEMA_FORMATS = ("json", "markdown")
+REPORT_FORMATS = ("table", "json")  # eval's and predict's
 LOADERS = ("auto", "gpu", "albumentations")
 
 
@@ -490,11 +488,9 @@ def schema(
     """Print the JSON Schema (draft 2020-12) of spec files, or the reference rendered from it."""
     import json
 
-    from blockspec.errors import fail
     from blockspec.schema import spec_json_schema
 
-    if format not in SCHEMA_FORMATS:
-        raise fail("--format", f"allowed: {', '.join(SCHEMA_FORMATS)}", format)
+    _check_choice("--format", format, SCHEMA_FORMATS)
     if format == "markdown":
         from blockspec.schema_doc import schema_markdown
 

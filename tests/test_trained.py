@@ -217,3 +217,13 @@ def test_a_path_too_long_for_the_file_system_is_the_users_error(run: Path, capsy
 
     code, _, err = run_cli(["predict", "/tmp/" + "a" * 300 + ".png", "--checkpoint", str(run)], capsys)
     assert code == 2 and "a name in it is too long for the file system" in err and "bug" not in err
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_a_report_format_other_than_table_or_json_is_refused(run: Path, command: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    images = [str(Path(blockspec.load_trained(run).spec.data.root) / "test")] if command == "predict" else []
+    code, _, err = run_cli([command, *images, "--checkpoint", str(run), "--format", "xml"], capsys)
+    assert code == 2 and err == "error: --format = 'xml': allowed: table, json\n"
