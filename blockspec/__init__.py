@@ -33,5 +33,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    """The lazy names too, for tab completion."""
-    return sorted({*globals(), *__all__})
+    """What tab completion should offer: the public names, the lazy ones included, and the
+    subpackages loaded, not this module's own imports (`Any`, `importlib`)."""
+    modules = {name for name, value in globals().items() if isinstance(value, type(importlib)) and name != "importlib"}
+    return sorted({*__all__, "__version__", *modules})

@@ -67,6 +67,7 @@ def test_arguments_of_the_wrong_type_are_named(call, message: str) -> None:  # n
 def test_lazy_names_are_listed_for_tab_completion() -> None:
     assert {"build_model", "load_trained", "TrainedModel"} <= set(dir(blockspec))
     assert set(blockspec.__all__) <= set(dir(blockspec))
+    assert not {"Any", "importlib", "annotations", "TYPE_CHECKING"} & set(dir(blockspec))
 
 
 def test_a_summary_shows_as_its_table_not_as_kilobytes_of_fields(capsys: pytest.CaptureFixture[str]) -> None:

@@ -236,6 +236,10 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
     assert code == 2 and "test/ holds classes the checkpoint was not trained on: dog (it scores class0, class1, " in err
     code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(tmp_path / "run")], capsys)
     assert code == 2 and "no test/ folder in" in err and "Traceback" not in err
+    (only / "test" / "class2").mkdir()
+    code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(only)], capsys)
+    assert code == 2 and "class2 holds no images" in err and err.rstrip().endswith("evaluation reads root/test/<class>/<images>")
+    (only / "test" / "class2").rmdir()
     small = write_colour_folder(tmp_path / "small", size=8)
     shutil.rmtree(small / "train")
     code, _, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(small)], capsys)

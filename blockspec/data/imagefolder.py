@@ -26,6 +26,7 @@ EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
+TEST_LAYOUT = "evaluation reads root/test/<class>/<images>"  # a held-out set alone
 _CACHE_PREFIX = "imagefolder"
 _CACHE_VERSION = "3"  # bump when the decoding or the stored arrays change (3: LA images gray)
 _POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
@@ -75,9 +76,9 @@ def load_test_folder(root: Path, path: str, classes: tuple[str, ...]) -> ImageDa
     seconds."""
     where = f"{path}.root"
     if not (root / "test").is_dir():
-        raise fail(where, f"no test/ folder in {root}; evaluation reads root/test/<class>/<images>", str(root))
-    found = _class_names(root / "test", where)
-    test, _ = _list_split(root, "test", found, where)
+        raise fail(where, f"no test/ folder in {root}; {TEST_LAYOUT}", str(root))
+    found = _class_names(root / "test", where, TEST_LAYOUT)
+    test, _ = _list_split(root, "test", found, where, TEST_LAYOUT)
     return from_arrays(decode_set(no_images(), relabelled(test, found, classes, where, str(root)), classes, where))
 
 
@@ -116,7 +117,7 @@ def check_same_classes(classes: tuple[str, ...], test_classes: tuple[str, ...], 
         )
 
 
-def _class_names(folder: Path, where: str) -> tuple[str, ...]:
+def _class_names(folder: Path, where: str, layout: str = LAYOUT) -> tuple[str, ...]:
     names = tuple(
         sorted(
             entry.name
@@ -125,11 +126,13 @@ def _class_names(folder: Path, where: str) -> tuple[str, ...]:
         )
     )
     if not names:
-        raise fail(where, f"{folder} has no class folders; {LAYOUT}", str(folder))
+        raise fail(where, f"{folder} has no class folders; {layout}", str(folder))
     return names
 
 
-def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) -> tuple[ImageList, list[str]]:
+def _list_split(
+    root: Path, split: str, classes: tuple[str, ...], where: str, layout: str = LAYOUT
+) -> tuple[ImageList, list[str]]:
     """The split's images (in subfolders of a class too, as torchvision's ImageFolder takes
     them), and per file its relative path, size, modification and change times and inode: the
     cache key's input, which a renamed, moved or rewritten file changes even where size and
@@ -143,7 +146,7 @@ def _list_split(root: Path, split: str, classes: tuple[str, ...], where: str) ->
         if not entries:
             raise fail(
                 where,
-                f"{folder} holds no images ({', '.join(sorted(EXTENSIONS))}); {LAYOUT}",
+                f"{folder} holds no images ({', '.join(sorted(EXTENSIONS))}); {layout}",
                 str(folder),
             )
         for relative, entry in entries:
