@@ -261,13 +261,14 @@ def eval_command(
     else:
         spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=source, edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
+    spec_from = _spec_from(spec_path, edits)  # where the spec came from, when not the checkpoint alone
     try:
-        report = evaluate_checkpoint(checkpoint, spec, device, limit_test, spec_from=_spec_from(spec_path, edits))
+        report = evaluate_checkpoint(checkpoint, spec, device, limit_test, spec_from=spec_from)
     except SpecError as error:  # the data found not to fit: named by the flag that chose it, or the spec's field
-        raise _from_spec_file(blame_flags(error, {"dataset": dataset, "data_root": data_root}, trained=True),
-                              edited_source(str(source), edits)) from None
+        blamed = blame_flags(error, {"dataset": dataset, "data_root": data_root}, trained=spec_from is None)
+        raise _from_spec_file(blamed, edited_source(str(source), edits)) from None
     if format == "json":
-        typer.echo(as_json(asdict(report)))
+        typer.echo(as_json({**asdict(report), "views": report.views or None}))
         return
     weights = f"epoch {report.epoch}" if report.epoch else "epoch 0, before any training"
     typer.echo(f"{report.spec_name} ({weights}): test accuracy {report.accuracy:.2f}% on {report.images:,} images "
@@ -384,7 +385,7 @@ def _spec_from(spec_path: Path | None, edits: list[str] | None) -> tuple[str, st
     """Where a checkpoint command's spec came from when it is not the checkpoint's own: what
     to blame when it builds other weights."""
     if spec_path is not None:
-        return "SPEC", str(spec_path)
+        return "SPEC", f"{spec_path} with --set {' '.join(edits)}" if edits else str(spec_path)
     return ("--set", " ".join(edits)) if edits else None
 
 
@@ -465,7 +466,7 @@ def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
     from blockspec.atomic import atomic_write
     from blockspec.errors import fail
 
-    target = path.resolve() if path.is_symlink() else path  # a link is written through, not replaced
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link is written through, not replaced
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(target) as file:

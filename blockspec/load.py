@@ -121,13 +121,14 @@ def parse_spec(
 
 def _plain(value: Any) -> Any:
     """A copy of a mapping built in Python, as YAML would have read it: numpy's scalars (an
-    `np.int64` class count, an `np.bool_` switch) as Python's, which strict validation wants."""
+    `np.int64` class count, an `np.bool_` switch) and arrays as Python's numbers and lists,
+    which strict validation wants."""
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
-        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()  # a scalar's Python value, an array's nested lists
     return copy.deepcopy(value)
 
 

@@ -41,7 +41,8 @@ class TrainedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.info.device
+        """Where the model is (inputs go there), also after `trained.model.to(...)`."""
+        return next(self.model.parameters()).device
 
     def __repr__(self) -> str:  # the generated one printed the whole spec and module, kilobytes
         return (f"<TrainedModel {self.spec.name!r}: epoch {self.epoch}, {len(self.classes)} classes, "

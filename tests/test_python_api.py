@@ -92,3 +92,15 @@ def test_numpy_scalars_in_a_mapping_are_read_as_their_python_values() -> None:
     document["train"]["tta_flip"] = np.bool_(True)
     document["blocks"]["C1"][0]["conv"]["out"] = np.int32(32)
     assert blockspec.load_spec(document) == blockspec.load_spec(FLAGSHIP)
+
+
+def test_numpy_arrays_in_a_mapping_are_read_as_lists() -> None:
+    """`_plain` took an array for a scalar: a raw ValueError, or [16] read as 16."""
+    import numpy as np
+
+    document = yaml.safe_load(FLAGSHIP.read_text())
+    document["input"]["size"] = np.array([32, 32])
+    assert blockspec.load_spec(document).input.hw == (32, 32)
+    document["input"]["size"] = np.array([[32]])
+    with pytest.raises(blockspec.SpecError, match=r"input\.size"):
+        blockspec.load_spec(document)

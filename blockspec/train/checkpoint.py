@@ -89,6 +89,10 @@ def _read_torch_file(path: Path, flag: str) -> tuple[Path, Any]:
         path = path / "last.pt"
     if not path.is_file():
         raise fail(flag, "no such checkpoint file", str(path))
+    export = _exported_kind(path)  # before torch reads it, which warns about such files first
+    if export:
+        raise fail(flag, f"it is {export} of a network (`blockspec export`), not a checkpoint; give the run's best.pt "
+                   "or last.pt", str(path))
     try:
         return path, torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets an answer, no traceback)
@@ -103,26 +107,23 @@ def _why_unreadable(path: Path, error: Exception) -> str:
         head = file.read(4)
     if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip, or its legacy format (a pickle)
         return "not a file torch saved"
-    export = _exported_kind(path) if head == b"PK\x03\x04" else None
-    if export:
-        return f"it is a {export} export of a network (`blockspec export`); give the run's best.pt or last.pt"
     if isinstance(error, pickle.UnpicklingError):
         return "it holds Python objects besides tensors and numbers (blockspec loads with weights_only=True and reads only its own)"
     return f"the file is cut short or damaged ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
 
 
 def _exported_kind(path: Path) -> str | None:
-    """"TorchScript" or "torch.export (.pt2)" for the files `blockspec export` writes, by the
-    members torch puts in them; None for any other zip."""
+    """What a file `blockspec export` wrote is, by the members torch puts in it; None for any
+    other file."""
     try:
         with zipfile.ZipFile(path) as bundle:
             names = bundle.namelist()
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError):  # not a zip: a pickle, or no torch file at all
         return None
     if any(name.endswith("/archive_format") for name in names):
-        return "torch.export (.pt2)"
+        return "a torch.export program (.pt2)"
     if any("/code/__torch__/" in name for name in names):
-        return "TorchScript"
+        return "a TorchScript export"
     return None
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from blockspec.data import load_dataset, make_loaders
 from blockspec.errors import fail
@@ -45,7 +46,7 @@ def evaluate_checkpoint(
     model = model_from_checkpoint(spec, payload, checkpoint_path, spec_from=spec_from)
     recorded_classes = tuple(payload["classes"]) if payload.get("classes") else None
     data = load_dataset(spec.data.dataset, spec.data.root, trained_classes=recorded_classes)
-    check_data_fits(spec, data, trained=True)
+    check_data_fits(spec, data, trained=spec_from is None)  # a SPEC or --set may have changed the input
     trained_on = TrainedOn.recorded(payload, data)
     if not trained_on.mean:  # a test set alone has no train statistics to stand in for unrecorded ones
         raise fail("--checkpoint", f"it does not record its training images' mean and std (written before "
@@ -62,6 +63,8 @@ def evaluate_checkpoint(
         data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test
     )
     model = model.to(info.device)
+    if info.channels_last:  # the layout the run evaluated in, as load_trained's
+        model = model.to(memory_format=torch.channels_last)
     batches = Batches(info, trained_on.mean, trained_on.std)  # as in training, whatever train/ holds now
     views = TTAViews.of(spec.train)
     result = evaluate(model, test_loader, batches, make_loss(spec), views)
