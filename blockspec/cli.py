@@ -500,12 +500,20 @@ def schema(
         typer.echo(json.dumps(spec_json_schema(), indent=2))
 
 
+def _speaks_for_the_run() -> bool:
+    """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
+    spec, its flags or its data, and the user should read it once (read from the environment:
+    importing torch to ask would slow every error)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     try:
         app(args=argv)
     except SpecError as error:
-        typer.echo(f"error: {error}", err=True)
+        if _speaks_for_the_run():
+            typer.echo(f"error: {error}", err=True)
         sys.exit(2)
     except Exception as error:  # noqa: BLE001 (a bug must still not dump a traceback)
         if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path argument, wherever first used

@@ -155,3 +155,13 @@ def test_ranks_split_each_epoch_and_the_split_changes(path: str) -> None:
         assert len(first) == len(second) == 11
         assert sorted(set(first) | set(second)) == list(range(21))
     assert set(shares[1][0]) != set(shares[2][0])
+
+
+def test_a_problem_every_process_meets_is_said_once(tmp_path: Path) -> None:
+    """Each rank printed the same error, before torchrun's own report."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1))
+    process = _torchrun([str(spec), "--init-from", str(tmp_path / "missing.pt")], tmp_path)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert err.count("error: --init-from = ") == 1, err[-3000:]
