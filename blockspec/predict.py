@@ -7,6 +7,7 @@ image would be a different kind of input than the ones the accuracy was measured
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,13 @@ def image_files(paths: list[Path]) -> list[Path]:
 def read_image(path: Path, channels: int, hw: tuple[int, int]) -> np.ndarray:
     """H×W×C uint8 pixels of one file, or a SpecError naming it and what is wrong."""
     try:
-        with Image.open(path) as image:
-            if image.mode.startswith(("I", "F")):  # PIL would clip 16-bit and float pixels, not scale them
-                raise fail("IMAGES", f"{image.mode} pixels (16-bit or floating point); save it with 8-bit channels",
-                           str(path))
-            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's remarks (a huge image, a palette's transparency): sizes are checked below
+            with Image.open(path) as image:
+                if image.mode.startswith(("I", "F")):  # PIL would clip 16-bit and float pixels, not scale them
+                    raise fail("IMAGES", f"{image.mode} pixels (16-bit or floating point); save it with 8-bit channels",
+                               str(path))
+                pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise fail("IMAGES", f"cannot read it as an image ({str(error) or type(error).__name__})", str(path)) from None
     if pixels.shape[:2] != hw:

@@ -250,3 +250,25 @@ def test_eval_blames_the_edit_that_changed_the_input_not_the_data(run: Path, cap
     code, _, err = run_cli(["eval", "--checkpoint", str(run), "--data-root", root, "--set", "input.size=24"], capsys)
     assert code == 2 and "with --set input.size=24: input: the spec expects 3×24×24 images" in err, err
     assert "change `input` (channels, size) or the data set" in err and "--data-root =" not in err
+
+
+def test_library_remarks_do_not_come_before_the_answer(run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """torch warned about a pickle's protocol, and PIL about a huge image, above blockspec's message."""
+    import pickle
+    import warnings
+
+    from tests.cli_helpers import run_cli
+
+    with open(tmp_path / "notes.pkl", "wb") as file:
+        pickle.dump({"a": 1}, file, protocol=4)
+    (tmp_path / "huge").mkdir()
+    Image.new("L", (12000, 12000)).save(tmp_path / "huge" / "big.png")
+    commands = (["eval", "--checkpoint", str(tmp_path / "notes.pkl")],
+                ["predict", str(tmp_path / "huge"), "--checkpoint", str(run)])
+    for command, says in zip(commands, ("error: --checkpoint = ", "error: IMAGES = ")):
+        with warnings.catch_warnings(record=True) as remarks:
+            warnings.simplefilter("always")
+            code, _, err = run_cli(command, capsys)
+        assert code == 2 and err.startswith(says), err
+        assert [str(remark.message) for remark in remarks] == []

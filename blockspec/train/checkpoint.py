@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
+import warnings
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -94,7 +95,9 @@ def _read_torch_file(path: Path, flag: str) -> tuple[Path, Any]:
         raise fail(flag, f"it is {export} of a network (`blockspec export`), not a checkpoint; give the run's best.pt "
                    "or last.pt", str(path))
     try:
-        return path, torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on a file it then refuses come before our answer
+            warnings.simplefilter("ignore")
+            return path, torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets an answer, no traceback)
         raise fail(flag, f"cannot read it as a checkpoint: {_why_unreadable(path, error)}", str(path)) from None
 
