@@ -119,9 +119,7 @@ def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]]
 
     def blockspec_batched(batch: int, graphed: bool = False) -> Callable[[], float]:
         def body() -> float:
-            model = build_model(spec).to(device)
-            if info.channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            model = info.place(build_model(spec))  # as training places it
             plan = plan_batched(read_augment(entries))
             assert plan is not None, "the spec's augmentation has no batched equivalent"
             loader = DeviceLoader(data.train_images, data.train_labels, batch, device, plan, data.mean, True, 0,

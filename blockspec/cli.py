@@ -502,9 +502,13 @@ def schema(
 
 def _speaks_for_the_run() -> bool:
     """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
-    spec, its flags or its data, and the user should read it once (read from the environment:
-    importing torch to ask would slow every error)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+    spec, its flags or its data, and the user should read it once. The ranks are asked only
+    under torchrun: their module imports torch, which would slow every single-process error."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    from blockspec.train import distributed
+
+    return distributed.from_environment().main
 
 
 def main(argv: list[str] | None = None) -> None:

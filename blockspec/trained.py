@@ -100,8 +100,6 @@ def load_trained(
                    "`blockspec eval` reads them from the data", str(path))
     trained_on = TrainedOn(*(tuple(payload[name]) for name in TrainedOn.names()))
     info = pick_device(str(device), spec.train.amp, spec.train.channels_last)
-    model = model_from_checkpoint(spec, payload, path, flag=flag).to(info.device).eval()
-    if info.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = info.place(model_from_checkpoint(spec, payload, path, flag=flag)).eval()
     return TrainedModel(model, spec, trained_on.classes, trained_on.mean, trained_on.std,
                         int(payload.get("epoch", 0)), TTAViews.of(spec.train), info)

@@ -30,6 +30,12 @@ class DeviceInfo:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=cache)
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` on this device, in the memory layout it trains and is evaluated in here:
+        training, `eval` and `load_trained` place it alike, so their scores agree."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
     def describe(self) -> str:
         dtype = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32"
         if self.is_cuda:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from blockspec.data import load_dataset, make_loaders
 from blockspec.errors import fail
@@ -62,9 +61,7 @@ def evaluate_checkpoint(
     _, test_loader = make_loaders(
         data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test
     )
-    model = model.to(info.device)
-    if info.channels_last:  # the layout the run evaluated in, as load_trained's
-        model = model.to(memory_format=torch.channels_last)
+    model = info.place(model)  # the layout the run evaluated in, as load_trained's
     batches = Batches(info, trained_on.mean, trained_on.std)  # as in training, whatever train/ holds now
     views = TTAViews.of(spec.train)
     result = evaluate(model, test_loader, batches, make_loss(spec), views)

@@ -25,6 +25,7 @@ from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
 from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
+from blockspec.train.init_weights import StartWeights, check_fits
 from blockspec.train.interrupt import ctrl_c_between_steps
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
@@ -47,7 +48,6 @@ from blockspec.train.rundir import (
     hold_run_dir,
     prepare_run_dir,
 )
-from blockspec.train.init_weights import StartWeights, check_fits
 from blockspec.train.session import Session
 from blockspec.train.tta import TTAViews
 from blockspec.train.whiten import whitening_filters

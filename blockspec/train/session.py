@@ -75,9 +75,7 @@ class Session:
         if spec.train.whiten_stem:
             apply_whitening(model, spec, stem_filters)
         self.start_report = start_from(model, start, _whitened(model, spec)) if start is not None else ""
-        model = model.to(info.device)
-        if info.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = info.place(model)
         self.model = model
         self.graphed = spec.train.cuda_graphs and info.is_cuda and not ranks.active
         self.optimizer = make_optimizer(spec, model, device_rates=self.graphed)
