@@ -16,6 +16,7 @@ from blockspec.errors import SpecError
 from blockspec.layers.base import INT_LIMIT
 
 if TYPE_CHECKING:
+    from blockspec.rules import RuleResult
     from blockspec.spec import Spec
     from blockspec.summary import Summary
     from blockspec.verify import Verification
@@ -29,6 +30,9 @@ app = typer.Typer(
 )
 
 SpecPath = Annotated[Path, typer.Argument(help="Architecture spec (YAML).", show_default=False)]
+SpecPaths = Annotated[
+    list[Path], typer.Argument(help="Spec files (YAML), or folders of them.", show_default=False)
+]
 Edits = Annotated[
     Optional[list[str]],  # noqa: UP045 (Typer needs Optional here)
     typer.Option(
@@ -75,7 +79,7 @@ def build_summary(
                                   "problems": list(verification.problems)}
         typer.echo(as_json(document))
     elif format is Format.markdown:
-        typer.echo(markdown(summary))
+        typer.echo(markdown(summary), nl=False)
     else:
         console = Console(highlight=False)
         if not console.is_terminal:
@@ -98,10 +102,69 @@ def _verification(spec: Spec, summary: Summary, spec_path: Path) -> Verification
 
 
 @app.command()
-def check(spec_path: SpecPath, edits: Edits = None) -> None:
-    """Exit 1 if any rule in the spec fails (for CI); 0 when all hold.
+def check(spec_paths: SpecPaths, edits: Edits = None) -> None:
+    """Exit 1 if any rule in a spec fails (for CI); 0 when all hold.
 
-    A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2."""
+    A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2
+    (with several specs, once every other one is checked)."""
+    from blockspec.load import spec_files
+
+    paths = spec_files(spec_paths)
+    if len(paths) == 1:
+        rules = _rules_of(paths[0], edits, note_prefix="")
+        for rule in rules:
+            typer.echo(_rule_line(rule))
+        typer.echo(_verdict(paths[0], rules))  # where the rules and a passing verdict go
+        if any(not rule.ok for rule in rules):
+            raise typer.Exit(1)
+        return
+    violated, unloaded = [], []
+    for path in paths:
+        try:
+            rules = _rules_of(path, edits, note_prefix=f"{path}: ")
+        except SpecError as error:
+            typer.echo(f"error: {error}", err=True)
+            unloaded.append(path)
+            continue
+        typer.echo(_verdict(path, rules))
+        failed = [rule for rule in rules if not rule.ok]
+        for rule in failed:
+            typer.echo(f"  {_rule_line(rule)}")
+        if failed:
+            violated.append(path)
+    typer.echo(f"{len(paths)} specs: {len(paths) - len(violated) - len(unloaded)} with every rule holding, "
+               f"{len(violated)} with rules violated, {len(unloaded)} not loaded")
+    if unloaded or violated:
+        raise typer.Exit(2 if unloaded else 1)
+
+
+@app.command()
+def compare(
+    spec_paths: SpecPaths,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    input_size: Annotated[
+        Optional[tuple[int, int]],  # noqa: UP045 (Typer needs Optional here)
+        typer.Option("--input-size", metavar="H W", help="Analyse every spec at another input size."),
+    ] = None,
+    edits: Edits = None,
+) -> None:
+    """One line per spec: parameters, MACs, receptive field, output and rules, side by side."""
+    from blockspec.load import load_spec, spec_files
+    from blockspec.render import as_json, comparison_markdown, print_comparison
+    from blockspec.summary import summarize
+
+    paths = spec_files(spec_paths)
+    compared = [(str(path), summarize(load_spec(path, input_size=input_size, edits=edits))) for path in paths]
+    if format is Format.json:
+        typer.echo(as_json([{"file": path, **summary.to_dict(layers=False)} for path, summary in compared]))
+    elif format is Format.markdown:
+        typer.echo(comparison_markdown(compared), nl=False)
+    else:
+        print_comparison(compared, Console(highlight=False))
+
+
+def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tuple[RuleResult, ...]:
+    """Load and check one spec as training would read it (its notes to stderr); its rule results."""
     from blockspec.data import read_augment
     from blockspec.data.batched import unbatched_note
     from blockspec.load import edited_source, load_spec
@@ -111,22 +174,25 @@ def check(spec_path: SpecPath, edits: Edits = None) -> None:
     spec = load_spec(spec_path, edits=edits, augment=True)
     pipeline = training_pipeline(spec)
     for note in [*read_augment(spec.data.augment).notes, *filter(None, [unbatched_note(pipeline.augment)])]:
-        typer.echo(f"note: {note}", err=True)  # what training would say
+        typer.echo(f"note: {note_prefix}{note}", err=True)  # what training would say
     try:  # training's dry run, on an image of the spec's input (the data must match it)
         pipeline.compose((0.5,) * spec.input.channels, (*spec.input.hw, spec.input.channels))
     except SpecError as error:
         raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
-    summary = summarize(spec)
-    if not summary.rules:
-        typer.echo(f"{spec_path}: no rules to check (add a `rules:` section)")
-        return
-    for rule in summary.rules:
-        typer.echo(f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}")
-    failed = [rule.name for rule in summary.rules if not rule.ok]
+    return summarize(spec).rules
+
+
+def _rule_line(rule: RuleResult) -> str:
+    return f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}"
+
+
+def _verdict(spec_path: Path, rules: tuple[RuleResult, ...]) -> str:
+    failed = [rule.name for rule in rules if not rule.ok]
+    if not rules:
+        return f"{spec_path}: no rules to check (add a `rules:` section)"
     if failed:
-        typer.echo(f"{spec_path}: {len(failed)} rule(s) violated: {', '.join(failed)}")  # where the rules and a passing verdict go
-        raise typer.Exit(1)
-    typer.echo(f"{spec_path}: all {len(summary.rules)} rules hold")
+        return f"{spec_path}: {len(failed)} rule(s) violated: {', '.join(failed)}"
+    return f"{spec_path}: all {len(rules)} rules hold"
 
 
 OptionalPath = Annotated[

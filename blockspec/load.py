@@ -206,3 +206,21 @@ def field_path(loc: tuple[Any, ...]) -> str:
 def edited_source(source: str, edits: Sequence[str] | None) -> str:
     """How errors name a spec read with `--set` edits: its value may come from either."""
     return f"{source} with --set {' '.join(edits)}" if edits else source
+
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def spec_files(paths: Sequence[Path]) -> list[Path]:
+    """The spec files that command-line paths name: a file as given (loading says if it is
+    missing), a folder as every .yaml/.yml file below it, in name order; each file once."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+            if not found:
+                raise fail("SPEC", "is a folder without .yaml or .yml files below it", str(path))
+            files += found
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -97,6 +98,42 @@ def markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_json(document: dict) -> str:
+COMPARISON_COLUMNS = ("File", "Name", "Params", "MACs", "RF", "Output", "Rules")
+
+
+def _comparison_cells(path: str, summary: Summary) -> tuple[str, ...]:
+    analysis = summary.analysis
+    failed = [rule.name for rule in summary.rules if not rule.ok]
+    if not summary.rules:
+        rules = "none"
+    elif failed:
+        rules = "✗ " + ", ".join(failed)
+    else:
+        rules = f"✓ all {len(summary.rules)}"
+    return (path, summary.spec.name, f"{analysis.total_params:,}", f"{analysis.macs:,}",
+            str(analysis.receptive_field), "×".join(map(str, analysis.output_shape)), rules)
+
+
+def print_comparison(compared: Sequence[tuple[str, Summary]], console: Console) -> None:
+    """`compare`'s table: one row per (file, summary), every number in full however narrow
+    the terminal (a line it wraps still shows every digit)."""
+    table = Table()
+    for column in COMPARISON_COLUMNS:
+        table.add_column(column, justify="right" if column in {"Params", "MACs", "RF"} else "left")
+    for path, summary in compared:
+        table.add_row(*_comparison_cells(path, summary))
+    natural = Measurement.get(console, console.options.update(width=10**4), table).maximum
+    console.width = max(console.width, natural)
+    console.print(table, crop=False)
+
+
+def comparison_markdown(compared: Sequence[tuple[str, Summary]]) -> str:
+    lines = ["| " + " | ".join(COMPARISON_COLUMNS) + " |",
+             "|" + "|".join("---:" if c in {"Params", "MACs", "RF"} else "---" for c in COMPARISON_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_comparison_cells(path, summary)) + " |" for path, summary in compared]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(document: dict | list) -> str:
     """A summary's `to_dict()`, and whatever a command adds to it, as indented JSON."""
     return json.dumps(document, indent=2)

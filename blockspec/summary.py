@@ -47,8 +47,8 @@ class Summary:
 
         return markdown(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document of `build-summary --format json`."""
+    def to_dict(self, layers: bool = True) -> dict[str, Any]:
+        """The JSON document of `build-summary --format json` (`compare`'s leaves out the layers)."""
         analysis = self.analysis
         rf_row = analysis.rf_row
         return {
@@ -60,7 +60,7 @@ class Summary:
             "macs": analysis.macs,
             "receptive_field": analysis.receptive_field,
             "receptive_field_layer": rf_row.name if rf_row else None,
-            "layers": [_layer_dict(row) for row in analysis.rows],
+            **({"layers": [_layer_dict(row) for row in analysis.rows]} if layers else {}),
             "rules": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in self.rules],
             "rules_ok": self.rules_ok,
         }

@@ -144,6 +144,68 @@ def test_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.splitlines()[-1] == f"{FOURBLOCKS}: 1 rule(s) violated: min_rf" and err == ""
 
 
+def test_check_of_several_specs_and_folders_reports_each_then_exits_by_the_worst(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `blockspec check architectures/` in CI: a line for each spec, the rules a spec
+    violates below it, a count; exit 1 if any rule fails, 2 if a spec does not load (after
+    the others are checked)."""
+    code, out, err = run_cli(["check", str(ROOT / "architectures")], capsys)
+    files = sorted((ROOT / "architectures").rglob("*.yaml"))
+    verdicts = [line for line in out.splitlines() if not line.startswith("  ")]
+    assert code == 1 and err == "" and len(files) >= 7
+    assert verdicts[:-1] == [line for line in verdicts if line.split(": ")[0] in map(str, files)]
+    assert f"{FLAGSHIP}: all 7 rules hold" in verdicts
+    assert f"{FOURBLOCKS}: 1 rule(s) violated: min_rf\n  ✗ min_rf: receptive field 41 (need ≥ 45)\n" in out
+    failing = sum(line.startswith("  ✗") for line in out.splitlines())
+    assert failing >= 5 and "✓" not in out.replace("✓ all", "")
+    assert verdicts[-1].startswith(f"{len(files)} specs: ")
+
+    folder = tmp_path / "specs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "good.yml").write_text(FLAGSHIP.read_text())
+    (folder / "broken.yaml").write_text("name: x\nblocks: [\n")
+    (folder / "notes.txt").write_text("not a spec")
+    code, out, err = run_cli(["check", str(folder), str(FOURBLOCKS), str(FOURBLOCKS)], capsys)
+    assert code == 2 and err.startswith(f"error: {folder / 'broken.yaml'}: invalid YAML")
+    assert out.splitlines() == [
+        f"{folder / 'sub' / 'good.yml'}: all 7 rules hold",
+        f"{FOURBLOCKS}: 1 rule(s) violated: min_rf",
+        "  ✗ min_rf: receptive field 41 (need ≥ 45)",
+        "3 specs: 1 with every rule holding, 1 with rules violated, 1 not loaded",
+    ]
+
+
+def test_check_of_a_folder_without_specs_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("not a spec")
+    code, out, err = run_cli(["check", str(tmp_path)], capsys)
+    assert code == 2 and out == ""
+    assert err == f"error: SPEC = '{tmp_path}': is a folder without .yaml or .yml files below it\n"
+
+
+def test_compare_puts_each_specs_numbers_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each row's numbers are the spec's own: parameters as torch counts them in the built
+    module, MACs and receptive field as build-summary reports them."""
+    from blockspec import build_model
+
+    files = [FLAGSHIP, FOURBLOCKS]
+    code, out, _ = run_cli(["compare", *map(str, files), "-f", "json"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and [row["file"] for row in rows] == list(map(str, files))
+    for path, row in zip(files, rows, strict=True):
+        _, single, _ = run_cli(["build-summary", str(path), "-f", "json"], capsys)
+        summary = json.loads(single)
+        assert row == {"file": str(path), **{key: value for key, value in summary.items() if key != "layers"}}
+        assert row["total_params"] == sum(p.numel() for p in build_model(load_spec(path)).parameters())
+    code, md, _ = run_cli(["compare", *map(str, files), "-f", "markdown"], capsys)
+    assert code == 0 and md.splitlines()[2:] == [
+        f"| {FLAGSHIP} | flagship | 194,666 | {rows[0]['macs']:,} | 45 | 10 | ✓ all 7 |",
+        f"| {FOURBLOCKS} | fourblocks-128k | 127,738 | {rows[1]['macs']:,} | 41 | 10 | ✗ min_rf |",
+    ]
+    code, table, _ = run_cli(["compare", str(FLAGSHIP), "--input-size", "64", "64"], capsys)
+    assert code == 0 and f"{trace(load_spec(FLAGSHIP, input_size=(64, 64))).macs:,}" in table
+
+
 BROKEN = {
     "invalid_yaml": ("name: x\nblocks: [\n", "invalid YAML at line 3"),
     "not_mapping": ("- a\n- b\n", "must be a YAML mapping"),
