@@ -51,14 +51,18 @@ class Format(str, Enum):
     json = "json"
 
 
+SummaryFormat = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+InputSize = Annotated[
+    Optional[tuple[int, int]],  # noqa: UP045 (Typer needs Optional here)
+    typer.Option("--input-size", metavar="H W", help="Analyse at another input size."),
+]
+
+
 @app.command("build-summary")
 def build_summary(
     spec_path: SpecPath,
-    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-    input_size: Annotated[
-        Optional[tuple[int, int]],  # noqa: UP045 (Typer needs Optional here)
-        typer.Option("--input-size", metavar="H W", help="Analyse at another input size."),
-    ] = None,
+    format: SummaryFormat = Format.table,
+    input_size: InputSize = None,
     verify: Annotated[
         bool, typer.Option("--verify", help="Also build the module and check each layer's parameters, shape and MACs (exit 1 where they differ).")
     ] = False,
@@ -141,11 +145,8 @@ def check(spec_paths: SpecPaths, edits: Edits = None) -> None:
 @app.command()
 def compare(
     spec_paths: SpecPaths,
-    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-    input_size: Annotated[
-        Optional[tuple[int, int]],  # noqa: UP045 (Typer needs Optional here)
-        typer.Option("--input-size", metavar="H W", help="Analyse every spec at another input size."),
-    ] = None,
+    format: SummaryFormat = Format.table,
+    input_size: InputSize = None,
     edits: Edits = None,
 ) -> None:
     """One line per spec: parameters, MACs, receptive field, output and rules, side by side."""
