@@ -60,6 +60,32 @@ def test_the_table_on_a_narrow_terminal_keeps_every_digit() -> None:
     assert all(f"{row.params:,}" in cells and f"{row.macs:,}" in cells for row in summary.analysis.rows)
 
 
+def test_the_table_shows_k_s_d_p_in_that_order_and_json_names_each() -> None:
+    from blockspec import parse_spec, summarize
+    from blockspec.render import markdown
+
+    spec = parse_spec("name: x\nblocks:\n  C1: [conv: {out: 8, dilation: 2, padding: 1}]\n"
+                      "  output: [gap: {}, fc: {out: 10}]\n")
+    summary = summarize(spec)
+    assert "| C1 | C1.0 | conv | 3/1/2/1 | 8×30×30 | 5 | 1 |" in markdown(summary)
+    data = summary.to_dict()
+    assert {key: data["layers"][0][key] for key in ("k", "stride", "dilation", "padding")} == {
+        "k": 3, "stride": 1, "dilation": 2, "padding": 1}
+    assert data["receptive_field_layer"] == "C1.0"
+
+
+def test_the_table_counts_a_frozen_whitening_stem_as_not_trainable() -> None:
+    from blockspec import build_model, parse_spec, summarize
+    from blockspec.render import markdown
+
+    spec = parse_spec("name: w\ninput: {size: 16}\nblocks:\n  C1: [conv: {out: 16, k: 5}, conv: {out: 8}]\n"
+                      "  output: [gap: {}, fc: {out: 10}]\ntrain: {whiten_stem: frozen}\n")
+    summary = summarize(spec)
+    trainable = sum(p.numel() for p in build_model(spec).parameters() if p.requires_grad)
+    assert trainable == summary.analysis.total_params - 16 * 3 * 5 * 5
+    assert f"Trainable params: {trainable:,}" in str(summary) and f"Trainable params: {trainable:,}" in markdown(summary)
+
+
 AUGMENTED = """name: a
 blocks:
   C1: [conv: {out: 8}]

@@ -37,6 +37,13 @@ def test_sgd_rates_scale_linearly_with_the_batch() -> None:
 
 def test_adam_rates_scale_with_the_square_root() -> None:
     assert apply_overrides(spec("adamw"), batch_size=512).train.optimizer.lr == pytest.approx(0.2)
+    adam = apply_overrides(spec("adam", max_lr="0.2"), batch_size=512).train
+    assert adam.optimizer.lr == pytest.approx(0.2) and adam.scheduler.max_lr == pytest.approx(0.4)
+
+
+def test_muons_kernel_rate_scales_with_the_square_root_and_its_sgd_rate_linearly() -> None:
+    muon = apply_overrides(spec("muon", max_lr="0.2"), batch_size=512).train
+    assert muon.optimizer.lr == pytest.approx(0.4) and muon.optimizer.muon_lr == pytest.approx(0.02)
 
 
 def test_explicit_lr_wins_and_same_batch_changes_nothing() -> None:
