@@ -212,3 +212,15 @@ def test_a_class_of_other_files_is_refused_whether_or_not_the_zip_lists_folders(
     archive = _zip_of(folder, tmp_path / "colours.zip", extra=(("train/zz/notes.txt", b"x"), ("test/zz/notes.txt", b"y")))
     with pytest.raises(SpecError, match=r"colours.zip:train/zz holds no images"):
         load_dataset("imagefolder", archive)
+
+
+def test_members_in_reverse_order_load_like_the_folder(tmp_path: Path, cache_home: Path) -> None:  # noqa: F811
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    archive = tmp_path / "reversed.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted(folder.rglob("*.png"), reverse=True):  # class3 before class0, 0002 before 0000
+            bundle.write(file, file.relative_to(tmp_path))
+    from_archive, from_folder = load_dataset("imagefolder", archive), load_dataset("imagefolder", folder)
+    assert from_archive.classes == from_folder.classes == ("class0", "class1", "class2", "class3")
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert (getattr(from_archive, field) == getattr(from_folder, field)).all(), field

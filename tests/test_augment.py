@@ -392,3 +392,8 @@ def test_seeded_transforms_draw_independently() -> None:
     image = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
     outcomes = {compose(image=image)["image"].tobytes() for _ in range(40)}
     assert len(outcomes) == 4
+
+
+def test_affines_1x_cval_and_mode_become_fill_and_border_mode() -> None:
+    [affine] = build_augment([{"Affine": {"translate_px": 2, "cval": 7, "mode": 4}}], (0.5, 0.5, 0.5)).transforms
+    assert affine.fill == 7 and affine.border_mode == 4 and affine.interpolation == 1  # 1: the default, linear

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from blockspec.data import read_augment, seed_augment
-from blockspec.data.batched import DeviceLoader, augment_batch, batched_refusal, plan_batched
+from blockspec.data import build_augment, read_augment, seed_augment
+from blockspec.data.batched import DeviceLoader, augment_batch, batched_refusal, mean_fill, plan_batched
 
 
 def smooth_image(size: int = 32) -> np.ndarray:
@@ -258,3 +258,67 @@ def test_the_previews_batched_versions_are_the_batched_paths_images() -> None:
     image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     versions = batched_versions(plan_for([{"HorizontalFlip": {"p": 1.0}}]), (0, 0, 0), seed=0)(image, 3)
     assert len(versions) == 3 and all(v.dtype == np.uint8 and np.array_equal(v, image[:, ::-1]) for v in versions)
+
+
+def test_pixel_shifts_reach_both_bounds_like_albumentations() -> None:
+    """translate_px [-2, 2] draws randint(-2, 2): five whole shifts, each a fifth of the time."""
+    entries = [{"Affine": {"translate_px": {"x": [-2, 2], "y": 0}, "p": 1.0}}]
+    image, count = smooth_image(), 4000
+    ours = column_shifts(run(plan_for(entries), np.repeat(image[None], count, 0)))
+    transform = A.Compose([A.Affine(translate_px={"x": (-2, 2), "y": 0}, p=1.0)])
+    seed_augment(transform, 0)
+    theirs = column_shifts(np.stack([transform(image=image)["image"] for _ in range(count)]))
+    for shifts in (ours, theirs):
+        assert set(np.unique(shifts)) == {-2, -1, 0, 1, 2}
+        assert all(abs((shifts == v).mean() - 0.2) < 0.03 for v in range(-2, 3))
+
+
+def test_the_number_of_holes_is_drawn_from_the_whole_range() -> None:
+    """num_holes_range [1, 3] of 1-pixel holes: 1, 2 or 3 holes, a third of the images each."""
+    args = {"num_holes_range": [1, 3], "hole_height_range": [1, 1], "hole_width_range": [1, 1], "fill": 0, "p": 1.0}
+    images = np.full((3000, 32, 32, 3), 200, dtype=np.uint8)
+    holes = (run(plan_for([{"CoarseDropout": args}]), images)[..., 0] == 0).sum(axis=(1, 2))
+    # two holes on one pixel (chance < 0.3 %) count as one
+    assert abs((holes == 1).mean() - 1 / 3) < 0.04 and abs((holes == 3).mean() - 1 / 3) < 0.04
+
+
+def test_keep_ratio_scales_both_axes_by_one_draw() -> None:
+    square = np.zeros((32, 32, 3), dtype=np.uint8)
+    square[8:24, 8:24] = 255
+    ratios = {}
+    for keep in (True, False):
+        plan = plan_for([{"Affine": {"scale": [0.7, 1.3], "keep_ratio": keep, "p": 1.0}}])
+        ratios[keep] = np.log(bright_extent(run(plan, np.repeat(square[None], 500, 0))))
+    assert ratios[True].std() < 0.03 < 0.1 < ratios[False].std()
+
+
+def test_unset_probabilities_are_albumentations_defaults() -> None:
+    holes = {"hole_height_range": [4, 4], "hole_width_range": [4, 4]}
+    plan = plan_for([{"HorizontalFlip": {}}, {"CoarseDropout": holes}])
+    assert plan.flip_p == A.HorizontalFlip().p == 0.5
+    assert plan.cutout.p == A.CoarseDropout(**holes).p == 0.5
+
+
+def test_mean_fill_is_the_rounded_mean_the_albumentations_path_uses() -> None:
+    mean = (0.4914, 0.4822, 0.4465)  # CIFAR-10's: 125.3, 122.96, 113.86 in uint8 units
+    [dropout] = build_augment([{"CoarseDropout": {"fill": "mean"}}], mean).transforms
+    assert mean_fill(mean) == tuple(dropout.fill) == (125, 123, 114)
+
+
+def test_device_loader_fills_holes_with_the_data_sets_mean() -> None:
+    plan = plan_for([{"CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [4, 4],
+                                        "hole_width_range": [4, 4], "fill": "mean", "p": 1.0}}])
+    images = np.full((8, 8, 8, 3), 7, dtype=np.uint8)
+    loader = DeviceLoader(images, np.zeros(8), 8, torch.device("cpu"), plan, (0.5, 0.25, 1.0), False, 0)
+    [(batch, _)] = list(loader)
+    filled = batch.permute(0, 2, 3, 1).reshape(-1, 3)
+    filled = filled[(filled != 7).any(1)]
+    assert len(filled) == 8 * 16 and (filled == torch.tensor([128.0, 64.0, 255.0])).all()
+
+
+def test_device_loader_drops_only_a_lone_last_image() -> None:
+    images = np.zeros((17, 4, 4, 3), dtype=np.uint8)
+    loader = DeviceLoader(images, np.arange(17), 8, torch.device("cpu"), None, (0.5,) * 3, True, 0)
+    assert len(loader) == 2 and [len(y) for _, y in loader] == [8, 8]
+    loader = DeviceLoader(images[:16], np.arange(16), 8, torch.device("cpu"), None, (0.5,) * 3, True, 0)
+    assert len(loader) == 2 and [len(y) for _, y in loader] == [8, 8]

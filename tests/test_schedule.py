@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import nn
 
 from blockspec.errors import SpecError
 from blockspec.load import parse_spec
-from blockspec.train.optim import make_optimizer, make_scheduler, momentum_summary
+from blockspec.train.optim import make_optimizer, make_scheduler, momentum_summary, steps_per_batch
 from tests.synthetic import tiny_spec_text
 
 STEPS_PER_EPOCH = 20
@@ -109,3 +110,31 @@ def test_sgd_without_momentum_under_a_cycling_onecycle_is_a_spec_error() -> None
 def test_the_run_header_names_the_momentum_really_used(optimizer: str, scheduler: str, summary: str) -> None:
     spec = parse_spec(tiny_spec_text(Path("unused"), optimizer=optimizer, scheduler=scheduler), "tiny.yaml")
     assert momentum_summary(spec) == summary
+
+
+def test_cosine_warms_up_from_its_first_step_then_falls_over_the_rest() -> None:
+    """10 epochs of 20 steps at lr 0.05 with one warm-up epoch: the rate rises by (step+1)/20,
+    never 0, peaks at step 19, then follows a half cosine over the 180 steps left."""
+    rates = learning_rates("{name: cosine, warmup_epochs: 1}")
+    assert rates[:3] == pytest.approx([0.05 / 20, 0.05 * 2 / 20, 0.05 * 3 / 20])
+    assert rates[19] == pytest.approx(0.05) and rates[20] == pytest.approx(0.05)
+    assert rates[110] == pytest.approx(0.025)
+    assert rates[-1] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi * 179 / 180)))
+
+
+@pytest.mark.parametrize(("name", "per_batch"), [("onecycle", True), ("cosine", True), ("step", False),
+                                                 ("plateau", False), ("none", False)])
+def test_which_schedules_move_every_batch(name: str, per_batch: bool) -> None:
+    spec = parse_spec(tiny_spec_text(Path("unused"), scheduler=f"{{name: {name}}}"), "tiny.yaml")
+    assert steps_per_batch(spec) is per_batch
+
+
+def test_plateau_decays_when_the_test_accuracy_stops_rising_not_while_it_rises() -> None:
+    spec = parse_spec(tiny_spec_text(Path("unused"), scheduler="{name: plateau, patience: 0, factor: 0.5}"), "tiny.yaml")
+    optimizer = make_optimizer(spec, nn.Linear(2, 2))
+    schedule = make_scheduler(spec, optimizer, 20)
+    rates = []
+    for accuracy in (40.0, 50.0, 60.0, 55.0):
+        schedule.step(accuracy)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.05, 0.05, 0.05, 0.025])

@@ -272,3 +272,54 @@ def test_library_remarks_do_not_come_before_the_answer(run: Path, tmp_path: Path
             code, _, err = run_cli(command, capsys)
         assert code == 2 and err.startswith(says), err
         assert [str(remark.message) for remark in remarks] == []
+
+
+def test_preprocess_keeps_rows_as_rows_and_uses_the_runs_statistics(run: Path) -> None:
+    """A random image, unlike the flat colours of the run's data, shows a swap of height and width."""
+    trained = blockspec.load_trained(run)
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mean = torch.tensor(trained.mean).view(1, 3, 1, 1)
+    std = torch.tensor(trained.std).view(1, 3, 1, 1)
+    expected = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    assert torch.allclose(trained.preprocess(image), expected, atol=1e-5)
+
+
+def test_predict_scores_every_file_across_its_batches(run: Path, tmp_path: Path) -> None:
+    from blockspec.predict import _BATCH, predict_files
+
+    trained = blockspec.load_trained(run)
+    files = [tmp_path / f"{index:04d}.png" for index in range(_BATCH + 3)]  # a full batch and three more
+    for index, file in enumerate(files):
+        Image.fromarray(np.full((16, 16, 3), index % 256, dtype=np.uint8)).save(file)
+    predictions = predict_files(trained, files, top=2)
+    assert [p.file for p in predictions] == [str(f) for f in files]
+    expected = trained.predict(np.stack([np.full((16, 16, 3), i % 256, dtype=np.uint8) for i in range(len(files))]))
+    assert [p.top[0][0] for p in predictions] == [trained.classes[i] for i in expected.argmax(1).tolist()]
+
+
+def test_best_pt_holds_the_weights_the_run_evaluated(run: Path) -> None:
+    """One epoch, so the best is the last: best.pt's weights are last.pt's average, not its raw ones."""
+    from blockspec.train.checkpoint import evaluated_weights
+
+    best = torch.load(run / "best.pt", weights_only=True)["model"]
+    last = torch.load(run / "last.pt", weights_only=True)
+    average = evaluated_weights(last)
+    assert best.keys() == average.keys() and all(torch.equal(best[name], average[name]) for name in best)
+    assert any(not torch.equal(best[name], last["model"][name]) for name in best if name.endswith("weight"))
+
+
+def test_evals_per_class_accuracy_is_each_classs_recall(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Of the images of class c, the share predicted as c (not: of the images predicted as c,
+    the share that are c)."""
+    from tests.cli_helpers import run_cli
+
+    code, stdout, err = run_cli(["eval", "--checkpoint", str(run / "best.pt"), "-f", "json"], capsys)
+    assert code == 0, err
+    trained = blockspec.load_trained(run / "best.pt")
+    data = load_dataset("imagefolder", trained.spec.data.root)
+    predicted = trained.predict(data.test_images).argmax(1).numpy()
+    recall = {name: 100.0 * float(np.mean(predicted[data.test_labels == c] == c)) for c, name in enumerate(data.classes)}
+    precision = {name: 100.0 * float(np.mean(data.test_labels[predicted == c] == c)) if np.any(predicted == c) else None
+                 for c, name in enumerate(data.classes)}
+    assert json.loads(stdout)["per_class"] == pytest.approx(recall)
+    assert recall != precision  # else the run's predictions could not tell the two apart
