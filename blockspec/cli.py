@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sys
 from enum import Enum
@@ -70,7 +71,7 @@ def build_summary(
 ) -> None:
     """Layer table with shapes, receptive field, jump, parameters, MACs and rule checks."""
     from blockspec.load import load_spec
-    from blockspec.render import as_json, markdown, print_table
+    from blockspec.render import as_json, markdown, print_table, widen
     from blockspec.summary import summarize
 
     spec = load_spec(spec_path, input_size=input_size, edits=edits)
@@ -87,7 +88,7 @@ def build_summary(
     else:
         console = Console(highlight=False)
         if not console.is_terminal:
-            console.width = max(console.width, 120)
+            widen(console, 120)
         print_table(summary, console)
     if verification is not None:
         typer.echo(str(verification), err=format is Format.json or bool(verification.problems))
@@ -567,6 +568,15 @@ def schema(
         typer.echo(json.dumps(spec_json_schema(), indent=2))
 
 
+def _tolerate_narrow_encodings() -> None:
+    """Output whose encoding lacks ✓, × or → (a file redirected on Windows is cp1252; latin-1
+    locales) gets `?` in their place instead of a crash: text the terminal cannot show is
+    still better than no result."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="replace")
+
+
 def _speaks_for_the_run() -> bool:
     """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
     spec, its flags or its data, and the user should read it once. The ranks are asked only
@@ -580,6 +590,7 @@ def _speaks_for_the_run() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
+    _tolerate_narrow_encodings()
     try:
         app(args=argv)
     except SpecError as error:

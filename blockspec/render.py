@@ -53,6 +53,19 @@ def _rule_lines(summary: Summary) -> list[str]:
     return [f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}" for rule in summary.rules]
 
 
+def print_unsqueezed(table: Table, console: Console) -> None:
+    """Print `table` at its natural width even on a narrower terminal: squeezed, rich would cut
+    the numbers to "884,7…"; a line the terminal wraps still shows every digit."""
+    widen(console, Measurement.get(console, console.options.update(width=10**4), table).maximum)
+    console.print(table, crop=False)
+
+
+def widen(console: Console, width: int) -> None:
+    """At least `width` columns, on a dumb terminal too (where rich would keep 80 unless the
+    height is set as well)."""
+    console.size = (max(console.width, width), console.height)
+
+
 def print_table(summary: Summary, console: Console) -> None:
     shape = "×".join(map(str, summary.analysis.input_shape))
     table = Table(title=f"{summary.spec.name}  (input {shape})", title_justify="left")
@@ -68,11 +81,7 @@ def print_table(summary: Summary, console: Console) -> None:
             table.add_section()
         previous_block = row.block
         table.add_row(*cells)
-    # the table's natural width even on a narrower terminal: squeezed, rich would cut the
-    # numbers to "884,7…"; a line the terminal wraps still shows every digit
-    natural = Measurement.get(console, console.options.update(width=10**4), table).maximum
-    console.width = max(console.width, natural)
-    console.print(table, crop=False)
+    print_unsqueezed(table, console)
     for line in _totals(summary):
         console.print(line, highlight=False)
     for rule in summary.rules:
@@ -115,16 +124,13 @@ def _comparison_cells(path: str, summary: Summary) -> tuple[str, ...]:
 
 
 def print_comparison(compared: Sequence[tuple[str, Summary]], console: Console) -> None:
-    """`compare`'s table: one row per (file, summary), every number in full however narrow
-    the terminal (a line it wraps still shows every digit)."""
+    """`compare`'s table: one row per (file, summary)."""
     table = Table()
     for column in COMPARISON_COLUMNS:
         table.add_column(column, justify="right" if column in {"Params", "MACs", "RF"} else "left")
     for path, summary in compared:
         table.add_row(*_comparison_cells(path, summary))
-    natural = Measurement.get(console, console.options.update(width=10**4), table).maximum
-    console.width = max(console.width, natural)
-    console.print(table, crop=False)
+    print_unsqueezed(table, console)
 
 
 def comparison_markdown(compared: Sequence[tuple[str, Summary]]) -> str:

@@ -55,7 +55,7 @@ def load_image_archive(archive: Path, path: str, trained_classes: tuple[str, ...
     where = f"{path}.root"
     stat = archive.stat()
     key = hashlib.sha256(
-        f"{_CACHE_VERSION}|{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+        f"{_CACHE_VERSION}|{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(errors="surrogateescape")
     ).hexdigest()[:24]
     cached = read_cache(archive, _CACHE_PREFIX, key)
     if cached is not None:

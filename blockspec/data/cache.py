@@ -22,9 +22,23 @@ _FOLDER = ".blockspec-cache"
 def cache_folders(root: Path) -> list[Path]:
     """Where a cache for `root` may live: inside it (unless it is a file, such as an
     archive), else in the user's cache directory."""
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blockspec"
-    root_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return [*([] if root.is_file() else [root / _FOLDER]), home / root_id]
+    inside = [] if root.is_file() else [root / _FOLDER]
+    user_cache = _user_cache_folder()
+    if user_cache is None:
+        return inside
+    root_id = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:16]  # any name the file system holds
+    return [*inside, user_cache / root_id]
+
+
+def _user_cache_folder() -> Path | None:
+    """$XDG_CACHE_HOME/blockspec or ~/.cache/blockspec; None for a process without a home
+    (a container run under a user id with no passwd entry and HOME unset)."""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "blockspec"
+    try:
+        return Path.home() / ".cache" / "blockspec"
+    except (RuntimeError, KeyError):
+        return None
 
 
 def read_cache(root: Path, prefix: str, key: str) -> dict[str, np.ndarray] | None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from blockspec.data.cache import read_cache, write_cache
-from blockspec.data.imagedata import ImageData, channel_stats
+from blockspec.data.imagedata import ImageData, channel_stats, readable_name
 from blockspec.errors import fail
 
 EXTENSIONS = frozenset(
@@ -59,7 +59,7 @@ def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | N
         _list_split(root, "test", classes, where),
     )
     key = hashlib.sha256(
-        "\n".join([_CACHE_VERSION, *train_signature, *test_signature]).encode()
+        "\n".join([_CACHE_VERSION, *train_signature, *test_signature]).encode(errors="surrogateescape")
     ).hexdigest()[:24]
     cached = read_cache(root, _CACHE_PREFIX, key)
     if cached is not None:
@@ -89,7 +89,8 @@ def no_images() -> ImageList:
 def relabelled(
     images: ImageList, found: tuple[str, ...], classes: tuple[str, ...], where: str, root: str
 ) -> ImageList:
-    """`images`, labelled by `found` class names, relabelled by their place in `classes`."""
+    """`images`, labelled by `found` class folders, relabelled by their names' place in `classes`."""
+    found = tuple(readable_name(name) for name in found)
     unknown = [name for name in found if name not in classes]
     if unknown:
         raise fail(where, f"test/ holds classes the checkpoint was not trained on: {', '.join(unknown)} "
@@ -206,7 +207,7 @@ def decode_set(
         "train_labels": train.labels,
         "test_images": test_images,
         "test_labels": test.labels,
-        "classes": np.asarray(classes),
+        "classes": np.asarray([readable_name(name) for name in classes]),
         "mean": np.asarray(mean),
         "std": np.asarray(std),
         "colour_note": np.asarray("" if gray else _colour_note(files, decoded, images)),
