@@ -298,7 +298,7 @@ def train(
             typer.echo(str(stop), err=True)
         # the others wait for it: torchrun ends every process as soon as one has exited
         distributed.stop(ranks)
-        raise typer.Exit(130) from None
+        raise typer.Exit(stop.exit_code) from None
 
 
 @app.command("eval")

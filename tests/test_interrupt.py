@@ -1,5 +1,6 @@
-"""Ctrl-C while training is taken between steps: the first only records the request, the
-loop's check raises it; a second interrupts at once; Python's handler is back afterwards."""
+"""Ctrl-C (or SIGTERM) while training is taken between steps: the first only records the
+request, the loop's check raises it; a second interrupts at once; the default handlers are
+back afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import signal
 
 import pytest
 
-from blockspec.train.interrupt import ctrl_c_between_steps
+from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps
 from tests.cli_helpers import python_ctrl_c
 
 
@@ -34,3 +35,14 @@ def test_a_program_that_took_sigint_itself_keeps_it() -> None:
         assert calls == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, reason="SIGTERM is taken by the test runner")
+def test_sigterm_waits_for_the_check_and_says_which_signal_it_was() -> None:
+    with ctrl_c_between_steps() as check:
+        check()
+        os.kill(os.getpid(), signal.SIGTERM)  # without the handler this would end the test run
+        with pytest.raises(StopRequested) as stop:
+            check()
+        assert stop.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -472,16 +472,21 @@ def test_resume_on_data_that_changed_size_is_refused(
     assert "the run took 2 steps an epoch and its data now gives 6" in err
 
 
-def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path, data_root: Path) -> None:
+@pytest.mark.parametrize(("signum", "code", "says"), [(signal.SIGINT, 130, "interrupted; "),
+                                                    (signal.SIGTERM, 143, "stopped by SIGTERM; ")])
+def test_ctrl_c_or_sigterm_saves_and_exits_cleanly(tmp_path: Path, data_root: Path, signum: int, code: int,
+                                                    says: str) -> None:
+    """SIGTERM is how docker stop, Kubernetes and SLURM end a job: without a handler the run
+    died mid-step, with no word of what last.pt holds."""
     spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_dir = tmp_path / "interrupted"
     process = start_blockspec(["train", str(spec), "--out", str(run_dir), "--workers", "0"])
     wait_for_epochs(run_dir, 1, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "Resume with: blockspec train --resume" in stderr and "Traceback" not in stderr
+    assert process.returncode == code, stderr
+    assert says in stderr and "Resume with: blockspec train --resume" in stderr and "Traceback" not in stderr
     saved = torch.load(run_dir / "last.pt", weights_only=True)
     assert saved["epoch"] == len(metrics(run_dir)) >= 1
 
@@ -917,3 +922,12 @@ def test_training_leaves_no_progress_bar_thread_behind(tmp_path: Path, data_root
             "print(sorted(thread.name for thread in threading.enumerate()))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "['MainThread']", result.stdout
+
+
+def test_resuming_a_run_stopped_before_its_first_save_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C while the data loads leaves the run directory holding its lock alone."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".blockspec.lock").touch()
+    code, _, err = run_cli(["train", "--resume", str(run_dir)], capsys)
+    assert code == 2 and "a run directory without a checkpoint: its run stopped before saving one" in err

@@ -23,6 +23,7 @@ from blockspec.build import build_model
 from blockspec.errors import fail
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
+from blockspec.train.rundir import LOCK_FILE
 
 if TYPE_CHECKING:
     from blockspec.data.imagedata import ImageData
@@ -87,6 +88,9 @@ def _read_torch_file(path: Path, flag: str) -> tuple[Path, Any]:
     """The file (a run directory's last.pt) and what torch reads from it with weights only, or a
     SpecError naming `flag` and saying why it cannot be read."""
     if path.is_dir():
+        if not (path / "last.pt").exists() and (path / LOCK_FILE).exists():
+            raise fail(flag, "a run directory without a checkpoint: its run stopped before saving one, so there is "
+                       "nothing to continue or load; start the run again", str(path))
         path = path / "last.pt"
     if not path.is_file():
         raise fail(flag, "no such checkpoint file", str(path))

@@ -9,6 +9,10 @@ loop trained on after Ctrl-C. While training, Ctrl-C therefore only records the 
 KeyboardInterrupt itself after the current step (or evaluation). A second Ctrl-C interrupts
 at once, as usual.
 
+SIGTERM, how `docker stop`, Kubernetes, SLURM and `kill` end a job, is taken the same way
+(where its handler is still the default, which ends the process at once): the run stops
+after the current step with its message, and exits with 143 rather than 130.
+
 Under torchrun every process gets the signal, but not at the same step: one that stopped
 alone would leave the others waiting at their next gradient all-reduce. The processes
 therefore decide together (`agree`), every few steps and at each epoch's boundaries.
@@ -27,45 +31,54 @@ AGREE_EVERY = 16
 and a Ctrl-C takes effect at most this many steps late."""
 
 
+class StopRequested(KeyboardInterrupt):
+    """The loop's stop after a signal: `signum` is SIGINT (Ctrl-C) or SIGTERM."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @contextmanager
 def ctrl_c_between_steps(
     agree: Callable[[bool], bool] | None = None,
 ) -> Iterator[Callable[..., None]]:
     """Yields the check the loop calls after each step, and with `boundary=True` between
-    epochs; it raises KeyboardInterrupt once Ctrl-C was pressed. With `agree` (several
-    processes, each calling the check in the same sequence) it raises on every process or on
-    none: `agree` turns this process's request into whether any process has one, and is
-    called at each boundary and every `AGREE_EVERY`th step. Outside the main thread, or where
-    SIGINT is not Python's default handler (ignored, or taken by the embedding program),
-    Ctrl-C is left alone, but the joint decisions still happen."""
-    requested = threading.Event()
+    epochs; it raises StopRequested once Ctrl-C was pressed (or SIGTERM came). With `agree`
+    (several processes, each calling the check in the same sequence) it raises on every
+    process or on none: `agree` turns this process's request into whether any process has
+    one, and is called at each boundary and every `AGREE_EVERY`th step. Outside the main
+    thread, or where a signal's handler is not Python's default (ignored, or taken by the
+    embedding program), the signal is left alone, but the joint decisions still happen."""
+    received: list[int] = []  # the signals asked to stop, in order
     steps = 0
-    installed = (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    installed = [
+        signum for signum, default in defaults.items()
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signum) is default
+    ]
 
-    def on_ctrl_c(signum: int, frame: FrameType | None) -> None:
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if received:
+            raise StopRequested(signum)  # a second request: at once
+        received.append(signum)
 
     def check(boundary: bool = False) -> None:
         nonlocal steps
         if agree is None:
-            stop = requested.is_set()
+            stop = bool(received)
         else:
             steps += not boundary
             if not boundary and steps % AGREE_EVERY:
                 return
-            stop = agree(requested.is_set())
+            stop = agree(bool(received))
         if stop:
-            raise KeyboardInterrupt
+            raise StopRequested(received[0] if received else signal.SIGINT)  # another process's Ctrl-C
 
-    if installed:
-        signal.signal(signal.SIGINT, on_ctrl_c)
+    for signum in installed:
+        signal.signal(signum, on_signal)
     try:
         yield check
     finally:
-        if installed:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in installed:
+            signal.signal(signum, defaults[signum])

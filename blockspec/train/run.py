@@ -7,6 +7,7 @@ moment therefore leaves a consistent last.pt, and resuming never loses or double
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
@@ -26,7 +27,7 @@ from blockspec.train.data_path import check_data_fits, make_run_loaders
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.init_weights import StartWeights, check_fits
-from blockspec.train.interrupt import ctrl_c_between_steps
+from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
@@ -54,7 +55,12 @@ from blockspec.train.whiten import whitening_filters
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C: last.pt holds the last complete epoch; the CLI exits with 130."""
+    """Ctrl-C or SIGTERM: last.pt holds the last complete epoch; the CLI exits with
+    `exit_code` (128 + the signal's number: 130, 143), as a shell reports such an ending."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -196,13 +202,15 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                     break
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
             check_stop(boundary=True)
-    except KeyboardInterrupt:  # a second Ctrl-C can land inside a save: report what last.pt holds
+    except KeyboardInterrupt as stop:  # a second Ctrl-C can land inside a save: report what last.pt holds
         if ranks.main:
             with disk_errors_reported(run_dir, "draw the learning curves", saved):
                 curves.finish(history[:saved])
+        signum = stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
         raise TrainingInterrupted(
-            f"interrupted; {run_dir / 'last.pt'} holds epoch {saved}. "
-            f"Resume with: blockspec train --resume {run_dir}"
+            f"{'stopped by SIGTERM' if signum == signal.SIGTERM else 'interrupted'}; {run_dir / 'last.pt'} holds "
+            f"epoch {saved}. Resume with: blockspec train --resume {run_dir}",
+            exit_code=128 + signum,
         ) from None
     if last_eval is None:
         last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
