@@ -10,6 +10,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,9 +246,10 @@ def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     if len(sources) < _POOL_MIN_FILES or workers == 1:
         return _decode_chunk(sources)
     chunks = [sources[i : i + _CHUNK] for i in range(0, len(sources), _CHUNK)]
-    methods = multiprocessing.get_all_start_methods()
-    # fork: children need no re-import of torch/albumentations, which would cost seconds each
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    # fork on Linux: children need no re-import of torch/albumentations, which would cost seconds
+    # each; elsewhere the platform's default, since on macOS a forked child can crash in system
+    # libraries that had started threads (why Python's default there is spawn)
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
     with context.Pool(min(workers, len(chunks))) as pool:
         return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
 
