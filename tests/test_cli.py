@@ -615,3 +615,90 @@ def test_module_entry_point_runs_without_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "unknown layer kind 'cnov'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_of_several_specs_names_the_spec_each_note_is_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text(AUGMENTED.replace("TRANSFORM", "GridDistortion: {}"))
+    code, _, err = run_cli(["check", str(spec), str(FLAGSHIP)], capsys)
+    assert code == 0, err
+    assert f"note: {spec}: data.augment[0].GridDistortion: without border_mode" in err
+
+
+def test_compare_takes_set_edits(capsys: pytest.CaptureFixture[str]) -> None:
+    edit = "blocks.C1[0].conv.out=24"
+    code, out, err = run_cli(["compare", str(FLAGSHIP), "-f", "json", "--set", edit], capsys)
+    expected = trace(load_spec(FLAGSHIP, edits=[edit])).total_params
+    assert code == 0, err
+    assert json.loads(out)[0]["total_params"] == expected != 194_666
+
+
+def test_eval_with_a_spec_file_of_other_weights_blames_the_spec_not_its_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from blockspec import build_model
+    from blockspec.train.checkpoint import save_atomic
+    from tests.test_cli import FOURBLOCKS
+
+    spec = load_spec(FOURBLOCKS)
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, tmp_path / "best.pt")
+    code, _, err = run_cli(["eval", str(FLAGSHIP), "--checkpoint", str(tmp_path / "best.pt"),
+                            "--data-root", str(tmp_path / "no-data")], capsys)
+    assert code == 2 and err.startswith(f"error: SPEC = '{FLAGSHIP}': builds other weights than {tmp_path / 'best.pt'} holds")
+
+
+def test_export_refuses_a_file_whose_last_row_differs_slightly_below_torchs() -> None:
+    """A traced network that subtracts 1e-3 from the last row's scores: 10× the tolerance,
+    negative, and not in the first row; the check must see all three."""
+    import torch
+
+    from blockspec import parse_spec
+    from blockspec.errors import SpecError
+    from blockspec.export import export_model
+
+    class LastRowLower(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scores = x.mean(dim=(2, 3))
+            if torch.jit.is_tracing():  # only in the exported program
+                scores = torch.cat([scores[:-1], scores[-1:] - 1e-3])
+            return scores
+
+    spec = parse_spec("name: t\ninput: {size: 8}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n")
+    with pytest.raises(SpecError) as raised:
+        export_model(LastRowLower(), spec, "torchscript", {})
+    assert str(raised.value) == "export: the exported model differs from torch by 1.00e-03 (> 0.0001)"
+
+
+def test_eval_blames_the_data_root_when_both_data_flags_chose_data_that_does_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blockspec import build_model, parse_spec
+    from blockspec.train.checkpoint import save_atomic
+    from tests.synthetic import tiny_spec_text, write_colour_folder
+
+    spec = parse_spec(tiny_spec_text(tmp_path / "data"))  # 3×16×16 input
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, tmp_path / "best.pt")
+    small = write_colour_folder(tmp_path / "small", train_per_class=1, test_per_class=2, size=8)
+    code, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "best.pt"), "--dataset", "imagefolder",
+                            "--data-root", str(small)], capsys)
+    assert code == 2 and err.startswith(f"error: --data-root = '{small}': the spec expects 3×16×16 images"), err
+
+
+def test_export_names_every_test_time_view_it_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from blockspec import build_model, parse_spec
+    from blockspec.train.checkpoint import save_atomic
+
+    spec = parse_spec("name: t\nblocks:\n  C1: [conv: {out: 4}]\n  output: [gap: {}, fc: {out: 10}]\n"
+                      "train: {tta_flip: true, tta_shift: 2}\n")
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, tmp_path / "best.pt")
+    code, stdout, err = run_cli(["export", "--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "t.ts")], capsys)
+    assert code == 0, err
+    assert "without the test-time views (tta_flip, tta_shift)" in stdout
+
+
+def test_a_negative_worker_count_is_refused_before_any_data_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.synthetic import tiny_spec_text
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(tmp_path / "no-data"))
+    code, _, err = run_cli(["train", str(spec), "--workers", "-1", "--out", str(tmp_path / "run")], capsys)
+    assert (code, err) == (2, "error: --workers = -1: must be 0 or more\n")
+    assert not (tmp_path / "run").exists()
