@@ -397,3 +397,8 @@ def test_seeded_transforms_draw_independently() -> None:
 def test_affines_1x_cval_and_mode_become_fill_and_border_mode() -> None:
     [affine] = build_augment([{"Affine": {"translate_px": 2, "cval": 7, "mode": 4}}], (0.5, 0.5, 0.5)).transforms
     assert affine.fill == 7 and affine.border_mode == 4 and affine.interpolation == 1  # 1: the default, linear
+
+
+def test_a_bad_entry_inside_an_argument_list_is_named_by_its_index() -> None:
+    with pytest.raises(SpecError, match=r"^data\.augment\[0\]\.Affine\.translate_px\[1\] = 'a': "):
+        read_augment([{"Affine": {"translate_px": [-2, "a"]}}])

@@ -207,6 +207,9 @@ def test_verify_names_the_layer_whose_parameters_differ_and_exits_1(faulty_site:
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "liar: {}")), "--verify")
     assert result.returncode == 1, result.stderr
     assert "✗ module differs from the analysis: C1.1 (liar at blocks.C1[1]): torch counts 72 parameters, the analysis 0" in result.stderr
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "liar: {}")), "--verify", "-f", "json")
+    document = json.loads(result.stdout)
+    assert document["verify"]["module_params"] == document["total_params"] + 72  # torch's count, not the analysis's
 
 
 def test_verify_stops_at_the_first_layer_whose_shape_differs(faulty_site: Path, tmp_path: Path) -> None:
