@@ -76,3 +76,12 @@ def test_schema_refuses_a_layer_with_a_second_key_and_takes_x_keys() -> None:
     anchored = yaml.safe_load("name: x\nx-unit: &u [gap: {}, fc: {out: 10}]\nblocks:\n  output: *u\n")
     assert not validator.is_valid(two_keys)
     assert validator.is_valid(anchored)
+
+
+def test_misclassified_tiles_are_titled_true_then_predicted_in_test_order() -> None:
+    from blockspec.train.plots import misclassified_figure
+
+    images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    labels, predictions = np.array([0, 1, 2, 0]), np.array([0, 2, 2, 1])
+    titles = [text.get_text() for text in misclassified_figure(images, labels, predictions, ("a", "b", "c")).axes[0].texts]
+    assert titles == ["b → c", "a → b"]

@@ -79,6 +79,12 @@ def plot_misclassified(
     target: Path,
     count: int = 25,
 ) -> None:
+    save_png(misclassified_figure(images, labels, predictions, classes, count), target)
+
+
+def misclassified_figure(
+    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...], count: int = 25
+) -> Figure:
     """A grid of the first `count` wrong test predictions, titled "true → predicted".
 
     Drawn as one picture on one set of axes: 25 small axes took 2.4 s to lay out and save,
@@ -102,7 +108,7 @@ def plot_misclassified(
     axis.imshow(canvas.squeeze(-1) if channels == 1 else canvas, cmap="gray", interpolation="nearest")
     if not len(wrong):
         axis.text(0.5, 0.5, "no misclassified images", transform=axis.transAxes, ha="center", va="center")
-    save_png(figure, target)
+    return figure
 
 
 def plot_confusion(
