@@ -150,19 +150,33 @@ def compare(
     input_size: InputSize = None,
     edits: Edits = None,
 ) -> None:
-    """One line per spec: parameters, MACs, receptive field, output and rules, side by side."""
+    """One line per spec: parameters, MACs, receptive field, output and rules, side by side.
+
+    A spec that does not load exits 2 (with several specs, once the others are compared)."""
     from blockspec.load import load_spec, spec_files
     from blockspec.render import as_json, comparison_markdown, print_comparison
     from blockspec.summary import summarize
 
     paths = spec_files(spec_paths)
-    compared = [(str(path), summarize(load_spec(path, input_size=input_size, edits=edits))) for path in paths]
+    if len(paths) == 1:  # its error is the command's
+        compared = [(str(paths[0]), summarize(load_spec(paths[0], input_size=input_size, edits=edits)))]
+    else:
+        compared = []
+        for path in paths:
+            try:
+                compared.append((str(path), summarize(load_spec(path, input_size=input_size, edits=edits))))
+            except SpecError as error:  # said, and the others still compared
+                typer.echo(f"error: {error}", err=True)
+    if not compared:
+        raise typer.Exit(2)
     if format is Format.json:
         typer.echo(as_json([{"file": path, **summary.to_dict(layers=False)} for path, summary in compared]))
     elif format is Format.markdown:
         typer.echo(comparison_markdown(compared), nl=False)
     else:
         print_comparison(compared, Console(highlight=False))
+    if len(compared) < len(paths):
+        raise typer.Exit(2)
 
 
 def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tuple[RuleResult, ...]:
@@ -568,13 +582,15 @@ def schema(
         typer.echo(json.dumps(spec_json_schema(), indent=2))
 
 
-def _tolerate_narrow_encodings() -> None:
+def _tolerate_narrow_encodings() -> list[io.TextIOWrapper]:
     """Output whose encoding lacks ✓, × or → (a file redirected on Windows is cp1252; latin-1
     locales) gets `?` in their place instead of a crash: text the terminal cannot show is
-    still better than no result."""
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
-            stream.reconfigure(errors="replace")
+    still better than no result. Returns the streams changed, for main to restore."""
+    loosened = [stream for stream in (sys.stdout, sys.stderr)
+                if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict"]
+    for stream in loosened:
+        stream.reconfigure(errors="replace")
+    return loosened
 
 
 def _speaks_for_the_run() -> bool:
@@ -590,7 +606,7 @@ def _speaks_for_the_run() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
-    _tolerate_narrow_encodings()
+    loosened = _tolerate_narrow_encodings()
     try:
         app(args=argv)
     except SpecError as error:
@@ -610,3 +626,6 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(70)
+    finally:  # a program calling main() gets its streams back as they were
+        for stream in loosened:
+            stream.reconfigure(errors="strict")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,14 +213,32 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 
 def spec_files(paths: Sequence[Path]) -> list[Path]:
     """The spec files that command-line paths name: a file as given (loading says if it is
-    missing), a folder as every .yaml/.yml file below it, in name order; each file once."""
+    missing), a folder as every .yaml/.yml file below it in name order, hidden ones (.git,
+    .github) left out and linked folders followed once; each file once, however named."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+            found = sorted(_specs_below(path))
             if not found:
                 raise fail("SPEC", "is a folder without .yaml or .yml files below it", str(path))
             files += found
         else:
             files.append(path)
-    return list(dict.fromkeys(files))
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve() if file.exists() else file, file)
+    return list(unique.values())
+
+
+def _specs_below(folder: Path) -> Iterator[Path]:
+    seen: set[str] = set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree
+            folders.clear()
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))  # a linked folder met once, by its first name
+        for name in names:
+            if not name.startswith(".") and name.endswith(SPEC_SUFFIXES) and os.path.isfile(os.path.join(top, name)):
+                yield Path(top, name)

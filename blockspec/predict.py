@@ -16,6 +16,7 @@ from PIL import Image
 
 from blockspec.data.imagefolder import EXTENSIONS, images_below
 from blockspec.errors import fail
+from blockspec.filenames import readable_name
 from blockspec.trained import TrainedModel
 
 _BATCH = 256
@@ -74,7 +75,8 @@ def predict_files(trained: TrainedModel, files: list[Path], top: int) -> list[Pr
         images = np.stack([read_image(path, input_spec.channels, input_spec.hw) for path in chunk])
         probabilities, indices = trained.predict(images).topk(min(top, len(trained.classes)), dim=1)
         for path, row, columns in zip(chunk, probabilities.tolist(), indices.tolist()):
-            predictions.append(Prediction(str(path), [(trained.classes[i], p) for i, p in zip(columns, row)]))
+            ranked = [(trained.classes[i], p) for i, p in zip(columns, row)]
+            predictions.append(Prediction(readable_name(str(path)), ranked))  # JSON refuses lone surrogates
     return predictions
 
 

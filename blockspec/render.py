@@ -136,7 +136,8 @@ def print_comparison(compared: Sequence[tuple[str, Summary]], console: Console) 
 def comparison_markdown(compared: Sequence[tuple[str, Summary]]) -> str:
     lines = ["| " + " | ".join(COMPARISON_COLUMNS) + " |",
              "|" + "|".join("---:" if c in {"Params", "MACs", "RF"} else "---" for c in COMPARISON_COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_comparison_cells(path, summary)) + " |" for path, summary in compared]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _comparison_cells(path, summary)) + " |"
+              for path, summary in compared]
     return "\n".join(lines) + "\n"
 
 

@@ -189,7 +189,7 @@ def test_check_of_several_specs_and_folders_reports_each_then_exits_by_the_worst
 
     folder = tmp_path / "specs"
     (folder / "sub").mkdir(parents=True)
-    (folder / "sub" / "good.yml").write_text(FLAGSHIP.read_text())
+    (folder / "sub" / "good.yml").write_bytes(FLAGSHIP.read_bytes())
     (folder / "broken.yaml").write_text("name: x\nblocks: [\n")
     (folder / "notes.txt").write_text("not a spec")
     code, out, err = run_cli(["check", str(folder), str(FOURBLOCKS), str(FOURBLOCKS)], capsys)
@@ -453,7 +453,7 @@ def test_an_augmentation_albumentations_refuses_names_the_file(
 ) -> None:
     """`check` vouches for the whole spec, and training fails before touching any data."""
     path = tmp_path / "badaug.yaml"
-    path.write_text(FLAGSHIP.read_text().replace("translate_percent: [-0.125, 0.125]", "translate_percent: abc"))
+    path.write_text(FLAGSHIP.read_text(encoding="utf-8").replace("translate_percent: [-0.125, 0.125]", "translate_percent: abc"), encoding="utf-8")
     data_flags = [] if command == "check" else ["--data-root", str(tmp_path / "no-data")]
     code, out, err = run_cli([command, str(path), *data_flags], capsys)
     assert code == 2 and "Traceback" not in out + err
@@ -702,3 +702,39 @@ def test_a_negative_worker_count_is_refused_before_any_data_is_read(tmp_path: Pa
     code, _, err = run_cli(["train", str(spec), "--workers", "-1", "--out", str(tmp_path / "run")], capsys)
     assert (code, err) == (2, "error: --workers = -1: must be 0 or more\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_shows_the_specs_that_load_and_names_the_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As check does: a spec that does not load is named on stderr, the rest still compared, exit 2."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nblocks: [\n")
+    code, out, err = run_cli(["compare", str(FLAGSHIP), str(broken), str(FOURBLOCKS), "-f", "json"], capsys)
+    assert code == 2 and err.startswith(f"error: {broken}: invalid YAML")
+    assert [row["name"] for row in json.loads(out)] == ["flagship", "fourblocks-128k"]
+
+
+def test_compares_markdown_escapes_a_bar_in_a_name_or_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "x|y.yaml"
+    spec.write_text(FLAGSHIP.read_text(encoding="utf-8").replace("name: flagship", 'name: "a|b"'), encoding="utf-8")
+    code, out, _ = run_cli(["compare", str(spec), "-f", "markdown"], capsys)
+    row = out.splitlines()[2]
+    assert code == 0 and row.startswith(f"| {str(spec).replace('|', chr(92) + '|')} | a\\|b | 194,666 |")
+    assert row.replace("\\|", "").count("|") == 8  # seven cells
+
+
+def test_a_folder_search_skips_hidden_folders_follows_links_once_and_takes_each_file_once(tmp_path: Path) -> None:
+    from blockspec.load import spec_files
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.yaml").write_text("not a spec")
+    (tmp_path / ".draft.yaml").write_text("not a spec")
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.yaml").write_bytes(FLAGSHIP.read_bytes())
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(tmp_path, target_is_directory=True)  # a link back up the tree
+    found = spec_files([tmp_path, real / "a.yaml", Path(str(real) + "/../real/a.yaml")])
+    assert found == [tmp_path / "linked" / "a.yaml"]  # the same file by four names: once, as first met
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "specs").symlink_to(real, target_is_directory=True)
+    assert spec_files([tmp_path / "only"]) == [tmp_path / "only" / "specs" / "a.yaml"]

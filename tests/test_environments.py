@@ -12,6 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -79,3 +80,68 @@ def test_without_a_home_directory_data_loads_uncached(tmp_path: Path, monkeypatc
         bundle.add(folder, arcname="colours")
     data = load_dataset("imagefolder", archive)
     assert data.classes == ("class0", "class1", "class2", "class3") and len(data.train_labels) == 8
+
+
+def test_names_recorded_raw_before_readable_names_read_as_readable(tmp_path: Path) -> None:
+    """Checkpoints and caches written before 2026-12-07 hold a Latin-1 folder's name raw."""
+    import numpy as np
+
+    from blockspec import build_model, parse_spec
+    from blockspec.data.imagefolder import from_arrays
+    from blockspec.train.checkpoint import load_checkpoint, save_atomic
+
+    raw = os.fsdecode(b"cat\xe9")
+    spec = parse_spec(tiny_spec_text(tmp_path, epochs=1))
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "classes": [raw, "dog"]},
+                tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["classes"] == ["cat\\xe9", "dog"]
+    empty = np.zeros((0, 2, 2, 3), dtype=np.uint8)
+    cached = {"train_images": empty, "train_labels": np.zeros(0), "test_images": empty, "test_labels": np.zeros(0),
+              "classes": np.asarray([raw, "dog"]), "mean": np.zeros(3), "std": np.ones(3)}
+    assert from_arrays(cached).classes == ("cat\\xe9", "dog")
+
+
+def test_a_zip_without_the_utf8_flag_names_classes_as_the_folder_does(tmp_path: Path) -> None:
+    """Zip tools on Linux store a name's bytes as they are, without the UTF-8 flag, and Python's
+    zipfile reads such names as cp437 (`cat\\xe9` became `catΘ`, another class than the folder's)."""
+    import zipfile
+
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=2, test_per_class=1)
+    archive = tmp_path / "colours.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted(folder.rglob("*.png")):
+            bundle.write(file, str(file.relative_to(tmp_path)).replace("class0", "catX"))
+    archive.write_bytes(archive.read_bytes().replace(b"catX", b"cat\xe9"))  # the bytes a Latin-1 system writes
+    renamed = tmp_path / "renamed"
+    for split in ("train", "test"):
+        (folder / split / "class0").rename(folder / split / os.fsdecode(b"cat\xe9"))
+    folder.rename(renamed)
+    from_zip, from_folder = load_dataset("imagefolder", archive), load_dataset("imagefolder", renamed)
+    assert from_zip.classes == from_folder.classes == ("cat\\xe9", "class1", "class2", "class3")
+
+
+def test_main_gives_a_calling_program_its_streams_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blockspec.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", out)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(FLAGSHIP)])
+    assert exit_info.value.code in (0, None) and out.errors == "strict"
+    out.flush()
+    assert out.buffer.getvalue().startswith(b"? max_params: 194,666 parameters")
+
+
+def test_predicts_json_names_a_file_named_in_other_bytes_readably(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    data = write_colour_folder(tmp_path / "data", train_per_class=4, test_per_class=2)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(data, epochs=1))
+    run = tmp_path / "run"
+    assert run_cli(["train", str(spec), "--out", str(run), "--workers", "0"], capsys)[0] == 0
+    image = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.png"))
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    code, out, err = run_cli(["predict", str(image), "--checkpoint", str(run), "-f", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out.encode("utf-8", "strict"))[0]["file"] == f"{tmp_path}/caf\\xe9.png"

@@ -84,7 +84,7 @@ def test_only_x_dash_keys_are_dropped(tmp_path: Path) -> None:
 
 def test_a_folder_named_like_a_spec_is_not_read_as_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "old.yaml").mkdir()
-    (tmp_path / "good.yaml").write_text(FLAGSHIP.read_text())
+    (tmp_path / "good.yaml").write_bytes(FLAGSHIP.read_bytes())
     code, out, err = run_cli(["check", str(tmp_path)], capsys)
     assert (code, err) == (0, ""), out
     assert out.splitlines()[-1] == f"{tmp_path / 'good.yaml'}: all 7 rules hold"
@@ -93,7 +93,7 @@ def test_a_folder_named_like_a_spec_is_not_read_as_one(tmp_path: Path, capsys: p
 def test_a_folders_specs_are_taken_in_name_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     names = ["m.yaml", "b.yaml", "z.yaml", "a.yaml", "q.yml", "c.yaml", "x.yaml", "d.yaml"]
     for name in names:
-        (tmp_path / name).write_text(FLAGSHIP.read_text())
+        (tmp_path / name).write_bytes(FLAGSHIP.read_bytes())
     code, out, err = run_cli(["compare", str(tmp_path), "-f", "json"], capsys)
     assert code == 0, err
     assert [row["file"] for row in json.loads(out)] == [str(tmp_path / name) for name in sorted(names)]

@@ -931,3 +931,12 @@ def test_resuming_a_run_stopped_before_its_first_save_says_so(tmp_path: Path, ca
     (run_dir / ".blockspec.lock").touch()
     code, _, err = run_cli(["train", "--resume", str(run_dir)], capsys)
     assert code == 2 and "a run directory without a checkpoint: its run stopped before saving one" in err
+
+
+def test_init_from_a_run_directory_that_never_saved_says_so(tmp_path: Path, data_root: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    (run_dir / ".blockspec.lock").touch()
+    code, _, err = run_cli(["train", str(write_spec(tmp_path, data_root)), "--init-from", str(run_dir)], capsys)
+    assert code == 2 and f"--init-from = '{run_dir}': a run directory without a checkpoint" in err

@@ -36,7 +36,7 @@ from blockspec.errors import fail
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 SPLITS = ("train", "test")
 _CACHE_PREFIX = "archive"
-_CACHE_VERSION = "4"  # bump when the decoding or the stored arrays change (3: LA images gray; 4: subfolders, last copy)
+_CACHE_VERSION = "5"  # bump when the decoding or the stored arrays change (3: LA images gray; 4: subfolders, last copy; 5: zip names as their bytes)
 
 # (folder above train/ and test/ inside the archive, "" for the top) → split → class →
 # {file path below the class folder: bytes}; a later member of one name replaces an earlier one
@@ -111,7 +111,7 @@ def _image_members(archive: Path, where: str) -> Layouts:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as bundle:
                 for info in bundle.infolist():
-                    if targets := places(info.filename, info.is_dir()):
+                    if targets := places(_zip_member_name(info), info.is_dir()):
                         content = bundle.read(info)
                         for files, below in targets:
                             files[below] = content
@@ -140,6 +140,18 @@ def _member_bytes(bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Pat
     except KeyError:  # a link whose target the archive lacks (an absolute path, a file left out)
         raise fail(where, f"{archive}:{member.name} links to {member.linkname}, which the archive does not hold; "
                    "pack it with `tar -h` (--dereference) so that it holds the files themselves", str(archive)) from None
+
+
+def _zip_member_name(info: zipfile.ZipInfo) -> str:
+    """A member's name as the same folder unpacked on Linux reads: a zip without the UTF-8
+    flag holds the name's bytes as the zipping system had them (UTF-8, or Latin-1 and the
+    like), which zipfile decodes as cp437 (`café` read as `cafΘ`)."""
+    if info.flag_bits & _ZIP_UTF8_FLAG:
+        return info.filename
+    return info.filename.encode("cp437").decode("utf-8", "surrogateescape")
+
+
+_ZIP_UTF8_FLAG = 0x800
 
 
 def _check_tar_ends_cleanly(bundle: tarfile.TarFile) -> None:

@@ -65,8 +65,3 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
         stds.append(float(np.sqrt(var) / 255.0))
     return tuple(means), tuple(stds)
 
-
-def readable_name(name: str) -> str:
-    """A folder name as text every output can hold: bytes that are not UTF-8 (read by Python as
-    lone surrogates, which plots, JSON and terminals refuse) become escapes such as `caf\\xe9`."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from blockspec.data.cache import read_cache, write_cache
-from blockspec.data.imagedata import ImageData, channel_stats, readable_name
+from blockspec.data.imagedata import ImageData, channel_stats
+from blockspec.filenames import readable_name
 from blockspec.errors import fail
 
 EXTENSIONS = frozenset(
@@ -234,7 +235,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
         train_labels=arrays["train_labels"],
         test_images=np.ascontiguousarray(arrays["test_images"]),
         test_labels=arrays["test_labels"],
-        classes=tuple(str(name) for name in arrays["classes"]),
+        classes=tuple(readable_name(str(name)) for name in arrays["classes"]),  # caches before 2026-12-07 hold them raw
         mean=tuple(float(m) for m in arrays["mean"]),
         std=tuple(float(s) for s in arrays["std"]),
         colour_note=str(arrays["colour_note"]) if "colour_note" in arrays else "",  # caches before 2026-12-07 lack it

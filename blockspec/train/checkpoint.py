@@ -21,6 +21,7 @@ import torch
 from blockspec.atomic import atomic_write
 from blockspec.build import build_model
 from blockspec.errors import fail
+from blockspec.filenames import readable_name
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
 from blockspec.train.rundir import LOCK_FILE
@@ -81,6 +82,8 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
     if not isinstance(payload.get("spec"), str) or not isinstance(payload.get("model"), dict):
         raise fail(flag, "a blockspec checkpoint without its spec or weights (edited or written by something else)",
                    str(path))
+    if payload.get("classes"):  # recorded raw before 2026-12-07: folders named in bytes that are not UTF-8
+        payload["classes"] = [readable_name(name) for name in payload["classes"]]
     return payload
 
 
@@ -88,11 +91,11 @@ def _read_torch_file(path: Path, flag: str) -> tuple[Path, Any]:
     """The file (a run directory's last.pt) and what torch reads from it with weights only, or a
     SpecError naming `flag` and saying why it cannot be read."""
     if path.is_dir():
-        if not (path / "last.pt").exists() and (path / LOCK_FILE).exists():
-            raise fail(flag, "a run directory without a checkpoint: its run stopped before saving one, so there is "
-                       "nothing to continue or load; start the run again", str(path))
         path = path / "last.pt"
     if not path.is_file():
+        if path.name == "last.pt" and (path.parent / LOCK_FILE).exists():
+            raise fail(flag, "a run directory without a checkpoint: its run stopped before saving one, so there is "
+                       "nothing to continue or load; start the run again", str(path.parent))
         raise fail(flag, "no such checkpoint file", str(path))
     export = _exported_kind(path)  # before torch reads it, which warns about such files first
     if export:
