@@ -217,7 +217,7 @@ def spec_files(paths: Sequence[Path]) -> list[Path]:
     .github) left out and linked folders followed once; each file once, however named."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
+        if _is_folder(path):
             found = sorted(_specs_below(path))
             if not found:
                 raise fail("SPEC", "is a folder without .yaml or .yml files below it", str(path))
@@ -226,13 +226,31 @@ def spec_files(paths: Sequence[Path]) -> list[Path]:
             files.append(path)
     unique: dict[Path, Path] = {}
     for file in files:
-        unique.setdefault(file.resolve() if file.exists() else file, file)
+        unique.setdefault(_real(file), file)
     return list(unique.values())
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # below a folder it may not read: loading the path says so
+        return False
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, unreadable or a link loop: loading the path says so
+        return path
+
+
+def _unreadable(error: OSError) -> None:
+    raise fail("SPEC", f"cannot read a folder below it ({error.strerror})", error.filename)
 
 
 def _specs_below(folder: Path) -> Iterator[Path]:
     seen: set[str] = set()
-    for top, folders, names in os.walk(folder, followlinks=True):
+    for top, folders, names in os.walk(folder, onerror=_unreadable, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:  # a link back up the tree
             folders.clear()

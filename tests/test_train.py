@@ -940,3 +940,25 @@ def test_init_from_a_run_directory_that_never_saved_says_so(tmp_path: Path, data
     (run_dir / ".blockspec.lock").touch()
     code, _, err = run_cli(["train", str(write_spec(tmp_path, data_root)), "--init-from", str(run_dir)], capsys)
     assert code == 2 and f"--init-from = '{run_dir}': a run directory without a checkpoint" in err
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path, data_root: Path) -> None:
+    """systemd, SLURM's scancel and `kill -- -PGID` signal the DataLoader workers too: a worker
+    ended mid-batch made the run an internal error (exit 70)."""
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
+    spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blockspec", "train", str(spec), "--out", str(run_dir), "--workers", "2",
+         "--loader", "albumentations"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    wait_for_epochs(run_dir, 2, process)  # workers start afresh every epoch: alive now, most likely
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "stopped by SIGTERM; " in stderr and "internal error" not in stderr

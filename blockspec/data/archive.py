@@ -36,7 +36,7 @@ from blockspec.errors import fail
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 SPLITS = ("train", "test")
 _CACHE_PREFIX = "archive"
-_CACHE_VERSION = "5"  # bump when the decoding or the stored arrays change (3: LA images gray; 4: subfolders, last copy; 5: zip names as their bytes)
+_CACHE_VERSION = "5"  # bump when the decoding or the stored arrays change (3: LA images gray; 4: subfolders, last copy; 5: zip names in UTF-8 without its flag)
 
 # (folder above train/ and test/ inside the archive, "" for the top) → split → class →
 # {file path below the class folder: bytes}; a later member of one name replaces an earlier one
@@ -143,12 +143,16 @@ def _member_bytes(bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Pat
 
 
 def _zip_member_name(info: zipfile.ZipInfo) -> str:
-    """A member's name as the same folder unpacked on Linux reads: a zip without the UTF-8
-    flag holds the name's bytes as the zipping system had them (UTF-8, or Latin-1 and the
-    like), which zipfile decodes as cp437 (`café` read as `cafΘ`)."""
+    """A member's name as the folder it was zipped from had it: a zip without the UTF-8 flag
+    holds the name's bytes as the zipping system wrote them, which zipfile decodes as cp437;
+    Linux tools write UTF-8 there (`caté` read as `cat├⌐`), Windows ones cp437, so bytes that
+    are valid UTF-8 are read as UTF-8 and the rest as cp437."""
     if info.flag_bits & _ZIP_UTF8_FLAG:
         return info.filename
-    return info.filename.encode("cp437").decode("utf-8", "surrogateescape")
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeDecodeError:
+        return info.filename
 
 
 _ZIP_UTF8_FLAG = 0x800

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import random
+import signal
 from collections.abc import Sequence, Sized
 
 import albumentations as A
@@ -141,13 +142,18 @@ def subset_rows(count: int, limit: int | None, name: str) -> slice | np.ndarray:
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Give each worker its own stream, derived from the loader's generator (so from `seed`).
+    """Give each worker its own stream, derived from the loader's generator (so from `seed`),
+    and leave SIGTERM to the main process.
 
     Without this every worker would hold an identical copy of the augmentation's random state
     and produce the same "random" augmentations. OpenCV threads are not touched here: calling
     `cv2.setNumThreads` in a forked child whose parent ran OpenCV's thread pool deadlocks (about
     1 fork in 10); the package sets it once, in the parent, on import.
     """
+    # SIGTERM sent to the whole process group (systemd, SLURM's scancel, `kill -- -PGID`) would
+    # end a worker mid-batch and the run as an internal error; the main process takes it, stops
+    # after its step, and ends the workers as usual
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     info = get_worker_info()
     seed = info.seed % 2**32
     np.random.seed(seed)

@@ -82,8 +82,12 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
     if not isinstance(payload.get("spec"), str) or not isinstance(payload.get("model"), dict):
         raise fail(flag, "a blockspec checkpoint without its spec or weights (edited or written by something else)",
                    str(path))
-    if payload.get("classes"):  # recorded raw before 2026-12-07: folders named in bytes that are not UTF-8
-        payload["classes"] = [readable_name(name) for name in payload["classes"]]
+    classes = payload.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(name, str) for name in classes)):
+        raise fail(flag, "a blockspec checkpoint whose classes are not a list of names (edited or written by "
+                   "something else)", str(path))
+    if classes:  # recorded raw before 2026-12-07: folders named in bytes that are not UTF-8
+        payload["classes"] = [readable_name(name) for name in classes]
     return payload
 
 

@@ -39,44 +39,54 @@ class StopRequested(KeyboardInterrupt):
         self.signum = signum
 
 
+class StopCheck:
+    """The check the loop calls after each step, and with `boundary=True` between epochs: it
+    raises StopRequested once a stop was asked for here (or, with `agree`, on any process)."""
+
+    def __init__(self, agree: Callable[[bool], bool] | None) -> None:
+        self.agree = agree
+        self.received: list[int] = []  # the signals asked to stop, in order
+        self.steps = 0
+
+    def __call__(self, boundary: bool = False) -> None:
+        if self.agree is None:
+            stop = bool(self.received)
+        else:
+            self.steps += not boundary
+            if not boundary and self.steps % AGREE_EVERY:
+                return
+            stop = self.agree(bool(self.received))
+        if stop:
+            raise StopRequested(self.received[0] if self.received else signal.SIGINT)  # another process's Ctrl-C
+
+    def raise_if_requested(self) -> None:
+        """This process's stop, now, without asking the others: for a failure the signal itself
+        caused (a DataLoader worker ended by a SIGTERM sent to the whole process group)."""
+        if self.received:
+            raise StopRequested(self.received[0])
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received:
+            raise StopRequested(signum)  # a second request: at once
+        self.received.append(signum)
+
+
 @contextmanager
-def ctrl_c_between_steps(
-    agree: Callable[[bool], bool] | None = None,
-) -> Iterator[Callable[..., None]]:
-    """Yields the check the loop calls after each step, and with `boundary=True` between
-    epochs; it raises StopRequested once Ctrl-C was pressed (or SIGTERM came). With `agree`
-    (several processes, each calling the check in the same sequence) it raises on every
-    process or on none: `agree` turns this process's request into whether any process has
-    one, and is called at each boundary and every `AGREE_EVERY`th step. Outside the main
-    thread, or where a signal's handler is not Python's default (ignored, or taken by the
-    embedding program), the signal is left alone, but the joint decisions still happen."""
-    received: list[int] = []  # the signals asked to stop, in order
-    steps = 0
+def ctrl_c_between_steps(agree: Callable[[bool], bool] | None = None) -> Iterator[StopCheck]:
+    """Yields the loop's StopCheck. With `agree` (several processes, each calling the check in
+    the same sequence) it raises on every process or on none: `agree` turns this process's
+    request into whether any process has one, and is called at each boundary and every
+    `AGREE_EVERY`th step. Outside the main thread, or where a signal's handler is not
+    Python's default (ignored, or taken by the embedding program), the signal is left alone,
+    but the joint decisions still happen."""
+    check = StopCheck(agree)
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     installed = [
         signum for signum, default in defaults.items()
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signum) is default
     ]
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if received:
-            raise StopRequested(signum)  # a second request: at once
-        received.append(signum)
-
-    def check(boundary: bool = False) -> None:
-        nonlocal steps
-        if agree is None:
-            stop = bool(received)
-        else:
-            steps += not boundary
-            if not boundary and steps % AGREE_EVERY:
-                return
-            stop = agree(bool(received))
-        if stop:
-            raise StopRequested(received[0] if received else signal.SIGINT)  # another process's Ctrl-C
-
     for signum in installed:
-        signal.signal(signum, on_signal)
+        signal.signal(signum, check.on_signal)
     try:
         yield check
     finally:

@@ -180,7 +180,11 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 check_stop(boundary=True)  # a Ctrl-C during the evaluation
                 if loaders.switch is not None:
                     loaders.switch.apply(train_loader, epoch)
-                record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
+                try:
+                    record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
+                except RuntimeError:  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
+                    check_stop.raise_if_requested()
+                    raise
                 history.append(record)
                 reached = options.stop_at_target and record["test_acc"] >= spec.train.target
                 if not ranks.main:
