@@ -6,9 +6,10 @@ import errno
 import io
 import os
 import sys
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+T = TypeVar("T")
 SpecPath = Annotated[Path, typer.Argument(help="Architecture spec (YAML).", show_default=False)]
 SpecPaths = Annotated[
     list[Path], typer.Argument(help="Spec files (YAML), or folders of them.", show_default=False)
@@ -113,32 +115,27 @@ def check(spec_paths: SpecPaths, edits: Edits = None) -> None:
     A spec that does not load, including a `data.augment` entry albumentations refuses, exits 2
     (with several specs, once every other one is checked)."""
     from blockspec.load import spec_files
+    from blockspec.render import rule_line
 
     paths = spec_files(spec_paths)
-    if len(paths) == 1:
-        rules = _rules_of(paths[0], edits, note_prefix="")
-        for rule in rules:
-            typer.echo(_rule_line(rule))
-        typer.echo(_verdict(paths[0], rules))  # where the rules and a passing verdict go
-        if any(not rule.ok for rule in rules):
-            raise typer.Exit(1)
-        return
-    violated, unloaded = [], []
-    for path in paths:
-        try:
-            rules = _rules_of(path, edits, note_prefix=f"{path}: ")
-        except SpecError as error:
-            typer.echo(f"error: {error}", err=True)
-            unloaded.append(path)
-            continue
-        typer.echo(_verdict(path, rules))
+    several = len(paths) > 1
+    checked = violated = 0
+    for path, rules in _each_loaded(paths, lambda path: _rules_of(path, edits, f"{path}: " if several else "")):
+        checked += 1
         failed = [rule for rule in rules if not rule.ok]
-        for rule in failed:
-            typer.echo(f"  {_rule_line(rule)}")
-        if failed:
-            violated.append(path)
-    typer.echo(f"{len(paths)} specs: {len(paths) - len(violated) - len(unloaded)} with every rule holding, "
-               f"{len(violated)} with rules violated, {len(unloaded)} not loaded")
+        if several:  # a line a spec, its violated rules below it
+            typer.echo(_verdict(path, rules))
+            for rule in failed:
+                typer.echo(f"  {rule_line(rule)}")
+        else:  # every rule, then the verdict, where the rules and a passing verdict go
+            for rule in rules:
+                typer.echo(rule_line(rule))
+            typer.echo(_verdict(path, rules))
+        violated += bool(failed)
+    unloaded = len(paths) - checked
+    if several:
+        typer.echo(f"{len(paths)} specs: {checked - violated} with every rule holding, "
+                   f"{violated} with rules violated, {unloaded} not loaded")
     if unloaded or violated:
         raise typer.Exit(2 if unloaded else 1)
 
@@ -158,15 +155,8 @@ def compare(
     from blockspec.summary import summarize
 
     paths = spec_files(spec_paths)
-    if len(paths) == 1:  # its error is the command's
-        compared = [(str(paths[0]), summarize(load_spec(paths[0], input_size=input_size, edits=edits)))]
-    else:
-        compared = []
-        for path in paths:
-            try:
-                compared.append((str(path), summarize(load_spec(path, input_size=input_size, edits=edits))))
-            except SpecError as error:  # said, and the others still compared
-                typer.echo(f"error: {error}", err=True)
+    compared = [(str(path), summary) for path, summary in
+                _each_loaded(paths, lambda path: summarize(load_spec(path, input_size=input_size, edits=edits)))]
     if not compared:
         raise typer.Exit(2)
     if format is Format.json:
@@ -177,6 +167,18 @@ def compare(
         print_comparison(compared, Console(highlight=False))
     if len(compared) < len(paths):
         raise typer.Exit(2)
+
+
+def _each_loaded(paths: list[Path], load: Callable[[Path], T]) -> Iterator[tuple[Path, T]]:
+    """(path, load(path)) for each spec; one that does not load is said on stderr and left out
+    while the others go on (a spec given alone: its error is the command's)."""
+    for path in paths:
+        try:
+            yield path, load(path)
+        except SpecError as error:
+            if len(paths) == 1:
+                raise
+            typer.echo(f"error: {error}", err=True)
 
 
 def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tuple[RuleResult, ...]:
@@ -196,10 +198,6 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
     except SpecError as error:
         raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
     return summarize(spec).rules
-
-
-def _rule_line(rule: RuleResult) -> str:
-    return f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}"
 
 
 def _verdict(spec_path: Path, rules: tuple[RuleResult, ...]) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
 from blockspec.analysis import LayerRow
+from blockspec.rules import RuleResult
 from blockspec.summary import Summary
 
 COLUMNS = ("Block", "Layer", "Kind", "k/s/d/p", "Output", "RF", "Jump", "Params", "MACs")
@@ -49,8 +51,24 @@ def _totals(summary: Summary) -> list[str]:
     ]
 
 
-def _rule_lines(summary: Summary) -> list[str]:
-    return [f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}" for rule in summary.rules]
+def rule_line(rule: RuleResult) -> str:
+    return f"{'✓' if rule.ok else '✗'} {rule.name}: {rule.detail}"
+
+
+NUMERIC = frozenset({"RF", "Jump", "Params", "MACs"})  # right-aligned, in every table
+
+
+def _table(columns: Sequence[str], **options: Any) -> Table:
+    table = Table(**options)
+    for column in columns:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
+    return table
+
+
+def _markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Header, alignment and rows, a `|` inside a cell escaped."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if c in NUMERIC else "---" for c in columns) + "|"]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
 
 
 def print_unsqueezed(table: Table, console: Console) -> None:
@@ -68,10 +86,7 @@ def widen(console: Console, width: int) -> None:
 
 def print_table(summary: Summary, console: Console) -> None:
     shape = "×".join(map(str, summary.analysis.input_shape))
-    table = Table(title=f"{summary.spec.name}  (input {shape})", title_justify="left")
-    for column in COLUMNS:
-        numeric = column in {"RF", "Jump", "Params", "MACs"}
-        table.add_column(column, justify="right" if numeric else "left")
+    table = _table(COLUMNS, title=f"{summary.spec.name}  (input {shape})", title_justify="left")
     previous_block = None
     for row in summary.analysis.rows:
         cells = _cells(row)
@@ -99,11 +114,9 @@ def table_text(summary: Summary, width: int = 100) -> str:
 def markdown(summary: Summary) -> str:
     shape = "×".join(map(str, summary.analysis.input_shape))
     lines = [f"### {summary.spec.name} (input {shape})", ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join("---:" if c in {"RF", "Jump", "Params", "MACs"} else "---" for c in COLUMNS) + "|")
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in summary.analysis.rows]
+    lines += _markdown_table(COLUMNS, (_cells(row) for row in summary.analysis.rows))
     lines.append("")
-    lines += [f"- {line}" for line in _totals(summary) + _rule_lines(summary)]
+    lines += [f"- {line}" for line in [*_totals(summary), *map(rule_line, summary.rules)]]
     return "\n".join(lines) + "\n"
 
 
@@ -125,19 +138,14 @@ def _comparison_cells(path: str, summary: Summary) -> tuple[str, ...]:
 
 def print_comparison(compared: Sequence[tuple[str, Summary]], console: Console) -> None:
     """`compare`'s table: one row per (file, summary)."""
-    table = Table()
-    for column in COMPARISON_COLUMNS:
-        table.add_column(column, justify="right" if column in {"Params", "MACs", "RF"} else "left")
+    table = _table(COMPARISON_COLUMNS)
     for path, summary in compared:
         table.add_row(*_comparison_cells(path, summary))
     print_unsqueezed(table, console)
 
 
 def comparison_markdown(compared: Sequence[tuple[str, Summary]]) -> str:
-    lines = ["| " + " | ".join(COMPARISON_COLUMNS) + " |",
-             "|" + "|".join("---:" if c in {"Params", "MACs", "RF"} else "---" for c in COMPARISON_COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _comparison_cells(path, summary)) + " |"
-              for path, summary in compared]
+    lines = _markdown_table(COMPARISON_COLUMNS, (_comparison_cells(path, summary) for path, summary in compared))
     return "\n".join(lines) + "\n"
 
 
