@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blockspec.data.imagefolder import EXTENSIONS, images_below
+from blockspec.data.imagefolder import EXTENSIONS, images_below, wide_pixels
 from blockspec.errors import fail
 from blockspec.filenames import readable_name
 from blockspec.trained import TrainedModel
@@ -54,9 +54,8 @@ def read_image(path: Path, channels: int, hw: tuple[int, int]) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's remarks (a huge image, a palette's transparency): sizes are checked below
             with Image.open(path) as image:
-                if image.mode.startswith(("I", "F")):  # PIL would clip 16-bit and float pixels, not scale them
-                    raise fail("IMAGES", f"{image.mode} pixels (16-bit or floating point); save it with 8-bit channels",
-                               str(path))
+                if wide := wide_pixels(image):
+                    raise fail("IMAGES", wide, str(path))
                 pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise fail("IMAGES", f"cannot read it as an image ({str(error) or type(error).__name__})", str(path)) from None

@@ -64,4 +64,3 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
         means.append(float(mean / 255.0))
         stds.append(float(np.sqrt(var) / 255.0))
     return tuple(means), tuple(stds)
-

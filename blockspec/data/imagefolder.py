@@ -21,8 +21,8 @@ from PIL import Image
 
 from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData, channel_stats
-from blockspec.filenames import readable_name
 from blockspec.errors import fail
+from blockspec.filenames import readable_name
 
 EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -209,7 +209,7 @@ def decode_set(
         "train_labels": train.labels,
         "test_images": test_images,
         "test_labels": test.labels,
-        "classes": np.asarray([readable_name(name) for name in classes]),
+        "classes": np.asarray(classes),  # as the folders are named: from_arrays makes them readable
         "mean": np.asarray(mean),
         "std": np.asarray(std),
         "colour_note": np.asarray("" if gray else _colour_note(files, decoded, images)),
@@ -259,15 +259,22 @@ _WIDE_MODES = ("I", "F")  # PIL's 32-bit integer, 16-bit integer (I;16…) and f
 _GRAY_MODES = ("L", "LA", "1")  # LA: gray with alpha, which is dropped as RGBA's is
 
 
+def wide_pixels(image: Image.Image) -> str | None:
+    """Why an image cannot be read as 8-bit pixels, or None: PIL's conversion to 8 bits clips
+    16-bit integer and floating-point pixels to 0 and 255 instead of scaling them."""
+    if image.mode.startswith(_WIDE_MODES):
+        return f"{image.mode} pixels (16-bit or floating point); save it with 8-bit channels"
+    return None
+
+
 def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     """HxW arrays for grayscale files, HxWx3 for everything else; an error text on failure."""
     out: list[np.ndarray | str] = []
     for source in sources:
         try:
             with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
-                if image.mode.startswith(_WIDE_MODES):
-                    # PIL's conversion to 8 bits clips these to 0 and 255 instead of scaling them
-                    out.append(f"{image.mode} pixels (16-bit or floating point); save the images with 8-bit channels")
+                if wide := wide_pixels(image):
+                    out.append(wide)
                     continue
                 mode = "L" if image.mode in _GRAY_MODES else "RGB"
                 out.append(np.asarray(image.convert(mode)))

@@ -104,7 +104,6 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         log(f"note: {note}")
     data = load_dataset(spec.data.dataset, spec.data.root)
     check_data_fits(spec, data, trained=checkpoint is not None)  # a resumed run's input is its weights'
-
     _check_batch_for_batch_norm(spec)
     loaders = make_run_loaders(spec, data, options, info, ranks)
     train_loader, test_loader = loaders.train, loaders.test
