@@ -42,6 +42,15 @@ def write_spec(folder: Path, data_root: Path, epochs: int = 2, extra: str = "", 
     return path
 
 
+def finished_run(folder: Path, data_root: Path, capsys: pytest.CaptureFixture[str], name: str = "run",
+                 epochs: int = 1) -> tuple[Path, Path]:
+    """(spec, run directory) of the tiny spec trained to its end, for the commands that take a run."""
+    spec = write_spec(folder, data_root, epochs=epochs)
+    out = folder / name
+    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    return spec, out
+
+
 
 def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = write_spec(tmp_path, data_root)
@@ -162,9 +171,7 @@ def test_eval_on_data_whose_classes_differ_from_the_runs_is_refused(
     same images against shuffled labels, 0 % where the run measured far more."""
     import shutil
 
-    spec = write_spec(tmp_path, data_root, epochs=1)
-    out = tmp_path / "run"
-    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    _, out = finished_run(tmp_path, data_root, capsys)
     renamed = tmp_path / "renamed"
     shutil.copytree(data_root, renamed, ignore=shutil.ignore_patterns(".blockspec-cache"))
     for split in ("train", "test"):
@@ -184,9 +191,7 @@ def test_eval_normalises_as_the_run_did_whatever_train_holds_now(
     the same test images score the same beside train/ images of other colours."""
     import shutil
 
-    spec = write_spec(tmp_path, data_root, epochs=1)
-    out = tmp_path / "run"
-    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    _, out = finished_run(tmp_path, data_root, capsys)
     darker = tmp_path / "darker"
     shutil.copytree(data_root, darker, ignore=shutil.ignore_patterns(".blockspec-cache"))
     for image in (darker / "train").rglob("*.png"):
@@ -216,9 +221,7 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
     import shutil
     import tarfile
 
-    spec = write_spec(tmp_path, data_root, epochs=1)
-    out = tmp_path / "run"
-    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    _, out = finished_run(tmp_path, data_root, capsys)
     code, full, _ = run_cli(["eval", "--checkpoint", str(out)], capsys)
     per_class = {line.split()[0]: line for line in full.splitlines()[1:]}
     only = tmp_path / "only"
@@ -249,9 +252,7 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
 def test_eval_on_data_that_does_not_fit_names_the_checkpoint_and_the_flag(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = write_spec(tmp_path, data_root, epochs=1)
-    out = tmp_path / "run"
-    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    _, out = finished_run(tmp_path, data_root, capsys)
     small = write_colour_folder(tmp_path / "small", size=8)
     for command in (["eval", "--checkpoint", str(out / "best.pt")], ["train", "--resume", str(out)]):
         # the weights fix the input: the data the flag chose is what does not fit (it blamed `input`)
@@ -765,9 +766,7 @@ def test_resuming_a_run_that_ended_restores_its_records(
     """Killed (or out of disk) between the last epoch's last.pt and its records: the resume
     the error message suggests has no epoch to train but must still write them, and clears
     the half-written files the kill left."""
-    spec = write_spec(tmp_path, data_root, epochs=2)
-    out = tmp_path / "run"
-    assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
+    spec, out = finished_run(tmp_path, data_root, capsys, epochs=2)
     complete = metrics(out)
     (out / "metrics.json").write_text(json.dumps(complete[:1]))
     (out / "metrics.csv").write_text((out / "metrics.csv").read_text().splitlines(keepends=True)[0])
@@ -852,9 +851,7 @@ def test_init_from_fine_tunes_a_run_for_other_classes_and_is_kept_on_resume(
 ) -> None:
     import shutil
 
-    spec = write_spec(tmp_path, data_root, epochs=1)
-    first = tmp_path / "first"
-    assert run_cli(["train", str(spec), "--out", str(first), "--workers", "0"], capsys)[0] == 0
+    spec, first = finished_run(tmp_path, data_root, capsys, "first")
     three = tmp_path / "three"
     shutil.copytree(data_root, three, ignore=shutil.ignore_patterns(".blockspec-cache", "class3"))
     text = spec.read_text().replace("classes: 4", "classes: 3").replace("fc: {out: 4}", "fc: {out: 3}")
@@ -895,9 +892,7 @@ def test_init_from_keeps_the_whitened_first_layer_the_spec_asks_for(
 ) -> None:
     """The checkpoint's first layer (whitened on other data, or trained) replaced the frozen
     whitening of this run's data, while the header still said the layer was a whitening."""
-    spec = write_spec(tmp_path, data_root, epochs=1)
-    first = tmp_path / "first"
-    assert run_cli(["train", str(spec), "--out", str(first), "--workers", "0"], capsys)[0] == 0
+    spec, first = finished_run(tmp_path, data_root, capsys, "first")
     out = tmp_path / "whitened"
     code, stdout, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0", "--init-from", str(first),
                                  "--set", "train.whiten_stem=frozen"], capsys)
