@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from blockspec.load import parse_spec
+from blockspec.spec import Spec
 from blockspec.train.device import pick_device
 from blockspec.train.options import RunOptions
 from blockspec.train.records import is_new_best, summarize_history
@@ -405,19 +406,53 @@ def test_malformed_device_is_refused(tmp_path: Path, data_root: Path, capsys: py
     assert code == 2 and f"--device = '{device}': unknown device" in err
 
 
+def _interrupted(spec: Spec | None, options: RunOptions, at: str) -> TrainingInterrupted:
+    """Train with Ctrl-C pressed when the run logs a line starting with `at`; the run must end
+    as TrainingInterrupted (a KeyboardInterrupt escaping it fails the test, not the session)."""
+    def log(line: str) -> None:
+        if line.startswith(at):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
+        train(spec, options, log=log)
+    assert isinstance(stop.value, TrainingInterrupted), f"Ctrl-C escaped as {stop.value!r}"
+    return stop.value
+
+
 def test_ctrl_c_after_the_last_steps_still_stops_the_run(tmp_path: Path, data_root: Path) -> None:
     """A Ctrl-C that lands after the last training step (in the evaluation, the saves) ends the
     run as interrupted, rather than being dropped. Sent from the run's own log line."""
     spec = parse_spec(write_spec(tmp_path, data_root, epochs=2).read_text())
     out = tmp_path / "run"
+    stop = _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="epoch   2/2")
+    assert "holds epoch 2" in str(stop) and len(metrics(out)) == 2
 
-    def log(line: str) -> None:
-        if line.startswith("epoch   2/2"):
-            os.kill(os.getpid(), signal.SIGINT)
 
-    with python_ctrl_c(), pytest.raises(TrainingInterrupted, match="holds epoch 2"):
-        train(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), log=log)
-    assert len(metrics(out)) == 2
+def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(tmp_path: Path, data_root: Path) -> None:
+    """Ctrl-C while the data loads or the model is built (here: at the line that follows both)
+    used to end the command with exit 130 and no word; now it says where the run stood."""
+    spec = parse_spec(write_spec(tmp_path, data_root, epochs=1).read_text())
+    out = tmp_path / "run"
+    stop = _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at=f"{spec.name}: ")
+    assert str(stop) == "interrupted before training began; nothing was trained" and stop.exit_code == 130
+    assert not (out / "last.pt").exists()
+
+
+def test_ctrl_c_before_a_resumed_run_trains_leaves_it_as_it_was(tmp_path: Path, data_root: Path) -> None:
+    spec = parse_spec(write_spec(tmp_path, data_root, epochs=2).read_text())
+    out = tmp_path / "run"
+    _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="epoch   1/2")
+    stop = _interrupted(None, RunOptions(resume=out, workers=0), at="resuming ")
+    assert str(stop) == "interrupted before training resumed; the run is as it was" and len(metrics(out)) == 1
+
+
+def test_ctrl_c_in_the_final_records_reports_the_last_epoch(tmp_path: Path, data_root: Path) -> None:
+    """After the last epoch the loop no longer holds Ctrl-C: one there (the last line is logged
+    after the final plots) still names the epoch last.pt holds and how to finish the records."""
+    spec = parse_spec(write_spec(tmp_path, data_root, epochs=1).read_text())
+    out = tmp_path / "run"
+    stop = _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="best test accuracy")
+    assert f"holds epoch 1. Resume with: blockspec train --resume {out}" in str(stop)
 
 
 def test_resume_takes_the_runs_own_spec_file_and_refuses_another(

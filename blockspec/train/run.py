@@ -67,7 +67,13 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     """Train `spec`, or resume `options.resume` (then `spec`, if given, must be the run's own),
     and return the run summary."""
     with ExitStack() as held:  # the run directory, held until the run ends
-        return _train(spec, options, log, held)
+        try:
+            return _train(spec, options, log, held)
+        except KeyboardInterrupt:  # before the training loop took Ctrl-C over: loading the data, building
+            raise TrainingInterrupted(
+                "interrupted before training "
+                + ("resumed; the run is as it was" if options.resume else "began; nothing was trained")
+            ) from None
 
 
 def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], held: ExitStack) -> dict[str, Any]:
@@ -205,7 +211,28 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                     break
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
             check_stop(boundary=True)
-    except KeyboardInterrupt as stop:  # a second Ctrl-C can land inside a save: report what last.pt holds
+        if last_eval is None:
+            last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
+        if not ranks.main:
+            distributed.stop(ranks)
+            return run_summary(spec, history, info, setup)
+        summary = run_summary(spec, history, info, setup)
+        with disk_errors_reported(run_dir, "write the final records and plots", len(history)):
+            write_metrics(run_dir, history)  # again: a run resumed after its last save wrote them
+            curves.finish(history)
+            test_images = test_loader.dataset.images
+            plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
+            plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
+            write_summary(run_dir, summary)
+        reached = summary["target_epoch"]
+        log(
+            f"best test accuracy {summary['best_test_acc']:.2f}% at epoch {summary['best_epoch']}; "
+            + (f"target {spec.train.target:g}% first reached at epoch {reached}" if reached else f"target {spec.train.target:g}% not reached")
+            + f"; artefacts in {run_dir}"
+        )
+        distributed.stop(ranks)
+        return summary
+    except KeyboardInterrupt as stop:  # a second Ctrl-C inside a save, or one in the final records
         if ranks.main:
             with disk_errors_reported(run_dir, "draw the learning curves", saved):
                 curves.finish(history[:saved])
@@ -215,27 +242,6 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             f"epoch {saved}. Resume with: blockspec train --resume {run_dir}",
             exit_code=128 + signum,
         ) from None
-    if last_eval is None:
-        last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
-    if not ranks.main:
-        distributed.stop(ranks)
-        return run_summary(spec, history, info, setup)
-    summary = run_summary(spec, history, info, setup)
-    with disk_errors_reported(run_dir, "write the final records and plots", len(history)):
-        write_metrics(run_dir, history)  # again: a run resumed after its last save wrote them
-        curves.finish(history)
-        test_images = test_loader.dataset.images
-        plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
-        plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
-        write_summary(run_dir, summary)
-    reached = summary["target_epoch"]
-    log(
-        f"best test accuracy {summary['best_test_acc']:.2f}% at epoch {summary['best_epoch']}; "
-        + (f"target {spec.train.target:g}% first reached at epoch {reached}" if reached else f"target {spec.train.target:g}% not reached")
-        + f"; artefacts in {run_dir}"
-    )
-    distributed.stop(ranks)
-    return summary
 
 
 def _check_batch_for_batch_norm(spec: Spec) -> None:
