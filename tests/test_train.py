@@ -455,6 +455,32 @@ def test_ctrl_c_in_the_final_records_reports_the_last_epoch(tmp_path: Path, data
     assert f"holds epoch 1. Resume with: blockspec train --resume {out}" in str(stop)
 
 
+def test_a_relative_data_root_is_found_from_another_directory(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run keeps `data.root` as typed, relative to where it ran; `eval` and `--resume` from
+    another directory (a notebook's subfolder) read the data where the run did, rather than
+    failing to find it, and score the same."""
+    spec = write_spec(tmp_path, data_root, epochs=2)
+    out = tmp_path / "run"
+    monkeypatch.chdir(data_root.parent)
+    relative = ["--data-root", data_root.name]
+    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)):
+        train(parse_spec(spec.read_text().replace(str(data_root), data_root.name)), RunOptions(out=out, workers=0),
+              log=lambda line: os.kill(os.getpid(), signal.SIGINT) if line.startswith("epoch   1/2") else None)
+    assert parse_spec((out / "spec.yaml").read_text()).data.root == data_root.name
+    here = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "-f", "json"], capsys)
+    elsewhere = tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    there = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "-f", "json"], capsys)
+    assert there == here and here[0] == 0
+    code, _, err = run_cli(["train", "--resume", str(out)], capsys)
+    assert code == 0 and len(metrics(out)) == 2, err
+    code, _, err = run_cli(["eval", "--checkpoint", str(out), *relative], capsys)  # named here, it is not found here
+    assert code == 2 and f"--data-root = '{data_root.name}': folder does not exist" in err
+
+
 def test_resume_takes_the_runs_own_spec_file_and_refuses_another(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

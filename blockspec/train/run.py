@@ -24,6 +24,7 @@ from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
 from blockspec.train.data_path import check_data_fits, make_run_loaders
+from blockspec.train.data_root import root_found
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.init_weights import StartWeights, check_fits
@@ -90,6 +91,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         spec = started_with
         if options.moved_data_root is not None:
             spec = apply_overrides(spec, data_root=options.moved_data_root)
+        else:
+            spec = root_found(spec, checkpoint)
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
     start = None

@@ -18,6 +18,7 @@ from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, restore_rng, rng_state, save_atomic
 from blockspec.train.data_path import seed_epoch
+from blockspec.train.data_root import RECORD, absolute_root
 from blockspec.train.device import DeviceInfo
 from blockspec.train.ema import make_ema
 from blockspec.train.init_weights import StartWeights, start_from
@@ -69,6 +70,7 @@ class Session:
         `start`: weights to start from (`--init-from`), said in `start_report`."""
         self.spec, self.info, self.ranks = spec, info, ranks
         self.trained_on = trained_on
+        self.data_root = absolute_root(spec)  # from this working directory, which eval may not share
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
         model = build_model(spec)
@@ -187,6 +189,7 @@ class Session:
                 **self.state(),
                 "spec": self.spec.to_yaml(),
                 **self.trained_on.record(),
+                RECORD: self.data_root,
                 "run_options": run_options,
                 "steps_per_epoch": self.steps_per_epoch,
                 "epoch": epoch,
@@ -199,7 +202,8 @@ class Session:
     def save_best(self, target: Path, epoch: int) -> None:
         """best.pt holds the weights that were evaluated (the EMA ones when EMA is on)."""
         save_atomic(
-            {"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), **self.trained_on.record(), "epoch": epoch},
+            {"model": self.eval_model.state_dict(), "spec": self.spec.to_yaml(), **self.trained_on.record(),
+             RECORD: self.data_root, "epoch": epoch},
             target,
         )
 
