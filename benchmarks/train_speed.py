@@ -84,7 +84,7 @@ def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int,
 
 def measure(args: argparse.Namespace) -> tuple[list[tuple[str, int, str, float]], bool]:
     """(the median images/s of each path, whether host memory is kept for reuse)."""
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, edits=args.edits)
     data = load_dataset("imagefolder", args.data_root)
     info = pick_device(args.device)
     device = info.device
@@ -160,11 +160,16 @@ def shown_path(path: str) -> str:
     return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
+def spec_named(args: argparse.Namespace) -> str:
+    """The spec file as the tables name it, with the edits it was measured with."""
+    return f"`{shown_path(args.spec)}`" + "".join(f" `--set {edit}`" for edit in args.edits or ())
+
+
 def table(rows: list[tuple[str, int, str, float]], reused: bool, args: argparse.Namespace, device: str) -> str:
     baseline = rows[0][3]
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {device} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads), spec `{shown_path(args.spec)}`, "
+        f"{torch.get_num_threads()} torch threads), spec {spec_named(args)}, "
         f"CIFAR-10 (JPEG copy), median of {args.rounds} interleaved rounds of {args.steps} steps "
         f"after {args.warmup} warm-up steps, "
         f"{args.workers} DataLoader workers where a DataLoader is used"
@@ -179,7 +184,7 @@ def table(rows: list[tuple[str, int, str, float]], reused: bool, args: argparse.
 
 def time_to_target(args: argparse.Namespace) -> str:
     """Train both to the spec's target; a Markdown table of when each got there."""
-    spec = apply_overrides(load_spec(args.spec), epochs=args.to_target, target=args.target,
+    spec = apply_overrides(load_spec(args.spec, edits=args.edits), epochs=args.to_target, target=args.target,
                            dataset="imagefolder", data_root=args.data_root)
     config = spec.train.optimizer
     if config.name not in SGD_MOMENTUM or spec.train.scheduler.name != "onecycle":
@@ -235,7 +240,7 @@ def _target_table(rows: list[tuple[str, list[tuple[int, float, float]]]], target
     reached = {label: next(((e, s) for e, a, s in history if a >= target), None) for label, history in rows}
     baseline = reached[rows[0][0]]
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')}, spec `{shown_path(args.spec)}` trained for up to "
+        f"Measured {time.strftime('%Y-%m-%d')}, spec {spec_named(args)} trained for up to "
         f"{epochs} epochs (its recipe's schedule over {epochs} epochs), CIFAR-10 (JPEG copy)"
         + (f", {args.limit_train} train / {args.limit_test} test images" if args.limit_train or args.limit_test else "")
         + f", {args.workers} DataLoader workers where a DataLoader is used.",
@@ -276,6 +281,8 @@ def device_kind(info: DeviceInfo) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "architectures" / "flagship.yaml"))
+    parser.add_argument("--set", action="append", dest="edits", metavar="PATH=VALUE",
+                        help="change a field of the spec, as blockspec's --set (repeatable)")
     parser.add_argument("--data-root", required=True, help="CIFAR-10 image folder or archive")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=30)
