@@ -19,6 +19,11 @@ from typing import BinaryIO
 _PARTIAL = ".tmp"  # the suffix of a write in progress, hidden beside its target
 
 
+def is_partial_write(path: Path) -> bool:
+    """Whether `path` is the temporary file of a write in progress, or of one killed half-way."""
+    return path.name.startswith(".") and path.name.endswith(_PARTIAL)
+
+
 def remove_partial_writes(folder: Path) -> None:
     """Delete the temporary files that writes killed half-way left in `folder`; only safe
     while no other process writes there."""

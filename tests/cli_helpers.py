@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from blockspec.cli import main
+from blockspec.spec import Spec
+from blockspec.train.options import RunOptions
+from blockspec.train.run import TrainingInterrupted, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,3 +80,16 @@ def python_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_run(spec: Spec | None, options: RunOptions, at: str, signum: int = signal.SIGINT) -> TrainingInterrupted:
+    """Train, sending this process `signum` when the run logs a line starting with `at`; the run
+    must end as TrainingInterrupted (a KeyboardInterrupt escaping it fails the test, not the session)."""
+    def log(line: str) -> None:
+        if line.startswith(at):
+            os.kill(os.getpid(), signum)
+
+    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
+        train(spec, options, log=log)
+    assert isinstance(stop.value, TrainingInterrupted), f"the signal escaped as {stop.value!r}"
+    return stop.value

@@ -14,14 +14,13 @@ import torch
 from PIL import Image
 
 from blockspec.load import parse_spec
-from blockspec.spec import Spec
 from blockspec.train.device import pick_device
 from blockspec.train.options import RunOptions
 from blockspec.train.records import is_new_best, summarize_history
-from blockspec.train.run import TrainingInterrupted, run_summary, train
+from blockspec.train.run import run_summary
 from tests.cli_helpers import (
+    interrupted_run,
     metrics,
-    python_ctrl_c,
     run_cli,
     start_blockspec,
     wait_for_epochs,
@@ -406,25 +405,12 @@ def test_malformed_device_is_refused(tmp_path: Path, data_root: Path, capsys: py
     assert code == 2 and f"--device = '{device}': unknown device" in err
 
 
-def _interrupted(spec: Spec | None, options: RunOptions, at: str) -> TrainingInterrupted:
-    """Train with Ctrl-C pressed when the run logs a line starting with `at`; the run must end
-    as TrainingInterrupted (a KeyboardInterrupt escaping it fails the test, not the session)."""
-    def log(line: str) -> None:
-        if line.startswith(at):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
-        train(spec, options, log=log)
-    assert isinstance(stop.value, TrainingInterrupted), f"Ctrl-C escaped as {stop.value!r}"
-    return stop.value
-
-
 def test_ctrl_c_after_the_last_steps_still_stops_the_run(tmp_path: Path, data_root: Path) -> None:
     """A Ctrl-C that lands after the last training step (in the evaluation, the saves) ends the
     run as interrupted, rather than being dropped. Sent from the run's own log line."""
     spec = parse_spec(write_spec(tmp_path, data_root, epochs=2).read_text())
     out = tmp_path / "run"
-    stop = _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="epoch   2/2")
+    stop = interrupted_run(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="epoch   2/2")
     assert "holds epoch 2" in str(stop) and len(metrics(out)) == 2
 
 
@@ -433,7 +419,7 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(tmp_path: Path, 
     used to end the command with exit 130 and no word; now it says where the run stood."""
     spec = parse_spec(write_spec(tmp_path, data_root, epochs=1).read_text())
     out = tmp_path / "run"
-    stop = _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at=f"{spec.name}: ")
+    stop = interrupted_run(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at=f"{spec.name}: ")
     assert str(stop) == "interrupted before training began; nothing was trained" and stop.exit_code == 130
     assert not (out / "last.pt").exists()
 
@@ -441,8 +427,8 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(tmp_path: Path, 
 def test_ctrl_c_before_a_resumed_run_trains_leaves_it_as_it_was(tmp_path: Path, data_root: Path) -> None:
     spec = parse_spec(write_spec(tmp_path, data_root, epochs=2).read_text())
     out = tmp_path / "run"
-    _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="epoch   1/2")
-    stop = _interrupted(None, RunOptions(resume=out, workers=0), at="resuming ")
+    interrupted_run(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="epoch   1/2")
+    stop = interrupted_run(None, RunOptions(resume=out, workers=0), at="resuming ")
     assert str(stop) == "interrupted before training resumed; the run is as it was" and len(metrics(out)) == 1
 
 
@@ -451,7 +437,7 @@ def test_ctrl_c_in_the_final_records_reports_the_last_epoch(tmp_path: Path, data
     after the final plots) still names the epoch last.pt holds and how to finish the records."""
     spec = parse_spec(write_spec(tmp_path, data_root, epochs=1).read_text())
     out = tmp_path / "run"
-    stop = _interrupted(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="best test accuracy")
+    stop = interrupted_run(spec, RunOptions(out=out, workers=0, limit_train=40, limit_test=16), at="best test accuracy")
     assert f"holds epoch 1. Resume with: blockspec train --resume {out}" in str(stop)
 
 
@@ -465,9 +451,8 @@ def test_a_relative_data_root_is_found_from_another_directory(
     out = tmp_path / "run"
     monkeypatch.chdir(data_root.parent)
     relative = ["--data-root", data_root.name]
-    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)):
-        train(parse_spec(spec.read_text().replace(str(data_root), data_root.name)), RunOptions(out=out, workers=0),
-              log=lambda line: os.kill(os.getpid(), signal.SIGINT) if line.startswith("epoch   1/2") else None)
+    interrupted_run(parse_spec(spec.read_text().replace(str(data_root), data_root.name)), RunOptions(out=out, workers=0),
+                    at="epoch   1/2")
     assert parse_spec((out / "spec.yaml").read_text()).data.root == data_root.name
     here = run_cli(["eval", "--checkpoint", str(out / "best.pt"), "-f", "json"], capsys)
     elsewhere = tmp_path / "notebooks"
@@ -523,7 +508,8 @@ def test_the_command_that_started_a_run_resumes_it_when_run_again_with_resume(
 def test_resume_on_data_that_changed_size_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """More images would mean more steps an epoch than the schedule was built for."""
+    """More images would mean more steps an epoch than the schedule was built for (and other
+    images than the epochs so far: the recorded count says so first)."""
     root = write_colour_folder(tmp_path / "colours", train_per_class=8, test_per_class=2)
     spec = write_spec(tmp_path, root, epochs=1)
     out = tmp_path / "run"
@@ -531,7 +517,13 @@ def test_resume_on_data_that_changed_size_is_refused(
     write_colour_folder(tmp_path / "colours", train_per_class=24, test_per_class=2)
     code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert "the run took 2 steps an epoch and its data now gives 6" in err
+    assert "changed since the run started (32 training images then, 96 now)" in err
+    checkpoint = torch.load(out / "last.pt", weights_only=True)  # as written before 2026-12-06, without the records
+    for record in ("train_images", "classes", "mean", "std"):
+        del checkpoint[record]
+    torch.save(checkpoint, out / "last.pt")
+    code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 2 and "the run took 2 steps an epoch and its data now gives 6" in err
 
 
 @pytest.mark.parametrize(("signum", "code", "says"), [(signal.SIGINT, 130, "interrupted; "),
@@ -870,8 +862,9 @@ def test_a_checkpoint_moved_into_another_run_is_not_resumed_there(
 def test_a_resumed_run_reads_its_data_where_it_has_moved(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run whose data.root is relative, resumed from another folder: the root no longer
-    leads to the data, and --data-root says where it is now (what it is, the run checks)."""
+    """A run whose data.root is relative, resumed from another folder after its data moved:
+    neither the root nor the folder the run recorded leads to the data, and --data-root says
+    where it is now (what it is, the run checks)."""
     import shutil
 
     shutil.copytree(data_root, tmp_path / "start" / "data")
@@ -881,10 +874,11 @@ def test_a_resumed_run_reads_its_data_where_it_has_moved(
     monkeypatch.chdir(tmp_path / "start")
     assert run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)[0] == 0
     trained = metrics(out)
+    moved = (tmp_path / "start" / "data").rename(tmp_path / "moved")
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(["train", "--resume", str(out)], capsys)
     assert code == 2 and "data.root = 'data'" in err
-    code, _, err = run_cli(["train", "--resume", str(out), "--data-root", str(tmp_path / "start" / "data")], capsys)
+    code, _, err = run_cli(["train", "--resume", str(out), "--data-root", str(moved)], capsys)
     assert code == 0, err
     assert metrics(out) == trained
 

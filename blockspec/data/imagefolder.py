@@ -10,6 +10,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import signal
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -251,8 +252,16 @@ def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     # each; elsewhere the platform's default, since on macOS a forked child can crash in system
     # libraries that had started threads (why Python's default there is spawn)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-    with context.Pool(min(workers, len(chunks))) as pool:
+    with context.Pool(min(workers, len(chunks)), initializer=_signals_to_the_parent) as pool:
         return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
+
+
+def _signals_to_the_parent() -> None:
+    """In a decoding child: Ctrl-C and SIGTERM reach the whole process group, and the parent
+    answers them (it stops, and ending the pool ends the children); a forked child would
+    otherwise run the parent's handlers and raise in the middle of a chunk."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 _WIDE_MODES = ("I", "F")  # PIL's 32-bit integer, 16-bit integer (I;16…) and float modes

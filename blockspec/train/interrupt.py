@@ -71,24 +71,49 @@ class StopCheck:
         self.received.append(signum)
 
 
+_DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
+def _stop_at_once(signum: int, frame: FrameType | None) -> None:
+    raise StopRequested(signum)
+
+
+@contextmanager
+def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """`handler` for SIGINT and SIGTERM inside the block, in the main thread, where their
+    handlers are Python's defaults or blockspec's own (not where the signal is ignored, or
+    taken by an embedding program); what was there before is put back."""
+    previous = {signum: signal.getsignal(signum) for signum in _DEFAULTS}
+    installed = [
+        signum for signum, default in _DEFAULTS.items()
+        if threading.current_thread() is threading.main_thread() and previous[signum] in (default, _stop_at_once)
+    ]
+    for signum in installed:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            signal.signal(signum, previous[signum])
+
+
+@contextmanager
+def stop_at_once() -> Iterator[None]:
+    """Outside the training loop (loading the data, building, the final records) a stop has no
+    step to wait for: SIGINT and SIGTERM raise StopRequested at once, so SIGTERM, like Ctrl-C,
+    ends the run with a message rather than the process without one."""
+    with _handled(_stop_at_once):
+        yield
+
+
 @contextmanager
 def ctrl_c_between_steps(agree: Callable[[bool], bool] | None = None) -> Iterator[StopCheck]:
     """Yields the loop's StopCheck. With `agree` (several processes, each calling the check in
     the same sequence) it raises on every process or on none: `agree` turns this process's
     request into whether any process has one, and is called at each boundary and every
-    `AGREE_EVERY`th step. Outside the main thread, or where a signal's handler is not
-    Python's default (ignored, or taken by the embedding program), the signal is left alone,
-    but the joint decisions still happen."""
+    `AGREE_EVERY`th step. Outside the main thread, or where a signal's handler is neither
+    Python's default nor `stop_at_once`'s (ignored, or taken by the embedding program), the
+    signal is left alone, but the joint decisions still happen."""
     check = StopCheck(agree)
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    installed = [
-        signum for signum, default in defaults.items()
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signum) is default
-    ]
-    for signum in installed:
-        signal.signal(signum, check.on_signal)
-    try:
+    with _handled(check.on_signal):
         yield check
-    finally:
-        for signum in installed:
-            signal.signal(signum, defaults[signum])

@@ -18,7 +18,7 @@ from blockspec.analysis import input_shape, trace
 from blockspec.build import build_model
 from blockspec.data import load_dataset, read_augment
 from blockspec.data.loader import subset_rows
-from blockspec.errors import fail
+from blockspec.errors import SpecError, fail
 from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train import distributed
@@ -28,7 +28,7 @@ from blockspec.train.data_root import root_found
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.init_weights import StartWeights, check_fits
-from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps
+from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, stop_at_once
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
@@ -67,13 +67,15 @@ class TrainingInterrupted(Exception):
 def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `spec`, or resume `options.resume` (then `spec`, if given, must be the run's own),
     and return the run summary."""
-    with ExitStack() as held:  # the run directory, held until the run ends
+    with ExitStack() as held, stop_at_once():  # the run directory, held until the run ends
         try:
             return _train(spec, options, log, held)
-        except KeyboardInterrupt:  # before the training loop took Ctrl-C over: loading the data, building
+        except KeyboardInterrupt as stop:  # before the training loop took the signals over: loading, building
+            signum = stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
             raise TrainingInterrupted(
-                "interrupted before training "
-                + ("resumed; the run is as it was" if options.resume else "began; nothing was trained")
+                f"{_stopped_by(signum)} before training "
+                + ("resumed; the run is as it was" if options.resume else "began; nothing was trained"),
+                exit_code=128 + signum,
             ) from None
 
 
@@ -138,7 +140,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if spec.train.whiten_stem and checkpoint is None:
         rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
         stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
-    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters, start)
+    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), len(data.train_labels), stem_filters, start)
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)
@@ -237,14 +239,28 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         return summary
     except KeyboardInterrupt as stop:  # a second Ctrl-C inside a save, or one in the final records
         if ranks.main:
+            saved = _epoch_saved(run_dir, saved)
             with disk_errors_reported(run_dir, "draw the learning curves", saved):
                 curves.finish(history[:saved])
         signum = stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
         raise TrainingInterrupted(
-            f"{'stopped by SIGTERM' if signum == signal.SIGTERM else 'interrupted'}; {run_dir / 'last.pt'} holds "
+            f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
             f"epoch {saved}. Resume with: blockspec train --resume {run_dir}",
             exit_code=128 + signum,
         ) from None
+
+
+def _stopped_by(signum: int) -> str:
+    return "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+
+
+def _epoch_saved(run_dir: Path, counted: int) -> int:
+    """The epoch last.pt holds, read from it: a second Ctrl-C can land after a save's rename and
+    before the loop counted the epoch, and the message must name what the file holds."""
+    try:
+        return int(load_checkpoint(run_dir / "last.pt")["epoch"])
+    except SpecError:
+        return counted
 
 
 def _check_batch_for_batch_norm(spec: Spec) -> None:

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from blockspec.atomic import remove_partial_writes
+from blockspec.atomic import is_partial_write, remove_partial_writes
 from blockspec.errors import fail
 
 PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
 LOCK_FILE = ".blockspec.lock"
+WRITE_PROBE = ".write-test"  # written and removed when a run takes its directory
 
 
 def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> Path:
@@ -35,7 +36,7 @@ def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> 
         out.mkdir(parents=True, exist_ok=True)
         held.enter_context(hold_run_dir(out))
         check_run_dir_free(out)  # again, held now: another run may have started here since
-        probe = out / ".write-test"
+        probe = out / WRITE_PROBE
         probe.write_bytes(b"0" * 65536)
         probe.unlink()
     except OSError as error:
@@ -64,11 +65,13 @@ def hold_run_dir(run_dir: Path, flag: str = "--out") -> Iterator[None]:
 
 
 def check_run_dir_free(out: Path) -> None:
-    """Refuse, before any slow work, to reuse a run directory that holds something (besides
-    the lock a run that ended left)."""
+    """Refuse, before any slow work, to reuse a run directory that holds something besides
+    what a run killed before its first checkpoint leaves: the lock, the write probe, a
+    half-written file (a run told to start again must be able to)."""
     if out.exists() and not out.is_dir():
         raise fail("--out", "is a file, not a run directory; choose another --out", str(out))
-    if out.exists() and any(path.name != LOCK_FILE for path in out.iterdir()):
+    if out.exists() and any(path.name not in (LOCK_FILE, WRITE_PROBE) and not is_partial_write(path)
+                            for path in out.iterdir()):
         resume = f"continue it with `--resume {out}` or " if (out / "last.pt").is_file() else ""
         raise fail("--out", f"the folder already exists and is not empty; {resume}choose another --out", str(out))
 

@@ -30,6 +30,10 @@ from blockspec.train.step import make_step
 from blockspec.train.tta import TTAViews
 from blockspec.train.whiten import apply_whitening, stem_conv
 
+STATISTICS_NOISE = 1e-5
+"""How far (0–1 units) a channel's recorded mean or std may move without the data having
+changed: another machine's JPEG decoder can round some pixels the other way."""
+
 
 def compiled(forward: torch.nn.Module, mode: bool | str) -> torch.nn.Module:
     """`torch.compile` in the spec's mode; modes that replay CUDA graphs get each call marked
@@ -62,14 +66,17 @@ class Session:
         steps_per_epoch: int,
         ranks: distributed.Ranks,
         trained_on: TrainedOn,
+        train_images: int,
         stem_filters: torch.Tensor | None = None,
         start: StartWeights | None = None,
     ) -> None:
-        """`trained_on`: the data set's classes and statistics, recorded in every checkpoint;
+        """`trained_on`: the data set's classes and statistics, recorded in every checkpoint,
+        with `train_images`, how many training images the data set holds (before any limit);
         `stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming);
         `start`: weights to start from (`--init-from`), said in `start_report`."""
         self.spec, self.info, self.ranks = spec, info, ranks
         self.trained_on = trained_on
+        self.train_images = train_images
         self.data_root = absolute_root(spec)  # from this working directory, which eval may not share
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
@@ -190,6 +197,7 @@ class Session:
                 "spec": self.spec.to_yaml(),
                 **self.trained_on.record(),
                 RECORD: self.data_root,
+                "train_images": self.train_images,
                 "run_options": run_options,
                 "steps_per_epoch": self.steps_per_epoch,
                 "epoch": epoch,
@@ -208,6 +216,14 @@ class Session:
         )
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
+        changed = self._data_changes(checkpoint)
+        if changed:
+            raise fail(
+                "--resume",
+                f"the data at {self.spec.data.root} changed since the run started ({changed}): the run would go on "
+                "training on other images than its epochs so far; resume it on the data it started with, or start "
+                "a new run from its weights (--init-from)",
+            )
         recorded = checkpoint.get("steps_per_epoch", self.steps_per_epoch)
         if recorded != self.steps_per_epoch:  # the data changed under the run, or its process count
             raise fail(
@@ -225,6 +241,26 @@ class Session:
         if self.lookahead is not None:
             self.lookahead.load_state_dict(checkpoint["lookahead"])
         restore_rng(checkpoint["rng"])
+
+    def _data_changes(self, checkpoint: dict[str, Any]) -> str:
+        """How the data set differs from the one the checkpoint's run recorded ("" if it does
+        not): its size, classes, or statistics beyond the noise of another machine's decoder.
+        Images swapped one for one are not seen; a checkpoint before 2026-12-07 records less."""
+        count = checkpoint.get("train_images")
+        if count is not None and count != self.train_images:
+            return f"{count:,} training images then, {self.train_images:,} now"
+        classes = checkpoint.get("classes")
+        if classes and tuple(classes) != self.trained_on.classes:
+            return f"classes {', '.join(classes)} then, {', '.join(self.trained_on.classes)} now"
+        for name in ("mean", "std"):
+            then, now = checkpoint.get(name), getattr(self.trained_on, name)
+            if then and any(abs(a - b) > STATISTICS_NOISE for a, b in zip(then, now, strict=True)):
+                return f"training images' {name} {_channels(then)} then, {_channels(now)} now"
+        return ""
+
+
+def _channels(values: Any) -> str:
+    return "/".join(f"{value:.5f}" for value in values)
 
 
 def _whitened(model: torch.nn.Module, spec: Spec) -> dict[str, str]:

@@ -1,0 +1,127 @@
+"""What a stop or a resume must not get wrong at the edges: other data under a resumed run,
+SIGTERM before training, a second Ctrl-C just after a save, a run killed in its first save."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blockspec.load import parse_spec
+from blockspec.train.options import RunOptions
+from tests.cli_helpers import ROOT, interrupted_run, metrics, run_cli
+from tests.synthetic import tiny_spec_text, write_colour_folder
+
+
+@pytest.fixture()
+def data_root(tmp_path: Path) -> Path:
+    return write_colour_folder(tmp_path / "data")  # 24 a class: 6 steps an epoch at batch 16
+
+
+def _stopped_after_epoch_1(tmp_path: Path, data_root: Path) -> Path:
+    out = tmp_path / "run"
+    interrupted_run(parse_spec(tiny_spec_text(data_root, epochs=2)), RunOptions(out=out, workers=0), at="epoch   1/2")
+    return out
+
+
+def test_resume_refuses_data_with_more_images(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two more images a class keep the 6 steps an epoch, so only the recorded count tells."""
+    out = _stopped_after_epoch_1(tmp_path, data_root)
+    for folder in (data_root / "train").iterdir():
+        for number in (0, 1):
+            shutil.copy(folder / f"{number:04d}.png", folder / f"extra{number}.png")
+    code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 2 and f"the data at {data_root} changed since the run started (96 training images then, 104 now)" in err
+    assert len(metrics(out)) == 1
+
+
+def test_resume_refuses_data_whose_images_changed(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _stopped_after_epoch_1(tmp_path, data_root)
+    image = data_root / "train" / "class0" / "0000.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
+    assert code == 2 and "changed since the run started (training images' mean " in err
+
+
+def test_resume_takes_the_same_data_moved(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _stopped_after_epoch_1(tmp_path, data_root)
+    moved = data_root.rename(tmp_path / "moved")
+    code, _, err = run_cli(["train", "--resume", str(out), "--workers", "0", "--data-root", str(moved)], capsys)
+    assert code == 0 and len(metrics(out)) == 2, err
+
+
+def test_sigterm_before_training_says_so(tmp_path: Path, data_root: Path) -> None:
+    """SIGTERM while the data loads or the model builds ended the process without a word. In
+    a child process, whose SIGTERM is Python's default, as a command's is (and which, unlike
+    this one, may die of it)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(data_root, epochs=1))
+    child = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from pathlib import Path
+from blockspec.load import load_spec
+from blockspec.train.options import RunOptions
+from blockspec.train.run import TrainingInterrupted, train
+def log(line):
+    if line.startswith("tiny: "):
+        os.kill(os.getpid(), signal.SIGTERM)
+try:
+    train(load_spec({str(spec)!r}), RunOptions(out=Path({str(tmp_path / "run")!r}), workers=0), log=log)
+except TrainingInterrupted as stop:
+    print(stop.exit_code, stop, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+"""], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert child.returncode == 0, (child.returncode, child.stderr)
+    assert child.stdout == "143 stopped by SIGTERM before training began; nothing was trained True\n"
+
+
+def test_a_second_ctrl_c_just_after_a_save_names_the_saved_epoch(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C twice as epoch 1's last.pt lands (the second stops at once): the message named
+    epoch 0, the one the loop had counted, while the file held epoch 1."""
+    out = tmp_path / "run"
+    real_replace = os.replace
+    saves = []
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        real_replace(source, target)
+        if Path(target) == out / "last.pt":
+            saves.append(target)
+            if len(saves) == 2:  # epoch 0's, then epoch 1's
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace)
+    stop = interrupted_run(parse_spec(tiny_spec_text(data_root, epochs=2)), RunOptions(out=out, workers=0), at="never")
+    assert "last.pt holds epoch 1. Resume with" in str(stop)
+
+
+def test_a_run_killed_in_its_first_save_can_start_again(tmp_path: Path, data_root: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed while writing its first last.pt, a run left its lock and the half-written file:
+    resuming says to start again, and starting again said the folder was not empty."""
+    out = tmp_path / "run"
+    out.mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-c", f"""
+import os, signal
+from pathlib import Path
+from blockspec.atomic import atomic_write
+from blockspec.train.rundir import hold_run_dir
+with hold_run_dir(Path({str(out)!r})), atomic_write(Path({str(out)!r}) / "last.pt") as half:
+    half.write(b"PK")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""], cwd=ROOT, check=False)
+    assert killed.returncode == -signal.SIGKILL and any(path.name.endswith(".tmp") for path in out.iterdir())
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(data_root, epochs=1))
+    code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    assert code == 0, err
+    assert not any(path.name.endswith(".tmp") for path in out.iterdir())
