@@ -9,6 +9,7 @@ permissions a plain `open` gives (the user's umask), unlike `tempfile.mkstemp`'s
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,25 +17,30 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-_PARTIAL = ".tmp"  # the suffix of a write in progress, hidden beside its target
+_PARTIAL = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
+"""The name of a write in progress, hidden beside its target (`atomic_write`'s, and no user's)."""
+
+
+def _temporary_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def is_partial_write(path: Path) -> bool:
     """Whether `path` is the temporary file of a write in progress, or of one killed half-way."""
-    return path.name.startswith(".") and path.name.endswith(_PARTIAL)
+    return _PARTIAL.fullmatch(path.name) is not None and path.is_file()
 
 
 def remove_partial_writes(folder: Path) -> None:
     """Delete the temporary files that writes killed half-way left in `folder`; only safe
     while no other process writes there."""
-    for partial in folder.glob(f".*{_PARTIAL}"):
+    for partial in filter(is_partial_write, folder.iterdir()):
         partial.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_write(target: Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces `target` when the block exits without an exception."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}")
+    temp = _temporary_name(target)
     try:
         with open(temp, "xb") as out:
             yield out

@@ -330,7 +330,6 @@ def eval_command(
     from blockspec.load import edited_source, load_spec, parse_spec
     from blockspec.render import as_json
     from blockspec.train.checkpoint import load_checkpoint
-    from blockspec.train.data_root import root_found
     from blockspec.train.evaluate import evaluate_checkpoint
     from blockspec.train.overrides import apply_overrides, blame_flags
 
@@ -340,8 +339,7 @@ def eval_command(
     if spec_path is not None:
         spec = load_spec(spec_path, edits=edits)
     else:
-        payload = load_checkpoint(checkpoint)
-        spec = root_found(parse_spec(payload["spec"], source=source, edits=edits), payload)
+        spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=source, edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     spec_from = _spec_from(spec_path, edits)  # where the spec came from, when not the checkpoint alone
     try:

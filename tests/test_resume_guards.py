@@ -16,7 +16,8 @@ from PIL import Image
 
 from blockspec.load import parse_spec
 from blockspec.train.options import RunOptions
-from tests.cli_helpers import ROOT, interrupted_run, metrics, run_cli
+from blockspec.train.run import TrainingInterrupted, train
+from tests.cli_helpers import ROOT, interrupted_run, metrics, python_ctrl_c, run_cli
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 
@@ -125,3 +126,85 @@ with hold_run_dir(Path({str(out)!r})), atomic_write(Path({str(out)!r}) / "last.p
     code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
     assert code == 0, err
     assert not any(path.name.endswith(".tmp") for path in out.iterdir())
+
+
+def test_a_ctrl_c_while_the_stop_is_reported_leaves_the_report_whole(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """People press Ctrl-C again: one while the run read what last.pt holds said "nothing was
+    trained", though an epoch was saved. Here every checkpoint read after epoch 1 comes with one."""
+    import torch
+
+    real_load = torch.load
+
+    def load(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_load(*args, **kwargs)
+
+    def log(line: str) -> None:
+        if line.startswith("epoch   1/3"):
+            monkeypatch.setattr(torch, "load", load)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "run"
+    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
+        train(parse_spec(tiny_spec_text(data_root, epochs=3)), RunOptions(out=out, workers=0), log=log)
+    assert str(stop.value) == f"interrupted; {out / 'last.pt'} holds epoch 1. Resume with: blockspec train --resume {out}"
+
+
+def test_ctrl_c_after_the_first_save_says_how_to_resume(tmp_path: Path, data_root: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    real_replace = os.replace
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        real_replace(source, target)
+        if Path(target) == out / "spec.yaml":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace)
+    stop = interrupted_run(parse_spec(tiny_spec_text(data_root, epochs=2)), RunOptions(out=out, workers=0), at="never")
+    assert str(stop) == f"interrupted; {out / 'last.pt'} holds epoch 0. Resume with: blockspec train --resume {out}"
+
+
+def test_sigterm_dropped_by_a_finaliser_still_stops_the_run(tmp_path: Path, data_root: Path) -> None:
+    """Python prints and drops an exception raised inside a finaliser: a SIGTERM that lands in
+    one before training must still stop the run (at the loop's first check), not be lost."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(data_root, epochs=2))
+    child = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from pathlib import Path
+from blockspec.load import load_spec
+from blockspec.train.options import RunOptions
+from blockspec.train.run import TrainingInterrupted, train
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+def log(line):
+    if line.startswith("tiny: "):
+        Finalised()
+try:
+    train(load_spec({str(spec)!r}), RunOptions(out=Path({str(tmp_path / "run")!r}), workers=0), log=log)
+except TrainingInterrupted as stop:
+    print(stop.exit_code, stop)
+"""], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert child.stdout.startswith("143 stopped by SIGTERM; "), (child.stdout, child.stderr)
+    assert "holds epoch 0" in child.stdout
+
+
+@pytest.mark.parametrize("made", ["file", "folder"])
+def test_a_users_hidden_tmp_entry_is_not_taken_for_a_half_written_checkpoint(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str], made: str
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    if made == "file":
+        (out / ".notes.tmp").write_text("mine")
+    else:
+        (out / ".last.pt.1-deadbeef.tmp").mkdir()
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(data_root, epochs=1))
+    code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
+    assert code == 2 and "the folder already exists and is not empty" in err, err
+    assert len(list(out.iterdir())) == 1

@@ -13,7 +13,7 @@ from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
 from blockspec.train.data_path import check_data_fits
-from blockspec.train.data_root import root_found
+from blockspec.train.data_root import found_root
 from blockspec.train.device import pick_device
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.optim import make_loss
@@ -42,10 +42,10 @@ def evaluate_checkpoint(
     """`spec` overrides the one inside the checkpoint (e.g. to point at another data root);
     `spec_from` (flag, value) says where it came from, blamed if it builds other weights."""
     payload = load_checkpoint(checkpoint_path)
-    spec = spec or root_found(parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)"), payload)
+    spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
     model = model_from_checkpoint(spec, payload, checkpoint_path, spec_from=spec_from)
     recorded_classes = tuple(payload["classes"]) if payload.get("classes") else None
-    data = load_dataset(spec.data.dataset, spec.data.root, trained_classes=recorded_classes)
+    data = load_dataset(spec.data.dataset, found_root(spec, payload), trained_classes=recorded_classes)
     check_data_fits(spec, data, trained=spec_from is None)  # a SPEC or --set may have changed the input
     trained_on = TrainedOn.recorded(payload, data)
     if not trained_on.mean:  # a test set alone has no train statistics to stand in for unrecorded ones

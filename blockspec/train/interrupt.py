@@ -74,12 +74,18 @@ class StopCheck:
 _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
+_pending: list[int] = []
+"""Signals `stop_at_once` raised for: where Python drops the exception (inside a finaliser),
+the training loop's first check still stops the run."""
+
+
 def _stop_at_once(signum: int, frame: FrameType | None) -> None:
+    _pending.append(signum)
     raise StopRequested(signum)
 
 
 @contextmanager
-def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+def _handled(handler: Callable[[int, FrameType | None], None] | signal.Handlers) -> Iterator[None]:
     """`handler` for SIGINT and SIGTERM inside the block, in the main thread, where their
     handlers are Python's defaults or blockspec's own (not where the signal is ignored, or
     taken by an embedding program); what was there before is put back."""
@@ -102,7 +108,19 @@ def stop_at_once() -> Iterator[None]:
     """Outside the training loop (loading the data, building, the final records) a stop has no
     step to wait for: SIGINT and SIGTERM raise StopRequested at once, so SIGTERM, like Ctrl-C,
     ends the run with a message rather than the process without one."""
-    with _handled(_stop_at_once):
+    _pending.clear()
+    try:
+        with _handled(_stop_at_once):
+            yield
+    finally:
+        _pending.clear()
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """For the few lines that report a stop (what last.pt holds, the last curves): another
+    Ctrl-C there would cut the report short and leave a wrong one."""
+    with _handled(signal.SIG_IGN):
         yield
 
 
@@ -115,5 +133,7 @@ def ctrl_c_between_steps(agree: Callable[[bool], bool] | None = None) -> Iterato
     Python's default nor `stop_at_once`'s (ignored, or taken by the embedding program), the
     signal is left alone, but the joint decisions still happen."""
     check = StopCheck(agree)
+    check.received.extend(_pending)  # a stop before the loop whose exception was dropped
+    _pending.clear()
     with _handled(check.on_signal):
         yield check

@@ -24,11 +24,11 @@ from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
 from blockspec.train.data_path import check_data_fits, make_run_loaders
-from blockspec.train.data_root import root_found
+from blockspec.train.data_root import found_root, root_record
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.init_weights import StartWeights, check_fits
-from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, stop_at_once
+from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, signals_ignored, stop_at_once
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
@@ -70,13 +70,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
     with ExitStack() as held, stop_at_once():  # the run directory, held until the run ends
         try:
             return _train(spec, options, log, held)
-        except KeyboardInterrupt as stop:  # before the training loop took the signals over: loading, building
-            signum = stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
-            raise TrainingInterrupted(
-                f"{_stopped_by(signum)} before training "
-                + ("resumed; the run is as it was" if options.resume else "began; nothing was trained"),
-                exit_code=128 + signum,
-            ) from None
+        except KeyboardInterrupt as stop:  # before the run's first save: loading, building
+            raise _before_training(stop, options) from None
 
 
 def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], held: ExitStack) -> dict[str, Any]:
@@ -93,8 +88,6 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         spec = started_with
         if options.moved_data_root is not None:
             spec = apply_overrides(spec, data_root=options.moved_data_root)
-        else:
-            spec = root_found(spec, checkpoint)
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
     start = None
@@ -113,7 +106,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     distributed.start(ranks, info.device)
     for note in read_augment(spec.data.augment).notes:
         log(f"note: {note}")
-    data = load_dataset(spec.data.dataset, spec.data.root)
+    data_root = found_root(spec, checkpoint) if checkpoint is not None else spec.data.root
+    data = load_dataset(spec.data.dataset, data_root)
     check_data_fits(spec, data, trained=checkpoint is not None)  # a resumed run's input is its weights'
     _check_batch_for_batch_norm(spec)
     loaders = make_run_loaders(spec, data, options, info, ranks)
@@ -140,7 +134,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if spec.train.whiten_stem and checkpoint is None:
         rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
         stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
-    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), len(data.train_labels), stem_filters, start)
+    session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters, start,
+                      train_images=len(data.train_labels), data_root=root_record(spec, data_root))
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)
@@ -176,14 +171,14 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     saved = len(history)  # the epoch last.pt holds
     stopped = options.stop_at_target and any(record["test_acc"] >= spec.train.target for record in history)
     start = spec.train.epochs + 1 if stopped else saved + 1
-    if ranks.main and not (run_dir / "last.pt").exists():
-        with disk_errors_reported(run_dir, "write the first checkpoint", None):
-            session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
-        check_room_for_run(run_dir)
-    if ranks.main and not (run_dir / "spec.yaml").exists():  # after last.pt, so any run that has one can resume
-        with disk_errors_reported(run_dir, "write spec.yaml", saved):
-            write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
     try:
+        if ranks.main and not (run_dir / "last.pt").exists():
+            with disk_errors_reported(run_dir, "write the first checkpoint", None):
+                session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
+            check_room_for_run(run_dir)
+        if ranks.main and not (run_dir / "spec.yaml").exists():  # after last.pt, so any run that has one can resume
+            with disk_errors_reported(run_dir, "write spec.yaml", saved):
+                write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
         agree = partial(distributed.any_rank, ranks=ranks, device=info.device) if ranks.active else None
         with ctrl_c_between_steps(agree) as check_stop:
             for epoch in range(start, spec.train.epochs + 1):
@@ -237,12 +232,15 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         )
         distributed.stop(ranks)
         return summary
-    except KeyboardInterrupt as stop:  # a second Ctrl-C inside a save, or one in the final records
-        if ranks.main:
-            saved = _epoch_saved(run_dir, saved)
-            with disk_errors_reported(run_dir, "draw the learning curves", saved):
-                curves.finish(history[:saved])
-        signum = stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
+    except KeyboardInterrupt as stop:  # from the first save on: a second Ctrl-C inside a save, one in the final records
+        with signals_ignored():  # the report below, whole
+            if ranks.main:
+                saved = _epoch_saved(run_dir, saved)
+                if saved is None:
+                    raise _before_training(stop, options) from None
+                with disk_errors_reported(run_dir, "draw the learning curves", saved):
+                    curves.finish(history[:saved])
+        signum = _signal_of(stop)
         raise TrainingInterrupted(
             f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
             f"epoch {saved}. Resume with: blockspec train --resume {run_dir}",
@@ -250,13 +248,31 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         ) from None
 
 
+def _signal_of(stop: KeyboardInterrupt) -> int:
+    return stop.signum if isinstance(stop, StopRequested) else signal.SIGINT
+
+
 def _stopped_by(signum: int) -> str:
+    """How the messages name the stop: SIGTERM's is not the user's Ctrl-C."""
     return "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
 
 
-def _epoch_saved(run_dir: Path, counted: int) -> int:
-    """The epoch last.pt holds, read from it: a second Ctrl-C can land after a save's rename and
-    before the loop counted the epoch, and the message must name what the file holds."""
+def _before_training(stop: KeyboardInterrupt, options: RunOptions) -> TrainingInterrupted:
+    signum = _signal_of(stop)
+    return TrainingInterrupted(
+        f"{_stopped_by(signum)} before training "
+        + ("resumed; the run is as it was" if options.resume else "began; nothing was trained"),
+        exit_code=128 + signum,
+    )
+
+
+def _epoch_saved(run_dir: Path, counted: int) -> int | None:
+    """The epoch last.pt holds (None: there is none yet), read from it: a second Ctrl-C can land
+    after a save's rename and before the loop counted the epoch, and the message must name
+    what the file holds. The whole file is read, a few MB for these networks; one that cannot
+    be read (load_checkpoint says why, as a SpecError) leaves the count the loop kept."""
+    if not (run_dir / "last.pt").exists():
+        return None
     try:
         return int(load_checkpoint(run_dir / "last.pt")["epoch"])
     except SpecError:

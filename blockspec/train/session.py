@@ -18,7 +18,7 @@ from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, restore_rng, rng_state, save_atomic
 from blockspec.train.data_path import seed_epoch
-from blockspec.train.data_root import RECORD, absolute_root
+from blockspec.train.data_root import RECORD
 from blockspec.train.device import DeviceInfo
 from blockspec.train.ema import make_ema
 from blockspec.train.init_weights import StartWeights, start_from
@@ -66,18 +66,21 @@ class Session:
         steps_per_epoch: int,
         ranks: distributed.Ranks,
         trained_on: TrainedOn,
-        train_images: int,
         stem_filters: torch.Tensor | None = None,
         start: StartWeights | None = None,
+        *,
+        train_images: int,
+        data_root: dict[str, str],
     ) -> None:
         """`trained_on`: the data set's classes and statistics, recorded in every checkpoint,
-        with `train_images`, how many training images the data set holds (before any limit);
+        with `data_root` (`root_record`) and `train_images`, how many training images the
+        data set holds before any limit (a resume checks it);
         `stem_filters`: `train.whiten_stem`'s first-layer filters (None when resuming);
         `start`: weights to start from (`--init-from`), said in `start_report`."""
         self.spec, self.info, self.ranks = spec, info, ranks
         self.trained_on = trained_on
         self.train_images = train_images
-        self.data_root = absolute_root(spec)  # from this working directory, which eval may not share
+        self.data_root = data_root
         self.steps_per_epoch = steps_per_epoch
         torch.manual_seed(spec.train.seed)
         model = build_model(spec)
