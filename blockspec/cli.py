@@ -308,8 +308,10 @@ def train(
         ranks = distributed.from_environment()
         if ranks.main:  # one message, not one per process
             typer.echo(str(stop), err=True)
-        # the others wait for it: torchrun ends every process as soon as one has exited
-        distributed.stop(ranks)
+        # the others wait for it: torchrun ends every process as soon as one has exited (a stop
+        # before training is this process's alone: the others may be past the meeting point)
+        if stop.together:
+            distributed.stop(ranks)
         raise typer.Exit(stop.exit_code) from None
 
 

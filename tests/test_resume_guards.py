@@ -208,3 +208,22 @@ def test_a_users_hidden_tmp_entry_is_not_taken_for_a_half_written_checkpoint(
     code, _, err = run_cli(["train", str(spec), "--out", str(out), "--workers", "0"], capsys)
     assert code == 2 and "the folder already exists and is not empty" in err, err
     assert len(list(out.iterdir())) == 1
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, reason="SIGTERM is taken by the test runner")
+def test_a_signal_on_the_heels_of_a_stop_does_not_cut_its_report_short(tmp_path: Path, data_root: Path) -> None:
+    """Ctrl-C and SIGTERM together (`docker stop` after a Ctrl-C): the second used to land in the
+    report of the first and escape as a bare SIGTERM."""
+    both = {signal.SIGINT, signal.SIGTERM}
+
+    def log(line: str) -> None:
+        if line.startswith("tiny: "):
+            signal.pthread_sigmask(signal.SIG_BLOCK, both)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both at once: SIGINT's handler first
+
+    with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
+        train(parse_spec(tiny_spec_text(data_root, epochs=1)), RunOptions(out=tmp_path / "run", workers=0), log=log)
+    assert str(stop.value) == "interrupted before training began; nothing was trained", repr(stop.value)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

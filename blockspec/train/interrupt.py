@@ -31,12 +31,27 @@ AGREE_EVERY = 16
 and a Ctrl-C takes effect at most this many steps late."""
 
 
+class _Outside:
+    """Stops outside the training loop: the signals `stop_at_once` took (where Python drops the
+    exception, inside a finaliser, the loop's first check or the run's end still stops the run),
+    and whether a stop is already on its way, after which a further signal is only recorded: it
+    would cut the report of the first one short."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.raised = False
+
+
+_outside = _Outside()
+
+
 class StopRequested(KeyboardInterrupt):
-    """The loop's stop after a signal: `signum` is SIGINT (Ctrl-C) or SIGTERM."""
+    """The run's stop after a signal: `signum` is SIGINT (Ctrl-C) or SIGTERM."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        _outside.raised = True
 
 
 class StopCheck:
@@ -74,14 +89,10 @@ class StopCheck:
 _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
-_pending: list[int] = []
-"""Signals `stop_at_once` raised for: where Python drops the exception (inside a finaliser),
-the training loop's first check still stops the run."""
-
-
 def _stop_at_once(signum: int, frame: FrameType | None) -> None:
-    _pending.append(signum)
-    raise StopRequested(signum)
+    _outside.pending.append(signum)
+    if not _outside.raised:
+        raise StopRequested(signum)
 
 
 @contextmanager
@@ -108,20 +119,18 @@ def stop_at_once() -> Iterator[None]:
     """Outside the training loop (loading the data, building, the final records) a stop has no
     step to wait for: SIGINT and SIGTERM raise StopRequested at once, so SIGTERM, like Ctrl-C,
     ends the run with a message rather than the process without one."""
-    _pending.clear()
+    _outside.__init__()
     try:
         with _handled(_stop_at_once):
             yield
     finally:
-        _pending.clear()
+        _outside.__init__()
 
 
-@contextmanager
-def signals_ignored() -> Iterator[None]:
-    """For the few lines that report a stop (what last.pt holds, the last curves): another
-    Ctrl-C there would cut the report short and leave a wrong one."""
-    with _handled(signal.SIG_IGN):
-        yield
+def raise_if_pending() -> None:
+    """At the run's end: a stop `stop_at_once` took whose exception was dropped stops it now."""
+    if _outside.pending:
+        raise StopRequested(_outside.pending[0])
 
 
 @contextmanager
@@ -133,7 +142,7 @@ def ctrl_c_between_steps(agree: Callable[[bool], bool] | None = None) -> Iterato
     Python's default nor `stop_at_once`'s (ignored, or taken by the embedding program), the
     signal is left alone, but the joint decisions still happen."""
     check = StopCheck(agree)
-    check.received.extend(_pending)  # a stop before the loop whose exception was dropped
-    _pending.clear()
+    check.received.extend(_outside.pending)  # a stop before the loop whose exception was dropped
+    _outside.pending.clear()
     with _handled(check.on_signal):
         yield check

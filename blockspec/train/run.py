@@ -28,7 +28,7 @@ from blockspec.train.data_root import found_root, root_record
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.init_weights import StartWeights, check_fits
-from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, signals_ignored, stop_at_once
+from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, raise_if_pending, stop_at_once
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
@@ -59,15 +59,16 @@ class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM: last.pt holds the last complete epoch; the CLI exits with
     `exit_code` (128 + the signal's number: 130, 143), as a shell reports such an ending."""
 
-    def __init__(self, message: str, exit_code: int = 130) -> None:
+    def __init__(self, message: str, exit_code: int = 130, together: bool = True) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.together = together  # under torchrun: whether every process stopped, and meets the others on its way out
 
 
 def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `spec`, or resume `options.resume` (then `spec`, if given, must be the run's own),
     and return the run summary."""
-    with ExitStack() as held, stop_at_once():  # the run directory, held until the run ends
+    with stop_at_once(), ExitStack() as held:  # the run directory, held until the run ends
         try:
             return _train(spec, options, log, held)
         except KeyboardInterrupt as stop:  # before the run's first save: loading, building
@@ -224,6 +225,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             plot_misclassified(test_images, last_eval.labels, last_eval.predictions, data.classes, run_dir / "misclassified.png")
             plot_confusion(last_eval.labels, last_eval.predictions, data.classes, run_dir / "confusion.png")
             write_summary(run_dir, summary)
+        raise_if_pending()  # a SIGTERM that landed in a finaliser of the plots
         reached = summary["target_epoch"]
         log(
             f"best test accuracy {summary['best_test_acc']:.2f}% at epoch {summary['best_epoch']}; "
@@ -233,13 +235,12 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         distributed.stop(ranks)
         return summary
     except KeyboardInterrupt as stop:  # from the first save on: a second Ctrl-C inside a save, one in the final records
-        with signals_ignored():  # the report below, whole
-            if ranks.main:
-                saved = _epoch_saved(run_dir, saved)
-                if saved is None:
-                    raise _before_training(stop, options) from None
-                with disk_errors_reported(run_dir, "draw the learning curves", saved):
-                    curves.finish(history[:saved])
+        if ranks.main:
+            saved = _epoch_saved(run_dir, saved)
+            if saved is None:
+                raise _before_training(stop, options) from None
+            with disk_errors_reported(run_dir, "draw the learning curves", saved):
+                curves.finish(history[:saved])
         signum = _signal_of(stop)
         raise TrainingInterrupted(
             f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
@@ -263,6 +264,7 @@ def _before_training(stop: KeyboardInterrupt, options: RunOptions) -> TrainingIn
         f"{_stopped_by(signum)} before training "
         + ("resumed; the run is as it was" if options.resume else "began; nothing was trained"),
         exit_code=128 + signum,
+        together=False,
     )
 
 

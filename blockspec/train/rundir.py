@@ -53,7 +53,6 @@ def hold_run_dir(run_dir: Path, flag: str = "--out") -> Iterator[None]:
     try:
         import fcntl
     except ImportError:
-        remove_partial_writes(run_dir)  # unlocked: a killed run's half-written files go as they do under a lock
         yield
         return
     with open(run_dir / LOCK_FILE, "a") as lock:
