@@ -87,7 +87,7 @@ def interrupted_run(spec: Spec | None, options: RunOptions, at: str, signum: int
     must end as TrainingInterrupted (a KeyboardInterrupt escaping it fails the test, not the session)."""
     def log(line: str) -> None:
         if line.startswith(at):
-            os.kill(os.getpid(), signum)
+            signal.raise_signal(signum)
 
     with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
         train(spec, options, log=log)

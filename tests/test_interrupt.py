@@ -4,7 +4,6 @@ back afterwards."""
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
@@ -17,11 +16,11 @@ def test_first_ctrl_c_waits_for_the_check_second_interrupts_at_once() -> None:
     with python_ctrl_c():
         with ctrl_c_between_steps() as check:
             check()  # nothing asked yet
-            os.kill(os.getpid(), signal.SIGINT)  # handled in this thread before kill returns
+            signal.raise_signal(signal.SIGINT)  # handled in this thread before kill returns
             with pytest.raises(KeyboardInterrupt):
                 check()
             with pytest.raises(KeyboardInterrupt):
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -30,7 +29,7 @@ def test_a_program_that_took_sigint_itself_keeps_it() -> None:
     previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
     try:
         with ctrl_c_between_steps() as check:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             check()  # not ours to take: nothing is raised
         assert calls == [signal.SIGINT]
     finally:
@@ -41,7 +40,7 @@ def test_a_program_that_took_sigint_itself_keeps_it() -> None:
 def test_sigterm_waits_for_the_check_and_says_which_signal_it_was() -> None:
     with ctrl_c_between_steps() as check:
         check()
-        os.kill(os.getpid(), signal.SIGTERM)  # without the handler this would end the test run
+        signal.raise_signal(signal.SIGTERM)  # without the handler this would end the test run
         with pytest.raises(StopRequested) as stop:
             check()
         assert stop.value.signum == signal.SIGTERM

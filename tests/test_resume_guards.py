@@ -72,7 +72,7 @@ from blockspec.train.options import RunOptions
 from blockspec.train.run import TrainingInterrupted, train
 def log(line):
     if line.startswith("tiny: "):
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
 try:
     train(load_spec({str(spec)!r}), RunOptions(out=Path({str(tmp_path / "run")!r}), workers=0), log=log)
 except TrainingInterrupted as stop:
@@ -96,8 +96,8 @@ def test_a_second_ctrl_c_just_after_a_save_names_the_saved_epoch(
         if Path(target) == out / "last.pt":
             saves.append(target)
             if len(saves) == 2:  # epoch 0's, then epoch 1's
-                os.kill(os.getpid(), signal.SIGINT)
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(os, "replace", replace)
     stop = interrupted_run(parse_spec(tiny_spec_text(data_root, epochs=2)), RunOptions(out=out, workers=0), at="never")
@@ -138,13 +138,13 @@ def test_a_ctrl_c_while_the_stop_is_reported_leaves_the_report_whole(
     real_load = torch.load
 
     def load(*args: object, **kwargs: object) -> object:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
         return real_load(*args, **kwargs)
 
     def log(line: str) -> None:
         if line.startswith("epoch   1/3"):
             monkeypatch.setattr(torch, "load", load)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
     out = tmp_path / "run"
     with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
@@ -160,7 +160,7 @@ def test_ctrl_c_after_the_first_save_says_how_to_resume(tmp_path: Path, data_roo
     def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
         real_replace(source, target)
         if Path(target) == out / "spec.yaml":
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(os, "replace", replace)
     stop = interrupted_run(parse_spec(tiny_spec_text(data_root, epochs=2)), RunOptions(out=out, workers=0), at="never")
@@ -180,7 +180,7 @@ from blockspec.train.options import RunOptions
 from blockspec.train.run import TrainingInterrupted, train
 class Finalised:
     def __del__(self):
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
 def log(line):
     if line.startswith("tiny: "):
         Finalised()
@@ -219,8 +219,8 @@ def test_a_signal_on_the_heels_of_a_stop_does_not_cut_its_report_short(tmp_path:
     def log(line: str) -> None:
         if line.startswith("tiny: "):
             signal.pthread_sigmask(signal.SIG_BLOCK, both)
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both at once: SIGINT's handler first
 
     with python_ctrl_c(), pytest.raises((TrainingInterrupted, KeyboardInterrupt)) as stop:
