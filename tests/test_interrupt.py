@@ -16,7 +16,7 @@ def test_first_ctrl_c_waits_for_the_check_second_interrupts_at_once() -> None:
     with python_ctrl_c():
         with ctrl_c_between_steps() as check:
             check()  # nothing asked yet
-            signal.raise_signal(signal.SIGINT)  # handled in this thread before kill returns
+            signal.raise_signal(signal.SIGINT)  # handled in this thread before raise_signal returns
             with pytest.raises(KeyboardInterrupt):
                 check()
             with pytest.raises(KeyboardInterrupt):
