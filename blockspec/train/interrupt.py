@@ -38,6 +38,9 @@ class _Outside:
     would cut the report of the first one short."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.pending: list[int] = []
         self.raised = False
 
@@ -119,12 +122,12 @@ def stop_at_once() -> Iterator[None]:
     """Outside the training loop (loading the data, building, the final records) a stop has no
     step to wait for: SIGINT and SIGTERM raise StopRequested at once, so SIGTERM, like Ctrl-C,
     ends the run with a message rather than the process without one."""
-    _outside.__init__()
+    _outside.reset()
     try:
         with _handled(_stop_at_once):
             yield
     finally:
-        _outside.__init__()
+        _outside.reset()
 
 
 def raise_if_pending() -> None:
