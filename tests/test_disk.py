@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from blockspec.train.rundir import PLOTS_AND_METRICS_BYTES
 from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
@@ -64,6 +65,29 @@ def test_too_little_room_for_the_run_is_reported_before_training(
     assert code == 2
     assert "MB free there and the run needs about" in err and f"--resume {out}" in err
     assert "epoch " not in stdout and not (out / "metrics.json").exists()
+
+
+def test_room_check_asks_for_two_checkpoints_and_the_plots(
+    small_disk, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the first last.pt the run needs room for best.pt and an atomic save's temporary
+    copy (two checkpoints) and the plots: with room for one and a half it is refused, with two
+    and a half it trains. A wide network makes a checkpoint large against tmpfs's 4 kB pages."""
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(spec.read_text().replace("conv: {out: 8}, strided: {out: 16}", "conv: {out: 64}, strided: {out: 384}"))
+    probe = small_disk(2048) / "run"  # too small for the run: refused right after its first last.pt
+    assert run_cli(["train", str(wide), "--out", str(probe), "--workers", "0"], capsys)[0] == 2
+    checkpoint = (probe / "last.pt").stat().st_size
+    assert checkpoint > 500_000, checkpoint
+    used = -(-checkpoint // 4096) * 4096
+
+    def train_with_room_for(checkpoints: float) -> str:
+        kilobytes = (used + PLOTS_AND_METRICS_BYTES + int(checkpoints * checkpoint)) // 1024
+        out = small_disk(kilobytes) / "run"
+        return run_cli(["train", str(wide), "--out", str(out), "--workers", "0", "--epochs", "1"], capsys)[2]
+
+    assert "MB free there and the run needs about" in train_with_room_for(1.5)
+    assert "MB free there" not in train_with_room_for(2.5)
 
 
 def test_disk_filling_up_mid_run_keeps_last_good_epoch_and_resumes(
