@@ -43,11 +43,14 @@ def _build_layer(layer: LayerSpec, row: LayerRow, ctx: Context) -> nn.Module:
     """The layer's module; a layer too large for memory is the spec's problem, named as such."""
     with plugin_code(layer, ctx.path, "building its module"):
         try:
-            return layer.build(row.in_shape, ctx)
+            module = layer.build(row.in_shape, ctx)
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise
             raise fail(ctx.path, f"{row.params:,} parameters: more than this machine's memory holds") from None
+        if not isinstance(module, nn.Module):  # a plugin's slip, named as the plugin's
+            raise TypeError(f"build() returned {type(module).__name__}, not a torch.nn.Module")
+        return module
 
 
 def is_out_of_memory(error: BaseException) -> bool:

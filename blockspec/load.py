@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from blockspec.analysis import trace
 from blockspec.edits import apply_edits
 from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_problems
-from blockspec.layers import LAYER_KINDS
+from blockspec.layers import LAYER_KINDS, plugin_validator_fault
 from blockspec.spec import SGD_MOMENTUM, Spec
 from blockspec.train.whiten import stem_layer
 
@@ -86,6 +86,11 @@ def parse_spec(
         spec = Spec.model_validate(document)
     except ValidationError as error:
         raise SpecError(validation_problems(error, field_path), source) from None
+    except Exception as error:
+        fault = plugin_validator_fault(error, document)
+        if fault is None:
+            raise
+        raise fault.with_source(source) from None
     try:
         trace(spec)
     except SpecError as error:

@@ -738,3 +738,25 @@ def test_a_folder_search_skips_hidden_folders_follows_links_once_and_takes_each_
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "specs").symlink_to(real, target_is_directory=True)
     assert spec_files([tmp_path / "only"]) == [tmp_path / "only" / "specs" / "a.yaml"]
+
+
+def test_an_unforeseen_exception_is_an_internal_error_with_exit_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """EX_SOFTWARE and a request for the traceback, never the traceback itself; with
+    BLOCKSPEC_DEBUG set the exception goes on to the caller. PyYAML is made to fail: a third
+    party's failure blockspec has no message for."""
+    import yaml
+
+    def broken_load(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(yaml, "load", broken_load)
+    monkeypatch.delenv("BLOCKSPEC_DEBUG", raising=False)
+    code, _, err = run_cli(["check", str(FLAGSHIP)], capsys)
+    assert code == 70
+    assert err == ("internal error: RuntimeError: injected\n"
+                   "This is a bug in blockspec; rerun with BLOCKSPEC_DEBUG=1 for the traceback.\n")
+    monkeypatch.setenv("BLOCKSPEC_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="injected"):
+        run_cli(["check", str(FLAGSHIP)], capsys)

@@ -100,6 +100,7 @@ def test_without_the_plugin_the_kind_is_unknown(tmp_path: Path) -> None:
 
 FAULTY = '''
 from typing import Callable, Literal
+from pydantic import field_validator
 from torch import nn
 from blockspec.layers.base import Context, Geometry, LayerSpec, Shape
 
@@ -157,6 +158,45 @@ class Explode(nn.Module):
         raise ValueError("boom in forward")
 
 
+class PickySpec(LiarSpec):
+    """Its validator raises TypeError, which Pydantic passes on rather than reporting."""
+
+    kind: Literal["picky"] = "picky"
+    size: int = 1
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise TypeError("size must be odd")
+        return size
+
+
+class ListShapeSpec(LiarSpec):
+    """Gives its output shape as a list."""
+
+    kind: Literal["listshape"] = "listshape"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(list(in_shape), 0, 0)
+
+
+class NoGeometrySpec(LiarSpec):
+    kind: Literal["nogeometry"] = "nogeometry"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        pass
+
+
+class NoModuleSpec(LiarSpec):
+    """Returns the module's class, not a module."""
+
+    kind: Literal["nomodule"] = "nomodule"
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return nn.Identity
+
+
 class NotLiteralSpec(LiarSpec):
     kind: str = "notliteral"
 
@@ -188,8 +228,9 @@ def faulty_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
     (site / "faultyplugin.py").write_text(FAULTY)
-    kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn")
-    classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec")
+    kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn", "picky", "listshape", "nogeometry", "nomodule")
+    classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec", "PickySpec",
+               "ListShapeSpec", "NoGeometrySpec", "NoModuleSpec")
     _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
                   + "twice = faultyplugin:Twice\n")
     _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
@@ -249,6 +290,40 @@ def test_an_exception_in_a_plugins_code_names_the_plugin_and_the_layer(
     assert result.returncode == 2, result.stderr
     assert f"faulty.yaml: blocks.C1[1]: failed {doing}, in the layer plugin 'boom' (faultyplugin:BoomSpec): ValueError: boom in" in result.stderr
     assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ("picky: {size: 2}", "blocks.C1[1]: failed validating its fields, in the layer plugin 'picky' "
+                             "(faultyplugin:PickySpec): TypeError: size must be odd (a validator reports a bad value "
+                             "by raising ValueError)"),
+        ("residual: {body: [conv: {out: 8}, {kind: picky, size: 4}]}", "blocks.C1[1].body[1]: failed "
+                                                                        "validating its fields, in the layer plugin 'picky'"),
+        ("listshape: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'listshape' "
+                          "(faultyplugin:ListShapeSpec): TypeError: geometry() returned the output shape [8, 8, 8], "
+                          "not a tuple of positive integers"),
+        ("nogeometry: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'nogeometry' "
+                           "(faultyplugin:NoGeometrySpec): TypeError: geometry() returned NoneType, not a Geometry"),
+    ],
+)
+def test_a_plugins_validator_or_geometry_slip_is_the_plugins(
+    faulty_site: Path, tmp_path: Path, layer: str, message: str
+) -> None:
+    """They failed further on in blockspec's own code: an internal error (exit 70) that asked
+    for a bug report against blockspec."""
+    result = blockspec(faulty_site, "check", str(_faulty_spec(tmp_path, layer)))
+    assert result.returncode == 2, result.stderr
+    assert f"faulty.yaml: {message}" in result.stderr
+    assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
+
+
+def test_a_plugin_building_no_module_is_named(faulty_site: Path, tmp_path: Path) -> None:
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "nomodule: {}")), "--verify")
+    assert result.returncode == 2, result.stderr
+    assert ("blocks.C1[1]: failed building its module, in the layer plugin 'nomodule' (faultyplugin:NoModuleSpec): "
+            "TypeError: build() returned type, not a torch.nn.Module") in result.stderr
+    assert "bug in blockspec" not in result.stderr
 
 
 def test_plugins_that_cannot_work_are_skipped_with_a_warning(faulty_site: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
+from blockspec.errors import SpecError
 from blockspec.hints import layer_hint
 from blockspec.layers.attention import SeSpec
 from blockspec.layers.base import (
@@ -29,7 +30,7 @@ from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
 from blockspec.layers.dws import DwsSpec
 from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec
 from blockspec.layers.head import FcSpec, FlattenSpec, LogSoftmaxSpec
-from blockspec.layers.plugins import plugin_faults, plugin_kinds
+from blockspec.layers.plugins import plugin_faults, plugin_kinds, validator_fault
 from blockspec.layers.pool import GapSpec, PoolSpec
 from blockspec.layers.residual import ResidualSpec
 
@@ -60,6 +61,11 @@ LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **plugin_kinds(BUILT
 def plugin_code(layer: LayerSpec, path: str, doing: str) -> AbstractContextManager[None]:
     """Reports an exception raised inside a plugin's code as that plugin's, at `path`."""
     return plugin_faults(layer, path, doing, BUILTIN_KINDS)
+
+
+def plugin_validator_fault(error: Exception, document: Any) -> SpecError | None:
+    """`error`, raised while validating `document`, as the spec error of the plugin that raised it."""
+    return validator_fault(error, document, BUILTIN_KINDS)
 
 
 def unwrap_entry(value: Any) -> Any:
@@ -133,4 +139,5 @@ __all__ = [
     "Window",
     "expand",
     "plugin_code",
+    "plugin_validator_fault",
 ]

@@ -2,13 +2,15 @@
 the guard that reports a failure inside a plugin's own code as that plugin's.
 
 Why a guard: an exception from blockspec's own layers is a bug in blockspec (exit 70, with a
-request for the traceback), but one raised by a plugin's `geometry`, `build` or forward pass
-is the plugin's, and its user needs the layer's path and the plugin's name, not a traceback.
+request for the traceback), but one raised by a plugin's `geometry`, `build`, forward pass or
+field validators is the plugin's, and its user needs the layer's path and the plugin's name,
+not a traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,8 +73,45 @@ def plugin_faults(layer: LayerSpec, path: str, doing: str, builtin: dict[str, ty
                          key=lambda cls: cls.__qualname__)
         if not plugins:
             raise
-        names = ", ".join(f"'{cls.model_fields['kind'].default}' ({cls.__module__}:{cls.__qualname__})" for cls in plugins)
+        names = ", ".join(_named(cls) for cls in plugins)
         raise fail(path, f"failed {doing}, in the layer plugin {names}: {type(error).__name__}: {error}") from None
+
+
+def validator_fault(error: Exception, document: Any, builtin: dict[str, type[LayerSpec]]) -> SpecError | None:
+    """The spec error for `error` when a plugin's validator raised it (Pydantic passes on
+    anything but ValueError and AssertionError as it is), at the first layer of that kind in
+    `document`; None when no plugin's code raised it."""
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):  # the innermost first
+        owner = frame.f_locals.get("cls", frame.f_locals.get("self"))
+        cls = owner if isinstance(owner, type) else type(owner)
+        if issubclass(cls, LayerSpec) and cls.model_fields["kind"].default not in builtin:
+            kind = cls.model_fields["kind"].default
+            return fail(
+                next(_places_of(kind, document, ""), "blocks"),
+                f"failed validating its fields, in the layer plugin {_named(cls)}: {type(error).__name__}: {error} "
+                "(a validator reports a bad value by raising ValueError)",
+            )
+    return None
+
+
+def _named(cls: type[LayerSpec]) -> str:
+    return f"'{cls.model_fields['kind'].default}' ({cls.__module__}:{cls.__qualname__})"
+
+
+def _places_of(kind: str, node: Any, path: str) -> Iterator[str]:
+    """The field paths of the layers of `kind` in a spec document, named as validation errors
+    name them: a layer is a list item, written `{kind: {fields}}` (its fields are the layer's)
+    or `{kind: kind, fields}` (as dumps write it); nested ones included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _places_of(kind, value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            here = f"{path}[{index}]"
+            if isinstance(item, dict) and (list(item) == [kind] or item.get("kind") == kind):
+                yield here
+            wrapped = isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), dict)
+            yield from _places_of(kind, next(iter(item.values())) if wrapped else item, here)
 
 
 def _layers_within(layer: LayerSpec) -> Iterator[LayerSpec]:
