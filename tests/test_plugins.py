@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from blockspec.schema_doc import slug
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -354,3 +357,24 @@ def test_schema_describes_a_plugin_field_it_cannot_type_as_any_value(faulty_site
     assert result.returncode == 0, result.stderr
     assert "layer plugin 'fn' (faultyplugin:CallableSpec) has fields JSON Schema cannot describe" in result.stderr
     assert json.loads(result.stdout)["$defs"]["CallableSpecArgs"]["properties"]["fn"] == {"title": "Fn"}
+
+
+def test_reference_page_keeps_sections_apart_from_plugin_kinds_named_like_them(tmp_path: Path) -> None:
+    """Plugin kinds `input` and `optimizer` share their names with sections of the page: the
+    section reached second is titled with its parent's title before its own (the layer
+    `input` after the top level's, `train`'s optimizer after the layer), so each heading and
+    its anchor stay their own and every link finds its heading."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "namesakes.py").write_text(
+        "from typing import Literal\nfrom blockspec.layers.base import LayerSpec\n\n"
+        "class InputSpec(LayerSpec):\n    kind: Literal['input'] = 'input'\n\n"
+        "class OptimizerSpec(LayerSpec):\n    kind: Literal['optimizer'] = 'optimizer'\n")
+    _distribution(site, "namesakes", "input = namesakes:InputSpec\noptimizer = namesakes:OptimizerSpec\n")
+    result = blockspec(site, "schema", "--format", "markdown")
+    assert result.returncode == 0, result.stderr
+    titles = re.findall(r"^#{2,3} (.+)$", result.stdout, flags=re.MULTILINE)
+    assert len(titles) == len(set(titles)), titles
+    assert {"input", "blocks input", "optimizer", "train optimizer"} <= set(titles)
+    anchors = {slug(title) for title in titles}
+    assert set(re.findall(r"\]\(#([^)]+)\)", result.stdout)) <= anchors
