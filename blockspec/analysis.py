@@ -99,6 +99,8 @@ def trace(
     Raises SpecError (with the layer's field path) for geometry that cannot be built, and,
     with `check_head`, when the network does not end in a vector of `classes` scores.
     """
+    if not isinstance(spec, Spec):  # `build_model` and `summarize` start here: a path given them would fail deep inside
+        raise TypeError(f"spec: expected a Spec, as blockspec.load_spec(path) returns, got {type(spec).__name__}")
     shape = start = input_shape(spec, input_size)
     field = IDENTITY
     rows: list[LayerRow] = []

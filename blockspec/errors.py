@@ -16,7 +16,17 @@ from pydantic import ValidationError
 
 from blockspec.hints import value_hint
 
-_UNSET: Any = object()
+class _Unset:
+    """No value given; one object, also after pickling (a SpecError crossing a process pool)."""
+
+    def __reduce__(self) -> str:
+        return "_UNSET"
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,11 @@ class SpecError(Exception):
         self.problems = problems if isinstance(problems, list) else [problems]
         self.source = source
         super().__init__(self.render())
+
+    def __reduce__(self) -> tuple[type[SpecError], tuple[list[Problem], str | None]]:
+        """Pickled (a process pool's worker sends it back) and copied whole: by default only
+        the message would be, and rebuilding from it fails."""
+        return SpecError, (self.problems, self.source)
 
     def with_source(self, source: str) -> SpecError:
         """The same problems, attributed to a file (the loader knows it, the checks do not)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,18 @@ from blockspec.train.whiten import stem_layer
 
 def load_spec(
     path: str | os.PathLike[str] | Mapping[str, Any],
+    *,
     input_size: tuple[int, int] | None = None,
-    edits: Sequence[str] | None = None,
+    edits: Iterable[str] | None = None,
     augment: bool = False,
 ) -> Spec:
     """Read, validate and geometry-check a spec file (or a spec already read into a mapping),
     with `--set` edits applied first; every failure is a SpecError. `augment` also has
     albumentations check `data.augment` (for commands that use or vouch for it: importing
-    albumentations takes seconds)."""
+    albumentations takes seconds). The options are keywords: `parse_spec` takes a `source`
+    second, and a size or edits given in its place would be taken for another argument."""
     if isinstance(path, Mapping):
-        return parse_spec(path, "<mapping>", input_size, edits, augment)
+        return parse_spec(path, "<mapping>", input_size=input_size, edits=edits, augment=augment)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_spec: expected a file path or a mapping, got {type(path).__name__}")
     source = str(path)
@@ -50,19 +52,24 @@ def load_spec(
         raise fail("", f"not UTF-8 text (byte {error.start}); save the spec as UTF-8").with_source(source) from None
     except OSError as error:  # a directory, no permission, a path through a file, a name too long
         raise fail("", f"cannot read the file ({type(error).__name__}: {error.strerror})").with_source(source) from None
-    return parse_spec(text, source, input_size, edits, augment)
+    return parse_spec(text, source, input_size=input_size, edits=edits, augment=augment)
 
 
 def parse_spec(
     text: str | Mapping[str, Any],
     source: str = "<spec>",
+    *,
     input_size: tuple[int, int] | None = None,
-    edits: Sequence[str] | None = None,
+    edits: Iterable[str] | None = None,
     augment: bool = False,
 ) -> Spec:
     """Validate and geometry-check a spec given as YAML text, or as the mapping such text
     reads into (`source` names it in errors); the rest as `load_spec`."""
-    _check_argument_types(edits, input_size)
+    if not isinstance(source, str):
+        raise TypeError(f"source: expected the name to give the spec in errors, a str, got {type(source).__name__} "
+                        "(input_size and edits are keyword arguments)")
+    edits = _edit_list(edits)
+    _check_input_size(input_size)
     document = _plain(text) if isinstance(text, Mapping) else _read_yaml(text, source)
     if not isinstance(document, dict):
         raise fail(
@@ -137,11 +144,22 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _check_argument_types(edits: Sequence[str] | None, input_size: tuple[int, int] | None) -> None:
-    """A script's slip (one edit string, one number for the size) would otherwise be read
-    letter by letter, or fail deep inside with an index error."""
-    if isinstance(edits, (str, bytes)) or not (edits is None or all(isinstance(edit, str) for edit in edits)):
-        raise TypeError(f"edits: expected a list of 'PATH=VALUE' strings such as ['train.epochs=3'], got {edits!r}")
+def _edit_list(edits: Iterable[str] | None) -> list[str]:
+    """The edits as a list, read once (a generator is used up by reading it); one string, which
+    would be read letter by letter, or a non-string edit is refused."""
+    problem = TypeError(f"edits: expected a list of 'PATH=VALUE' strings such as ['train.epochs=3'], got {edits!r}")
+    if edits is None:
+        return []
+    if isinstance(edits, (str, bytes)) or not isinstance(edits, Iterable):
+        raise problem
+    edits = list(edits)
+    if not all(isinstance(edit, str) for edit in edits):
+        raise problem
+    return edits
+
+
+def _check_input_size(input_size: tuple[int, int] | None) -> None:
+    """One number for the size would otherwise fail deep inside with an index error."""
     if input_size is not None and not (
         isinstance(input_size, Sequence) and len(input_size) == 2
         and all(isinstance(side, numbers.Integral) and not isinstance(side, bool) for side in input_size)

@@ -72,7 +72,10 @@ def predict_files(trained: TrainedModel, files: list[Path], top: int) -> list[Pr
     for start in range(0, len(files), _BATCH):
         chunk = files[start:start + _BATCH]
         images = np.stack([read_image(path, input_spec.channels, input_spec.hw) for path in chunk])
-        probabilities, indices = trained.predict(images).topk(min(top, len(trained.classes)), dim=1)
+        # a stable sort ranks tied classes (common in bf16) in score order, as `eval`'s argmax picks
+        # the first: topk may rank either first, and the top class would then not be eval's
+        probabilities, indices = trained.predict(images).sort(dim=1, descending=True, stable=True)
+        probabilities, indices = probabilities[:, :top], indices[:, :top]
         for path, row, columns in zip(chunk, probabilities.tolist(), indices.tolist()):
             ranked = [(trained.classes[i], p) for i, p in zip(columns, row)]
             predictions.append(Prediction(readable_name(str(path)), ranked))  # JSON refuses lone surrogates

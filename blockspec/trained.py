@@ -9,8 +9,10 @@ statistics. `load_trained` does what `blockspec eval` does and hands back the pi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -23,6 +25,9 @@ from blockspec.spec import Spec
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.tta import TTAViews
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,14 @@ class TrainedModel:
         return (f"<TrainedModel {self.spec.name!r}: epoch {self.epoch}, {len(self.classes)} classes, "
                 f"input {self.spec.input.channels}×{'×'.join(map(str, self.spec.input.hw))}, on {self.device}>")
 
-    def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def preprocess(self, images: ImageInput) -> torch.Tensor:
         """uint8 images, N×H×W×C or one H×W×C (as numpy and PIL hold them; a gray network's
-        also without the channel axis, N×H×W or H×W), into the normalised float N×C×H×W batch
-        the network was trained on, on its device."""
-        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a copy: PIL's arrays are read-only
-        given = tuple(x.shape)
+        also without the channel axis, N×H×W or H×W), or a list of single images (PIL,
+        arrays or tensors) of that size, into the normalised float N×C×H×W batch the network
+        was trained on, on its device."""
         hw, channels = self.spec.input.hw, self.spec.input.channels
+        x, dtype = _pixels(images, (*hw, channels))
+        given = tuple(x.shape)
         if channels == 1 and x.ndim in (2, 3) and tuple(x.shape[-2:]) == hw:
             x = x.unsqueeze(-1)
         if x.ndim == 3:
@@ -62,22 +68,58 @@ class TrainedModel:
         expected = "×".join(map(str, (*hw, channels)))
         if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (*hw, channels):
             raise ValueError(f"images: expected uint8 of shape N×{expected} (or one {expected} image), "
-                             f"got {x.dtype} of shape {given}")
+                             f"got {dtype} of shape {given}")
         return normalize_batch(x.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def predict(self, images: ImageInput) -> torch.Tensor:
         """Class probabilities, N×classes, averaged over the spec's test-time views; a batch
-        of the spec's size at a time (the whole set at once held every view's activations)."""
+        of the spec's size at a time (the whole set at once held every view's activations).
+        The model computes in evaluation mode, whatever mode a notebook left it in (training
+        mode would score with batch statistics and move the running ones), and is left as it was."""
         x = self.preprocess(images)
         if self.info.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         size = self.spec.train.batch_size
-        with self.info.autocast():  # as `eval` computes: its accuracy is then exactly the run's
-            scores = [self.views.logits(self.model, x[i:i + size]) for i in range(0, len(x), size)]
+        training = self.model.training
+        self.model.eval()
+        try:
+            with self.info.autocast():  # as `eval` computes: its accuracy is then exactly the run's
+                scores = [self.views.logits(self.model, x[i:i + size]) for i in range(0, len(x), size)]
+        finally:
+            self.model.train(training)
         if not scores:  # no images: no rows
             return torch.zeros(0, len(self.classes), device=self.device)
         return torch.cat(scores).float().softmax(dim=1)
+
+
+ImageInput = Union[np.ndarray, torch.Tensor, "Image.Image", Sequence[Union[np.ndarray, torch.Tensor, "Image.Image"]]]
+
+
+def _pixels(images: ImageInput, one_image: tuple[int, ...]) -> tuple[torch.Tensor, str]:
+    """`images` as a tensor (a list of single images stacked; an empty one, no images of
+    shape `one_image`), and the dtype to name in errors as the caller gave it."""
+    if isinstance(images, torch.Tensor):
+        return images, str(images.dtype).removeprefix("torch.")
+    if images is None or isinstance(images, (str, bytes, os.PathLike)):
+        raise TypeError(f"images: expected pixels (a numpy array, a tensor, a PIL image or a list of them), got "
+                        f"{type(images).__name__}; for image files, open them first (PIL.Image.open) or run "
+                        "`blockspec predict FILE… --checkpoint CHECKPOINT`")
+    if isinstance(images, (list, tuple)):
+        if not images:
+            return torch.zeros((0, *one_image), dtype=torch.uint8), "uint8"
+        items = [_pixels(item, one_image) for item in images]
+        shapes = sorted({tuple(item.shape) for item, _ in items})
+        if len(shapes) > 1:
+            raise ValueError(f"images: a list of images of one size, got shapes {', '.join(map(str, shapes))}")
+        dtypes = sorted({dtype for _, dtype in items})
+        if len(dtypes) > 1:
+            raise ValueError(f"images: a list of images of one dtype, got {', '.join(dtypes)}")
+        return torch.stack([item for item, _ in items]), dtypes[0]
+    array = np.array(images)  # a copy: PIL's arrays are read-only
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"images: expected pixels (numbers), got an array of {array.dtype} from {type(images).__name__}")
+    return torch.from_numpy(array), str(array.dtype)
 
 
 def load_trained(
@@ -91,6 +133,11 @@ def load_trained(
     that is not a blockspec checkpoint, or one written before checkpoints recorded the
     training images' statistics (evaluate those with `blockspec eval`, which reads the data);
     `flag` is how errors name the checkpoint (the command line's `--checkpoint`)."""
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"{flag}: expected a checkpoint file or run directory path, got {type(checkpoint).__name__}")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device: expected a name such as 'cpu', 'cuda:0' or 'auto', or a torch.device, "
+                        f"got {type(device).__name__}")
     path = Path(checkpoint)
     payload = load_checkpoint(path, flag=flag)
     spec = parse_spec(payload["spec"], source=f"{path} (spec inside)")
@@ -99,7 +146,8 @@ def load_trained(
         raise fail(flag, f"it does not record its {', '.join(missing)} (written before 2026-12-07); "
                    "`blockspec eval` reads them from the data", str(path))
     trained_on = TrainedOn(*(tuple(payload[name]) for name in TrainedOn.names()))
-    info = pick_device(str(device), spec.train.amp, spec.train.channels_last)
+    info = pick_device(str(device), spec.train.amp, spec.train.channels_last,
+                       flag="device" if flag == "checkpoint" else "--device")
     model = info.place(model_from_checkpoint(spec, payload, path, flag=flag)).eval()
     return TrainedModel(model, spec, trained_on.classes, trained_on.mean, trained_on.std,
                         int(payload.get("epoch", 0)), TTAViews.of(spec.train), info)

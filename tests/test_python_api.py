@@ -55,6 +55,11 @@ def test_numpy_integers_are_sides_and_bools_are_not() -> None:
         (lambda: blockspec.parse_spec(FLAGSHIP), "parse_spec: expected YAML text or a mapping, got PosixPath"),
         (lambda: blockspec.load_spec(FLAGSHIP, edits="train.epochs=3"), "edits: expected a list of 'PATH=VALUE'"),
         (lambda: blockspec.load_spec(FLAGSHIP, input_size=64), r"input_size: expected \(height, width\)"),
+        (lambda: blockspec.parse_spec(FLAGSHIP.read_text(), ["train.epochs=3"]),
+         r"source: expected the name to give the spec in errors, a str, got list \(input_size and edits are keyword"),
+        (lambda: blockspec.load_spec(FLAGSHIP, (64, 64)), "positional argument"),
+        (lambda: blockspec.build_model(str(FLAGSHIP)), r"spec: expected a Spec, as blockspec\.load_spec\(path\) returns, got str"),
+        (lambda: blockspec.summarize({"name": "x"}), "spec: expected a Spec, .* got dict"),
     ],
 )
 def test_arguments_of_the_wrong_type_are_named(call, message: str) -> None:  # noqa: ANN001
@@ -62,6 +67,29 @@ def test_arguments_of_the_wrong_type_are_named(call, message: str) -> None:  # n
     failed inside with an index error."""
     with pytest.raises(TypeError, match=message):
         call()
+
+
+def test_edits_from_a_generator_are_applied_not_dropped() -> None:
+    """The type check used the generator up: the edits, a bad one too, were silently dropped."""
+    spec = blockspec.load_spec(FLAGSHIP, edits=(edit for edit in ["train.epochs=3", "train.batch_size=64"]))
+    assert (spec.train.epochs, spec.train.batch_size) == (3, 64)
+    with pytest.raises(blockspec.SpecError, match=r"classes = 0"):
+        blockspec.parse_spec(FLAGSHIP.read_text(), edits=iter(["classes=0"]))
+
+
+def test_a_spec_error_crosses_a_process_pool_whole() -> None:
+    """Pickled, it was rebuilt from its message alone, which failed: a pool's worker that
+    raised one broke the pool and the message was lost."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    with pytest.raises(blockspec.SpecError) as raised:
+        blockspec.load_spec(FLAGSHIP, edits=["train.epochs=0", "classes=0"])
+    for again in (pickle.loads(pickle.dumps(raised.value)), copy.copy(raised.value)):
+        assert str(again) == str(raised.value) and again.problems == raised.value.problems
+        assert again.source == raised.value.source
+    with ProcessPoolExecutor(1) as pool, pytest.raises(blockspec.SpecError, match=r"missing\.yaml: file not found"):
+        pool.submit(blockspec.load_spec, str(ROOT / "missing.yaml")).result()
 
 
 def test_lazy_names_are_listed_for_tab_completion() -> None:

@@ -45,11 +45,12 @@ class DeviceInfo:
         return f"{self.device.type} ({dtype})"
 
 
-def pick_device(requested: str, amp: bool = True, channels_last: bool = True) -> DeviceInfo:
-    """`auto` prefers CUDA, then Apple's MPS, then the CPU; a named device must exist."""
+def pick_device(requested: str, amp: bool = True, channels_last: bool = True, flag: str = "--device") -> DeviceInfo:
+    """`auto` prefers CUDA, then Apple's MPS, then the CPU; a named device must exist. `flag`
+    is how errors name the choice (`load_trained`'s argument is `device`)."""
     name, colon, index = requested.partition(":")
     if name not in DEVICES or (colon and not (index.isdigit() and name != "auto")):
-        raise fail("--device", f"unknown device; allowed: {', '.join(DEVICES)} (or cuda:N)", requested)
+        raise fail(flag, f"unknown device; allowed: {', '.join(DEVICES)} (or cuda:N)", requested)
     if name == "auto":
         if torch.cuda.is_available():
             requested = "cuda"
@@ -58,11 +59,11 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True) ->
         else:
             requested = "cpu"
     elif name == "cuda" and not torch.cuda.is_available():
-        raise fail("--device", "CUDA was requested but torch sees no CUDA device", requested)
+        raise fail(flag, "CUDA was requested but torch sees no CUDA device", requested)
     elif name == "cuda" and index and int(index) >= (count := torch.cuda.device_count()):
-        raise fail("--device", f"torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}", requested)
+        raise fail(flag, f"torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}", requested)
     elif name == "mps" and not torch.backends.mps.is_available():
-        raise fail("--device", "MPS was requested but is not available", requested)
+        raise fail(flag, "MPS was requested but is not available", requested)
     device = torch.device(requested)
     if device.type == "cuda":
         # bf16 needs no loss scaling; older GPUs without it train in fp32 rather than risk
