@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from blockspec.errors import fail
-from blockspec.layers import IDENTITY, Context, Field1D, Geometry, Shape, Window, expand, plugin_code
+from blockspec.layers import IDENTITY, Context, Field1D, Shape, Window, expand, plugin_code
+from blockspec.layers.base import checked_features, checked_geometry
 from blockspec.spec import Spec
 
 
@@ -72,20 +73,6 @@ class Analysis:
         return row.rf if row else 1
 
 
-def _checked(geometry: Geometry) -> Geometry:
-    """A layer's geometry as the walk needs it: a plugin's slip (None, a list for a shape)
-    fails here, inside the plugin guard, as the plugin's, not further on as blockspec's."""
-    if not isinstance(geometry, Geometry):
-        raise TypeError(f"geometry() returned {type(geometry).__name__}, not a Geometry")
-    shape = geometry.out_shape
-    if not (isinstance(shape, tuple) and shape and all(isinstance(size, int) and size > 0 for size in shape)):
-        raise TypeError(f"geometry() returned the output shape {shape!r}, not a tuple of positive integers")
-    for name in ("params", "macs"):
-        if not (isinstance(getattr(geometry, name), int) and getattr(geometry, name) >= 0):
-            raise TypeError(f"geometry() returned {name}={getattr(geometry, name)!r}, not a whole number ≥ 0")
-    return geometry
-
-
 def input_shape(spec: Spec, input_size: tuple[int, int] | None = None) -> Shape:
     height, width = input_size or spec.input.hw
     return (spec.input.channels, height, width)
@@ -109,8 +96,8 @@ def trace(
         for position, (index, _, layer) in enumerate(expand(layers)):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
             with plugin_code(layer, layer_ctx.path, "computing its geometry"):
-                geometry = _checked(layer.geometry(shape, layer_ctx))
-                features = frozenset(layer.features(shape, layer_ctx))
+                geometry = checked_geometry(layer.geometry(shape, layer_ctx))
+                features = checked_features(layer.features(shape, layer_ctx))
             field = field.then(geometry.field)
             rows.append(
                 LayerRow(

@@ -620,6 +620,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if os.environ.get("BLOCKSPEC_DEBUG"):
             raise
+        from blockspec.layers import plugin_runtime_fault
+
+        if (fault := plugin_runtime_fault(error)) is not None:  # a plugin's module failing in training, eval, export
+            typer.echo(f"error: {fault}", err=True)
+            sys.exit(2)
         typer.echo(
             f"internal error: {type(error).__name__}: {error}\n"
             "This is a bug in blockspec; rerun with BLOCKSPEC_DEBUG=1 for the traceback.",

@@ -93,7 +93,7 @@ def parse_spec(
         spec = Spec.model_validate(document)
     except ValidationError as error:
         raise SpecError(validation_problems(error, field_path), source) from None
-    except Exception as error:
+    except Exception as error:  # a plugin's validator raising other than ValueError, or reporting with `fail`
         fault = plugin_validator_fault(error, document)
         if fault is None:
             raise

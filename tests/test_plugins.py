@@ -102,10 +102,11 @@ def test_without_the_plugin_the_kind_is_unknown(tmp_path: Path) -> None:
 
 
 FAULTY = '''
-from typing import Callable, Literal
-from pydantic import field_validator
+from typing import Annotated, Callable, Literal
+from pydantic import AfterValidator, Strict, field_validator
 from torch import nn
-from blockspec.layers.base import Context, Geometry, LayerSpec, Shape
+from blockspec.errors import fail
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape, Window
 
 
 class LiarSpec(LayerSpec):
@@ -200,6 +201,67 @@ class NoModuleSpec(LiarSpec):
         return nn.Identity
 
 
+class WindowAsFieldSpec(LiarSpec):
+    """Gives the Window itself as the field (forgot `.field()`)."""
+
+    kind: Literal["windowfield"] = "windowfield"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, 0, 0, field=Window(3, 1, 1, 1), window=Window(3, 1, 1, 1))
+
+
+class ShrinkSpec(LiarSpec):
+    """Shrinks the map by 20 pixels a side: negative sizes on a small input."""
+
+    kind: Literal["shrink"] = "shrink"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry((in_shape[0], in_shape[1] - 20, in_shape[2] - 20), 0, 0)
+
+
+class LettersSpec(LiarSpec):
+    """Returns its feature name as a string, not a set."""
+
+    kind: Literal["letters"] = "letters"
+
+    def features(self, in_shape: Shape, ctx: Context) -> set[str]:
+        return "strided"
+
+
+def _odd(size: int) -> int:
+    if size % 2 == 0:
+        raise TypeError("size must be odd")
+    return size
+
+
+class PlainValidatorSpec(LiarSpec):
+    """Its validator is a plain function of the module, not a method."""
+
+    kind: Literal["plainvalid"] = "plainvalid"
+    size: Annotated[int, AfterValidator(_odd)] = 1
+
+
+class PowerOfTwoSpec(LiarSpec):
+    """Reports a bad value with blockspec's `fail`, as docs/plugins.md shows for geometry."""
+
+    kind: Literal["power"] = "power"
+    groups: int = 2
+
+    @field_validator("groups")
+    @classmethod
+    def _power(cls, groups: int) -> int:
+        if groups & (groups - 1):
+            raise fail("groups", "must be a power of two", groups)
+        return groups
+
+
+class PairSpec(LiarSpec):
+    """A pair as docs/plugins.md says to declare one, so YAML's list reaches it."""
+
+    kind: Literal["pair"] = "pair"
+    amount: Annotated[tuple[int, int], Strict(False)] = (1, 1)
+
+
 class NotLiteralSpec(LiarSpec):
     kind: str = "notliteral"
 
@@ -231,9 +293,11 @@ def faulty_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
     (site / "faultyplugin.py").write_text(FAULTY)
-    kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn", "picky", "listshape", "nogeometry", "nomodule")
+    kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn", "picky", "listshape", "nogeometry", "nomodule",
+             "windowfield", "shrink", "letters", "plainvalid", "power", "pair")
     classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec", "PickySpec",
-               "ListShapeSpec", "NoGeometrySpec", "NoModuleSpec")
+               "ListShapeSpec", "NoGeometrySpec", "NoModuleSpec", "WindowAsFieldSpec", "ShrinkSpec", "LettersSpec",
+               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec")
     _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
                   + "twice = faultyplugin:Twice\n")
     _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
@@ -305,9 +369,19 @@ def test_an_exception_in_a_plugins_code_names_the_plugin_and_the_layer(
                                                                         "validating its fields, in the layer plugin 'picky'"),
         ("listshape: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'listshape' "
                           "(faultyplugin:ListShapeSpec): TypeError: geometry() returned the output shape [8, 8, 8], "
-                          "not a tuple of positive integers"),
+                          "not (C, H, W) or (F,) in positive integers"),
         ("nogeometry: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'nogeometry' "
                            "(faultyplugin:NoGeometrySpec): TypeError: geometry() returned NoneType, not a Geometry"),
+        ("windowfield: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'windowfield' "
+                            "(faultyplugin:WindowAsFieldSpec): TypeError: geometry() returned field=Window(k=3, "
+                            "stride=1, dilation=1, padding=1), not a Field1D (a Window's .field())"),
+        ("residual: {body: [conv: {out: 8}, shrink: {}]}",
+         "blocks.C1[1]: failed computing its geometry, in the layer plugin 'shrink' (faultyplugin:ShrinkSpec): "
+         "TypeError: geometry() returned the output shape (8, -12, -12), not (C, H, W) or (F,) in positive integers"),
+        ("letters: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'letters' "
+                        "(faultyplugin:LettersSpec): TypeError: features() returned 'strided', not a set of names"),
+        ("plainvalid: {size: 2}", "blocks.C1[1]: failed validating its fields, in the layer plugin 'plainvalid' "
+                                  "(faultyplugin:PlainValidatorSpec): TypeError: size must be odd"),
     ],
 )
 def test_a_plugins_validator_or_geometry_slip_is_the_plugins(
@@ -319,6 +393,50 @@ def test_a_plugins_validator_or_geometry_slip_is_the_plugins(
     assert result.returncode == 2, result.stderr
     assert f"faulty.yaml: {message}" in result.stderr
     assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
+
+
+def test_a_validator_fault_is_placed_at_the_layer_whose_fields_raise_it(faulty_site: Path, tmp_path: Path) -> None:
+    """It was placed at the first layer of the plugin's kind, which was valid."""
+    spec = tmp_path / "two.yaml"
+    spec.write_text("name: f\ninput: {size: 8}\nblocks:\n  C1: [conv: {out: 8}, picky: {size: 3}]\n"
+                    "  C2: [conv: {out: 8}, picky: {size: 4}, residual: {body: [power: {groups: 3}]}]\n"
+                    "  output: [gap: {}, fc: {out: 10}]\n")
+    result = blockspec(faulty_site, "check", str(spec))
+    assert result.returncode == 2 and "two.yaml: blocks.C2[1]: failed validating its fields, in the layer plugin 'picky'" in result.stderr
+    spec.write_text(spec.read_text().replace("size: 4", "size: 5"))
+    result = blockspec(faulty_site, "check", str(spec))  # `fail` in a validator: its path within the layer
+    assert result.returncode == 2 and "two.yaml: blocks.C2[2].body[0].groups = 3: must be a power of two" in result.stderr
+
+
+def test_a_pair_declared_as_the_docs_say_takes_a_yaml_list(faulty_site: Path, tmp_path: Path) -> None:
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "pair: {amount: [2, 1]}")), "-f", "json")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_fault_in_a_plugins_forward_pass_while_training_is_the_plugins(faulty_site: Path, tmp_path: Path) -> None:
+    """Only `build-summary --verify` named the plugin; `train`, `eval` and `export` asked for a
+    bug report against blockspec (exit 70)."""
+    from tests.synthetic import tiny_spec_text, write_colour_folder
+
+    spec = tmp_path / "boom.yaml"
+    spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1).replace(
+        "strided: {out: 16}]", "strided: {out: 16}, boom: {when: forward}]"))
+    result = blockspec(faulty_site, "train", str(spec), "--out", str(tmp_path / "run"), "--workers", "0")
+    assert result.returncode == 2, result.stderr
+    assert "error: a fault in the layer plugin package 'faultyplugin' (kinds liar, widen" in result.stderr
+    assert re.search(r"ValueError: boom in forward \(raised in .*faultyplugin\.py, line \d+, in Explode\.forward\); "
+                     r"rerun with BLOCKSPEC_DEBUG=1 for the traceback", result.stderr), result.stderr
+    assert "bug in blockspec" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_plugin_exiting_at_import_is_skipped_with_one_line(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    _distribution(site, "quitter", "quit = quitter:QuitSpec\n")
+    result = blockspec(site, "check", str(ROOT / "architectures" / "flagship.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "blockspec: ignoring layer plugin 'quit' (quitter:QuitSpec): cannot be loaded (SystemExit: 3)\n"
 
 
 def test_a_plugin_building_no_module_is_named(faulty_site: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
 from blockspec.layers.dws import DwsSpec
 from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec
 from blockspec.layers.head import FcSpec, FlattenSpec, LogSoftmaxSpec
-from blockspec.layers.plugins import plugin_faults, plugin_kinds, validator_fault
+from blockspec.layers.plugins import plugin_faults, plugin_kinds, runtime_fault, validator_fault
 from blockspec.layers.pool import GapSpec, PoolSpec
 from blockspec.layers.residual import ResidualSpec
 
@@ -55,7 +55,8 @@ BUILTIN_KINDS: dict[str, type[LayerSpec]] = {
 }
 
 
-LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **plugin_kinds(BUILTIN_KINDS)}
+PLUGIN_KINDS: dict[str, type[LayerSpec]] = plugin_kinds(BUILTIN_KINDS)
+LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **PLUGIN_KINDS}
 
 
 def plugin_code(layer: LayerSpec, path: str, doing: str) -> AbstractContextManager[None]:
@@ -65,7 +66,12 @@ def plugin_code(layer: LayerSpec, path: str, doing: str) -> AbstractContextManag
 
 def plugin_validator_fault(error: Exception, document: Any) -> SpecError | None:
     """`error`, raised while validating `document`, as the spec error of the plugin that raised it."""
-    return validator_fault(error, document, BUILTIN_KINDS)
+    return validator_fault(error, document, PLUGIN_KINDS)
+
+
+def plugin_runtime_fault(error: Exception) -> SpecError | None:
+    """`error`, raised anywhere by a plugin's code (its module's forward pass), as that plugin's."""
+    return runtime_fault(error, PLUGIN_KINDS)
 
 
 def unwrap_entry(value: Any) -> Any:
@@ -139,5 +145,6 @@ __all__ = [
     "Window",
     "expand",
     "plugin_code",
+    "plugin_runtime_fault",
     "plugin_validator_fault",
 ]

@@ -153,6 +153,32 @@ class Geometry:
     global_pool: bool = False
 
 
+def checked_geometry(geometry: Any) -> Geometry:
+    """A layer's geometry as the walk needs it. A plugin's slip (None, a list or a pair for a
+    shape, a Window given as the field) fails here, where the plugin guard names the plugin,
+    and not further on where it would read as blockspec's bug or the user's spec."""
+    if not isinstance(geometry, Geometry):
+        raise TypeError(f"geometry() returned {type(geometry).__name__}, not a Geometry")
+    shape = geometry.out_shape
+    if not (isinstance(shape, tuple) and len(shape) in (1, 3) and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise TypeError(f"geometry() returned the output shape {shape!r}, not (C, H, W) or (F,) in positive integers")
+    for name in ("params", "macs"):
+        if not (isinstance(getattr(geometry, name), int) and getattr(geometry, name) >= 0):
+            raise TypeError(f"geometry() returned {name}={getattr(geometry, name)!r}, not a whole number ≥ 0")
+    if not isinstance(geometry.field, Field1D):
+        raise TypeError(f"geometry() returned field={geometry.field!r}, not a Field1D (a Window's .field())")
+    if not (geometry.window is None or isinstance(geometry.window, Window)):
+        raise TypeError(f"geometry() returned window={geometry.window!r}, not a Window or None")
+    return geometry
+
+
+def checked_features(features: Any) -> frozenset[str]:
+    """A layer's feature names; one string would otherwise be read as a set of its letters."""
+    if isinstance(features, str) or not all(isinstance(name, str) for name in features):
+        raise TypeError(f"features() returned {features!r}, not a set of names")
+    return frozenset(features)
+
+
 @dataclass(frozen=True)
 class Context:
     """Spec-wide settings a layer needs besides its own fields; `path` locates errors."""

@@ -14,6 +14,8 @@ import traceback
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from types import FrameType
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
@@ -33,8 +35,9 @@ def plugin_kinds(builtin: dict[str, type[LayerSpec]]) -> dict[str, type[LayerSpe
         try:
             cls = entry.load()
             problem = _plugin_problem(entry.name, cls, builtin)
-        except Exception as error:  # noqa: BLE001 (a plugin's import error must not stop blockspec)
-            problem = f"cannot be loaded ({type(error).__name__}: {error})"
+        except (Exception, SystemExit) as error:  # noqa: BLE001 (a plugin's import error, or its sys.exit, must not stop blockspec)
+            first_line = next(iter(str(error).splitlines()), "")  # Pydantic's class errors run to several lines
+            problem = f"cannot be loaded ({type(error).__name__}: {first_line})"
         if problem:
             log.warning("blockspec: ignoring layer plugin '%s' (%s): %s", entry.name, entry.value, problem)
         else:
@@ -77,31 +80,84 @@ def plugin_faults(layer: LayerSpec, path: str, doing: str, builtin: dict[str, ty
         raise fail(path, f"failed {doing}, in the layer plugin {names}: {type(error).__name__}: {error}") from None
 
 
-def validator_fault(error: Exception, document: Any, builtin: dict[str, type[LayerSpec]]) -> SpecError | None:
+def validator_fault(error: Exception, document: Any, plugins: dict[str, type[LayerSpec]]) -> SpecError | None:
     """The spec error for `error` when a plugin's validator raised it (Pydantic passes on
-    anything but ValueError and AssertionError as it is), at the first layer of that kind in
-    `document`; None when no plugin's code raised it."""
-    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):  # the innermost first
-        owner = frame.f_locals.get("cls", frame.f_locals.get("self"))
-        cls = owner if isinstance(owner, type) else type(owner)
-        if issubclass(cls, LayerSpec) and cls.model_fields["kind"].default not in builtin:
-            kind = cls.model_fields["kind"].default
-            return fail(
-                next(_places_of(kind, document, ""), "blocks"),
-                f"failed validating its fields, in the layer plugin {_named(cls)}: {type(error).__name__}: {error} "
-                "(a validator reports a bad value by raising ValueError)",
-            )
+    anything but ValueError and AssertionError as it is), at the layer of `document` whose
+    fields raise it; None when blockspec's code raised it."""
+    found = _raising_code(error, plugins)
+    if found is None:
+        return None
+    path, cls = _failing_place(found[0], document, error)
+    if isinstance(error, SpecError):  # the plugin's own report with `fail`: its field paths are the layer's
+        return SpecError([replace(problem, path=f"{path}.{problem.path}" if problem.path else path)
+                          for problem in error.problems])
+    return fail(path, f"failed validating its fields, in the layer plugin {_named(cls)}: {type(error).__name__}: "
+                      f"{error} (a validator reports a bad value by raising ValueError)")
+
+
+def runtime_fault(error: Exception, plugins: dict[str, type[LayerSpec]]) -> SpecError | None:
+    """The error for `error` when a plugin's code raised it anywhere else (its module's forward
+    pass while training, evaluating or exporting): the plugin and the line, not a request for a
+    bug report against blockspec; None when blockspec's code raised it."""
+    found = _raising_code(error, plugins)
+    if found is None:
+        return None
+    classes, frame = found
+    names = _named(classes[0]) if len(classes) == 1 else f"package '{_package(classes[0].__module__)}' (kinds " + \
+        ", ".join(cls.model_fields["kind"].default for cls in classes) + ")"
+    return fail("", f"a fault in the layer plugin {names}: {type(error).__name__}: {error} (raised in "
+                    f"{frame.f_code.co_filename}, line {frame.f_lineno}, in {frame.f_code.co_qualname}); rerun with "
+                    "BLOCKSPEC_DEBUG=1 for the traceback")
+
+
+def _raising_code(error: Exception, plugins: dict[str, type[LayerSpec]]) -> tuple[list[type[LayerSpec]], FrameType] | None:
+    """The plugins whose code raised `error` (the one class whose method it was, else those of
+    its module or package), and that code's frame: walking out from where it was raised (past
+    torch's or Pydantic's frames), the first frame in a plugin's package, unless one of
+    blockspec's own comes first (blockspec's code called by a plugin is still blockspec's)."""
+    packages: dict[str, list[type[LayerSpec]]] = {}
+    for cls in plugins.values():
+        packages.setdefault(_package(cls.__module__), []).append(cls)
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        module = frame.f_globals.get("__name__", "")
+        if _package(module) == "blockspec":
+            return None
+        if _package(module) in packages:
+            classes = packages[_package(module)]
+            owner = frame.f_locals.get("cls", frame.f_locals.get("self"))
+            mine = [cls for cls in classes if owner is cls or type(owner) is cls]
+            return mine or [cls for cls in classes if cls.__module__ == module] or classes, frame
     return None
+
+
+def _package(module: str) -> str:
+    return module.partition(".")[0]
+
+
+def _failing_place(classes: list[type[LayerSpec]], document: Any, error: Exception) -> tuple[str, type[LayerSpec]]:
+    """The field path and plugin of the first layer in `document` of one of `classes`' kinds
+    whose fields, validated alone, raise what `error` is; else the first layer of those kinds."""
+    places = [(path, entry, cls) for cls in classes
+              for path, entry in _places_of(cls.model_fields["kind"].default, document, "")]
+    for path, entry, cls in places:
+        kind = cls.model_fields["kind"].default
+        try:
+            cls.model_validate(entry if entry.get("kind") == kind else entry[kind] or {})
+        except type(error):
+            return path, cls
+        except Exception:  # noqa: BLE001, S112 (another fault, or valid alone: not the layer sought)
+            continue
+    return (places[0][0], places[0][2]) if places else ("blocks", classes[0])
 
 
 def _named(cls: type[LayerSpec]) -> str:
     return f"'{cls.model_fields['kind'].default}' ({cls.__module__}:{cls.__qualname__})"
 
 
-def _places_of(kind: str, node: Any, path: str) -> Iterator[str]:
-    """The field paths of the layers of `kind` in a spec document, named as validation errors
-    name them: a layer is a list item, written `{kind: {fields}}` (its fields are the layer's)
-    or `{kind: kind, fields}` (as dumps write it); nested ones included."""
+def _places_of(kind: str, node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(field path, entry) of each layer of `kind` in a spec document, named as validation
+    errors name them: a layer is a list item, written `{kind: {fields}}` (its fields are the
+    layer's) or `{kind: kind, fields}` (as dumps write it); nested ones included."""
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _places_of(kind, value, f"{path}.{key}" if path else str(key))
@@ -109,7 +165,7 @@ def _places_of(kind: str, node: Any, path: str) -> Iterator[str]:
         for index, item in enumerate(node):
             here = f"{path}[{index}]"
             if isinstance(item, dict) and (list(item) == [kind] or item.get("kind") == kind):
-                yield here
+                yield here, item
             wrapped = isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), dict)
             yield from _places_of(kind, next(iter(item.values())) if wrapped else item, here)
 

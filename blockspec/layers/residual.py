@@ -18,6 +18,8 @@ from blockspec.layers.base import (
     LayerSpec,
     Norm,
     Shape,
+    checked_features,
+    checked_geometry,
     expand,
     make_act,
     make_norm,
@@ -62,7 +64,7 @@ class ResidualSpec(LayerSpec):
         shape = in_shape
         for index, _, layer in expand(self.body):
             body_ctx = replace(ctx, path=f"{ctx.path}.body[{index}]")
-            geometry = layer.geometry(shape, body_ctx)
+            geometry = checked_geometry(layer.geometry(shape, body_ctx))
             if geometry.global_pool:
                 raise fail(
                     body_ctx.path,
@@ -125,7 +127,7 @@ class ResidualSpec(LayerSpec):
         """The body's features count too: a dilated conv inside a block is still dilated."""
         found = {"residual"}
         for layer, shape, _, body_ctx in self._body_steps(in_shape, ctx):
-            found |= layer.features(shape, body_ctx)
+            found |= checked_features(layer.features(shape, body_ctx))
         return found
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
