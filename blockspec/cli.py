@@ -67,7 +67,7 @@ def build_summary(
     format: SummaryFormat = Format.table,
     input_size: InputSize = None,
     verify: Annotated[
-        bool, typer.Option("--verify", help="Also build the module and check each layer's parameters, shape and MACs (exit 1 where they differ).")
+        bool, typer.Option("--verify", help="Also build the module and check each layer's parameters, shape, MACs and receptive field (exit 1 where they differ).")
     ] = False,
     edits: Edits = None,
 ) -> None:
@@ -83,7 +83,7 @@ def build_summary(
         document = summary.to_dict()
         if verification is not None:  # a script reads the result here, not from stderr
             document["verify"] = {"agrees": not verification.problems, "module_params": verification.params,
-                                  "problems": list(verification.problems)}
+                                  "fields_compared": verification.fields.compared, "problems": list(verification.problems)}
         typer.echo(as_json(document))
     elif format is Format.markdown:
         typer.echo(markdown(summary), nl=False)

@@ -1,4 +1,5 @@
-"""Cross-check the analysis against the real module: every layer's parameters, shape and MACs."""
+"""Cross-check the analysis against the real module: every layer's parameters, shape and MACs,
+and every spatial layer's receptive field against input gradients."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from blockspec.analysis import Analysis
 from blockspec.available_memory import available_memory
 from blockspec.build import build_model, is_out_of_memory
 from blockspec.errors import fail
+from blockspec.field_probe import FieldCheck, check_fields
 from blockspec.layers import LayerSpec, expand, plugin_code
 from blockspec.spec import Spec
 
@@ -26,11 +28,15 @@ class Verification:
     params: int
     layers: int
     problems: tuple[str, ...]
+    fields: FieldCheck = FieldCheck(0, 0, ())
 
     def __str__(self) -> str:
         if self.problems:
             return "✗ module differs from the analysis: " + "; ".join(self.problems)
-        return f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes and MACs"
+        global_context = f" ({self.fields.global_context} more with global context, not compared)" \
+            if self.fields.global_context else ""
+        return (f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes and MACs, "
+                f"{self.fields.compared} receptive fields{global_context}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,8 @@ def _size(analysis: Analysis) -> str:
 
 
 def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
-    """Build the module, then compare each layer's parameter count, output shape and MACs."""
+    """Build the module, then compare each layer's parameter count, output shape and MACs,
+    and, where those agree, each spatial layer's receptive field."""
     model = build_model(spec)
     layers = [layer for block in spec.blocks.values() for _, _, layer in expand(block)]
     modules = [module for block in model for module in block]
@@ -104,4 +111,5 @@ def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
             problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {measured.macs:,} MACs, the analysis "
                             f"{row.macs:,}")
     params = sum(p.numel() for p in model.parameters())
-    return Verification(params, len(analysis.rows), tuple(problems))
+    fields = FieldCheck(0, 0, ()) if problems else check_fields(spec, layers)  # on layers that run as analysed
+    return Verification(params, len(analysis.rows), (*problems, *fields.problems), fields)

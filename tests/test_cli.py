@@ -158,7 +158,8 @@ def test_verify_builds_and_agrees(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--verify"], capsys)
     assert code == 0 and "✓ built module agrees" in out
     code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--verify", "--format", "json"], capsys)
-    assert code == 0 and json.loads(out)["verify"] == {"agrees": True, "module_params": 194_666, "problems": []}
+    assert code == 0 and json.loads(out)["verify"] == {"agrees": True, "module_params": 194_666, "fields_compared": 7,
+                                                   "problems": []}
 
 
 def test_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

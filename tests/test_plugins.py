@@ -201,6 +201,19 @@ class NoModuleSpec(LiarSpec):
         return nn.Identity
 
 
+class NarrowSpec(LiarSpec):
+    """Declares a 1×1 window (the default field), builds a 3×3 depthwise convolution: its
+    parameters, shape and MACs agree, only the receptive field is wrong."""
+
+    kind: Literal["narrow"] = "narrow"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, 9 * in_shape[0], 9 * in_shape[0] * in_shape[1] * in_shape[2])
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return nn.Conv2d(in_shape[0], in_shape[0], 3, padding=1, groups=in_shape[0], bias=False)
+
+
 class WindowAsFieldSpec(LiarSpec):
     """Gives the Window itself as the field (forgot `.field()`)."""
 
@@ -294,10 +307,10 @@ def faulty_site(tmp_path: Path) -> Path:
     site.mkdir()
     (site / "faultyplugin.py").write_text(FAULTY)
     kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn", "picky", "listshape", "nogeometry", "nomodule",
-             "windowfield", "shrink", "letters", "plainvalid", "power", "pair")
+             "windowfield", "shrink", "letters", "plainvalid", "power", "pair", "narrow")
     classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec", "PickySpec",
                "ListShapeSpec", "NoGeometrySpec", "NoModuleSpec", "WindowAsFieldSpec", "ShrinkSpec", "LettersSpec",
-               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec")
+               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec", "NarrowSpec")
     _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
                   + "twice = faultyplugin:Twice\n")
     _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
@@ -337,8 +350,21 @@ def test_verify_names_the_layer_whose_macs_differ_from_torchs_count(faulty_site:
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "miscount: {}")), "--verify", "-f", "json")
     document = json.loads(result.stdout)
     assert result.returncode == 1 and document["verify"] == {
-        "agrees": False, "module_params": document["total_params"],
+        "agrees": False, "module_params": document["total_params"], "fields_compared": 0,
         "problems": ["C1.1 (miscount at blocks.C1[1]): torch counts 4,096 MACs, the analysis 0"]}
+
+
+def test_verify_measures_each_layers_receptive_field_from_input_gradients(faulty_site: Path, tmp_path: Path) -> None:
+    """`narrow` declares a 1×1 window and builds a 3×3 convolution: parameters, shapes and
+    MACs agree, so only the gradient shows it, at that layer and at the one after it."""
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "narrow: {}")), "--verify")
+    assert result.returncode == 1, result.stderr
+    assert ("✗ module differs from the analysis: C1.1 (narrow at blocks.C1[1]): the centre unit's input gradient "
+            "reaches rows 4–8, columns 4–8 of a 12×12 input, the analysis' field (rf 3, jump 1, start -1) rows and "
+            "columns 5–7; C1.2 (conv at blocks.C1[2]): the centre unit's input gradient reaches rows 3–9, columns 3–9 "
+            "of a 12×12 input, the analysis' field (rf 5, jump 1, start -2) rows and columns 4–8\n") in result.stderr
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "liar: {}")), "--verify", "-f", "json")
+    assert json.loads(result.stdout)["verify"]["fields_compared"] == 0  # the parameters differ: not run on
 
 
 @pytest.mark.parametrize(
