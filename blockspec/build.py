@@ -16,14 +16,16 @@ from blockspec.spec import Spec
 from blockspec.train.whiten import stem_conv
 
 
-def build_model(spec: Spec) -> BlockNet:
+def build_model(spec: Spec, check_head: bool = True) -> BlockNet:
     """Build every block as an `nn.Sequential` of its layers, in spec order.
 
     Module order equals spec order, so a `state_dict` from a hand-written network with the
     same layer sequence loads by position. With `train.whiten_stem: frozen` the first
-    convolution's kernel is built frozen (training then fills it from the data).
+    convolution's kernel is built frozen (training then fills it from the data). Without
+    `check_head`, a network that does not end in `classes` scores is built too (its spatial
+    layers, at another input size, where a flattening head no longer fits: field_probe's).
     """
-    rows = iter(trace(spec).rows)
+    rows = iter(trace(spec, check_head=check_head).rows)
     defaults = spec.defaults
     ctx = Context(path="", norm_groups=defaults.norm_groups, ghost_batch=defaults.ghost_batch)
     blocks: OrderedDict[str, nn.Module] = OrderedDict()

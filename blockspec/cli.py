@@ -83,7 +83,7 @@ def build_summary(
         document = summary.to_dict()
         if verification is not None:  # a script reads the result here, not from stderr
             document["verify"] = {"agrees": not verification.problems, "module_params": verification.params,
-                                  "fields_compared": verification.fields.compared, "problems": list(verification.problems)}
+                                  "receptive_field": verification.field.status, "problems": list(verification.problems)}
         typer.echo(as_json(document))
     elif format is Format.markdown:
         typer.echo(markdown(summary), nl=False)
@@ -623,7 +623,8 @@ def main(argv: list[str] | None = None) -> None:
         from blockspec.layers import plugin_runtime_fault
 
         if (fault := plugin_runtime_fault(error)) is not None:  # a plugin's module failing in training, eval, export
-            typer.echo(f"error: {fault}", err=True)
+            if _speaks_for_the_run():
+                typer.echo(f"error: {fault}", err=True)
             sys.exit(2)
         typer.echo(
             f"internal error: {type(error).__name__}: {error}\n"

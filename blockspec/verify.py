@@ -28,15 +28,15 @@ class Verification:
     params: int
     layers: int
     problems: tuple[str, ...]
-    fields: FieldCheck = FieldCheck(0, 0, ())
+    field: FieldCheck = FieldCheck("not compared: the layers differ")
+    receptive_field: int = 1
 
     def __str__(self) -> str:
         if self.problems:
             return "✗ module differs from the analysis: " + "; ".join(self.problems)
-        global_context = f" ({self.fields.global_context} more with global context, not compared)" \
-            if self.fields.global_context else ""
-        return (f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes and MACs, "
-                f"{self.fields.compared} receptive fields{global_context}")
+        field = f"receptive field {self.receptive_field} (input gradients)" if self.field.agrees \
+            else f"receptive field {self.field.status}"
+        return f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes and MACs, {field}"
 
 
 @dataclass(frozen=True)
@@ -111,5 +111,7 @@ def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
             problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {measured.macs:,} MACs, the analysis "
                             f"{row.macs:,}")
     params = sum(p.numel() for p in model.parameters())
-    fields = FieldCheck(0, 0, ()) if problems else check_fields(spec, layers)  # on layers that run as analysed
-    return Verification(params, len(analysis.rows), (*problems, *fields.problems), fields)
+    if problems:  # the field is measured on layers that run as analysed
+        return Verification(params, len(analysis.rows), tuple(problems))
+    field = check_fields(spec)
+    return Verification(params, len(analysis.rows), field.problems, field, analysis.receptive_field)

@@ -156,10 +156,29 @@ def test_verify_at_a_size_whose_maps_exceed_the_memory_is_refused_before_running
 
 def test_verify_builds_and_agrees(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--verify"], capsys)
-    assert code == 0 and "✓ built module agrees" in out
+    assert code == 0 and out.endswith("✓ built module agrees: 194,666 parameters, 9 layer shapes and MACs, receptive "
+                                      "field 45 (input gradients)\n")
     code, out, _ = run_cli(["build-summary", str(FLAGSHIP), "--verify", "--format", "json"], capsys)
-    assert code == 0 and json.loads(out)["verify"] == {"agrees": True, "module_params": 194_666, "fields_compared": 7,
+    assert code == 0 and json.loads(out)["verify"] == {"agrees": True, "module_params": 194_666, "receptive_field": "agrees",
                                                    "problems": []}
+
+
+@pytest.mark.parametrize(
+    "layers",
+    ["[conv: {out: 8, padding: 0}, norm: {type: layer}, act: {type: relu}]",  # a norm of a constant map: no gradient
+     "[conv: {out: 8, norm: group}, residual: {body: [conv: {out: 8}, conv: {out: 8, norm: group}], zero_init: true}]"],
+)
+def test_verify_counts_global_context_as_not_compared(layers: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A group or layer norm's statistics reach the whole input; the probe crashed (exit 70)
+    where they left no gradient at all."""
+    spec = tmp_path / "global.yaml"
+    spec.write_text(f"name: g\ninput: {{size: 16}}\nblocks:\n  C1: {layers}\n"
+                    "  output: [gap: {}, flatten: {}, fc: {out: 10}]\n")
+    code, out, err = run_cli(["build-summary", str(spec), "--verify"], capsys)
+    assert code == 0, err
+    assert out.rstrip().endswith("receptive field not compared: global context (a group or layer norm, an attention) "
+                                 "reaches the whole input")
 
 
 def test_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,6 +103,7 @@ def test_without_the_plugin_the_kind_is_unknown(tmp_path: Path) -> None:
 
 FAULTY = '''
 from typing import Annotated, Callable, Literal
+import torch
 from pydantic import AfterValidator, Strict, field_validator
 from torch import nn
 from blockspec.errors import fail
@@ -214,6 +215,27 @@ class NarrowSpec(LiarSpec):
         return nn.Conv2d(in_shape[0], in_shape[0], 3, padding=1, groups=in_shape[0], bias=False)
 
 
+class PositionBiasSpec(LiarSpec):
+    """No fault: a learned bias per position, so its module is built for one input size."""
+
+    kind: Literal["posbias"] = "posbias"
+
+    def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
+        return Geometry(in_shape, in_shape[0] * in_shape[1] * in_shape[2], 0)
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return PositionBias(in_shape)
+
+
+class PositionBias(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x):
+        return x + self.bias
+
+
 class WindowAsFieldSpec(LiarSpec):
     """Gives the Window itself as the field (forgot `.field()`)."""
 
@@ -307,10 +329,10 @@ def faulty_site(tmp_path: Path) -> Path:
     site.mkdir()
     (site / "faultyplugin.py").write_text(FAULTY)
     kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn", "picky", "listshape", "nogeometry", "nomodule",
-             "windowfield", "shrink", "letters", "plainvalid", "power", "pair", "narrow")
+             "windowfield", "shrink", "letters", "plainvalid", "power", "pair", "narrow", "posbias")
     classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec", "PickySpec",
                "ListShapeSpec", "NoGeometrySpec", "NoModuleSpec", "WindowAsFieldSpec", "ShrinkSpec", "LettersSpec",
-               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec", "NarrowSpec")
+               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec", "NarrowSpec", "PositionBiasSpec")
     _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
                   + "twice = faultyplugin:Twice\n")
     _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
@@ -350,7 +372,8 @@ def test_verify_names_the_layer_whose_macs_differ_from_torchs_count(faulty_site:
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "miscount: {}")), "--verify", "-f", "json")
     document = json.loads(result.stdout)
     assert result.returncode == 1 and document["verify"] == {
-        "agrees": False, "module_params": document["total_params"], "fields_compared": 0,
+        "agrees": False, "module_params": document["total_params"],
+        "receptive_field": "not compared: the layers differ",
         "problems": ["C1.1 (miscount at blocks.C1[1]): torch counts 4,096 MACs, the analysis 0"]}
 
 
@@ -364,7 +387,10 @@ def test_verify_measures_each_layers_receptive_field_from_input_gradients(faulty
             "columns 5–7; C1.2 (conv at blocks.C1[2]): the centre unit's input gradient reaches rows 3–9, columns 3–9 "
             "of a 12×12 input, the analysis' field (rf 5, jump 1, start -2) rows and columns 4–8\n") in result.stderr
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "liar: {}")), "--verify", "-f", "json")
-    assert json.loads(result.stdout)["verify"]["fields_compared"] == 0  # the parameters differ: not run on
+    assert json.loads(result.stdout)["verify"]["receptive_field"] == "not compared: the layers differ"
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "posbias: {}")), "--verify")
+    assert result.returncode == 0, result.stderr  # its module is built for the probe's input size, not the spec's
+    assert "receptive field 5 (input gradients)" in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(

@@ -106,28 +106,32 @@ def runtime_fault(error: Exception, plugins: dict[str, type[LayerSpec]]) -> Spec
     names = _named(classes[0]) if len(classes) == 1 else f"package '{_package(classes[0].__module__)}' (kinds " + \
         ", ".join(cls.model_fields["kind"].default for cls in classes) + ")"
     return fail("", f"a fault in the layer plugin {names}: {type(error).__name__}: {error} (raised in "
-                    f"{frame.f_code.co_filename}, line {frame.f_lineno}, in {frame.f_code.co_qualname}); rerun with "
+                    f"{frame.f_code.co_filename}, line {frame.f_lineno}, in {_function(frame)}); rerun with "
                     "BLOCKSPEC_DEBUG=1 for the traceback")
 
 
 def _raising_code(error: Exception, plugins: dict[str, type[LayerSpec]]) -> tuple[list[type[LayerSpec]], FrameType] | None:
     """The plugins whose code raised `error` (the one class whose method it was, else those of
-    its module or package), and that code's frame: walking out from where it was raised (past
-    torch's or Pydantic's frames), the first frame in a plugin's package, unless one of
-    blockspec's own comes first (blockspec's code called by a plugin is still blockspec's)."""
+    its module or package), and that code's frame: walking out from where it was raised, the
+    first frame in a plugin's package. Frames of torch, Pydantic and blockspec's own modules
+    a plugin calls (a `blockspec.modules.Conv2d` built with the wrong channels) are passed
+    over: what a plugin called with, it answers for; blockspec's bugs have no plugin frame."""
     packages: dict[str, list[type[LayerSpec]]] = {}
     for cls in plugins.values():
         packages.setdefault(_package(cls.__module__), []).append(cls)
     for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
         module = frame.f_globals.get("__name__", "")
-        if _package(module) == "blockspec":
-            return None
         if _package(module) in packages:
             classes = packages[_package(module)]
             owner = frame.f_locals.get("cls", frame.f_locals.get("self"))
             mine = [cls for cls in classes if owner is cls or type(owner) is cls]
             return mine or [cls for cls in classes if cls.__module__ == module] or classes, frame
     return None
+
+
+def _function(frame: FrameType) -> str:
+    """`Class.method` where Python names it so (3.11 on), else the function's name."""
+    return getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
 
 
 def _package(module: str) -> str:
