@@ -193,8 +193,11 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
     pipeline = training_pipeline(spec)
     for note in [*read_augment(spec.data.augment).notes, *filter(None, [unbatched_note(pipeline.augment)])]:
         typer.echo(f"note: {note_prefix}{note}", err=True)  # what training would say
-    try:  # training's dry run, on an image of the spec's input (the data must match it)
-        pipeline.compose((0.5,) * spec.input.channels, (*spec.input.hw, spec.input.channels))
+    off = spec.data.augment_off
+    final = [training_pipeline(spec, left_out=off.transforms)] if off is not None and off.transforms else []
+    try:  # training's dry runs, on an image of the spec's input (the data must match it), of each list it trains with
+        for each in (pipeline, *final):
+            each.compose((0.5,) * spec.input.channels, (*spec.input.hw, spec.input.channels))
     except SpecError as error:
         raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
     return summarize(spec).rules

@@ -366,13 +366,44 @@ def test_malformed_entries(entries: object, says: str) -> None:
     assert says in _error(entries)
 
 
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        ([{"PadIfNeeded": {"min_height": 40, "min_width": 40}}, {"RandomCrop": {"height": 32, "width": 32, "p": 0.5}}],
+         "with data.augment[1].RandomCrop skipped (p = 0.5), a 32x32x3 uint8 image becomes 40x40x3 uint8"),
+        ([{"RandomScale": {"scale_limit": [0.0, 0.04], "p": 1.0}}],
+         "a 32x32x3 uint8 image becomes 33x33x3 uint8"),
+    ],
+)
+def test_a_size_kept_only_in_some_draws_is_refused(entries: list, says: str) -> None:
+    """One try with every transform at p = 1 passed both; training then stacked images of two
+    sizes into one batch and failed mid-run (exit 70), after a random number of steps."""
+    assert f"data.augment: does not keep the images' size: {says}" in _error(entries, image_shape=(32, 32, 3))
+
+
+def test_a_pad_kept_optional_before_a_crop_to_the_size_trains() -> None:
+    entries = [{"PadIfNeeded": {"min_height": 40, "min_width": 40, "p": 0.5}}, {"RandomCrop": {"height": 32, "width": 32}}]
+    assert len(build_augment(entries, MEAN, image_shape=(32, 32, 3)).transforms) == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [({"Affine": {"rotate": [float("nan"), 10]}}, "data.augment[0].Affine.rotate = [nan, 10]: must be finite numbers"),
+     ({"CoarseDropout": {"num_holes_range": [1, 100_000_000]}},
+      "data.augment[0].CoarseDropout.num_holes_range = [1, 100000000]: at most 1024 holes (one a pixel) fit a 32x32")],
+)
+def test_numbers_no_image_can_use_are_refused(entry: dict, says: str) -> None:
+    """A NaN angle trained until the loss became NaN; a hundred million holes hung the check."""
+    assert says in _error([entry], image_shape=(32, 32, 3))
+
+
 def test_null_arguments_and_empty_list() -> None:
     assert validate_augment([{"HorizontalFlip": None}]) == [("HorizontalFlip", {})]
     assert build_augment([], MEAN).transforms == []
 
 
 def test_dry_run_catches_size_changes_and_missing_targets() -> None:
-    assert "turns a 32x32x3 uint8 image into 24x24x3" in _error(
+    assert "data.augment: does not keep the images' size: a 32x32x3 uint8 image becomes 24x24x3 uint8" in _error(
         [{"RandomCrop": {"height": 24, "width": 24}}], image_shape=(32, 32, 3)
     )
     pad_then_crop = [

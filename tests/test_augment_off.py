@@ -65,6 +65,20 @@ def test_bad_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "switch.yaml" in err and message in err, err
 
 
+def test_check_tries_the_list_the_final_epochs_train_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pad and a crop back to the size keep it; switching the crop off leaves the pad alone.
+    `check` passed it and training refused it, blaming `data.augment`, whose full list is fine."""
+    path = tmp_path / "pad.yaml"
+    path.write_text(eight_pixel_spec("""  augment:
+    - PadIfNeeded: {min_height: 12, min_width: 12}
+    - RandomCrop: {height: 8, width: 8}
+  augment_off: {last_epochs: 1, transforms: [RandomCrop]}""", epochs=3))
+    code, _, err = run_cli(["check", str(path)], capsys)
+    assert code == 2, err
+    assert ("pad.yaml: data.augment without RandomCrop (data.augment_off): does not keep the images' size: a 8x8x3 "
+            "uint8 image becomes 12x12x3 uint8") in err
+
+
 def test_a_run_changes_only_from_the_switch_epoch_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Against the same run without the switch: epochs before it are identical, the last differs."""
     data_root = write_colour_folder(tmp_path / "data")

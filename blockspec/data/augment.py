@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import itertools
+import math
 import random
 import re
 import warnings
@@ -148,12 +150,14 @@ def build_augment(
     path: str = "data.augment",
     image_shape: tuple[int, int, int] | None = None,
     positions: Sequence[int] | None = None,
+    whole: str | None = None,
 ) -> A.Compose:
     """The Compose to apply to uint8 HWC images; `fill: mean` becomes `mean` (0–1) × 255.
 
     With `image_shape`, each transform is also tried once on such an image, so transforms that
     need boxes/masks, or a list that changes the image size, fail here rather than mid-training.
-    `positions` as `read_augment`'s.
+    `positions` as `read_augment`'s; `whole` names the list in errors about all of it
+    (default `path`: the final epochs' list is `data.augment` less what `augment_off` drops).
     """
     plan = read_augment(entries, path, positions)
     fill = tuple(round(channel * 255) for channel in mean)
@@ -162,7 +166,7 @@ def build_augment(
         _construct(name, _resolve_fill(args, fill), where)[0] for (name, args), where in zip(plan.steps, wheres, strict=True)
     ]
     if image_shape is not None:
-        _dry_run(transforms, wheres, image_shape, path)
+        _dry_run(transforms, wheres, image_shape, whole or path)
     return A.Compose(transforms)
 
 
@@ -261,6 +265,9 @@ def _check_numbers(name: str, args: dict[str, Any], where: str) -> None:
         for item in value.values() if isinstance(value, dict) else [value]:
             if isinstance(item, (list, tuple)) and any(isinstance(bound, bool) for bound in item):
                 raise fail(f"{where}.{arg}", "true/false is not a number; write the range's numbers", value)
+            numbers = item if isinstance(item, (list, tuple)) else [item]
+            if any(isinstance(number, float) and not math.isfinite(number) for number in numbers):
+                raise fail(f"{where}.{arg}", "must be finite numbers (.nan and .inf draw no image)", value)
     fill = args.get("fill")
     values = fill if isinstance(fill, (list, tuple)) else [fill]
     holes = name.endswith("Dropout") or name == "XYMasking"
@@ -438,18 +445,64 @@ def _dry_run(
             image = _at_p_1(transform)(image=image)["image"]
         except Exception as error:  # noqa: BLE001 - whatever it raises, the cause is this entry
             raise fail(where, f"cannot be applied to a {_shape(shape)} image: {error}") from None
-    if image.shape != shape or image.dtype != np.uint8:
-        raise fail(
-            path,
-            f"turns a {_shape(shape)} uint8 image into {_shape(image.shape)} {image.dtype}; "
-            "the list must keep the input size and dtype (e.g. pair PadIfNeeded with RandomCrop)",
-        )
+    _check_size_in_every_draw(transforms, wheres, shape, path)
+
+
+_SIZE_DRAWS = 6
+
+
+def _check_size_in_every_draw(
+    transforms: list[BasicTransform], wheres: list[str], shape: tuple[int, int, int], path: str
+) -> None:
+    """The list must give the input's size and dtype whichever of its transforms apply (each
+    with its p) and whatever sizes they draw: a crop with p = 0.5 after a pad, or a RandomScale,
+    passes one try at p = 1 and then fails mid-training when a batch stacks two sizes. Every
+    pattern of the size-changing transforms with p < 1 applied or skipped, in seeded draws."""
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    probes = [_at_p_1(transform) for transform in transforms]
+    optional = [index for index, (transform, probe) in enumerate(zip(transforms, probes, strict=True))
+                if transform.p < 1 and _may_resize(probe, image)][:8]
+    for pattern in itertools.product((True, False), repeat=len(optional)):
+        skipped = [index for index, applied in zip(optional, pattern, strict=True) if not applied]
+        for draw in range(_SIZE_DRAWS):
+            result = image
+            for index, probe in enumerate(probes):
+                if index not in skipped:
+                    probe.set_random_seed(draw)
+                    result = probe(image=result)["image"]
+            if result.shape != shape or result.dtype != np.uint8:
+                skipping = ", ".join(f"{wheres[i]} skipped (p = {transforms[i].p:g})" for i in skipped)
+                when = f"with {skipping}, " if skipped else "in one of its random draws, " if draw else ""
+                raise fail(path, f"does not keep the images' size: {when}a {_shape(shape)} uint8 image becomes "
+                                 f"{_shape(result.shape)} {result.dtype}; every draw must give the input's size and "
+                                 "dtype (a pad and a crop back to the size, each with p = 1)")
+
+
+def _may_resize(probe: BasicTransform, image: np.ndarray) -> bool:
+    """Whether the transform, at p = 1, gives another size than it gets, in seeded draws on
+    the data's size and on the probe sizes (a crop to the input's size changes only others)."""
+    rng = np.random.default_rng(1)
+    inputs = [image, *(rng.integers(0, 256, (*side[:2], image.shape[2]), dtype=np.uint8) for side in _PROBE_SHAPES)]
+    for draw, source in itertools.product(range(_SIZE_DRAWS), inputs):
+        probe.set_random_seed(draw)
+        try:
+            if probe(image=source)["image"].shape != source.shape:
+                return True
+        except Exception:  # noqa: BLE001, S112 - a size it cannot take: not this check's to report
+            continue
+    return False
 
 
 def _check_holes_fit(transform: BasicTransform, shape: tuple[int, ...], where: str) -> None:
     """CoarseDropout caps a hole range's upper end at the image's side but draws from its
     lower end, so a lower end beyond the side fails inside numpy ("low >= high")."""
-    if not isinstance(transform, A.CoarseDropout) or transform.hole_height_range[1] < 1:
+    if not isinstance(transform, A.CoarseDropout):
+        return
+    most = transform.num_holes_range[1]
+    if most > shape[0] * shape[1]:  # each hole at least a pixel; drawing a hundred million takes minutes
+        raise fail(f"{where}.num_holes_range", f"at most {shape[0] * shape[1]} holes (one a pixel) fit a "
+                   f"{shape[0]}x{shape[1]} image", list(transform.num_holes_range))
+    if transform.hole_height_range[1] < 1:
         return  # fractions of the side always fit
     for arg, side, name in (("hole_height_range", shape[0], "height"), ("hole_width_range", shape[1], "width")):
         low, high = (int(bound) if float(bound).is_integer() else bound for bound in getattr(transform, arg))

@@ -112,10 +112,11 @@ class Pipeline:
     positions: list[int]
     alternate: bool
     augment: AugmentPlan
+    name: str = "data.augment"  # the list, as errors about all of it name it
 
     def compose(self, mean: tuple[float, ...], image_shape: tuple[int, int, int]) -> Any:
-        """The albumentations Compose, each transform tried once on an image of `image_shape`."""
-        return build_augment(self.entries, mean, image_shape=image_shape, positions=self.positions)
+        """The albumentations Compose, each transform tried on an image of `image_shape`."""
+        return build_augment(self.entries, mean, image_shape=image_shape, positions=self.positions, whole=self.name)
 
 
 def training_pipeline(spec: Spec, left_out: Collection[str] | None = ()) -> Pipeline:
@@ -126,7 +127,8 @@ def training_pipeline(spec: Spec, left_out: Collection[str] | None = ()) -> Pipe
                 if left_out is not None and next(iter(entry)) not in left_out]
     entries, flips = split_flip([entry for _, entry in numbered], spec.data.alternate_flip)
     positions = [position for position, _ in numbered][len(numbered) - len(entries):]
-    return Pipeline(entries, positions, flips, read_augment(entries, positions=positions))
+    name = f"data.augment without {', '.join(left_out)} (data.augment_off)" if left_out else "data.augment"
+    return Pipeline(entries, positions, flips, read_augment(entries, positions=positions), name)
 
 
 def _make_loaders(
