@@ -217,7 +217,8 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Checkpoints record their classes and statistics, so a held-out set needs no train/
-    folder; its classes, some or all of the trained ones, are scored by the checkpoint's order."""
+    folder; its classes, some or all of the trained ones, are scored by the checkpoint's order
+    (also with a train/ of all of them beside it, which was refused as a mismatched set)."""
     import shutil
     import tarfile
 
@@ -229,7 +230,12 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
         shutil.copytree(data_root / "test" / name, only / "test" / name)
     with tarfile.open(tmp_path / "only.tar", "w") as bundle:
         bundle.add(only / "test", arcname="test")
-    for root in (only, tmp_path / "only.tar"):
+    beside = tmp_path / "beside"  # a train/ of all the classes beside it, as a project keeps it: not needed
+    shutil.copytree(only, beside)
+    shutil.copytree(data_root / "train", beside / "train")
+    with tarfile.open(tmp_path / "beside.tar", "w") as bundle:
+        bundle.add(beside, arcname="data")
+    for root in (only, tmp_path / "only.tar", beside, tmp_path / "beside.tar"):
         code, stdout, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(root)], capsys)
         assert code == 0, err
         assert stdout.splitlines()[1:] == [per_class["class1"], per_class["class3"]]

@@ -62,6 +62,8 @@ def load_image_archive(archive: Path, path: str, trained_classes: tuple[str, ...
         return from_arrays(cached)
     layouts = _image_members(archive, where)
     top = _top_holding(layouts, SPLITS)
+    if top is not None and trained_classes is not None and sorted(layouts[top]["test"]) != sorted(layouts[top]["train"]):
+        top = None  # eval of some of the classes: read test/ alone, as a folder without train/ is
     if top is None and trained_classes is not None and (top := _top_holding(layouts, ("test",))) is not None:
         found = tuple(sorted(layouts[top]["test"]))
         test = _image_list(archive, top, "test", layouts[top]["test"], found, where)
