@@ -9,7 +9,7 @@ from torch import nn
 
 from blockspec.analysis import LayerRow, trace
 from blockspec.errors import fail
-from blockspec.layers import Context, expand, plugin_code
+from blockspec.layers import Context, expand, plugin_code, remember_plugin_module
 from blockspec.layers.base import LayerSpec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
@@ -52,7 +52,8 @@ def _build_layer(layer: LayerSpec, row: LayerRow, ctx: Context) -> nn.Module:
             raise fail(ctx.path, f"{row.params:,} parameters: more than this machine's memory holds") from None
         if not isinstance(module, nn.Module):  # a plugin's slip, named as the plugin's
             raise TypeError(f"build() returned {type(module).__name__}, not a torch.nn.Module")
-        return module
+    remember_plugin_module(module, layer, ctx.path)
+    return module
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -236,6 +236,16 @@ class PositionBias(nn.Module):
         return x + self.bias
 
 
+class WrongChannelsSpec(LiarSpec):
+    """Builds a torch convolution for one channel more than it gets: no plugin code runs when
+    it fails, torch's does."""
+
+    kind: Literal["wrongchannels"] = "wrongchannels"
+
+    def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
+        return nn.Conv2d(in_shape[0] + 1, in_shape[0], 1)
+
+
 class WindowAsFieldSpec(LiarSpec):
     """Gives the Window itself as the field (forgot `.field()`)."""
 
@@ -329,10 +339,11 @@ def faulty_site(tmp_path: Path) -> Path:
     site.mkdir()
     (site / "faultyplugin.py").write_text(FAULTY)
     kinds = ("liar", "widen", "miscount", "boom", "notliteral", "fn", "picky", "listshape", "nogeometry", "nomodule",
-             "windowfield", "shrink", "letters", "plainvalid", "power", "pair", "narrow", "posbias")
+             "windowfield", "shrink", "letters", "plainvalid", "power", "pair", "narrow", "posbias", "wrongchannels")
     classes = ("LiarSpec", "WidenSpec", "MiscountSpec", "BoomSpec", "NotLiteralSpec", "CallableSpec", "PickySpec",
                "ListShapeSpec", "NoGeometrySpec", "NoModuleSpec", "WindowAsFieldSpec", "ShrinkSpec", "LettersSpec",
-               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec", "NarrowSpec", "PositionBiasSpec")
+               "PlainValidatorSpec", "PowerOfTwoSpec", "PairSpec", "NarrowSpec", "PositionBiasSpec",
+               "WrongChannelsSpec")
     _distribution(site, "faultyplugin", "".join(f"{k} = faultyplugin:{c}\n" for k, c in zip(kinds, classes))
                   + "twice = faultyplugin:Twice\n")
     _distribution(site, "otherplugin", "twice = faultyplugin:TwiceAgain\n")
@@ -465,19 +476,27 @@ def test_a_pair_declared_as_the_docs_say_takes_a_yaml_list(faulty_site: Path, tm
     assert result.returncode == 0, result.stderr
 
 
-def test_a_fault_in_a_plugins_forward_pass_while_training_is_the_plugins(faulty_site: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("layer", "says"),
+    [("boom: {when: forward}", r"blocks\.C1\[2\]: a fault in the layer plugin 'boom' \(faultyplugin:BoomSpec\): "
+                               r"ValueError: boom in forward \(raised in .*faultyplugin\.py, line \d+, in Explode\.forward\)"),
+     ("wrongchannels: {}", r"blocks\.C1\[2\]: a fault in the layer plugin 'wrongchannels' \(faultyplugin:WrongChannelsSpec\): "
+                           r"RuntimeError: .*channels.* \(raised in .*torch.*conv\.py, line \d+, in .*\)")],
+)
+def test_a_fault_in_a_plugins_module_while_training_is_the_plugins(
+    faulty_site: Path, tmp_path: Path, layer: str, says: str
+) -> None:
     """Only `build-summary --verify` named the plugin; `train`, `eval` and `export` asked for a
-    bug report against blockspec (exit 70)."""
+    bug report against blockspec (exit 70), also where the failing code is torch's, in a
+    module the plugin built."""
     from tests.synthetic import tiny_spec_text, write_colour_folder
 
     spec = tmp_path / "boom.yaml"
     spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1).replace(
-        "strided: {out: 16}]", "strided: {out: 16}, boom: {when: forward}]"))
+        "strided: {out: 16}]", f"strided: {{out: 16}}, {layer}]"))
     result = blockspec(faulty_site, "train", str(spec), "--out", str(tmp_path / "run"), "--workers", "0")
     assert result.returncode == 2, result.stderr
-    assert "error: a fault in the layer plugin package 'faultyplugin' (kinds liar, widen" in result.stderr
-    assert re.search(r"ValueError: boom in forward \(raised in .*faultyplugin\.py, line \d+, in Explode\.forward\); "
-                     r"rerun with BLOCKSPEC_DEBUG=1 for the traceback", result.stderr), result.stderr
+    assert re.search(f"error: {says}; rerun with BLOCKSPEC_DEBUG=1 for the traceback", result.stderr), result.stderr
     assert "bug in blockspec" not in result.stderr and "Traceback" not in result.stderr
 
 

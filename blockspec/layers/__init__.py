@@ -30,7 +30,7 @@ from blockspec.layers.conv import ConvSpec, DilatedSpec, StridedSpec
 from blockspec.layers.dws import DwsSpec
 from blockspec.layers.elementwise import ActSpec, DropoutSpec, NormSpec
 from blockspec.layers.head import FcSpec, FlattenSpec, LogSoftmaxSpec
-from blockspec.layers.plugins import plugin_faults, plugin_kinds, runtime_fault, validator_fault
+from blockspec.layers.plugins import plugin_faults, plugin_kinds, remember_built, runtime_fault, validator_fault
 from blockspec.layers.pool import GapSpec, PoolSpec
 from blockspec.layers.residual import ResidualSpec
 
@@ -62,6 +62,12 @@ LAYER_KINDS: dict[str, type[LayerSpec]] = {**BUILTIN_KINDS, **PLUGIN_KINDS}
 def plugin_code(layer: LayerSpec, path: str, doing: str) -> AbstractContextManager[None]:
     """Reports an exception raised inside a plugin's code as that plugin's, at `path`."""
     return plugin_faults(layer, path, doing, BUILTIN_KINDS)
+
+
+def remember_plugin_module(module: Any, layer: LayerSpec, path: str) -> None:
+    """Record the module `layer` built at `path` as its plugin's, if it holds one (for faults
+    that run no plugin code: `plugin_runtime_fault`)."""
+    remember_built(module, layer, path, BUILTIN_KINDS)
 
 
 def plugin_validator_fault(error: Exception, document: Any) -> SpecError | None:
@@ -147,4 +153,5 @@ __all__ = [
     "plugin_code",
     "plugin_runtime_fault",
     "plugin_validator_fault",
+    "remember_plugin_module",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 import typing
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -72,12 +73,30 @@ def plugin_faults(layer: LayerSpec, path: str, doing: str, builtin: dict[str, ty
     except SpecError:
         raise
     except Exception as error:
-        plugins = sorted({type(inner) for inner in _layers_within(layer) if inner.kind not in builtin},
-                         key=lambda cls: cls.__qualname__)
+        plugins = _plugins_within(layer, builtin)
         if not plugins:
             raise
         names = ", ".join(_named(cls) for cls in plugins)
         raise fail(path, f"failed {doing}, in the layer plugin {names}: {type(error).__name__}: {error}") from None
+
+
+def _plugins_within(layer: LayerSpec, builtin: dict[str, type[LayerSpec]]) -> list[type[LayerSpec]]:
+    return sorted({type(inner) for inner in _layers_within(layer) if inner.kind not in builtin},
+                  key=lambda cls: cls.__qualname__)
+
+
+_BUILT: weakref.WeakKeyDictionary[Any, tuple[str, list[type[LayerSpec]]]] = weakref.WeakKeyDictionary()
+"""Each module a layer that is or holds a plugin built, and its submodules: the layer's path and
+plugins. A fault inside one (a `blockspec.modules.Conv2d` a plugin built with the wrong
+channels runs no plugin code at all) is then named as theirs, at the layer."""
+
+
+def remember_built(module: Any, layer: LayerSpec, path: str, builtin: dict[str, type[LayerSpec]]) -> None:
+    """Record `module` (and its submodules) as built by `layer` at `path`, if it holds a plugin."""
+    plugins = _plugins_within(layer, builtin)
+    if plugins:
+        for part in module.modules():
+            _BUILT[part] = (path, plugins)
 
 
 def validator_fault(error: Exception, document: Any, plugins: dict[str, type[LayerSpec]]) -> SpecError | None:
@@ -96,36 +115,47 @@ def validator_fault(error: Exception, document: Any, plugins: dict[str, type[Lay
 
 
 def runtime_fault(error: Exception, plugins: dict[str, type[LayerSpec]]) -> SpecError | None:
-    """The error for `error` when a plugin's code raised it anywhere else (its module's forward
-    pass while training, evaluating or exporting): the plugin and the line, not a request for a
-    bug report against blockspec; None when blockspec's code raised it."""
+    """The error for `error` when a plugin's code, or a module a plugin layer built, raised it
+    anywhere else (a forward pass while training, evaluating or exporting): the plugin, the
+    layer and the line, not a request for a bug report against blockspec; None when blockspec's
+    own code raised it."""
     found = _raising_code(error, plugins)
     if found is None:
         return None
-    classes, frame = found
+    classes, frame, path = found
     names = _named(classes[0]) if len(classes) == 1 else f"package '{_package(classes[0].__module__)}' (kinds " + \
         ", ".join(cls.model_fields["kind"].default for cls in classes) + ")"
-    return fail("", f"a fault in the layer plugin {names}: {type(error).__name__}: {error} (raised in "
-                    f"{frame.f_code.co_filename}, line {frame.f_lineno}, in {_function(frame)}); rerun with "
-                    "BLOCKSPEC_DEBUG=1 for the traceback")
+    return fail(path, f"a fault in the layer plugin {names}: {type(error).__name__}: {error} (raised in "
+                      f"{frame.f_code.co_filename}, line {frame.f_lineno}, in {_function(frame)}); rerun with "
+                      "BLOCKSPEC_DEBUG=1 for the traceback")
 
 
-def _raising_code(error: Exception, plugins: dict[str, type[LayerSpec]]) -> tuple[list[type[LayerSpec]], FrameType] | None:
-    """The plugins whose code raised `error` (the one class whose method it was, else those of
-    its module or package), and that code's frame: walking out from where it was raised, the
-    first frame in a plugin's package. Frames of torch, Pydantic and blockspec's own modules
-    a plugin calls (a `blockspec.modules.Conv2d` built with the wrong channels) are passed
-    over: what a plugin called with, it answers for; blockspec's bugs have no plugin frame."""
+def _raising_code(
+    error: Exception, plugins: dict[str, type[LayerSpec]]
+) -> tuple[list[type[LayerSpec]], FrameType, str] | None:
+    """The plugins whose code raised `error`, that code's frame and, where known, the layer's
+    path: walking out from where it was raised, the first frame that runs a module a plugin
+    layer built (its layer and plugins), or code in a plugin's package (the one class whose
+    method it was, else those of its module or package). Frames of torch, Pydantic and
+    blockspec's own modules a plugin calls are passed over: what a plugin called with, it
+    answers for; blockspec's bugs have neither."""
     packages: dict[str, list[type[LayerSpec]]] = {}
     for cls in plugins.values():
         packages.setdefault(_package(cls.__module__), []).append(cls)
     for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        owner = frame.f_locals.get("self")
+        try:
+            built = _BUILT.get(owner) if owner is not None else None
+        except TypeError:  # not weakly referable, or unhashable: no module
+            built = None
+        if built is not None:
+            return built[1], frame, built[0]
         module = frame.f_globals.get("__name__", "")
         if _package(module) in packages:
             classes = packages[_package(module)]
-            owner = frame.f_locals.get("cls", frame.f_locals.get("self"))
+            owner = frame.f_locals.get("cls", owner)
             mine = [cls for cls in classes if owner is cls or type(owner) is cls]
-            return mine or [cls for cls in classes if cls.__module__ == module] or classes, frame
+            return mine or [cls for cls in classes if cls.__module__ == module] or classes, frame, ""
     return None
 
 
