@@ -81,13 +81,14 @@ class TrainedModel:
         if self.info.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         size = self.spec.train.batch_size
-        training = self.model.training
+        modes = [(module, module.training) for module in self.model.modules()]  # each its own: a notebook may mix
         self.model.eval()
         try:
             with self.info.autocast():  # as `eval` computes: its accuracy is then exactly the run's
                 scores = [self.views.logits(self.model, x[i:i + size]) for i in range(0, len(x), size)]
         finally:
-            self.model.train(training)
+            for module, training in modes:
+                module.training = training
         if not scores:  # no images: no rows
             return torch.zeros(0, len(self.classes), device=self.device)
         return torch.cat(scores).float().softmax(dim=1)

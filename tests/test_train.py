@@ -234,8 +234,12 @@ def test_eval_reads_a_test_folder_alone_with_some_of_the_trained_classes(
     shutil.copytree(only, beside)
     shutil.copytree(data_root / "train", beside / "train")
     with tarfile.open(tmp_path / "beside.tar", "w") as bundle:
-        bundle.add(beside, arcname="data")
-    for root in (only, tmp_path / "only.tar", beside, tmp_path / "beside.tar"):
+        bundle.add(beside, arcname="test")  # its top folder named like a split
+    same = tmp_path / "same"  # a train/ of the same classes: still some of the trained ones
+    shutil.copytree(only, same)
+    for name in ("class1", "class3"):
+        shutil.copytree(data_root / "train" / name, same / "train" / name)
+    for root in (only, tmp_path / "only.tar", beside, tmp_path / "beside.tar", same):
         code, stdout, err = run_cli(["eval", "--checkpoint", str(out), "--data-root", str(root)], capsys)
         assert code == 0, err
         assert stdout.splitlines()[1:] == [per_class["class1"], per_class["class3"]]

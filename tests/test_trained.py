@@ -334,8 +334,9 @@ def test_predict_scores_in_evaluation_mode_and_leaves_the_mode_as_it_was(run: Pa
     expected = trained.predict(images)
     state = {name: value.clone() for name, value in trained.model.state_dict().items()}
     trained.model.train()
+    frozen = next(module for module in trained.model.modules() if isinstance(module, torch.nn.BatchNorm2d)).eval()
     assert torch.equal(trained.predict(images), expected)
-    assert trained.model.training
+    assert trained.model.training and not frozen.training  # each module's mode as it was
     assert all(torch.equal(value, state[name]) for name, value in trained.model.state_dict().items())
 
 

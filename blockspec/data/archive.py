@@ -62,9 +62,9 @@ def load_image_archive(archive: Path, path: str, trained_classes: tuple[str, ...
         return from_arrays(cached)
     layouts = _image_members(archive, where)
     top = _top_holding(layouts, SPLITS)
-    if top is not None and trained_classes is not None and sorted(layouts[top]["test"]) != sorted(layouts[top]["train"]):
-        top = None  # eval of some of the classes: read test/ alone, as a folder without train/ is
-    if top is None and trained_classes is not None and (top := _top_holding(layouts, ("test",))) is not None:
+    some = top is not None and trained_classes is not None and set(layouts[top]["test"]) != set(trained_classes)
+    if some or (top is None and trained_classes is not None and (top := _top_holding(layouts, ("test",))) is not None):
+        # eval of a test/ alone, or of some of the trained classes: its train/, if any, is not needed
         found = tuple(sorted(layouts[top]["test"]))
         test = _image_list(archive, top, "test", layouts[top]["test"], found, where)
         return from_arrays(decode_set(no_images(), relabelled(test, found, trained_classes, where, str(archive)),

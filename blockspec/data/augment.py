@@ -266,13 +266,26 @@ def _check_numbers(name: str, args: dict[str, Any], where: str) -> None:
             if isinstance(item, (list, tuple)) and any(isinstance(bound, bool) for bound in item):
                 raise fail(f"{where}.{arg}", "true/false is not a number; write the range's numbers", value)
             numbers = item if isinstance(item, (list, tuple)) else [item]
-            if any(isinstance(number, float) and not math.isfinite(number) for number in numbers):
+            if any(not math.isfinite(number) for number in map(_as_number, numbers) if number is not None):
                 raise fail(f"{where}.{arg}", "must be finite numbers (.nan and .inf draw no image)", value)
     fill = args.get("fill")
     values = fill if isinstance(fill, (list, tuple)) else [fill]
     holes = name.endswith("Dropout") or name == "XYMasking"
     if holes and any(isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v <= 255 for v in values):
         raise fail(f"{where}.fill", "a hole's fill is a pixel value of uint8 images, 0–255 (or 'mean')", fill)
+
+
+def _as_number(value: Any) -> float | None:
+    """A float, or a string Pydantic would read as one (`inf`, and `1e999`, which YAML 1.1
+    leaves a string); None for anything else."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _construct(name: str, args: dict[str, Any], where: str) -> tuple[BasicTransform, list[str]]:
@@ -436,46 +449,58 @@ def _changes_nothing(transform: BasicTransform) -> bool:
 def _dry_run(
     transforms: list[BasicTransform], wheres: list[str], shape: tuple[int, int, int], path: str
 ) -> None:
-    """Apply each transform once, at p = 1, to a random image of the data's shape; `wheres`
-    are the entries' field paths."""
+    """Apply each transform once, at p = 1 and seeded, to a random image of the data's shape,
+    then the whole list as training may draw it; `wheres` are the entries' field paths, `path`
+    the list's name (the final epochs' list is `data.augment` less what `augment_off` drops)."""
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    within = "" if path == "data.augment" else f" (in {path})"
     for transform, where in zip(transforms, wheres, strict=True):
         _check_holes_fit(transform, image.shape, where)
+        probe = _at_p_1(transform)
+        probe.set_random_seed(0)
         try:
-            image = _at_p_1(transform)(image=image)["image"]
+            image = probe(image=image)["image"]
         except Exception as error:  # noqa: BLE001 - whatever it raises, the cause is this entry
-            raise fail(where, f"cannot be applied to a {_shape(shape)} image: {error}") from None
+            raise fail(where, f"cannot be applied to a {_shape(shape)} image{within}: {error}") from None
     _check_size_in_every_draw(transforms, wheres, shape, path)
 
 
 _SIZE_DRAWS = 6
+_ALL_PATTERNS_UP_TO = 8  # optional size-changing transforms; beyond, every one or two of them skipped
 
 
 def _check_size_in_every_draw(
     transforms: list[BasicTransform], wheres: list[str], shape: tuple[int, int, int], path: str
 ) -> None:
-    """The list must give the input's size and dtype whichever of its transforms apply (each
+    """The list must give the input's shape and dtype whichever of its transforms apply (each
     with its p) and whatever sizes they draw: a crop with p = 0.5 after a pad, or a RandomScale,
     passes one try at p = 1 and then fails mid-training when a batch stacks two sizes. Every
-    pattern of the size-changing transforms with p < 1 applied or skipped, in seeded draws."""
+    pattern of the size-changing transforms with p < 1 applied or skipped (with more than
+    eight, each one and each two of them skipped), in seeded draws."""
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     probes = [_at_p_1(transform) for transform in transforms]
     optional = [index for index, (transform, probe) in enumerate(zip(transforms, probes, strict=True))
-                if transform.p < 1 and _may_resize(probe, image)][:8]
-    for pattern in itertools.product((True, False), repeat=len(optional)):
-        skipped = [index for index, applied in zip(optional, pattern, strict=True) if not applied]
+                if transform.p < 1 and _may_resize(probe, image)]
+    most = len(optional) if len(optional) <= _ALL_PATTERNS_UP_TO else 2
+    for skipped in itertools.chain.from_iterable(itertools.combinations(optional, n) for n in range(most + 1)):
+        skipping = ", ".join(f"{wheres[i]} skipped (p = {transforms[i].p:g})" for i in skipped)
         for draw in range(_SIZE_DRAWS):
+            when = f"with {skipping}, " if skipped else "in one of its random draws, " if draw else ""
             result = image
             for index, probe in enumerate(probes):
-                if index not in skipped:
-                    probe.set_random_seed(draw)
+                if index in skipped:
+                    continue
+                probe.set_random_seed(draw)
+                try:
                     result = probe(image=result)["image"]
+                except Exception as error:  # noqa: BLE001 - the cause is this entry, in this draw
+                    raise fail(wheres[index], f"cannot be applied {when}to the {_shape(result.shape)} image the "
+                                              f"list gives it{'' if path == 'data.augment' else f' (in {path})'}: "
+                                              f"{error}") from None
             if result.shape != shape or result.dtype != np.uint8:
-                skipping = ", ".join(f"{wheres[i]} skipped (p = {transforms[i].p:g})" for i in skipped)
-                when = f"with {skipping}, " if skipped else "in one of its random draws, " if draw else ""
-                raise fail(path, f"does not keep the images' size: {when}a {_shape(shape)} uint8 image becomes "
-                                 f"{_shape(result.shape)} {result.dtype}; every draw must give the input's size and "
-                                 "dtype (a pad and a crop back to the size, each with p = 1)")
+                raise fail(path, f"does not keep the images' shape: {when}a {_shape(shape)} uint8 image becomes "
+                                 f"{_shape(result.shape)} {result.dtype}; every draw must give the input's shape and "
+                                 "dtype (a pad and a crop back to the size, or a Resize, each with p = 1)")
 
 
 def _may_resize(probe: BasicTransform, image: np.ndarray) -> bool:
@@ -500,7 +525,7 @@ def _check_holes_fit(transform: BasicTransform, shape: tuple[int, ...], where: s
         return
     most = transform.num_holes_range[1]
     if most > shape[0] * shape[1]:  # each hole at least a pixel; drawing a hundred million takes minutes
-        raise fail(f"{where}.num_holes_range", f"at most {shape[0] * shape[1]} holes (one a pixel) fit a "
+        raise fail(f"{where}.num_holes_range", f"at most {shape[0] * shape[1]} holes, the pixel count of a "
                    f"{shape[0]}x{shape[1]} image", list(transform.num_holes_range))
     if transform.hole_height_range[1] < 1:
         return  # fractions of the side always fit

@@ -49,7 +49,7 @@ class ImageList:
 def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | None = None) -> ImageData:
     """Load (from the cache when the files are unchanged) a train/test class-folder set.
     `trained_classes` (eval's): a folder holding test/ alone, or a test/ of other classes than
-    its train/ (some of the trained ones), is read as test/ alone, labelled by them."""
+    those (some of them), is read as test/ alone, labelled by them."""
     where = f"{path}.root"
     if trained_classes is not None and not (root / "train").is_dir():
         return load_test_folder(root, path, trained_classes)
@@ -57,7 +57,7 @@ def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | N
         if not (root / split).is_dir():
             raise fail(where, f"no {split}/ folder in {root}; {LAYOUT}", str(root))
     classes = _class_names(root / "train", where)
-    if trained_classes is not None and _class_names(root / "test", where) != classes:
+    if trained_classes is not None and set(_class_names(root / "test", where)) != set(trained_classes):
         return load_test_folder(root, path, trained_classes)  # eval of some of the classes: train/ is not needed
     check_same_classes(classes, _class_names(root / "test", where), where, str(root))
     (train, train_signature), (test, test_signature) = (

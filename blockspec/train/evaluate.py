@@ -50,7 +50,8 @@ def evaluate_checkpoint(
     trained_on = TrainedOn.recorded(payload, data)
     if not trained_on.mean:  # a test set alone has no train statistics to stand in for unrecorded ones
         raise fail("--checkpoint", f"it does not record its training images' mean and std (written before "
-                   f"2026-12-07), and {spec.data.root} holds no train/ images to take them from", str(checkpoint_path))
+                   f"2026-12-07), and {spec.data.root} holds no train/ and test/ of all its classes to take them from",
+                   str(checkpoint_path))
     if trained_on.classes != data.classes:
         raise fail(
             "data.root",
