@@ -16,8 +16,8 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from types import FrameType
 from importlib.metadata import entry_points
+from types import FrameType
 from typing import Any, Literal
 
 from blockspec.errors import SpecError, fail
