@@ -27,6 +27,7 @@ from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import SpecError
 from blockspec.load import parse_spec
 from blockspec.train.data_path import check_data_fits
+from tests.synthetic import write_colour_folder
 from tests.test_augment import TRIO
 
 # --- CIFAR ---------------------------------------------------------------------------------
@@ -434,6 +435,10 @@ def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
         (
             lambda root: [(root / s / "cat").mkdir(parents=True) for s in ("train", "test")],
             "holds no images",
+        ),
+        (  # an empty class folder in train/ alone: named as empty, not as missing in test/
+            lambda root: [write_colour_folder(root), (root / "train" / "empty").mkdir()],
+            "train/empty holds no images",
         ),
     ],
 )

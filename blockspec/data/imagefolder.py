@@ -59,11 +59,9 @@ def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | N
     classes = _class_names(root / "train", where)
     if trained_classes is not None and set(_class_names(root / "test", where)) != set(trained_classes):
         return load_test_folder(root, path, trained_classes)  # eval of some of the classes: train/ is not needed
+    train, train_signature = _list_split(root, "train", classes, where)  # first: an empty class folder is named as such
     check_same_classes(classes, _class_names(root / "test", where), where, str(root))
-    (train, train_signature), (test, test_signature) = (
-        _list_split(root, "train", classes, where),
-        _list_split(root, "test", classes, where),
-    )
+    test, test_signature = _list_split(root, "test", classes, where)
     key = hashlib.sha256(
         "\n".join([_CACHE_VERSION, *train_signature, *test_signature]).encode(errors="surrogateescape")
     ).hexdigest()[:24]
