@@ -415,6 +415,20 @@ def test_numbers_no_image_can_use_are_refused(entry: dict, says: str) -> None:
     assert says in _error([entry], image_shape=(32, 32, 3))
 
 
+@pytest.mark.parametrize(
+    ("entry", "shape", "says"),
+    [({"CoarseDropout": {"hole_height_range": [4, 4], "hole_width_range": [4, 4], "fill": [1, 2, 3, 4, 5]}}, (32, 32, 3),
+      "data.augment[0].CoarseDropout.fill = [1, 2, 3, 4, 5]: one value a channel: the images have 3"),
+     ({"CoarseDropout": {"hole_height_range": [4, 4], "hole_width_range": [4, 4], "fill": [255, 0, 0]}}, (16, 16, 1),
+      "data.augment[0].CoarseDropout.fill = [255, 0, 0]: one value a channel: the images have 1"),
+     ({"Affine": {"translate_percent": [-0.1, 0.1], "fill": [255, 0]}}, (32, 32, 3),
+      "data.augment[0].Affine.fill = [255, 0]: one value a channel")],
+)
+def test_a_fill_of_another_channel_count_is_named_at_the_fill(entry: dict, shape: tuple, says: str) -> None:
+    """albumentations' own error named the entry alone."""
+    assert says in _error([entry], image_shape=shape)
+
+
 def test_null_arguments_and_empty_list() -> None:
     assert validate_augment([{"HorizontalFlip": None}]) == [("HorizontalFlip", {})]
     assert build_augment([], MEAN).transforms == []

@@ -456,6 +456,7 @@ def _dry_run(
     within = "" if path == "data.augment" else f" (in {path})"
     for transform, where in zip(transforms, wheres, strict=True):
         _check_holes_fit(transform, image.shape, where)
+        _check_fill_channels(transform, image.shape, where)
         probe = _at_p_1(transform)
         probe.set_random_seed(0)
         try:
@@ -516,6 +517,15 @@ def _may_resize(probe: BasicTransform, image: np.ndarray) -> bool:
         except Exception:  # noqa: BLE001, S112 - a size it cannot take: not this check's to report
             continue
     return False
+
+
+def _check_fill_channels(transform: BasicTransform, shape: tuple[int, ...], where: str) -> None:
+    """A fill of several values has one a channel: albumentations' own error named the entry,
+    not the argument or its value."""
+    fill = getattr(transform, "fill", None)
+    if isinstance(fill, (list, tuple)) and len(fill) not in (1, shape[2]):
+        raise fail(f"{where}.fill", f"one value a channel: the images have {shape[2]} (or give one value for all)",
+                   [int(value) if float(value).is_integer() else value for value in fill])
 
 
 def _check_holes_fit(transform: BasicTransform, shape: tuple[int, ...], where: str) -> None:
