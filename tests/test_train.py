@@ -573,10 +573,10 @@ def test_existing_run_dir_is_not_overwritten(tmp_path: Path, data_root: Path, ca
         ("    - Cutot: {p: 0.5}\n", "data.augment[0]"),
         ("    - HorizontalFlip: {prob: 0.5}\n", "data.augment[0].HorizontalFlip.prob"),
         ("    - Normalize: {}\n", "data.augment[0]"),
-        # refused only when albumentations applies it to an image: both paths must try it
+        # refused only against the data's channels, in the dry run: both paths must make it
         (
             "    - CoarseDropout: {hole_height_range: [4, 4], hole_width_range: [4, 4], fill: [10, 20]}\n",
-            "data.augment[0].CoarseDropout: cannot be applied to a 16x16x3 image",
+            "data.augment[0].CoarseDropout.fill = [10, 20]: one value a channel: the images have 3",
         ),
         (
             "    - CoarseDropout: {hole_height_range: [24, 24], hole_width_range: [4, 4]}\n",
@@ -587,7 +587,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path: Path, data_root: Path, ca
             "    - HorizontalFlip: {p: 0.5}\n"
             "    - CoarseDropout: {hole_height_range: [4, 4], hole_width_range: [4, 4], fill: [10, 20]}\n"
             "  alternate_flip: true\n",
-            "data.augment[1].CoarseDropout: cannot be applied to a 16x16x3 image",
+            "data.augment[1].CoarseDropout.fill = [10, 20]: one value a channel: the images have 3",
         ),
     ],
 )
