@@ -163,7 +163,7 @@ def test_a_scale_range_reaching_0_is_refused(entry: dict, says: str) -> None:
         ({"ShiftScaleRotate": {"shift_limit": 2}},
          "data.augment[0].ShiftScaleRotate.shift_limit = 2: All values in shift_limit_x must be within [-1, 1]"),
         ({"Affine": {"translate_percent": {"z": 0.1}}},
-         "data.augment[0].Affine.translate_percent = {'z': 0.1}: Expected translate_percent dictionary to contain"),
+         "data.augment[0].Affine.translate_percent = {'z': 0.1}: unknown key 'z'; a per-axis range takes x and y"),
         ({"Affine": {"translate_percent": 0.1, "translate_px": 2}},
          "data.augment[0].Affine = {'translate_percent': 0.1, 'translate_px': 2}: Expected either translate_percent"),
         ({"Affine": {"shift_limit": 0.1}},
@@ -407,6 +407,8 @@ def test_a_pad_kept_optional_before_a_crop_to_the_size_trains() -> None:
     [({"Affine": {"rotate": [float("nan"), 10]}}, "data.augment[0].Affine.rotate = [nan, 10]: must be finite numbers"),
      ({"Affine": {"rotate": [-15, "1e999"]}}, "data.augment[0].Affine.rotate = [-15, '1e999']: must be finite numbers"),
      ({"RandomBrightnessContrast": {"brightness_limit": "inf"}}, "brightness_limit = 'inf': must be finite numbers"),
+     ({"Affine": {"translate_percent": {"x": [-0.1, 0.1], "z": 1}}},  # albumentations dropped the z silently
+      "data.augment[0].Affine.translate_percent = {'x': [-0.1, 0.1], 'z': 1}: unknown key 'z'; a per-axis range takes x and y"),
      ({"CoarseDropout": {"num_holes_range": [1, 100_000_000]}},
       "data.augment[0].CoarseDropout.num_holes_range = [1, 100000000]: at most 1024 holes, the pixel count of a 32x32")],
 )

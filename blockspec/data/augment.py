@@ -257,11 +257,16 @@ def _as_written(error: SpecError, name: str, where: str, given: dict[str, Any]) 
 
 
 def _check_numbers(name: str, args: dict[str, Any], where: str) -> None:
-    """What albumentations takes but no image can use: true/false inside a range (YAML's
-    `true` is 1 to albumentations, and an error inside the batched path), and a hole's fill
+    """What albumentations takes but no image can use: a per-axis range's keys other than x and
+    y, true/false inside a range (YAML's `true` is 1 to albumentations, and an error inside
+    the batched path), non-finite numbers, and a hole's fill
     outside the 0–255 of the uint8 images blockspec augments (numpy refuses it mid-training;
     a warp's border fill is saturated, as OpenCV does, on both paths)."""
     for arg, value in args.items():
+        per_axis = name == "Affine" and arg in ("scale", "translate_percent", "translate_px", "shear")
+        unknown = [key for key in value if key not in ("x", "y")] if per_axis and isinstance(value, dict) else []
+        if unknown:  # albumentations drops any other key without a word
+            raise fail(f"{where}.{arg}", f"unknown key {unknown[0]!r}; a per-axis range takes x and y", value)
         for item in value.values() if isinstance(value, dict) else [value]:
             if isinstance(item, (list, tuple)) and any(isinstance(bound, bool) for bound in item):
                 raise fail(f"{where}.{arg}", "true/false is not a number; write the range's numbers", value)
