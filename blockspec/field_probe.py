@@ -129,11 +129,13 @@ def check_fields(spec: Spec) -> FieldCheck:
     if available is not None and needed > available // 2:
         return FieldCheck(f"not measured: the probe at a {height}×{width} input needs about {needed / 2**30:.1f} GiB")
     probe_spec = spec.model_copy(update={"input": spec.input.model_copy(update={"size": (height, width)})})
+    modules: list[nn.Module] = []  # built once; `.to` moves them to float64 in place for the second pass
     for dtype in (torch.float32, torch.float64):
         x = torch.full((1, *analysis.input_shape), 0.5, dtype=dtype, requires_grad=True)
         outputs, y, at = [], x, ""
         try:
-            for module, row in zip((m for block in positive_copy(build_model(probe_spec, check_head=False)) for m in block), rows):
+            modules = modules or [m for block in positive_copy(build_model(probe_spec, check_head=False)) for m in block]
+            for module, row in zip(modules, rows):
                 at = f" at {row.name} ({row.kind})"
                 y = module.to(dtype)(y)
                 outputs.append(y)

@@ -458,7 +458,7 @@ def _dry_run(
     then the whole list as training may draw it; `wheres` are the entries' field paths, `path`
     the list's name (the final epochs' list is `data.augment` less what `augment_off` drops)."""
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    within = "" if path == "data.augment" else f" (in {path})"
+    within = _within_list(path)
     for transform, where in zip(transforms, wheres, strict=True):
         _check_holes_fit(transform, image.shape, where)
         _check_fill_channels(transform, image.shape, where)
@@ -469,6 +469,12 @@ def _dry_run(
         except Exception as error:  # noqa: BLE001 - whatever it raises, the cause is this entry
             raise fail(where, f"cannot be applied to a {_shape(shape)} image{within}: {error}") from None
     _check_size_in_every_draw(transforms, wheres, shape, path)
+
+
+def _within_list(path: str) -> str:
+    """Which list an entry's error is in, where it is not all of `data.augment` (the final
+    epochs' list, `data.augment` less what `augment_off` drops)."""
+    return "" if path == "data.augment" else f" (in {path})"
 
 
 _SIZE_DRAWS = 6
@@ -501,8 +507,7 @@ def _check_size_in_every_draw(
                     result = probe(image=result)["image"]
                 except Exception as error:  # noqa: BLE001 - the cause is this entry, in this draw
                     raise fail(wheres[index], f"cannot be applied {when}to the {_shape(result.shape)} image the "
-                                              f"list gives it{'' if path == 'data.augment' else f' (in {path})'}: "
-                                              f"{error}") from None
+                                              f"list gives it{_within_list(path)}: {error}") from None
             if result.shape != shape or result.dtype != np.uint8:
                 raise fail(path, f"does not keep the images' shape: {when}a {_shape(shape)} uint8 image becomes "
                                  f"{_shape(result.shape)} {result.dtype}; every draw must give the input's shape and "
