@@ -1,5 +1,5 @@
 """Cross-check the analysis against the real module: every layer's parameters, shape and MACs,
-and every spatial layer's receptive field against input gradients."""
+and the receptive field against input gradients."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _size(analysis: Analysis) -> str:
 
 def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
     """Build the module, then compare each layer's parameter count, output shape and MACs,
-    and, where those agree, each spatial layer's receptive field."""
+    and, where those agree, the receptive field (field_probe.check_fields)."""
     model = build_model(spec)
     layers = [layer for block in spec.blocks.values() for _, _, layer in expand(block)]
     modules = [module for block in model for module in block]
