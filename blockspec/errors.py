@@ -52,10 +52,10 @@ class SpecError(Exception):
         self.source = source
         super().__init__(self.render())
 
-    def __reduce__(self) -> tuple[type[SpecError], tuple[list[Problem], str | None]]:
-        """Pickled (a process pool's worker sends it back) and copied whole: by default only
-        the message would be, and rebuilding from it fails."""
-        return SpecError, (self.problems, self.source)
+    def __reduce__(self) -> tuple[type[SpecError], tuple[list[Problem], str | None], dict[str, Any]]:
+        """Pickled (a process pool's worker sends it back) and copied whole, notes added with
+        `add_note` included: by default only the message would be, and rebuilding from it fails."""
+        return SpecError, (self.problems, self.source), self.__dict__
 
     def with_source(self, source: str) -> SpecError:
         """The same problems, attributed to a file (the loader knows it, the checks do not)."""

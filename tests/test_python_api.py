@@ -85,9 +85,10 @@ def test_a_spec_error_crosses_a_process_pool_whole() -> None:
 
     with pytest.raises(blockspec.SpecError) as raised:
         blockspec.load_spec(FLAGSHIP, edits=["train.epochs=0", "classes=0"])
+    raised.value.add_note("while sweeping widths")
     for again in (pickle.loads(pickle.dumps(raised.value)), copy.copy(raised.value)):
         assert str(again) == str(raised.value) and again.problems == raised.value.problems
-        assert again.source == raised.value.source
+        assert again.source == raised.value.source and again.__notes__ == ["while sweeping widths"]
     with ProcessPoolExecutor(1) as pool, pytest.raises(blockspec.SpecError, match=r"missing\.yaml: file not found"):
         pool.submit(blockspec.load_spec, str(ROOT / "missing.yaml")).result()
 
