@@ -191,7 +191,7 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
 
     spec = load_spec(spec_path, edits=edits, augment=True)
     pipeline = training_pipeline(spec)
-    for note in [*read_augment(spec.data.augment).notes, *filter(None, [unbatched_note(pipeline.augment)])]:
+    for note in [*read_augment(spec.data.augment, channels=spec.input.channels).notes, *filter(None, [unbatched_note(pipeline.augment)])]:
         typer.echo(f"note: {note_prefix}{note}", err=True)  # what training would say
     off = spec.data.augment_off
     final = [training_pipeline(spec, left_out=off.transforms)] if off is not None and off.transforms else []
@@ -416,7 +416,7 @@ def preview_augment(
     _check_choice("--loader", loader, LOADERS)
     spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), dataset=dataset, data_root=data_root)
     _check_output_file(out, "--out")
-    for note in read_augment(spec.data.augment).notes:
+    for note in read_augment(spec.data.augment, channels=spec.input.channels).notes:
         typer.echo(f"note: {note}")
     pipeline = training_pipeline(spec)  # as training applies it
     if pipeline.alternate:

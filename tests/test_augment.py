@@ -188,6 +188,17 @@ def test_a_transform_that_changes_no_image_is_pointed_out(entry: dict) -> None:
         read_augment([entry]).notes)
 
 
+@pytest.mark.parametrize("name", ["ToGray", "ChannelShuffle", "ToSepia"])
+def test_a_colour_only_transform_on_gray_data_is_pointed_out(name: str) -> None:
+    """On one-channel images these change nothing, and albumentations says nothing (ToGray
+    warns that the image is already gray, once per process)."""
+    entries = [{"HorizontalFlip": {}}, {name: {"p": 0.5}}]
+    assert read_augment(entries, channels=1).notes == [
+        f"data.augment[1].{name}: changed no image of 1 channel (input.channels) in 8 tries at p = 1 on each of 3 "
+        "sizes, though it changes colour images: it acts on colour alone, so it does nothing to this data"]
+    assert not read_augment(entries).notes
+
+
 def test_fractional_pixel_shifts_are_pointed_out_as_whole_pixels() -> None:
     [note] = read_augment([{"Affine": {"translate_px": [-3.5, 3.5]}}]).notes
     assert note == "data.augment[0].Affine.translate_px: shifts are whole pixels drawn between the bounds' integer parts: x -3…3, y -3…3"

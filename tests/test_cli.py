@@ -550,6 +550,14 @@ def test_preview_with_the_batched_path_forced_names_what_keeps_it_off(tmp_path: 
 FLAT = "name: flat\ninput: {channels: 1, size: 8}\nblocks:\n  C1: [conv: {out: 4}]\n  output: [flatten: {}, fc: {out: 10}]\n"
 
 
+def test_check_points_out_colour_transforms_on_a_gray_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "gray.yaml"
+    spec.write_text(FLAT + "data:\n  augment: [ToGray: {p: 0.2}, HorizontalFlip: {}]\n")
+    code, _, err = run_cli(["check", str(spec)], capsys)
+    assert code == 0, err
+    assert "note: data.augment[0].ToGray: changed no image of 1 channel (input.channels)" in err
+
+
 def summary_json(text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict:
     """`build-summary --format json` of a spec written from `text`, which must load."""
     path = tmp_path / "spec.yaml"

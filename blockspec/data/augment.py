@@ -99,11 +99,15 @@ class AugmentPlan:
 
 
 def read_augment(
-    entries: list[Any] | None, path: str = "data.augment", positions: Sequence[int] | None = None
+    entries: list[Any] | None,
+    path: str = "data.augment",
+    positions: Sequence[int] | None = None,
+    channels: int = 3,
 ) -> AugmentPlan:
     """Check every entry fully (each transform is built once) without needing any data.
     `positions`: each entry's index in the spec's list, for errors, where `entries` leaves
-    some out (the flip `alternate_flip` applies, those `augment_off` drops)."""
+    some out (the flip `alternate_flip` applies, those `augment_off` drops); `channels`: the
+    input's, which a colour-only transform leaves as they are when there is one."""
     if entries is None:
         entries = []
     if not isinstance(entries, list):
@@ -127,11 +131,7 @@ def read_augment(
         notes += advice
         notes += _fill_units_note(args, where)
         notes += _whole_pixels_note(transform, where)
-        if _changes_nothing(transform):
-            notes.append(f"{where}: changed no image in {_NOOP_TRIES} tries at p = 1 on each of {len(_PROBE_SHAPES)} sizes, "
-                         "so it does nothing as written "
-                         "(blockspec passes images alone: a transform that needs masks, boxes or a function, such as "
-                         "ConstrainedCoarseDropout or Lambda, leaves them as they are)")
+        notes += _does_nothing_note(transform, where, channels)
         steps.append((name, args))
         built.append(transform)
     return AugmentPlan(steps, notes, built, list(positions or range(len(steps))))
@@ -430,9 +430,22 @@ def _at_p_1(transform: BasicTransform) -> BasicTransform:
     return probe
 
 
-def _changes_nothing(transform: BasicTransform) -> bool:
-    """Whether the transform, applied at p = 1 to random colour images of three sizes, left
-    each unchanged every time (seeded, so the answer is fixed). ConstrainedCoarseDropout
+def _does_nothing_note(transform: BasicTransform, where: str, channels: int) -> list[str]:
+    """A transform that would change no training image: albumentations says nothing."""
+    tries = f"in {_NOOP_TRIES} tries at p = 1 on each of {len(_PROBE_SHAPES)} sizes"
+    if _changes_nothing(transform, 3):
+        return [f"{where}: changed no image {tries}, so it does nothing as written (blockspec passes images alone: a "
+                "transform that needs masks, boxes or a function, such as ConstrainedCoarseDropout or Lambda, leaves "
+                "them as they are)"]
+    if channels != 3 and _changes_nothing(transform, channels):
+        return [f"{where}: changed no image of {channels} channel{'s' * (channels > 1)} (input.channels) {tries}, "
+                "though it changes colour images: it acts on colour alone, so it does nothing to this data"]
+    return []
+
+
+def _changes_nothing(transform: BasicTransform, channels: int) -> bool:
+    """Whether the transform, applied at p = 1 to random images of `channels` channels and three
+    sizes, left each unchanged every time (seeded, so the answer is fixed). ConstrainedCoarseDropout
     without a mask, a Lambda without functions and NoOp do; crops and pads change one of the
     sizes at least (a crop to 32×32 leaves a 32×32 image as it is), and a transform that
     cannot take an image of some size is left to the dry run on the data's own shape."""
@@ -442,8 +455,8 @@ def _changes_nothing(transform: BasicTransform) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConstrainedCoarseDropout warns at every call
         try:
-            for shape in _PROBE_SHAPES:
-                image = rng.integers(0, 256, shape, dtype=np.uint8)
+            for height, width, _ in _PROBE_SHAPES:
+                image = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
                 if not all(np.array_equal(probe(image=image)["image"], image) for _ in range(_NOOP_TRIES)):
                     return False
         except Exception:  # noqa: BLE001 - not this check's to report

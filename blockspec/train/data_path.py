@@ -128,7 +128,7 @@ def training_pipeline(spec: Spec, left_out: Collection[str] | None = ()) -> Pipe
     entries, flips = split_flip([entry for _, entry in numbered], spec.data.alternate_flip)
     positions = [position for position, _ in numbered][len(numbered) - len(entries):]
     name = f"data.augment without {', '.join(left_out)} (data.augment_off)" if left_out else "data.augment"
-    return Pipeline(entries, positions, flips, read_augment(entries, positions=positions), name)
+    return Pipeline(entries, positions, flips, read_augment(entries, positions=positions, channels=spec.input.channels), name)
 
 
 def _make_loaders(

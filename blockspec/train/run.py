@@ -105,7 +105,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if info.device.type == "cpu":
         reuse_freed_host_memory()  # large batches stop re-faulting their buffers at every step
     distributed.start(ranks, info.device)
-    for note in read_augment(spec.data.augment).notes:
+    for note in read_augment(spec.data.augment, channels=spec.input.channels).notes:
         log(f"note: {note}")
     data_root = found_root(spec, checkpoint) if checkpoint is not None else spec.data.root
     data = load_dataset(spec.data.dataset, data_root)
