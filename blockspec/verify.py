@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -17,7 +17,8 @@ from blockspec.available_memory import available_memory
 from blockspec.build import build_model, is_out_of_memory
 from blockspec.errors import fail
 from blockspec.field_probe import FieldCheck, check_fields
-from blockspec.layers import LayerSpec, expand, plugin_code
+from blockspec.layers import Context, LayerSpec, Shape, expand, plugin_code
+from blockspec.layers.residual import ResidualSpec
 from blockspec.spec import Spec
 
 
@@ -77,6 +78,31 @@ def measure_layers(model: nn.Module, analysis: Analysis, layers: Sequence[LayerS
     return measured
 
 
+def _body_problems(layer: ResidualSpec, in_shape: Shape, ctx: Context, module: nn.Module) -> list[str]:
+    """Each body layer of a residual (nested ones too) compared as the network's layers are,
+    run alone on a zero map of the analysed input shape, up to the first whose shape differs."""
+    problems = []
+    x = torch.zeros(1, *in_shape)
+    with torch.no_grad():
+        for (inner, shape, geometry, inner_ctx), built in zip(layer.body_steps(in_shape, ctx), module.body, strict=True):
+            where = f"{inner.kind} at {inner_ctx.path}"
+            counted = sum(p.numel() for p in built.parameters())
+            if counted != geometry.params:
+                problems.append(f"{where}: torch counts {counted:,} parameters, the analysis {geometry.params:,}")
+            if isinstance(inner, ResidualSpec):
+                problems += _body_problems(inner, shape, inner_ctx, built)
+            built.eval()
+            with plugin_code(inner, inner_ctx.path, "in its forward pass"), FlopCounterMode(display=False) as flops:
+                x = built(x)
+            if tuple(x.shape[1:]) != geometry.out_shape:
+                problems.append(f"{where}: forward gives {tuple(x.shape[1:])}, the analysis {geometry.out_shape} (the "
+                                "layers after it were not run)")
+                break
+            if flops.get_total_flops() // 2 != geometry.macs:
+                problems.append(f"{where}: torch counts {flops.get_total_flops() // 2:,} MACs, the analysis {geometry.macs:,}")
+    return problems
+
+
 def _check_memory_for_forward(analysis: Analysis) -> None:
     """Refuse a forward pass whose largest map alone exceeds the available memory: it would
     not fail cleanly but swap, or wake the kernel's out-of-memory killer."""
@@ -93,12 +119,19 @@ def _size(analysis: Analysis) -> str:
 
 
 def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
-    """Build the module, then compare each layer's parameter count, output shape and MACs,
-    and, where those agree, the receptive field (field_probe.check_fields)."""
+    """Build the module, then compare each layer's parameter count, output shape and MACs
+    (a residual's body layer by layer first), and, where those agree, the receptive field
+    (field_probe.check_fields)."""
     model = build_model(spec)
     layers = [layer for block in spec.blocks.values() for _, _, layer in expand(block)]
     modules = [module for block in model for module in block]
-    problems = []
+    _check_memory_for_forward(analysis)
+    ctx = Context(path="", norm_groups=spec.defaults.norm_groups, ghost_batch=spec.defaults.ghost_batch)
+    problems = [problem for layer, row, module in zip(layers, analysis.rows, modules, strict=True)
+                if isinstance(layer, ResidualSpec)
+                for problem in _body_problems(layer, row.in_shape, replace(ctx, path=row.path), module)]
+    if problems:  # named where they start, not at the residual around them
+        return Verification(sum(p.numel() for p in model.parameters()), len(analysis.rows), tuple(problems))
     for row, module in zip(analysis.rows, modules):
         counted = sum(p.numel() for p in module.parameters())
         if counted != row.params:

@@ -388,6 +388,24 @@ def test_verify_names_the_layer_whose_macs_differ_from_torchs_count(faulty_site:
         "problems": ["C1.1 (miscount at blocks.C1[1]): torch counts 4,096 MACs, the analysis 0"]}
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [("[liar: {}]", "liar at blocks.C1[1].body[0]: torch counts 72 parameters, the analysis 0; "
+                    "liar at blocks.C1[1].body[0]: torch counts 4,096 MACs, the analysis 0"),
+     ("[conv: {out: 8}, residual: {body: [miscount: {}]}]",
+      "miscount at blocks.C1[1].body[1].body[0]: torch counts 4,096 MACs, the analysis 0"),
+     ("[widen: {}, conv: {out: 8}]", "widen at blocks.C1[1].body[0]: torch counts 128 parameters, the analysis 0; widen "
+                                     "at blocks.C1[1].body[0]: forward gives (16, 8, 8), the analysis (8, 8, 8)")],
+)
+def test_verify_names_the_body_layer_of_a_residual_that_differs(
+    faulty_site: Path, tmp_path: Path, body: str, says: str
+) -> None:
+    """It was named at the residual around it (`widen` failed the residual's sum, exit 2)."""
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, f"residual: {{body: {body}}}")), "--verify")
+    assert result.returncode == 1, result.stderr
+    assert f"✗ module differs from the analysis: {says}" in result.stderr
+
+
 def test_verify_measures_each_layers_receptive_field_from_input_gradients(faulty_site: Path, tmp_path: Path) -> None:
     """`narrow` declares a 1×1 window and builds a 3×3 convolution: parameters, shapes and
     MACs agree, so only the gradient shows it, at that layer and at the one after it."""
@@ -411,14 +429,18 @@ def test_verify_measures_each_layers_receptive_field_from_input_gradients(faulty
         ("boom: {when: build}", "building its module"),
         ("boom: {when: forward}", "in its forward pass"),
         ("residual: {body: [conv: {out: 8}, boom: {}]}", "computing its geometry"),
+        ("residual: {body: [conv: {out: 8}, boom: {when: build}]}", "building its module"),
+        ("residual: {body: [conv: {out: 8}, boom: {when: forward}]}", "in its forward pass"),
     ],
 )
 def test_an_exception_in_a_plugins_code_names_the_plugin_and_the_layer(
     faulty_site: Path, tmp_path: Path, layer: str, doing: str
 ) -> None:
+    """Inside a residual, at the body layer (it was the residual)."""
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, layer)), "--verify")
     assert result.returncode == 2, result.stderr
-    assert f"faulty.yaml: blocks.C1[1]: failed {doing}, in the layer plugin 'boom' (faultyplugin:BoomSpec): ValueError: boom in" in result.stderr
+    where = "blocks.C1[1].body[1]" if layer.startswith("residual") else "blocks.C1[1]"
+    assert f"faulty.yaml: {where}: failed {doing}, in the layer plugin 'boom' (faultyplugin:BoomSpec): ValueError: boom in" in result.stderr
     assert "Traceback" not in result.stderr and "bug in blockspec" not in result.stderr
 
 
@@ -439,7 +461,7 @@ def test_an_exception_in_a_plugins_code_names_the_plugin_and_the_layer(
                             "(faultyplugin:WindowAsFieldSpec): TypeError: geometry() returned field=Window(k=3, "
                             "stride=1, dilation=1, padding=1), not a Field1D (a Window's .field())"),
         ("residual: {body: [conv: {out: 8}, shrink: {}]}",
-         "blocks.C1[1]: failed computing its geometry, in the layer plugin 'shrink' (faultyplugin:ShrinkSpec): "
+         "blocks.C1[1].body[1]: failed computing its geometry, in the layer plugin 'shrink' (faultyplugin:ShrinkSpec): "
          "TypeError: geometry() returned the output shape (8, -12, -12), not (C, H, W) or (F,) in positive integers"),
         ("letters: {}", "blocks.C1[1]: failed computing its geometry, in the layer plugin 'letters' "
                         "(faultyplugin:LettersSpec): TypeError: features() returned 'strided', not a set of names"),
@@ -481,7 +503,9 @@ def test_a_pair_declared_as_the_docs_say_takes_a_yaml_list(faulty_site: Path, tm
     [("boom: {when: forward}", r"blocks\.C1\[2\]: a fault in the layer plugin 'boom' \(faultyplugin:BoomSpec\): "
                                r"ValueError: boom in forward \(raised in .*faultyplugin\.py, line \d+, in Explode\.forward\)"),
      ("wrongchannels: {}", r"blocks\.C1\[2\]: a fault in the layer plugin 'wrongchannels' \(faultyplugin:WrongChannelsSpec\): "
-                           r"RuntimeError: .*channels.* \(raised in .*torch.*conv\.py, line \d+, in .*\)")],
+                           r"RuntimeError: .*channels.* \(raised in .*torch.*conv\.py, line \d+, in .*\)"),
+     ("residual: {body: [conv: {out: 16}, wrongchannels: {}]}",
+      r"blocks\.C1\[2\]\.body\[1\]: a fault in the layer plugin 'wrongchannels' \(faultyplugin:WrongChannelsSpec\): .*")],
 )
 def test_a_fault_in_a_plugins_module_while_training_is_the_plugins(
     faulty_site: Path, tmp_path: Path, layer: str, says: str

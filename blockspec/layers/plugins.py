@@ -92,11 +92,12 @@ channels runs no plugin code at all) is then named as theirs, at the layer."""
 
 
 def remember_built(module: Any, layer: LayerSpec, path: str, builtin: dict[str, type[LayerSpec]]) -> None:
-    """Record `module` (and its submodules) as built by `layer` at `path`, if it holds a plugin."""
+    """Record `module` (and its submodules) as built by `layer` at `path`, if it holds a plugin;
+    a submodule already recorded keeps its place (a residual's body layers theirs)."""
     plugins = _plugins_within(layer, builtin)
     if plugins:
         for part in module.modules():
-            _BUILT[part] = (path, plugins)
+            _BUILT.setdefault(part, (path, plugins))
 
 
 def validator_fault(error: Exception, document: Any, plugins: dict[str, type[LayerSpec]]) -> SpecError | None:

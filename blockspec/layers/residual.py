@@ -57,14 +57,17 @@ class ResidualSpec(LayerSpec):
         body = [layer.with_defaults(defaults) for layer in self.body]
         return resolved.model_copy(update={"body": body})
 
-    def _body_steps(self, in_shape: Shape, ctx: Context) -> list[BodyStep]:
+    def body_steps(self, in_shape: Shape, ctx: Context) -> list[BodyStep]:
         """Each body layer with its input shape, geometry and context: the one walk of the
-        body that geometry, features and build all read from."""
+        body that geometry, features, build and `--verify` all read from."""
+        from blockspec.layers import plugin_code
+
         steps: list[BodyStep] = []
         shape = in_shape
         for index, _, layer in expand(self.body):
             body_ctx = replace(ctx, path=f"{ctx.path}.body[{index}]")
-            geometry = checked_geometry(layer.geometry(shape, body_ctx))
+            with plugin_code(layer, body_ctx.path, "computing its geometry"):
+                geometry = checked_geometry(layer.geometry(shape, body_ctx))
             if geometry.global_pool:
                 raise fail(
                     body_ctx.path,
@@ -125,15 +128,18 @@ class ResidualSpec(LayerSpec):
 
     def features(self, in_shape: Shape, ctx: Context) -> set[str]:
         """The body's features count too: a dilated conv inside a block is still dilated."""
+        from blockspec.layers import plugin_code
+
         found = {"residual"}
-        for layer, shape, _, body_ctx in self._body_steps(in_shape, ctx):
-            found |= checked_features(layer.features(shape, body_ctx))
+        for layer, shape, _, body_ctx in self.body_steps(in_shape, ctx):
+            with plugin_code(layer, body_ctx.path, "computing its geometry"):
+                found |= checked_features(layer.features(shape, body_ctx))
         return found
 
     def geometry(self, in_shape: Shape, ctx: Context) -> Geometry:
         if len(in_shape) != 3:
             raise fail(ctx.path, "'residual' needs a feature map, not a vector")
-        steps = self._body_steps(in_shape, ctx)
+        steps = self.body_steps(in_shape, ctx)
         self._last_normalised(steps, ctx)
         out_shape, field = steps[-1][2].out_shape, self._body_field(steps)
         params = sum(geometry.params for _, _, geometry, _ in steps)
@@ -153,8 +159,14 @@ class ResidualSpec(LayerSpec):
 
         from blockspec.modules import Conv2d, Residual
 
-        steps = self._body_steps(in_shape, ctx)
-        body = nn.Sequential(*(layer.build(shape, step_ctx) for layer, shape, _, step_ctx in steps))
+        from blockspec.layers import plugin_code, remember_plugin_module
+
+        steps = self.body_steps(in_shape, ctx)
+        body = nn.Sequential()
+        for layer, shape, _, step_ctx in steps:  # a plugin's fault named at its body layer, now and in training
+            with plugin_code(layer, step_ctx.path, "building its module"):
+                body.append(layer.build(shape, step_ctx))
+            remember_plugin_module(body[-1], layer, step_ctx.path)
         last = self._last_normalised(steps, ctx)
         if last is not None:
             unit = body[last]
