@@ -17,6 +17,9 @@
 #   VARIANTS and JOBS pass to cuda_variants.sh (default: the candidates below, 3 at once; six runs
 #   at batch 512 sharing an H200 trained slower in all than one alone, docs/benchmarks.md).
 set -u
+# the checkout's blockspec for every script below (run_table.py and width_search.py import it
+# directly), after whatever PYTHONPATH brings (the GPU image's wheels)
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(cd "$(dirname "$0")/.." && pwd)
 archive=${1:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
 out=${2:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}
 seconds=${3:?usage: benchmarks/cuda_session.sh ARCHIVE OUT_DIR SECONDS}

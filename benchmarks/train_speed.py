@@ -79,6 +79,8 @@ def blockspec_loop(spec, model: nn.Module, loader, batches: Batches, steps: int,
     take = itertools.islice
     train_epoch(model, step, take(stream, warmup), batches, optimizer, lambda: None, "warm-up", warmup)
     stats = train_epoch(model, step, take(stream, steps), batches, optimizer, lambda: None, "measure", steps)
+    if graphed and step.state != "captured":  # eager steps' figures must not pass for the graph's
+        raise RuntimeError(f"the CUDA graph row measured no graph: {step.state}")
     return stats.images_per_second
 
 

@@ -162,7 +162,7 @@ def test_graph_replays_train_as_the_eager_step_on_cuda(name: str) -> None:
         graphed(x, y)
         for schedule in schedules:
             schedule.step()
-    assert graphed.captured is not None and not graphed.failed
+    assert graphed.captured is not None and not graphed.failed and graphed.state == "captured"
     torch.cuda.synchronize()
     assert_same_state(eager_model, graph_model, eager_opt, graph_opt)
 

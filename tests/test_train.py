@@ -72,7 +72,7 @@ def test_train_writes_every_artefact(tmp_path: Path, data_root: Path, capsys: py
     assert summary["peak_host_memory_mb"] > 0
     assert summary["run_options"] == {"limit_train": None, "limit_test": None, "loader": "auto", "workers": 0,
                                       "stop_at_target": False, "init_from": None}
-    assert summary["augmentation"] == "batched tensor (cpu)"
+    assert summary["augmentation"] == "batched tensor (cpu)" and summary["cuda_graph"] is None
     assert summary["classes"] == sorted(path.name for path in (data_root / "train").iterdir())
     last = torch.load(out / "last.pt", weights_only=True)
     assert {"model", "spec", "optimizer", "scheduler", "epoch", "rng", "history"} <= set(last)

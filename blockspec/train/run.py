@@ -31,6 +31,7 @@ from blockspec.train.init_weights import StartWeights, check_fits
 from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, raise_if_pending, stop_at_once
 from blockspec.train.loop import Batches, evaluate
 from blockspec.train.memory import memory_peaks
+from blockspec.train.step import GraphedStep, Step
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
 from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
 from blockspec.train.overrides import apply_overrides
@@ -204,7 +205,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 saved = epoch
                 with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
                     write_metrics(run_dir, history)
-                    write_summary(run_dir, run_summary(spec, history, info, setup))
+                    write_summary(run_dir, run_summary(spec, history, info, setup, session.step))
                     curves.update(history)
                 log(epoch_line(record, spec.train.epochs))
                 if reached:
@@ -216,8 +217,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
         if not ranks.main:
             distributed.stop(ranks)
-            return run_summary(spec, history, info, setup)
-        summary = run_summary(spec, history, info, setup)
+            return run_summary(spec, history, info, setup, session.step)
+        summary = run_summary(spec, history, info, setup, session.step)
         with disk_errors_reported(run_dir, "write the final records and plots", len(history)):
             write_metrics(run_dir, history)  # again: a run resumed after its last save wrote them
             curves.finish(history)
@@ -332,13 +333,17 @@ def _silent(message: str) -> None:
     """Ranks other than 0 say nothing; rank 0 speaks for the run."""
 
 
-def run_summary(spec: Spec, history: list[dict[str, Any]], info: DeviceInfo, setup: dict[str, Any]) -> dict[str, Any]:
+def run_summary(
+    spec: Spec, history: list[dict[str, Any]], info: DeviceInfo, setup: dict[str, Any], step: Step
+) -> dict[str, Any]:
     """The run at a glance, with `setup`: what spec.yaml does not hold (the run's options, its
-    augmentation path). Memory peaks are the highest any epoch recorded, so a run resumed in a
-    new process still reports the peak of the processes before it."""
+    augmentation path), and whether `step` trained as a CUDA graph. Memory peaks are the highest
+    any epoch recorded, so a run resumed in a new process still reports the peak of the
+    processes before it."""
     summary = summarize_history(history, spec.train.target)
     summary["device"] = info.describe()
     summary.update(setup)
+    summary["cuda_graph"] = step.state if isinstance(step, GraphedStep) else None
     for key, now in memory_peaks(info).items():
         recorded = [value for value in (*(r.get(key) for r in history), now) if value is not None]
         summary[key] = max(recorded, default=None)

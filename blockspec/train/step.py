@@ -81,10 +81,18 @@ class GraphedStep:
         self.warmup = warmup
         self.steps = 0
         self.largest = 0  # the capture waits for a full batch, not an epoch's short last one
-        self.failed = False
+        self.failed = ""  # why capture failed, once it has
         self.side: torch.cuda.Stream | None = None
         # (graph, its input batch, its outputs: loss and logits) once captured
         self.captured: tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def state(self) -> str:
+        """What the run's records say of the graph: a failed capture trains on eagerly, and its
+        figures must not pass for the graph's."""
+        if self.captured is not None:
+            return "captured"
+        return f"failed, trained eagerly ({self.failed})" if self.failed else "not captured yet"
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.steps += 1
@@ -131,10 +139,11 @@ class GraphedStep:
         self.optimizer.load_rates()  # the step does not load them while capturing
         try:
             torch.cuda.synchronize(x.device)
-            with torch.cuda.graph(graph, stream=self._side_stream(x.device)):
+            # thread_local: a DataLoader's pin-memory thread allocating meanwhile does not void the capture
+            with torch.cuda.graph(graph, stream=self._side_stream(x.device), capture_error_mode="thread_local"):
                 loss, logits = self.compute(static_x, static_y)
         except RuntimeError as error:
-            self.failed = True
+            self.failed = f"{type(error).__name__}: {error}"
             self.optimizer.zero_grad(set_to_none=True)
             warnings.warn(f"capturing the training step as a CUDA graph failed ({error}); training on eagerly")
             return None

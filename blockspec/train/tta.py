@@ -46,7 +46,8 @@ class TTAViews:
         plain = len(views)
         if self.shift:
             views += [shifted(view, offset) for view in views for offset in (self.shift, -self.shift)]
-        scores = model(torch.cat(views) if len(views) > 1 else x).unflatten(0, (len(views), len(x)))
+        # averaged in float32: a bf16 autocast's scores, averaged in bf16, round near-ties apart
+        scores = model(torch.cat(views) if len(views) > 1 else x).float().unflatten(0, (len(views), len(x)))
         logits = scores[:plain].mean(0)
         if not self.shift:
             return logits
