@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from blockspec.errors import SpecError
+from blockspec.errors import SpecError, fail
 from blockspec.layers.base import INT_LIMIT
 
 if TYPE_CHECKING:
@@ -264,7 +264,6 @@ def train(
     edits: Edits = None,
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
-    from blockspec.errors import fail
     from blockspec.load import edited_source, load_spec
     from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides, blame_flags
@@ -374,7 +373,8 @@ def predict(
     """The most probable classes of each image file, scored as `eval` scores test images.
 
     Same normalisation and test-time views as the run's evaluation; the images must have the
-    network's input size."""
+    network's input size. A file that cannot be read is named after the others' scores, and the
+    exit status is then 2."""
     from blockspec.predict import image_files, predict_files, prediction_line
     from blockspec.render import as_json
     from blockspec.trained import load_trained
@@ -382,13 +382,17 @@ def predict(
     _check_choice("--format", format, REPORT_FORMATS)
     files = image_files(images)
     trained = load_trained(checkpoint, device=device, flag="--checkpoint")
-    predictions = predict_files(trained, files, top)
+    predictions, unread = predict_files(trained, files, top)
     if format == "json":
         typer.echo(as_json([prediction.to_dict() for prediction in predictions]))
-        return
-    width = max(len(prediction.file) for prediction in predictions)
-    for prediction in predictions:
-        typer.echo(prediction_line(prediction, width))
+    else:
+        width = max((len(prediction.file) for prediction in predictions), default=0)
+        for prediction in predictions:
+            typer.echo(prediction_line(prediction, width))
+    for error in unread:  # after the scores of the others, as grep reports a file it cannot read
+        typer.echo(f"error: {error}", err=True)
+    if unread:
+        sys.exit(2)
 
 
 @app.command("preview-augment")
@@ -436,7 +440,7 @@ def preview_augment(
 @app.command()
 def export(
     spec_path: ExportSpecPath = None,
-    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory.")] = ...,  # type: ignore[assignment]
+    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")] = ...,  # type: ignore[assignment]
     format: Annotated[
         str, typer.Option("--format", help="torchscript, onnx, or pt2 (torch.export's program, TorchScript's successor).")
     ] = "torchscript",
@@ -451,19 +455,32 @@ def export(
     from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     out = out or Path(f"model{SUFFIXES.get(format, '.pt')}")
+    other = next((name for name, suffix in SUFFIXES.items() if name != format and out.suffix.lower() == suffix), None)
+    if format in SUFFIXES and other is not None:
+        raise fail("--out", f"{out.suffix} names {other} files, and --format is {format} (write {out.with_suffix(SUFFIXES[format]).name})",
+                   str(out))
     _check_output_file(out, "--out")
     payload = load_checkpoint(checkpoint)
-    spec = load_spec(spec_path) if spec_path else parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
-    metadata = export_metadata(spec, payload)
+    trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
+    spec = load_spec(spec_path) if spec_path else trained
+    metadata = export_metadata(spec, payload, trained)
     model = model_from_checkpoint(spec, payload, checkpoint, spec_from=_spec_from(spec_path, None))
     exported, difference = export_model(model, spec, format, metadata)
     _write_output(out, exported)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
     typer.echo(input_description(metadata, format))
-    views = [name for name in ("tta_flip", "tta_shift") if getattr(spec.train, name)]
+    if spec.input != trained.input:
+        typer.echo(f"note: SPEC's input ({_input_words(spec)}) is not the one the run trained and measured its accuracy "
+                   f"on ({_input_words(trained)}); the file takes SPEC's")
+    views = [name for name in ("tta_flip", "tta_shift") if getattr(trained.train, name)]
     if views:
         typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
-                   "that `eval` and the run's accuracy average: apply them around it to score as they do")
+                   "that `eval` and the run's accuracy average: apply them around it to score as they do (the file "
+                   "records them: test_time_views)")
+
+
+def _input_words(spec: Spec) -> str:
+    return f"{spec.input.channels}×{spec.input.hw[0]}×{spec.input.hw[1]}"
 
 
 def _spec_from(spec_path: Path | None, edits: list[str] | None) -> tuple[str, str] | None:
@@ -488,7 +505,7 @@ def _check_resume_repeats_the_run(
     """A resumed run keeps its spec: SPEC, --set and the recipe flags may repeat what started
     it (its command run again with --resume) but not change it; the data may have moved
     (--data-root), and the run checks it is the same data."""
-    from blockspec.errors import fail, flag_name
+    from blockspec.errors import flag_name
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint
     from blockspec.train.overrides import apply_overrides, first_difference
@@ -525,8 +542,6 @@ def _from_spec_file(error: SpecError, spec_path: Path | str | None) -> SpecError
 def _check_output_file(path: Path, flag: str) -> None:
     """Refuse, before any work, a file that cannot be written (a folder, a path through a
     file); its missing folders are made when it is written."""
-    from blockspec.errors import fail
-
     if path.is_dir():
         raise fail(flag, "is a folder; give the file to write", str(path))
     if path.exists() and not path.is_file():  # written by replacing it: /dev/null would become a file
@@ -538,8 +553,6 @@ def _check_output_file(path: Path, flag: str) -> None:
 
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     """A flag whose value is one of a few words."""
-    from blockspec.errors import fail
-
     if value not in allowed:
         raise fail(flag, f"allowed: {', '.join(allowed)}", value)
 
@@ -549,7 +562,6 @@ def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
     written (no permission, a read-only or special file system, a name too long) is the
     flag's problem, not a crash."""
     from blockspec.atomic import atomic_write
-    from blockspec.errors import fail
 
     target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link is written through, not replaced
     try:

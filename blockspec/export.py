@@ -95,26 +95,38 @@ def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, metadata: dict
     return exported, torch.from_numpy(scores)
 
 
-def export_metadata(spec: Spec, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the exported file carries besides the network: its input, the classes in score
-    order and the normalisation its training images had (checkpoints before 2026-12-07 did
-    not record the last, nor those before 2026-12-06 the classes)."""
+def export_metadata(spec: Spec, payload: dict[str, Any], trained: Spec) -> dict[str, Any]:
+    """What the exported file carries besides the network (built from `spec`): its input and
+    channel order, the classes in score order, the normalisation its training images had
+    (checkpoints before 2026-12-07 did not record it, nor those before 2026-12-06 the classes),
+    which weights it holds, and the test-time views the run's accuracy averaged, which the file
+    leaves out (`trained`: the checkpoint's own spec)."""
     metadata: dict[str, Any] = {
         "name": spec.name,
         "input": {"channels": spec.input.channels, "height": spec.input.hw[0], "width": spec.input.hw[1]},
     }
+    if spec.input.channels in _CHANNEL_ORDERS:
+        metadata["channel_order"] = _CHANNEL_ORDERS[spec.input.channels]
     for name in TrainedOn.names():
         if payload.get(name):
             metadata[name] = list(payload[name])
     if "mean" in metadata and "std" in metadata:
         metadata["normalisation"] = "each channel (pixel / 255 - mean) / std"
+    metadata["weights"] = f"EMA average (decay {trained.train.ema:g})" if trained.train.ema else "trained"
+    if "epoch" in payload:
+        metadata["epoch"] = int(payload["epoch"])
+    metadata["test_time_views"] = {"flip": trained.train.tta_flip, "shift": trained.train.tta_shift}
     return metadata
+
+
+_CHANNEL_ORDERS = {1: "gray", 3: "RGB"}  # as PIL decodes (OpenCV reads BGR)
 
 
 def input_description(metadata: dict[str, Any], fmt: str) -> str:
     """One line on what to feed the exported file, and where the file records it."""
     size = metadata["input"]
-    shape = f"float32 batches N×{size['channels']}×{size['height']}×{size['width']}"
+    order = f" {metadata['channel_order']}" if metadata.get("channel_order") == "RGB" else ""
+    shape = f"float32 batches N×{size['channels']}×{size['height']}×{size['width']}{order}"
     where = f"metadata property '{METADATA_KEY}'" if fmt == "onnx" else f"extra file {METADATA_KEY}.json"
     if "mean" not in metadata:
         recorded = ", ".join(key for key in ("input", "classes") if key in metadata)

@@ -117,6 +117,14 @@ def _pixels(images: ImageInput, one_image: tuple[int, ...]) -> tuple[torch.Tenso
         if len(dtypes) > 1:
             raise ValueError(f"images: a list of images of one dtype, got {', '.join(dtypes)}")
         return torch.stack([item for item, _ in items]), dtypes[0]
+    from PIL import Image
+
+    if isinstance(images, Image.Image):  # as `blockspec predict` reads a file: in the network's mode, upright
+        from blockspec.data.imagefolder import upright_pixels, wide_pixels
+
+        if wide := wide_pixels(images):
+            raise ValueError(f"images: {wide}")
+        return torch.from_numpy(upright_pixels(images, "L" if one_image[-1] == 1 else "RGB").copy()), "uint8"
     array = np.array(images)  # a copy: PIL's arrays are read-only
     if array.dtype.kind not in "biuf":
         raise TypeError(f"images: expected pixels (numbers), got an array of {array.dtype} from {type(images).__name__}")

@@ -58,7 +58,7 @@ def test_a_checkpoint_from_before_the_recorded_statistics_says_what_its_file_rec
     save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 1}, old)
     code, stdout, err = run_cli(["export", "--checkpoint", str(old), "--out", str(tmp_path / "o.pt")], capsys)
     assert code == 0, err
-    assert ("input: float32 batches N×3×32×32, normalised as the training data set was (this checkpoint predates "
+    assert ("input: float32 batches N×3×32×32 RGB, normalised as the training data set was (this checkpoint predates "
             "recorded statistics); the file records its input (extra file blockspec.json)") in stdout
 
 
@@ -73,15 +73,56 @@ def test_the_exported_file_records_its_input_classes_and_normalisation(
     out = tmp_path / "m.pt"
     code, stdout, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(out)], capsys)
     assert code == 0, err
-    assert ("input: float32 batches N×3×32×32, each channel (pixel / 255 − mean) / std with mean (0.5000, 0.4000, "
+    assert ("input: float32 batches N×3×32×32 RGB, each channel (pixel / 255 − mean) / std with mean (0.5000, 0.4000, "
             "0.3000) and std (0.2000, 0.2500, 0.3000), as in training; the file records them (extra file blockspec.json)") in stdout
     extra = {"blockspec.json": ""}
     torch.jit.load(str(out), _extra_files=extra)
     assert json.loads(extra["blockspec.json"]) == {
-        "name": "fourblocks-128k", "input": {"channels": 3, "height": 32, "width": 32},
+        "name": "fourblocks-128k", "input": {"channels": 3, "height": 32, "width": 32}, "channel_order": "RGB",
         "classes": [f"c{index}" for index in range(10)], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
-        "normalisation": "each channel (pixel / 255 - mean) / std",
+        "normalisation": "each channel (pixel / 255 - mean) / std", "weights": "trained", "epoch": 1,
+        "test_time_views": {"flip": False, "shift": 0},
     }
+
+
+def test_the_exported_file_says_which_weights_and_views_the_runs_accuracy_had(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deployer could not tell that the file holds the weight average, of which epoch, nor
+    which test-time views `eval` averaged (the note named them, not the shift)."""
+    spec = parse_spec("name: t\ninput: {channels: 1, size: 16}\nblocks:\n  C1: [conv: {out: 4}]\n  output: [gap: {}, fc: {out: 10}]\n"
+                      "train: {ema: 0.99, tta_flip: true, tta_shift: 2}\n")
+    save_atomic({"model": build_model(spec).state_dict(), "spec": spec.to_yaml(), "epoch": 7}, tmp_path / "best.pt")
+    code, stdout, err = run_cli(["export", "--checkpoint", str(tmp_path / "best.pt"), "--format", "pt2", "--out",
+                                 str(tmp_path / "t.pt2")], capsys)
+    assert code == 0, err
+    extra = {"blockspec.json": ""}
+    torch.export.load(str(tmp_path / "t.pt2"), extra_files=extra)
+    metadata = json.loads(extra["blockspec.json"])
+    assert (metadata["channel_order"], metadata["weights"], metadata["epoch"]) == ("gray", "EMA average (decay 0.99)", 7)
+    assert metadata["test_time_views"] == {"flip": True, "shift": 2} and "(the file records them: test_time_views)" in stdout
+
+
+def test_an_out_named_for_another_format_is_refused(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pt2 program was written as `y.onnx` without a word."""
+    code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--out", str(tmp_path / "y.onnx")],
+                           capsys)
+    assert code == 2 and "--out = " in err and ".onnx names onnx files, and --format is pt2 (write y.pt2)" in err
+    assert not (tmp_path / "y.onnx").exists()
+    code, _, err = run_cli(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.ts")], capsys)
+    assert code == 0, err  # TorchScript's other usual names stay free
+
+
+def test_a_spec_of_another_input_size_is_said_to_differ_from_the_trained_one(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text((ROOT / "architectures/reference/fourblocks-128k.yaml").read_text().replace("size: 32", "size: 48"))
+    code, stdout, err = run_cli(["export", str(bigger), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b.pt")],
+                                capsys)
+    assert code == 0, err
+    assert ("note: SPEC's input (3×48×48) is not the one the run trained and measured its accuracy on (3×32×32); the "
+            "file takes SPEC's") in stdout
 
 
 def test_export_says_it_leaves_out_the_test_time_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

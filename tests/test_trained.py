@@ -44,8 +44,8 @@ def test_predictions_reproduce_the_runs_last_test_accuracy(run: Path) -> None:
     assert trained.epoch == 1 and not trained.model.training
     assert trained.classes == data.classes and trained.mean == pytest.approx(data.mean)
     x = trained.preprocess(data.test_images).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), trained.info.autocast():  # the mirror views averaged, as the run's evaluation does
-        mirrored = ((trained.model(x) + trained.model(x.flip(3))) / 2).float().softmax(dim=1)
+    with torch.no_grad(), trained.info.autocast():  # the mirror views averaged in float32, as the run's evaluation does
+        mirrored = ((trained.model(x).float() + trained.model(x.flip(3)).float()) / 2).softmax(dim=1)
     assert torch.allclose(probabilities, mirrored, atol=1e-6)
 
 
@@ -67,6 +67,23 @@ def test_one_image_read_with_pil_is_one_prediction(run: Path) -> None:
     batch = trained.preprocess(pixels)
     assert batch.shape == (1, 3, 16, 16) and batch.dtype == torch.float32
     assert trained.predict(pixels).shape == (1, 4)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_a_pil_image_of_any_8_bit_mode_is_read_as_predict_reads_its_file(run: Path, tmp_path: Path, mode: str) -> None:
+    """The command converted such images to the network's channels; the API refused them
+    (gray: 16×16, RGBA: 16×16×4)."""
+    from blockspec.predict import predict_files
+
+    trained = blockspec.load_trained(run)
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert(mode)
+    picture.save(tmp_path / ("image.jpg" if mode == "CMYK" else "image.png"))
+    (from_file,), _ = predict_files(trained, [next(tmp_path.iterdir())], top=4)
+    with Image.open(next(tmp_path.iterdir())) as opened:
+        scores = trained.predict(opened)[0].tolist()
+    assert dict(from_file.top) == dict(zip(trained.classes, scores))
+    with pytest.raises(ValueError, match="I;16 pixels"):
+        trained.predict(Image.new("I;16", (16, 16)))
 
 
 @pytest.mark.parametrize(
@@ -139,6 +156,46 @@ def test_predict_names_the_image_it_cannot_score(
     assert code == 2 and err.startswith("error: IMAGES = ") and says in err and "Traceback" not in err, err
     code, _, err = run_cli(["predict", str(tmp_path / "none.png"), "--checkpoint", str(run)], capsys)
     assert code == 2 and "none.png': no such file or folder" in err
+
+
+def test_one_unreadable_file_loses_no_other_files_scores(run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """It ended the run with its error alone: the scores of every good file were lost."""
+    from tests.cli_helpers import run_cli
+
+    test_folder = Path(blockspec.load_trained(run).spec.data.root) / "test"
+    for index, image in enumerate(sorted(test_folder.rglob("*.png"))[:3]):
+        (tmp_path / f"{index}.png").write_bytes(image.read_bytes())
+    (tmp_path / "1b.png").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "2b.png")
+    code, stdout, err = run_cli(["predict", str(tmp_path), "--checkpoint", str(run), "-f", "json"], capsys)
+    assert code == 2 and [Path(p["file"]).name for p in json.loads(stdout)] == ["0.png", "1.png", "2.png"]
+    assert err.count("error: IMAGES = ") == 2 and "1b.png': cannot read it as an image" in err and "2b.png': is 8x8" in err
+    code, stdout, err = run_cli(["predict", "/dev/null", "--checkpoint", str(run)], capsys)
+    assert code == 2 and "'/dev/null': is neither a file nor a folder" in err
+
+
+def test_a_photo_stored_sideways_is_read_upright_as_viewers_show_it(run: Path, tmp_path: Path) -> None:
+    """An EXIF orientation was ignored: the same picture scored differently turned."""
+    from blockspec.predict import predict_files
+
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter anticlockwise: viewers turn it back clockwise
+    Image.fromarray(np.rot90(pixels, 1).copy()).save(tmp_path / "sideways.png", exif=exif)
+    trained = blockspec.load_trained(run)
+    (upright, sideways), unread = predict_files(trained, [tmp_path / "upright.png", tmp_path / "sideways.png"], top=4)
+    assert upright.top == sideways.top and not unread
+    data = load_dataset("imagefolder", str(_folder_of(tmp_path / "sideways.png", tmp_path / "data")))
+    assert np.array_equal(data.train_images[0], pixels)  # training reads it upright too
+
+
+def _folder_of(image: Path, root: Path) -> Path:
+    for split in ("train", "test"):
+        (root / split / "a").mkdir(parents=True)
+        (root / split / "a" / image.name).write_bytes(image.read_bytes())
+    return root
 
 
 def test_a_gray_networks_images_may_come_without_their_channel_axis(tmp_path: Path) -> None:
@@ -292,8 +349,8 @@ def test_predict_scores_every_file_across_its_batches(run: Path, tmp_path: Path)
     files = [tmp_path / f"{index:04d}.png" for index in range(_BATCH + 3)]  # a full batch and three more
     for index, file in enumerate(files):
         Image.fromarray(np.full((16, 16, 3), index % 256, dtype=np.uint8)).save(file)
-    predictions = predict_files(trained, files, top=2)
-    assert [p.file for p in predictions] == [str(f) for f in files]
+    predictions, unread = predict_files(trained, files, top=2)
+    assert [p.file for p in predictions] == [str(f) for f in files] and not unread
     expected = trained.predict(np.stack([np.full((16, 16, 3), i % 256, dtype=np.uint8) for i in range(len(files))]))
     assert [p.top[0][0] for p in predictions] == [trained.classes[i] for i in expected.argmax(1).tolist()]
 

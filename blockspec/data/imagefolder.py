@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData, channel_stats
@@ -31,7 +31,7 @@ EXTENSIONS = frozenset(
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
 TEST_LAYOUT = "evaluation reads root/test/<class>/<images>"  # a held-out set alone
 _CACHE_PREFIX = "imagefolder"
-_CACHE_VERSION = "3"  # bump when the decoding or the stored arrays change (3: LA images gray)
+_CACHE_VERSION = "4"  # bump when the decoding or the stored arrays change (3: LA images gray, 4: EXIF orientation)
 _POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
 _CHUNK = 512
 
@@ -277,6 +277,25 @@ def wide_pixels(image: Image.Image) -> str | None:
     return None
 
 
+_ORIENTATION = 0x0112  # the EXIF tag a camera records its hold in; 5–8 turn the image a quarter
+
+
+def shown_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as viewers show the file, its EXIF orientation applied; read from the
+    header, before any pixel is decoded."""
+    width, height = image.size
+    return (height, width) if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8) else (width, height)
+
+
+def upright_pixels(image: Image.Image, mode: str) -> np.ndarray:
+    """The pixels in `mode` as viewers show them: a photo stored sideways with an EXIF
+    orientation is turned upright (PIL leaves that to the caller). An alpha channel is
+    dropped, as torchvision's loader drops it."""
+    if image.getexif().get(_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    return np.asarray(image.convert(mode))
+
+
 def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     """HxW arrays for grayscale files, HxWx3 for everything else; an error text on failure."""
     out: list[np.ndarray | str] = []
@@ -286,8 +305,7 @@ def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
                 if wide := wide_pixels(image):
                     out.append(wide)
                     continue
-                mode = "L" if image.mode in _GRAY_MODES else "RGB"
-                out.append(np.asarray(image.convert(mode)))
+                out.append(upright_pixels(image, "L" if image.mode in _GRAY_MODES else "RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             out.append(str(error) or type(error).__name__)
     return out
