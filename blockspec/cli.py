@@ -31,6 +31,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _one_command_a_process(ctx: typer.Context) -> None:
+    # Under torchrun every process runs the command: only `train` divides its work between
+    # them; any other would print its whole output once a process.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ctx.invoked_subcommand != "train":
+        raise fail("torchrun", f"only `train` runs in several processes; run `blockspec {ctx.invoked_subcommand}` "
+                   "without torchrun", int(os.environ["WORLD_SIZE"]))
+
+
 T = TypeVar("T")
 SpecPath = Annotated[Path, typer.Argument(help="Architecture spec (YAML).", show_default=False)]
 SpecPaths = Annotated[
@@ -308,7 +319,7 @@ def train(
         raise _from_spec_file(blame_flags(error, recipe, trained=resume is not None), source) from None
     except TrainingInterrupted as stop:
         ranks = distributed.from_environment()
-        if ranks.main:  # one message, not one per process
+        if ranks.main or not stop.together:  # one message, not one per process
             typer.echo(str(stop), err=True)
         # the others wait for it: torchrun ends every process as soon as one has exited (a stop
         # before training is this process's alone: the others may be past the meeting point)
@@ -608,6 +619,17 @@ def _tolerate_narrow_encodings() -> list[io.TextIOWrapper]:
     return loosened
 
 
+def _another_process_ended(error: Exception) -> bool:
+    """Whether `error` is a collective operation losing its peer: under torchrun, a process
+    that stopped alone (a disk error on rank 0, a kill) leaves the others failing in gloo or
+    NCCL, which is not a bug in blockspec."""
+    import torch.distributed as dist
+
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(word in str(error) for word in ("gloo", "NCCL", "Connection closed by peer"))
+    )
+
+
 def _speaks_for_the_run() -> bool:
     """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
     spec, its flags or its data, and the user should read it once. The ranks are asked only
@@ -637,6 +659,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from blockspec.layers import plugin_runtime_fault
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _another_process_ended(error):
+            typer.echo(f"error: another process of this torchrun job ended first ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else ''}); its own message, or torchrun's, says why", err=True)
+            sys.exit(1)
         if (fault := plugin_runtime_fault(error)) is not None:  # a plugin's module failing in training, eval, export
             if _speaks_for_the_run():
                 typer.echo(f"error: {fault}", err=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +92,44 @@ def test_two_processes_train_one_run(ddp_run: tuple[Path, Path, str]) -> None:
     assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))
     assert all(r["images_per_second"] > 0 for r in history)
     assert history[-1]["test_acc"] >= 75
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == EPOCHS
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert (last["epoch"], last["processes"]) == (EPOCHS, 2)
+    assert json.loads((out / "summary.json").read_text())["processes"] == 2
     assert not (spec.parent / "runs").exists()  # no second run directory from rank 1
+
+
+def test_a_run_is_resumed_only_in_as_many_processes_as_it_trained_in(
+    ddp_run: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resumed alone, a two-process run went on at another global batch, without a word,
+    wherever the step count per epoch came out the same."""
+    from tests.cli_helpers import run_cli
+
+    _, straight, _ = ddp_run
+    run_dir = straight.parent / "alone"
+    run_dir.mkdir()
+    last = torch.load(straight / "last.pt", weights_only=True)
+    last.update(epoch=EPOCHS - 1, history=last["history"][:-1], steps_per_epoch=2 * last["steps_per_epoch"])
+    torch.save(last, run_dir / "last.pt")
+    (run_dir / "spec.yaml").write_text(last["spec"])
+    code, _, err = run_cli(["train", "--resume", str(run_dir), "--device", "cpu", "--workers", "0"], capsys)
+    assert code == 2 and ("the run trained in 2 processes and this is one process; resume it in as many as it "
+                          "started with (torchrun --nproc-per-node 2 -m blockspec train --resume …)") in err, err
+
+
+@pytest.mark.parametrize("command", [["check", str(ROOT / "architectures/flagship.yaml")], ["eval", "--checkpoint", "x"]])
+def test_a_command_other_than_train_is_refused_under_torchrun(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process ran it whole: `eval -f json` printed two documents back to back."""
+    from tests.cli_helpers import run_cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, says in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        code, out, err = run_cli(command, capsys)
+        assert code == 2 and not out and err.count(f"only `train` runs in several processes; run `blockspec "
+                                                   f"{command[0]}` without torchrun") == says, err
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
@@ -124,7 +162,46 @@ def test_ctrl_c_reaching_one_process_stops_every_process_at_the_same_step(tmp_pa
     finished = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
     assert 1 <= finished == len(metrics(run_dir)) < 200
     assert err.count("interrupted; ") == 1 and "internal error" not in err, err[-3000:]
-    assert f"last.pt holds epoch {finished}. Resume with" in err
+    assert f"last.pt holds epoch {finished}. Resume with: torchrun --nproc-per-node 2 -m blockspec train --resume" in err
+
+
+def _long_run(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=200, extra="  batch_size: 4")
+                    .replace("  batch_size: 16\n", ""))
+    run_dir = tmp_path / "run"
+    process = _torchrun([str(spec), "--out", str(run_dir)], tmp_path)
+    wait_for_epochs(run_dir, 1, process, limit=240)
+    return run_dir, process
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_a_second_ctrl_c_reaching_one_process_ends_the_job(tmp_path: Path) -> None:
+    """The second Ctrl-C stops its process at once, alone; it waited for the others at the
+    way out, while they waited for it at the next all-reduce: the job hung for good."""
+    run_dir, process = _long_run(tmp_path)
+    rank1 = _worker(process.pid, 1)
+    os.kill(rank1, signal.SIGINT)
+    os.kill(rank1, signal.SIGINT)
+    _, err = process.communicate(timeout=150)
+    assert process.returncode != 0 and "interrupted; " in err and "bug in blockspec" not in err, err[-3000:]
+    assert 1 <= torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == len(metrics(run_dir))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_the_processes_stop_when_torchrun_is_killed(tmp_path: Path) -> None:
+    """torchrun SIGKILLed cannot end its workers: they trained on as orphans, holding the run."""
+    run_dir, process = _long_run(tmp_path)
+    workers = [_worker(process.pid, rank) for rank in (0, 1)]
+    process.kill()
+    process.communicate()
+    deadline = time.monotonic() + 120
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+              for pid in workers):
+        assert time.monotonic() < deadline, "the workers trained on"
+        time.sleep(0.2)
+    finished = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= finished == len(metrics(run_dir)) < 200
 
 
 def _epoch_rows(loader, epoch: int, rank: int) -> list[int]:

@@ -63,6 +63,12 @@ def sum_over_ranks(values: list[float], ranks: Ranks, device: torch.device) -> l
     return tensor.tolist()
 
 
+def main_decides(flag: bool, ranks: Ranks, device: torch.device) -> bool:
+    """Rank 0's `flag`, on every process: a decision rank 0 takes (from what it records) that
+    the others must follow."""
+    return sum_over_ranks([float(flag and ranks.main)], ranks, device)[0] > 0
+
+
 def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     """Whether `flag` is set on any process: a decision every process then takes alike."""
     return sum_over_ranks([float(flag)], ranks, device)[0] > 0

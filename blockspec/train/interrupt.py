@@ -20,6 +20,7 @@ therefore decide together (`agree`), every few steps and at each epoch's boundar
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -49,11 +50,14 @@ _outside = _Outside()
 
 
 class StopRequested(KeyboardInterrupt):
-    """The run's stop after a signal: `signum` is SIGINT (Ctrl-C) or SIGTERM."""
+    """The run's stop after a signal: `signum` is SIGINT (Ctrl-C) or SIGTERM; `alone`: this
+    process stopped without the others (under torchrun they are still training, and would wait
+    for it at a meeting point forever)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, alone: bool = False) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.alone = alone
         _outside.raised = True
 
 
@@ -65,8 +69,12 @@ class StopCheck:
         self.agree = agree
         self.received: list[int] = []  # the signals asked to stop, in order
         self.steps = 0
+        # torchrun killed (SIGKILL) cannot end its processes: they would train on, orphans holding the run
+        self.parent = os.getppid() if agree is not None else None
 
     def __call__(self, boundary: bool = False) -> None:
+        if self.parent is not None and not self.received and os.getppid() != self.parent:
+            self.received.append(signal.SIGTERM)  # stopped as torchrun's own SIGTERM would have
         if self.agree is None:
             stop = bool(self.received)
         else:
@@ -81,11 +89,11 @@ class StopCheck:
         """This process's stop, now, without asking the others: for a failure the signal itself
         caused (a DataLoader worker ended by a SIGTERM sent to the whole process group)."""
         if self.received:
-            raise StopRequested(self.received[0])
+            raise StopRequested(self.received[0], alone=self.agree is not None)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.received:
-            raise StopRequested(signum)  # a second request: at once
+            raise StopRequested(signum, alone=self.agree is not None)  # a second request: at once
         self.received.append(signum)
 
 

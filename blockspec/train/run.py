@@ -167,7 +167,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if session.start_report:
         log(session.start_report)
     batches = Batches(info, data.mean, data.std)
-    setup = {"run_options": kept_on_resume(options), "augmentation": loaders.path, "classes": list(data.classes)}
+    setup = {"run_options": kept_on_resume(options), "processes": ranks.world, "augmentation": loaders.path,
+             "classes": list(data.classes)}
     curves = CurvesPicture(run_dir / "curves.png")
     last_eval = None
     saved = len(history)  # the epoch last.pt holds
@@ -194,8 +195,10 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                     raise
                 history.append(record)
                 reached = options.stop_at_target and record["test_acc"] >= spec.train.target
+                if ranks.active:  # rank 0's evaluation decides: each process's batch norm statistics, and so its accuracy, differ
+                    reached = distributed.main_decides(reached, ranks, info.device)
                 if not ranks.main:
-                    if reached:  # every rank evaluates the same summed accuracy, so all stop here
+                    if reached:
                         break
                     continue
                 with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
@@ -243,10 +246,12 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             with disk_errors_reported(run_dir, "draw the learning curves", saved):
                 curves.finish(history[:saved])
         signum = _signal_of(stop)
+        command = f"torchrun --nproc-per-node {ranks.world} -m blockspec" if ranks.active else "blockspec"
         raise TrainingInterrupted(
             f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
-            f"epoch {saved}. Resume with: blockspec train --resume {run_dir}",
+            f"epoch {saved}. Resume with: {command} train --resume {run_dir}",
             exit_code=128 + signum,
+            together=not getattr(stop, "alone", False),
         ) from None
 
 
@@ -334,7 +339,7 @@ def _silent(message: str) -> None:
 
 
 def run_summary(
-    spec: Spec, history: list[dict[str, Any]], info: DeviceInfo, setup: dict[str, Any], step: Step
+    spec: Spec, history: list[dict[str, Any]], info: DeviceInfo, setup: dict[str, Any], step: Step | None = None
 ) -> dict[str, Any]:
     """The run at a glance, with `setup`: what spec.yaml does not hold (the run's options, its
     augmentation path), and whether `step` trained as a CUDA graph. Memory peaks are the highest

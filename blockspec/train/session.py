@@ -203,6 +203,7 @@ class Session:
                 "train_images": self.train_images,
                 "run_options": run_options,
                 "steps_per_epoch": self.steps_per_epoch,
+                "processes": self.ranks.world,
                 "epoch": epoch,
                 "history": history,
                 "rng": rng_state(),
@@ -227,6 +228,12 @@ class Session:
                 "training on other images than its epochs so far; resume it on the data it started with, or start "
                 "a new run from its weights (--init-from)",
             )
+        processes = checkpoint.get("processes", self.ranks.world)  # not recorded before 2026-12-07
+        if processes != self.ranks.world:  # the global batch would change, even where the step count does not
+            raise fail("--resume", f"the run trained in {_processes(processes)} and this is {_processes(self.ranks.world)}; "
+                       f"resume it in as many as it started with"
+                       + (f" (torchrun --nproc-per-node {processes} -m blockspec train --resume …)" if processes > 1 else
+                          " (without torchrun)"))
         recorded = checkpoint.get("steps_per_epoch", self.steps_per_epoch)
         if recorded != self.steps_per_epoch:  # the data changed under the run, or its process count
             raise fail(
@@ -260,6 +267,10 @@ class Session:
             if then and any(abs(a - b) > STATISTICS_NOISE for a, b in zip(then, now, strict=True)):
                 return f"training images' {name} {_channels(then)} then, {_channels(now)} now"
         return ""
+
+
+def _processes(count: int) -> str:
+    return "one process" if count == 1 else f"{count} processes"
 
 
 def _channels(values: Any) -> str:
