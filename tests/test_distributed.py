@@ -176,19 +176,6 @@ def _long_run(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
-def test_a_second_ctrl_c_reaching_one_process_ends_the_job(tmp_path: Path) -> None:
-    """The second Ctrl-C stops its process at once, alone; it waited for the others at the
-    way out, while they waited for it at the next all-reduce: the job hung for good."""
-    run_dir, process = _long_run(tmp_path)
-    rank1 = _worker(process.pid, 1)
-    os.kill(rank1, signal.SIGINT)
-    os.kill(rank1, signal.SIGINT)
-    _, err = process.communicate(timeout=150)
-    assert process.returncode != 0 and "interrupted; " in err and "bug in blockspec" not in err, err[-3000:]
-    assert 1 <= torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == len(metrics(run_dir))
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
 def test_the_processes_stop_when_torchrun_is_killed(tmp_path: Path) -> None:
     """torchrun SIGKILLed cannot end its workers: they trained on as orphans, holding the run."""
     run_dir, process = _long_run(tmp_path)

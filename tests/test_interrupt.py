@@ -24,6 +24,26 @@ def test_first_ctrl_c_waits_for_the_check_second_interrupts_at_once() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_second_ctrl_c_under_torchrun_stops_its_process_alone() -> None:
+    """It stopped this process at once but said the processes stopped together, so the way
+    out waited for the others at a barrier while they waited for it at an all-reduce: the
+    job hung. (Sent to a worker a few steps apart, not reproducible on time in a test.)"""
+    with python_ctrl_c():
+        with ctrl_c_between_steps(agree=lambda asked: asked) as check:
+            signal.raise_signal(signal.SIGINT)
+            with pytest.raises(StopRequested) as together:
+                check(boundary=True)
+            assert not together.value.alone
+            with pytest.raises(StopRequested) as alone:
+                signal.raise_signal(signal.SIGINT)
+            assert alone.value.alone
+        with ctrl_c_between_steps() as check:  # one process: nobody to leave behind
+            signal.raise_signal(signal.SIGINT)
+            with pytest.raises(StopRequested) as single:
+                signal.raise_signal(signal.SIGINT)
+            assert not single.value.alone
+
+
 def test_a_program_that_took_sigint_itself_keeps_it() -> None:
     calls: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
