@@ -43,6 +43,25 @@ pack() {
 packer=$!
 trap 'kill $packer 2>/dev/null; pack' EXIT
 
+# With train.cuda_graphs asked for: first the graphed step against the eager one on this GPU
+# (tests/test_step.py's CUDA test, where pytest's wheels came along in .whl); if it fails, the
+# session trains eagerly rather than spend the lease on a path that does not hold.
+if [[ " $* " == *" train.cuda_graphs=true "* ]] && python3 -c "import pytest" 2>/dev/null; then
+  mkdir -p "$work/figures"
+  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_step.py -k cuda 2>&1 | tee "$work/figures/graph-test.txt"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    echo "== the graphed step failed its CUDA test: this session trains without train.cuda_graphs"
+    kept=()
+    for (( i = 1; i <= $#; i++ )); do
+      if [ "${!i}" = --set ] && (( i < $# )) && next=$(( i + 1 )) && [ "${!next}" = train.cuda_graphs=true ]; then
+        i=$next
+      else
+        kept+=("${!i}")
+      fi
+    done
+    set -- "${kept[@]}"
+  fi
+fi
 DEADLINE=$(( deadline - 20 )) benchmarks/cuda_figures.sh "$archive" "$work/figures" "$@"  # its steps fit the budget
 echo "== variants from $(date +%T), $(( deadline - $(date +%s) )) s left"
 VARIANTS=${VARIANTS:-"sgd muon01 flagship-seed1"} JOBS=${JOBS:-3} \
