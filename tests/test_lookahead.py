@@ -50,18 +50,36 @@ def test_pull_back_follows_the_ramped_recurrence() -> None:
     assert int(lookahead.slow[1].num_batches_tracked) == 12 and lookahead.steps == 12
 
 
-def test_end_of_epoch_sets_the_weights_to_the_slow_copy() -> None:
+def test_end_of_epoch_pulls_once_more_and_sets_the_weights_to_the_slow_copy() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    lookahead = Lookahead(model, LookaheadSpec(every=5), total_steps=100)
-    for _ in range(7):  # one pull at step 5, then two steps of progress the end discards
+    lookahead = Lookahead(model, LookaheadSpec(every=5, decay=0.8, power=1.0), total_steps=10)
+    for _ in range(7):  # one pull at step 5, then two steps of progress the end pulls in
         moved(model)
         lookahead.after_step()
-    assert not torch.equal(model[0].weight, lookahead.slow[0].weight)
+    fast, slow = model[0].weight.clone(), lookahead.slow[0].weight.clone()
     lookahead.end_epoch()
-    for (key, value), slow in zip(model.state_dict().items(), lookahead.slow.state_dict().values(), strict=True):
+    keep = 0.8 * 7 / 10
+    assert torch.allclose(lookahead.slow[0].weight, keep * slow + (1 - keep) * fast, atol=1e-6)
+    for (key, value), slow_value in zip(model.state_dict().items(), lookahead.slow.state_dict().values(), strict=True):
         if value.is_floating_point():
-            assert torch.equal(value, slow), key
+            assert torch.equal(value, slow_value), key
+
+
+def test_epochs_shorter_than_the_pull_interval_still_train() -> None:
+    """The end of an epoch set the weights back to the slow copy, discarding the steps since
+    the last pull: with `every` at least the steps an epoch, all of them, and the run never
+    moved from its initial weights."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    start = model[0].weight.clone()
+    lookahead = Lookahead(model, LookaheadSpec(every=1000), total_steps=12)
+    for _ in range(3):  # epochs of four steps
+        for _ in range(4):
+            moved(model)
+            lookahead.after_step()
+        lookahead.end_epoch()
+    assert not torch.allclose(model[0].weight, start)
 
 
 def test_state_dict_round_trip_resumes_the_same_pulls() -> None:

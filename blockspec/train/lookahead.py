@@ -8,9 +8,10 @@ follows the weights almost exactly and training runs at full speed; late in the 
 strongly, when the rate has fallen and the noise of single steps dominates.
 
 BatchNorm's running statistics are pulled back with the weights (the restarted weights and
-their statistics stay a pair); integer counters are copied. At the end of an epoch the weights
-are set to the slow copy, so evaluation and checkpoints see the averaged weights whatever the
-step count. All updates are in place, so a CUDA graph captured around the training step keeps
+their statistics stay a pair); integer counters are copied. At the end of an epoch the slow copy
+takes one more pull and the weights are set to it, so evaluation and checkpoints see the
+averaged weights whatever the step count, and no step of the epoch is lost (with `every` at
+least the steps an epoch, discarding the steps since the last pull discarded all training). All updates are in place, so a CUDA graph captured around the training step keeps
 reading the same tensors.
 """
 
@@ -51,8 +52,9 @@ class Lookahead:
 
     @torch.no_grad()
     def end_epoch(self) -> None:
-        """The weights set to the slow copy (the steps since the last pull discarded)."""
-        self._pull_back(0.0)
+        """One more pull, as every `every`th step takes (a no-op right after one, when the
+        weights are the slow copy), so the epoch ends on the slow copy with its last steps in it."""
+        self._pull_back(1.0 - self.decay(max(self.steps, 1)))
 
     def _pull_back(self, weight: float) -> None:
         (slow_floats, floats), (slow_counters, counters) = self._pairs
