@@ -187,3 +187,20 @@ def test_spec_refuses_graphs_without_sgd_or_muon_or_with_compile(tmp_path) -> No
             )
         )
         assert load_spec(path).train.cuda_graphs, name
+
+
+def test_device_rates_take_a_network_whose_every_kernel_is_muons() -> None:
+    """No kernel is left to decay, so the first parameter group is empty: building the
+    graphed step's optimizer raised IndexError."""
+    from blockspec import build_model, parse_spec
+    from blockspec.train.optim import make_optimizer
+
+    spec = parse_spec("name: m\nblocks:\n  C1: [conv: {out: 8}]\n  output: [conv: {out: 10, k: 1}, gap: {}, flatten: {}]\n"
+                      "train: {optimizer: {name: muon}}\n")
+    model = build_model(spec)
+    optimizer = make_optimizer(spec, model, device_rates=True)
+    assert not optimizer.param_groups[0]["params"]
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    before = model.C1[0].conv.weight.clone()
+    optimizer.step()
+    assert not torch.equal(before, model.C1[0].conv.weight)

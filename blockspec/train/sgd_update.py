@@ -25,7 +25,8 @@ class DeviceRateSGD(torch.optim.SGD):
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool) -> None:
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
-        first = self.param_groups[0]["params"][0]
+        # the device of any parameter: a group may be empty (every kernel Muon's, none decayed)
+        first = next(param for group in self.param_groups for param in group["params"])
         self.rates = [
             (torch.zeros((), device=first.device), torch.zeros((), device=first.device)) for _ in self.param_groups
         ]
