@@ -526,6 +526,9 @@ def _check_resume_repeats_the_run(
         return
     own_text = load_checkpoint(resume, "--resume")["spec"]
     own = parse_spec(own_text, source=f"{resume} (spec inside)")
+    requested = apply_overrides(load_spec(spec_path, edits=edits), **given, data_root=own.data.root) if spec_path else None
+    if requested == own:  # the command that started it: its --set may name a field --batch-size then rescaled
+        return
     keeps = "a resumed run keeps the spec it started with"
     for name, value in given.items():
         changed = apply_overrides(own, **{name: value})
@@ -533,12 +536,10 @@ def _check_resume_repeats_the_run(
             raise fail(flag_name(name), f"{keeps} ({first_difference(changed, own)}); start a new run to change it", value)
     if edits and (changed := parse_spec(own_text, source=f"{resume} (spec inside)", edits=edits)) != own:
         raise fail("--set", f"{keeps} ({first_difference(changed, own)}); start a new run to change it", " ".join(edits))
-    if spec_path is not None:
-        requested = apply_overrides(load_spec(spec_path, edits=edits), **given, data_root=own.data.root)
-        if requested != own:
-            raise fail("SPEC", f"differs from the spec {resume} started with ({first_difference(requested, own)}); "
-                       "a resumed run keeps its own spec: leave the file out, or start a new run to train this one",
-                       str(spec_path))
+    if requested is not None:
+        raise fail("SPEC", f"differs from the spec {resume} started with ({first_difference(requested, own)}); "
+                   "a resumed run keeps its own spec: leave the file out, or start a new run to train this one",
+                   str(spec_path))
 
 
 def _from_spec_file(error: SpecError, spec_path: Path | str | None) -> SpecError:

@@ -513,6 +513,11 @@ def test_the_command_that_started_a_run_resumes_it_when_run_again_with_resume(
         assert "best test accuracy" in stdout
     code, _, err = run_cli(["train", "--resume", str(out), "--batch-size", "64"], capsys)
     assert code == 2 and "--batch-size = 64: a resumed run keeps the spec it started with (train.batch_size: 64 here" in err
+    rescaled = tmp_path / "rescaled"  # a --set of a field --batch-size then rescaled: refused, as if it changed it
+    command = [*command[:command.index("--out")], "--set", "train.ema=0.99", "--out", str(rescaled), "--workers", "0"]
+    assert run_cli(command, capsys)[0] == 0
+    code, _, err = run_cli([*command, "--resume", str(rescaled)], capsys)
+    assert code == 0, err
     code, _, err = run_cli(["train", "--resume", str(out), "--set", "train.nope=1"], capsys)
     assert code == 2 and err.startswith(f"error: {out} (spec inside) with --set train.nope=1: train.nope = 1: unknown"), err
 
