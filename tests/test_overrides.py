@@ -46,6 +46,16 @@ def test_muons_kernel_rate_scales_with_the_square_root_and_its_sgd_rate_linearly
     assert muon.optimizer.lr == pytest.approx(0.4) and muon.optimizer.muon_lr == pytest.approx(0.02)
 
 
+def test_lr_names_sgds_rate_alone_and_leaves_muons_peak_as_the_batch_sets_it() -> None:
+    """--lr cleared `max_lr`, which also set Muon's peak (muon_lr × max_lr / lr), and skipped
+    the batch's √ scaling of muon_lr: `--batch-size 512 --lr 0.4` halved Muon's peak."""
+    from blockspec.train.optim import peak_muon_lr
+
+    assert peak_muon_lr(apply_overrides(spec("muon", max_lr="0.2"), lr=0.3)) == pytest.approx(0.02)
+    both = apply_overrides(spec("muon"), batch_size=512, lr=0.4)
+    assert peak_muon_lr(both) == pytest.approx(peak_muon_lr(apply_overrides(spec("muon"), batch_size=512))) == pytest.approx(0.02)
+
+
 def test_explicit_lr_wins_and_same_batch_changes_nothing() -> None:
     assert peak_lr(apply_overrides(spec(max_lr="0.2"), batch_size=512, lr=0.03)) == pytest.approx(0.03)
     assert apply_overrides(spec(), batch_size=128) == spec()

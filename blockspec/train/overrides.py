@@ -32,7 +32,8 @@ def apply_overrides(
     """A new spec with the given flags applied, validated like the file itself.
 
     `--lr` sets the optimizer's rate and, for onecycle, its peak (a `max_lr` in the file
-    would otherwise silently win). `--batch-size` without `--lr` rescales the spec's rates
+    would otherwise silently win); it names SGD's rate alone, so Muon's peak stays as the spec
+    had it (scaled with `--batch-size` by the square root, as always). `--batch-size` without `--lr` rescales the spec's rates
     (see `scale_rates`), so a recipe tuned at one batch size stays sensible at another; with
     or without `--lr` it raises the EMA decay to the power of the batch ratio, because the
     decay applies per step: the average then spans the same number of epochs (0.999 at batch
@@ -47,6 +48,12 @@ def apply_overrides(
             *sections, field = FLAG_FIELDS[name].split(".")
             reduce(dict.__getitem__, sections, data)[field] = value
     if lr is not None:
+        if train["optimizer"]["name"] == "muon":  # Muon's peak (muon_lr × max_lr / lr) kept as it was, and scaled as below
+            old = spec.train
+            ratio = (old.scheduler.max_lr if old.scheduler.name == "onecycle" else None) or old.optimizer.lr
+            train["optimizer"]["muon_lr"] *= ratio / old.optimizer.lr
+            if batch_size is not None and batch_size > 0:
+                train["optimizer"]["muon_lr"] *= math.sqrt(batch_size / old.batch_size)
         train["scheduler"]["max_lr"] = None
     elif batch_size is not None and batch_size > 0:
         scale_rates(train, batch_size / spec.train.batch_size)
