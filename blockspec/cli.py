@@ -197,12 +197,14 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
     from blockspec.data import read_augment
     from blockspec.data.batched import unbatched_note
     from blockspec.load import edited_source, load_spec
+    from blockspec.recipe import unread_settings
     from blockspec.summary import summarize
     from blockspec.train.data_path import training_pipeline
 
     spec = load_spec(spec_path, edits=edits, augment=True)
     pipeline = training_pipeline(spec)
-    for note in [*read_augment(spec.data.augment, channels=spec.input.channels).notes, *filter(None, [unbatched_note(pipeline.augment)])]:
+    for note in [*unread_settings(spec), *read_augment(spec.data.augment, channels=spec.input.channels).notes,
+                 *filter(None, [unbatched_note(pipeline.augment)])]:
         typer.echo(f"note: {note_prefix}{note}", err=True)  # what training would say
     off = spec.data.augment_off
     final = [training_pipeline(spec, left_out=off.transforms)] if off is not None and off.transforms else []

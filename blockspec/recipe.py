@@ -1,0 +1,50 @@
+"""Settings of a spec's recipe that training would not read: a schedule's field written for
+another schedule, an SGD field under Adam. Each is allowed (a file tuned for onecycle, switched
+to cosine with `--set`, still loads) but named, as albumentations' no-op transforms are."""
+
+from __future__ import annotations
+
+from blockspec.errors import fail
+from blockspec.spec import OptimizerSpec, SchedulerSpec, Spec
+
+_SCHEDULE_FIELDS = {
+    "onecycle": ("max_lr", "pct_start", "anneal", "cycle_momentum", "base_momentum", "max_momentum"),
+    "cosine": ("warmup_epochs",),
+    "step": ("step_size", "gamma"),
+    "plateau": ("patience", "factor"),
+}
+_SGD_FIELDS = ("momentum", "nesterov")  # SGD's and Muon's; Adam's first beta is its own (or onecycle's cycle)
+
+
+def unread_settings(spec: Spec) -> list[str]:
+    """One note per field set away from its default that this recipe does not use."""
+    notes = []
+    scheduler, optimizer = spec.train.scheduler, spec.train.optimizer
+    for name, fields in _SCHEDULE_FIELDS.items():
+        if name != scheduler.name:
+            notes += [f"train.scheduler.{field} = {value!r} is {name}'s: the {scheduler.name} schedule does not read it"
+                      for field, value in _changed(scheduler, fields)]
+    if optimizer.name in ("adam", "adamw"):
+        notes += [f"train.optimizer.{field} = {value!r} is SGD's and Muon's: {optimizer.name} does not read it"
+                  for field, value in _changed(optimizer, _SGD_FIELDS)]
+    if optimizer.name != "muon":
+        notes += [f"train.optimizer.muon_lr = {value!r} is Muon's: {optimizer.name} does not read it"
+                  for _, value in _changed(optimizer, ("muon_lr",))]
+    if scheduler.name == "step" and scheduler.step_size >= spec.train.epochs:
+        notes.append(f"train.scheduler.step_size = {scheduler.step_size}: the rate never decays in "
+                     f"{spec.train.epochs} epochs")
+    return notes
+
+
+def check_warmup(spec: Spec) -> None:
+    """A cosine warm-up as long as the run would raise the rate throughout and never decay it
+    (the file's, or one `--epochs` shortened): refused."""
+    scheduler = spec.train.scheduler
+    if scheduler.name == "cosine" and scheduler.warmup_epochs >= spec.train.epochs:
+        raise fail("train.scheduler.warmup_epochs", f"must be less than train.epochs ({spec.train.epochs}): the rate "
+                   "would rise for the whole run and never decay", scheduler.warmup_epochs)
+
+
+def _changed(section: SchedulerSpec | OptimizerSpec, fields: tuple[str, ...]) -> list[tuple[str, object]]:
+    defaults = type(section).model_fields
+    return [(field, getattr(section, field)) for field in fields if getattr(section, field) != defaults[field].default]

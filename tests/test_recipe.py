@@ -1,0 +1,51 @@
+"""Recipe settings training would not read are named; a warm-up as long as the run is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blockspec.errors import SpecError
+from blockspec.load import load_spec
+from blockspec.recipe import unread_settings
+from blockspec.train.overrides import apply_overrides
+from tests.cli_helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGSHIP = ROOT / "architectures" / "flagship.yaml"
+
+
+@pytest.mark.parametrize(
+    ("edits", "notes"),
+    [
+        (["train.scheduler={name: cosine, pct_start: 0.5, max_lr: 0.3}"],
+         ["train.scheduler.max_lr = 0.3 is onecycle's: the cosine schedule does not read it",
+          "train.scheduler.pct_start = 0.5 is onecycle's: the cosine schedule does not read it"]),
+        (["train.scheduler={name: onecycle, warmup_epochs: 2}"],
+         ["train.scheduler.warmup_epochs = 2.0 is cosine's: the onecycle schedule does not read it"]),
+        (["train.optimizer={name: adam, momentum: 0.5, muon_lr: 0.2}"],
+         ["train.optimizer.momentum = 0.5 is SGD's and Muon's: adam does not read it",
+          "train.optimizer.muon_lr = 0.2 is Muon's: adam does not read it"]),
+        (["train.scheduler={name: step, step_size: 50}"], ["train.scheduler.step_size = 50: the rate never decays in 40 epochs"]),
+        ([], []),  # the flagship as written reads every field it sets
+    ],
+)
+def test_settings_the_recipe_does_not_read_are_named(edits: list[str], notes: list[str]) -> None:
+    """Each was accepted without a word: a peak the cosine schedule never reached, an Adam
+    whose first beta stayed 0.9 whatever `momentum` said."""
+    assert unread_settings(load_spec(FLAGSHIP, edits=edits)) == notes
+
+
+def test_check_and_train_print_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["check", str(FLAGSHIP), "--set", "train.scheduler={name: none, base_momentum: 0.1}"], capsys)
+    assert code == 0 and "note: train.scheduler.base_momentum = 0.1 is onecycle's: the none schedule" in err
+
+
+def test_a_cosine_warm_up_as_long_as_the_run_is_refused_also_after_epochs_shortens_it() -> None:
+    """The rate rose for the whole run and never decayed (3 epochs of a 10-epoch warm-up)."""
+    with pytest.raises(SpecError, match=r"train.scheduler.warmup_epochs = 40.0: must be less than train.epochs \(40\)"):
+        load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 40}"])
+    spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 5}"])
+    with pytest.raises(SpecError, match=r"warmup_epochs = 5.0: must be less than train.epochs \(3\)"):
+        apply_overrides(spec, epochs=3)
