@@ -2,9 +2,9 @@
 
 A fixed decay of 0.999 keeps two thirds of the random initialisation in the average after
 one CIFAR epoch, so early evaluations of the average sit at chance. The decay used at update
-n is min(decay, (1 + n) / (10 + n)), the warm-up timm's model EMA uses: the average follows
-the weights closely at first and settles into the full horizon after about 10 / (1 - decay)
-updates. The first update copies the weights.
+n is min(decay, (1 + n) / (10 + n)), TensorFlow's `ExponentialMovingAverage(num_updates=n)`
+rule: the average follows the weights closely at first and reaches the full decay after about
+9 / (1 - decay) updates (0.999: about 9,000 steps, epoch 23 of the flagship's 40 at batch 128). The first update copies the weights.
 
 Why not torch's `AveragedModel`: its update reads its step counter on the host (`if
 n_averaged == 0`, and a copy of the counter to the device), which stalls a GPU's queue at
