@@ -49,3 +49,21 @@ def test_a_cosine_warm_up_as_long_as_the_run_is_refused_also_after_epochs_shorte
     spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 5}"])
     with pytest.raises(SpecError, match=r"warmup_epochs = 5.0: must be less than train.epochs \(3\)"):
         apply_overrides(spec, epochs=3)
+
+
+def test_a_warm_up_of_a_fraction_of_an_epoch_is_rounded_to_steps_not_truncated() -> None:
+    import torch
+
+    from blockspec import build_model
+    from blockspec.train.optim import make_optimizer, make_scheduler
+
+    spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 0.29}", "train.optimizer.name=sgd"])
+    optimizer = make_optimizer(spec, build_model(spec))
+    scheduler = make_scheduler(spec, optimizer, steps_per_epoch=100)
+    rates = []
+    for _ in range(30):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[28] == pytest.approx(spec.train.optimizer.lr) and rates[27] < rates[28]  # the 29th step peaks
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)

@@ -100,7 +100,7 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
             max_momentum=config.max_momentum,
         )
     if config.name == "cosine":
-        warmup = int(config.warmup_epochs * steps_per_epoch)
+        warmup = round(config.warmup_epochs * steps_per_epoch)  # 0.29 × 100 is 28.999…: 29 steps, not 28
 
         def factor(step: int) -> float:
             if step < warmup:
