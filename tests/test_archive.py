@@ -224,3 +224,21 @@ def test_members_in_reverse_order_load_like_the_folder(tmp_path: Path, cache_hom
     assert from_archive.classes == from_folder.classes == ("class0", "class1", "class2", "class3")
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         assert (getattr(from_archive, field) == getattr(from_folder, field)).all(), field
+
+
+def test_a_photo_stored_sideways_in_an_archive_is_read_upright_as_in_a_folder(tmp_path: Path, cache_home: Path) -> None:
+    """Archives decode as folders do, but keyed their cache by their own version alone: one
+    decoded before EXIF orientation was read kept serving the sideways arrays (now the
+    decoding's version is part of their key)."""
+    import numpy as np
+
+    folder = tmp_path / "photos"
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 12, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (folder / split / name).mkdir(parents=True)
+            Image.fromarray(np.rot90(pixels, 1).copy()).save(folder / split / name / "0.png", exif=exif)
+    data = load_dataset("imagefolder", str(_zip_of(folder, tmp_path / "photos.zip")))
+    assert data.train_images.shape[1:] == (16, 12, 3) and np.array_equal(data.train_images[0], pixels)

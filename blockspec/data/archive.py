@@ -23,6 +23,7 @@ import numpy as np
 from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData
 from blockspec.data.imagefolder import (
+    DECODE_VERSION,
     EXTENSIONS,
     ImageList,
     check_same_classes,
@@ -36,7 +37,9 @@ from blockspec.errors import fail
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 SPLITS = ("train", "test")
 _CACHE_PREFIX = "archive"
-_CACHE_VERSION = "5"  # bump when the decoding or the stored arrays change (3: LA images gray; 4: subfolders, last copy; 5: zip names in UTF-8 without its flag)
+# bump when reading archives changes (4: subfolders, last copy; 5: zip names in UTF-8 without its flag); the
+# decoding's own version (imagefolder.DECODE_VERSION, EXIF orientation in its 4) is in the key too
+_CACHE_VERSION = "5"
 
 # (folder above train/ and test/ inside the archive, "" for the top) → split → class →
 # {file path below the class folder: bytes}; a later member of one name replaces an earlier one
@@ -55,7 +58,7 @@ def load_image_archive(archive: Path, path: str, trained_classes: tuple[str, ...
     where = f"{path}.root"
     stat = archive.stat()
     key = hashlib.sha256(
-        f"{_CACHE_VERSION}|{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(errors="surrogateescape")
+        f"{_CACHE_VERSION}|{DECODE_VERSION}|{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(errors="surrogateescape")
     ).hexdigest()[:24]
     cached = read_cache(archive, _CACHE_PREFIX, key)
     if cached is not None:

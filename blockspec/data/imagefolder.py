@@ -31,7 +31,7 @@ EXTENSIONS = frozenset(
 LAYOUT = "expected root/train/<class>/<images> and root/test/<class>/<images>"
 TEST_LAYOUT = "evaluation reads root/test/<class>/<images>"  # a held-out set alone
 _CACHE_PREFIX = "imagefolder"
-_CACHE_VERSION = "4"  # bump when the decoding or the stored arrays change (3: LA images gray, 4: EXIF orientation)
+DECODE_VERSION = "4"  # bump when the decoding changes (3: LA images gray, 4: EXIF orientation); archives decode so too
 _POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
 _CHUNK = 512
 
@@ -63,7 +63,7 @@ def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | N
     check_same_classes(classes, _class_names(root / "test", where), where, str(root))
     test, test_signature = _list_split(root, "test", classes, where)
     key = hashlib.sha256(
-        "\n".join([_CACHE_VERSION, *train_signature, *test_signature]).encode(errors="surrogateescape")
+        "\n".join([DECODE_VERSION, *train_signature, *test_signature]).encode(errors="surrogateescape")
     ).hexdigest()[:24]
     cached = read_cache(root, _CACHE_PREFIX, key)
     if cached is not None:
