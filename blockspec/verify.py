@@ -50,11 +50,14 @@ class Measured:
     macs: int
 
 
-def measure_layers(model: nn.Module, analysis: Analysis, layers: Sequence[LayerSpec] = ()) -> list[Measured]:
+def measure_layers(
+    model: nn.Module, analysis: Analysis, layers: Sequence[LayerSpec] = (), upto: int | None = None
+) -> list[Measured]:
     """Every built layer measured in one forward pass at the analysed input size, up to the
     first whose shape differs from the analysis (the next layer would get an input of a
-    shape it was not built for). With the spec's `layers` (in row order), an exception in a
-    plugin's forward pass is reported as the plugin's."""
+    shape it was not built for), or before layer `upto` (one known not to run). With the
+    spec's `layers` (in row order), an exception in a plugin's forward pass is reported as
+    the plugin's."""
     _check_memory_for_forward(analysis)
     model.eval()
     measured: list[Measured] = []
@@ -63,7 +66,7 @@ def measure_layers(model: nn.Module, analysis: Analysis, layers: Sequence[LayerS
     try:
         x = torch.zeros(1, *analysis.input_shape)
         with torch.no_grad():
-            for index, (module, row) in enumerate(zip(modules, analysis.rows)):
+            for index, (module, row) in enumerate(zip(modules[:upto], analysis.rows)):
                 where = row.path
                 with plugin_code(layers[index], row.path, "in its forward pass") if layers else nullcontext():
                     with FlopCounterMode(display=False) as flops:
@@ -78,29 +81,43 @@ def measure_layers(model: nn.Module, analysis: Analysis, layers: Sequence[LayerS
     return measured
 
 
-def _body_problems(layer: ResidualSpec, in_shape: Shape, ctx: Context, module: nn.Module) -> list[str]:
-    """Each body layer of a residual (nested ones too) compared as the network's layers are,
-    run alone on a zero map of the analysed input shape, up to the first whose shape differs."""
-    problems = []
+@dataclass(frozen=True)
+class BodyCheck:
+    """A residual's body compared layer by layer: the differences, and whether every body
+    layer gave its analysed shape (else the residual's sum cannot run)."""
+
+    problems: list[str]
+    runs: bool
+
+
+def _body_check(layer: ResidualSpec, in_shape: Shape, ctx: Context, module: nn.Module) -> BodyCheck:
+    """Each body layer of a residual compared as the network's layers are, run alone on a zero
+    map of the analysed input shape, up to the first whose shape differs; a nested residual
+    whose own body differs is named by its body's layers alone."""
+    problems: list[str] = []
     x = torch.zeros(1, *in_shape)
     with torch.no_grad():
         for (inner, shape, geometry, inner_ctx), built in zip(layer.body_steps(in_shape, ctx), module.body, strict=True):
             where = f"{inner.kind} at {inner_ctx.path}"
+            nested = _body_check(inner, shape, inner_ctx, built) if isinstance(inner, ResidualSpec) else None
+            if nested is not None and nested.problems:
+                problems += nested.problems
+                if not nested.runs:
+                    return BodyCheck(problems, False)
+            named_inside = nested is not None and bool(nested.problems)
             counted = sum(p.numel() for p in built.parameters())
-            if counted != geometry.params:
+            if counted != geometry.params and not named_inside:
                 problems.append(f"{where}: torch counts {counted:,} parameters, the analysis {geometry.params:,}")
-            if isinstance(inner, ResidualSpec):
-                problems += _body_problems(inner, shape, inner_ctx, built)
             built.eval()
             with plugin_code(inner, inner_ctx.path, "in its forward pass"), FlopCounterMode(display=False) as flops:
                 x = built(x)
             if tuple(x.shape[1:]) != geometry.out_shape:
                 problems.append(f"{where}: forward gives {tuple(x.shape[1:])}, the analysis {geometry.out_shape} (the "
                                 "layers after it were not run)")
-                break
-            if flops.get_total_flops() // 2 != geometry.macs:
+                return BodyCheck(problems, False)
+            if flops.get_total_flops() // 2 != geometry.macs and not named_inside:
                 problems.append(f"{where}: torch counts {flops.get_total_flops() // 2:,} MACs, the analysis {geometry.macs:,}")
-    return problems
+    return BodyCheck(problems, True)
 
 
 def _check_memory_for_forward(analysis: Analysis) -> None:
@@ -127,21 +144,25 @@ def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
     modules = [module for block in model for module in block]
     _check_memory_for_forward(analysis)
     ctx = Context(path="", norm_groups=spec.defaults.norm_groups, ghost_batch=spec.defaults.ghost_batch)
-    problems = [problem for layer, row, module in zip(layers, analysis.rows, modules, strict=True)
-                if isinstance(layer, ResidualSpec)
-                for problem in _body_problems(layer, row.in_shape, replace(ctx, path=row.path), module)]
-    if problems:  # named where they start, not at the residual around them
-        return Verification(sum(p.numel() for p in model.parameters()), len(analysis.rows), tuple(problems))
-    for row, module in zip(analysis.rows, modules):
+    bodies = {index: _body_check(layer, row.in_shape, replace(ctx, path=row.path), module)
+              for index, (layer, row, module) in enumerate(zip(layers, analysis.rows, modules, strict=True))
+              if isinstance(layer, ResidualSpec)}
+    differing = {index: body for index, body in bodies.items() if body.problems}  # named where they start
+    stop = next((index for index, body in differing.items() if not body.runs), None)  # its sum cannot run
+    problems = []
+    for index, (row, module) in enumerate(zip(analysis.rows, modules)):
         counted = sum(p.numel() for p in module.parameters())
-        if counted != row.params:
+        if index in differing:
+            problems += differing[index].problems
+        elif counted != row.params:
             problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {counted:,} parameters, the analysis {row.params:,}")
-    for row, measured in zip(analysis.rows, measure_layers(model, analysis, layers)):
-        if measured.out_shape != row.out_shape:
-            problems.append(f"{row.name} ({row.kind} at {row.path}): forward gives {measured.out_shape}, the analysis "
+    measured = measure_layers(model, analysis, layers, upto=stop)
+    for index, (row, found) in enumerate(zip(analysis.rows, measured)):
+        if found.out_shape != row.out_shape:
+            problems.append(f"{row.name} ({row.kind} at {row.path}): forward gives {found.out_shape}, the analysis "
                             f"{row.out_shape} (the layers after it were not run)")
-        elif measured.macs != row.macs:
-            problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {measured.macs:,} MACs, the analysis "
+        elif found.macs != row.macs and index not in differing:
+            problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {found.macs:,} MACs, the analysis "
                             f"{row.macs:,}")
     params = sum(p.numel() for p in model.parameters())
     if problems:  # the field is measured on layers that run as analysed

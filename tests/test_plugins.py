@@ -393,7 +393,7 @@ def test_verify_names_the_layer_whose_macs_differ_from_torchs_count(faulty_site:
     [("[liar: {}]", "liar at blocks.C1[1].body[0]: torch counts 72 parameters, the analysis 0; "
                     "liar at blocks.C1[1].body[0]: torch counts 4,096 MACs, the analysis 0"),
      ("[conv: {out: 8}, residual: {body: [miscount: {}]}]",
-      "miscount at blocks.C1[1].body[1].body[0]: torch counts 4,096 MACs, the analysis 0"),
+      "miscount at blocks.C1[1].body[1].body[0]: torch counts 4,096 MACs, the analysis 0\n"),  # not again at body[1]
      ("[widen: {}, conv: {out: 8}]", "widen at blocks.C1[1].body[0]: torch counts 128 parameters, the analysis 0; widen "
                                      "at blocks.C1[1].body[0]: forward gives (16, 8, 8), the analysis (8, 8, 8)")],
 )
@@ -404,6 +404,16 @@ def test_verify_names_the_body_layer_of_a_residual_that_differs(
     result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, f"residual: {{body: {body}}}")), "--verify")
     assert result.returncode == 1, result.stderr
     assert f"✗ module differs from the analysis: {says}" in result.stderr
+
+
+def test_verify_names_every_layer_that_differs_past_a_residual_whose_body_does(faulty_site: Path, tmp_path: Path) -> None:
+    """It stopped at the body, leaving the liar after the residual unnamed."""
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "residual: {body: [liar: {}]}, liar: {}")),
+                       "--verify")
+    assert result.returncode == 1, result.stderr
+    assert "liar at blocks.C1[1].body[0]: torch counts 72 parameters, the analysis 0" in result.stderr
+    assert "C1.2 (liar at blocks.C1[2]): torch counts 72 parameters, the analysis 0" in result.stderr
+    assert "(residual at" not in result.stderr  # the residual itself is not named again
 
 
 def test_verify_measures_each_layers_receptive_field_from_input_gradients(faulty_site: Path, tmp_path: Path) -> None:
