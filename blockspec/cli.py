@@ -474,15 +474,21 @@ def export(
                    str(out))
     _check_output_file(out, "--out")
     payload = load_checkpoint(checkpoint)
-    trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
-    spec = load_spec(spec_path) if spec_path else trained
+    if spec_path is None:
+        spec = trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
+    else:
+        spec = load_spec(spec_path)
+        try:  # the run's own spec says what it trained; a SPEC is how a checkpoint whose spec no longer loads is exported
+            trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
+        except SpecError:
+            trained = spec
     metadata = export_metadata(spec, payload, trained)
     model = model_from_checkpoint(spec, payload, checkpoint, spec_from=_spec_from(spec_path, None))
     exported, difference = export_model(model, spec, format, metadata)
     _write_output(out, exported)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
     typer.echo(input_description(metadata, format))
-    if spec.input != trained.input:
+    if _input_words(spec) != _input_words(trained):
         typer.echo(f"note: SPEC's input ({_input_words(spec)}) is not the one the run trained and measured its accuracy "
                    f"on ({_input_words(trained)}); the file takes SPEC's")
     views = [name for name in ("tta_flip", "tta_shift") if getattr(trained.train, name)]

@@ -113,6 +113,23 @@ def test_an_out_named_for_another_format_is_refused(checkpoint: Path, tmp_path: 
     assert code == 0, err  # TorchScript's other usual names stay free
 
 
+def test_a_checkpoint_whose_own_spec_no_longer_loads_is_exported_with_a_spec_given(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Giving SPEC is how such a checkpoint is exported; reading its own spec for the file's
+    metadata refused it."""
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["spec"] = payload["spec"].replace("train:\n", "train:\n  renamed_since: 1\n", 1)
+    old = tmp_path / "old.pt"
+    save_atomic(payload, old)
+    given = tmp_path / "given.yaml"  # the same input written otherwise: no note that it differs
+    given.write_text((ROOT / "architectures/reference/fourblocks-128k.yaml").read_text().replace("size: 32", "size: [32, 32]"))
+    for source in (old, checkpoint):
+        code, stdout, err = run_cli(["export", str(given), "--checkpoint", str(source), "--out", str(tmp_path / "o.pt")],
+                                    capsys)
+        assert code == 0 and "note: SPEC's input" not in stdout, err + stdout
+
+
 def test_a_spec_of_another_input_size_is_said_to_differ_from_the_trained_one(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
