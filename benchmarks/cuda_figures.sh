@@ -23,7 +23,10 @@ shift $(( $# < 2 ? $# : 2 ))
 extra=("$@")
 sets=()  # the spec edits among them, which train_speed.py takes too (--to-target trains the spec so edited)
 for (( i = 0; i < ${#extra[@]}; i++ )); do
-  [ "${extra[i]}" = --set ] && sets+=(--set "${extra[i + 1]:-}")
+  case ${extra[i]} in
+    --set) sets+=(--set "${extra[i + 1]:-}") ;;
+    --set=*) sets+=("${extra[i]}") ;;
+  esac
 done
 mkdir -p "$out"
 log=$out/log.txt

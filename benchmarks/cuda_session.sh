@@ -46,7 +46,7 @@ trap 'kill $packer 2>/dev/null; pack' EXIT
 # With train.cuda_graphs asked for: first the graphed step against the eager one on this GPU
 # (tests/test_step.py's CUDA test, where pytest's wheels came along in .whl); if it fails, the
 # session trains eagerly rather than spend the lease on a path that does not hold.
-if [[ " $* " == *" train.cuda_graphs=true "* ]] && python3 -c "import pytest" 2>/dev/null; then
+if [[ " $* " =~ [\ =]train\.cuda_graphs=true\  ]] && python3 -c "import pytest" 2>/dev/null; then
   mkdir -p "$work/figures"
   timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_step.py -k cuda 2>&1 | tee "$work/figures/graph-test.txt"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then
@@ -55,6 +55,8 @@ if [[ " $* " == *" train.cuda_graphs=true "* ]] && python3 -c "import pytest" 2>
     for (( i = 1; i <= $#; i++ )); do
       if [ "${!i}" = --set ] && (( i < $# )) && next=$(( i + 1 )) && [ "${!next}" = train.cuda_graphs=true ]; then
         i=$next
+      elif [ "${!i}" = --set=train.cuda_graphs=true ]; then
+        continue
       else
         kept+=("${!i}")
       fi

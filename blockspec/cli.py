@@ -33,13 +33,22 @@ app = typer.Typer(
 
 
 
-@app.callback()
-def _one_command_a_process(ctx: typer.Context) -> None:
-    # Under torchrun every process runs the command: only `train` divides its work between
-    # them; any other would print its whole output once a process.
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ctx.invoked_subcommand != "train":
-        raise fail("torchrun", f"only `train` runs in several processes; run `blockspec {ctx.invoked_subcommand}` "
-                   "without torchrun", int(os.environ["WORLD_SIZE"]))
+def _one_command_a_process(args: list[str]) -> None:
+    """Under torchrun every process runs the command: only `train` divides its work between
+    them; any other would print its whole output once a process. (A WORLD_SIZE a batch system
+    exports for a whole job is not torchrun's; help is help anywhere.)"""
+    command = next((arg for arg in args if not arg.startswith("-")), "train")
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ and _process_rank() is not None
+    if torchrun and command != "train" and not {"--help", "-h"} & set(args):
+        raise fail("torchrun", f"only `train` runs in several processes; run `blockspec {command}` without torchrun",
+                   int(os.environ["WORLD_SIZE"]))
+
+
+def _process_rank() -> int | None:
+    """This process's rank where a launcher started several (WORLD_SIZE > 1 and RANK set, as
+    torchrun sets them), else None; read from the environment alone (no torch import)."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "")
+    return int(rank) if world.isdigit() and int(world) > 1 and rank.isdigit() else None
 
 
 T = TypeVar("T")
@@ -631,29 +640,29 @@ def _tolerate_narrow_encodings() -> list[io.TextIOWrapper]:
 def _another_process_ended(error: Exception) -> bool:
     """Whether `error` is a collective operation losing its peer: under torchrun, a process
     that stopped alone (a disk error on rank 0, a kill) leaves the others failing in gloo or
-    NCCL, which is not a bug in blockspec."""
+    NCCL, which is not a bug in blockspec. This process's own NCCL failure (out of memory, a
+    timeout) is not that."""
     import torch.distributed as dist
 
-    return isinstance(error, dist.DistError) or (
-        isinstance(error, RuntimeError) and any(word in str(error) for word in ("gloo", "NCCL", "Connection closed by peer"))
+    return isinstance(error, dist.DistNetworkError) or (
+        isinstance(error, RuntimeError) and any(sign in str(error) for sign in _PEER_LOST)
     )
+
+
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
 
 def _speaks_for_the_run() -> bool:
     """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
-    spec, its flags or its data, and the user should read it once. The ranks are asked only
-    under torchrun: their module imports torch, which would slow every single-process error."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return True
-    from blockspec.train import distributed
-
-    return distributed.from_environment().main
+    spec, its flags or its data, and the user should read it once."""
+    return _process_rank() in (None, 0)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     loosened = _tolerate_narrow_encodings()
     try:
+        _one_command_a_process(sys.argv[1:] if argv is None else argv)
         app(args=argv)
     except SpecError as error:
         if _speaks_for_the_run():
@@ -668,7 +677,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from blockspec.layers import plugin_runtime_fault
 
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _another_process_ended(error):
+        if _process_rank() is not None and _another_process_ended(error):
             typer.echo(f"error: another process of this torchrun job ended first ({type(error).__name__}: "
                        f"{str(error).splitlines()[0] if str(error) else ''}); its own message, or torchrun's, says why", err=True)
             sys.exit(1)

@@ -60,7 +60,9 @@ def read_image(path: Path, channels: int, hw: tuple[int, int]) -> np.ndarray:
             with Image.open(path) as image:
                 if wide := wide_pixels(image):
                     raise fail("IMAGES", wide, str(path))
-                if (size := shown_size(image)) != hw[::-1]:
+                # the sides first: reading a PNG's EXIF decodes its pixels, and a turn only swaps them
+                size = shown_size(image) if sorted(image.size) == sorted(hw) else image.size
+                if size != hw[::-1]:
                     raise fail("IMAGES", f"is {size[0]}x{size[1]} but the network takes {hw[1]}x{hw[0]} images "
                                "(its training images' size): resize it first", str(path))
                 pixels = upright_pixels(image, "L" if channels == 1 else "RGB")

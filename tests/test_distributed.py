@@ -125,11 +125,15 @@ def test_a_command_other_than_train_is_refused_under_torchrun(
     from tests.cli_helpers import run_cli
 
     monkeypatch.setenv("WORLD_SIZE", "2")
+    if command[0] == "check":  # a WORLD_SIZE a batch system exports for the whole job is not torchrun's
+        assert run_cli(command, capsys)[0] == 0
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
     for rank, says in (("0", 1), ("1", 0)):
         monkeypatch.setenv("RANK", rank)
         code, out, err = run_cli(command, capsys)
         assert code == 2 and not out and err.count(f"only `train` runs in several processes; run `blockspec "
                                                    f"{command[0]}` without torchrun") == says, err
+    assert run_cli([command[0], "--help"], capsys)[0] == 0  # help is help anywhere
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")

@@ -29,10 +29,23 @@ class Ranks:
 
 
 def from_environment() -> Ranks:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """This process's place among torchrun's (or any launcher's that sets RANK beside
+    WORLD_SIZE); a WORLD_SIZE alone, as a batch system may export for a whole job, or one that
+    is not a number, is no launch of several processes."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "")
+    if not (world.isdigit() and int(world) > 1 and rank.isdigit()):
         return Ranks()
-    return Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    local = os.environ.get("LOCAL_RANK", "0")
+    return Ranks(int(rank), int(world), int(local) if local.isdigit() else 0)
+
+
+def torchrun_command(processes: int) -> str:
+    """How to start `processes` processes again, as torchrun's options say it (several nodes
+    where this job's LOCAL_WORLD_SIZE divides them)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if local.isdigit() and 0 < int(local) < processes and processes % int(local) == 0:
+        return f"torchrun --nnodes {processes // int(local)} --nproc-per-node {local} -m blockspec"
+    return f"torchrun --nproc-per-node {processes} -m blockspec"
 
 
 def device_for(requested: str, ranks: Ranks) -> str:

@@ -199,6 +199,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 if ranks.active:  # rank 0's evaluation decides: each process's batch norm statistics, and so its accuracy, differ
                     reached = distributed.main_decides(reached, ranks, info.device)
                 if not ranks.main:
+                    saved = epoch  # rank 0 saves it: what this rank says if it stops alone
                     if reached:
                         break
                     continue
@@ -247,7 +248,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             with disk_errors_reported(run_dir, "draw the learning curves", saved):
                 curves.finish(history[:saved])
         signum = _signal_of(stop)
-        command = f"torchrun --nproc-per-node {ranks.world} -m blockspec" if ranks.active else "blockspec"
+        command = distributed.torchrun_command(ranks.world) if ranks.active else "blockspec"
         raise TrainingInterrupted(
             f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
             f"epoch {saved}. Resume with: {command} train --resume {run_dir}",
