@@ -78,6 +78,12 @@ def input_shape(spec: Spec, input_size: tuple[int, int] | None = None) -> Shape:
     return (spec.input.channels, height, width)
 
 
+def root_context(spec: Spec) -> Context:
+    """The context every top-level layer's is made from (its path then set): the spec-wide
+    settings a layer's geometry and module read."""
+    return Context(path="", norm_groups=spec.defaults.norm_groups, ghost_batch=spec.defaults.ghost_batch)
+
+
 def trace(
     spec: Spec, input_size: tuple[int, int] | None = None, check_head: bool = True
 ) -> Analysis:
@@ -91,7 +97,7 @@ def trace(
     shape = start = input_shape(spec, input_size)
     field = IDENTITY
     rows: list[LayerRow] = []
-    ctx = Context(path="", norm_groups=spec.defaults.norm_groups, ghost_batch=spec.defaults.ghost_batch)
+    ctx = root_context(spec)
     for block, layers in spec.blocks.items():
         for position, (index, _, layer) in enumerate(expand(layers)):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from blockspec.analysis import LayerRow, trace
+from blockspec.analysis import LayerRow, root_context, trace
 from blockspec.errors import fail
 from blockspec.layers import Context, expand, plugin_code, remember_plugin_module
 from blockspec.layers.base import LayerSpec
@@ -26,8 +26,7 @@ def build_model(spec: Spec, check_head: bool = True) -> BlockNet:
     layers, at another input size, where a flattening head no longer fits: field_probe's).
     """
     rows = iter(trace(spec, check_head=check_head).rows)
-    defaults = spec.defaults
-    ctx = Context(path="", norm_groups=defaults.norm_groups, ghost_batch=defaults.ghost_batch)
+    ctx = root_context(spec)
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     for block, layers in spec.blocks.items():  # names that clash with nn.Module's: refused by Spec
         modules = []

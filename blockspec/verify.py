@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from blockspec.analysis import Analysis
+from blockspec.analysis import Analysis, root_context
 from blockspec.available_memory import available_memory
 from blockspec.build import build_model, is_out_of_memory
 from blockspec.errors import fail
@@ -143,8 +143,7 @@ def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
     layers = [layer for block in spec.blocks.values() for _, _, layer in expand(block)]
     modules = [module for block in model for module in block]
     _check_memory_for_forward(analysis)
-    ctx = Context(path="", norm_groups=spec.defaults.norm_groups, ghost_batch=spec.defaults.ghost_batch)
-    bodies = {index: _body_check(layer, row.in_shape, replace(ctx, path=row.path), module)
+    bodies = {index: _body_check(layer, row.in_shape, replace(root_context(spec), path=row.path), module)
               for index, (layer, row, module) in enumerate(zip(layers, analysis.rows, modules, strict=True))
               if isinstance(layer, ResidualSpec)}
     differing = {index: body for index, body in bodies.items() if body.problems}  # named where they start
