@@ -35,20 +35,20 @@ app = typer.Typer(
 
 def _one_command_a_process(args: list[str]) -> None:
     """Under torchrun every process runs the command: only `train` divides its work between
-    them; any other would print its whole output once a process. (A WORLD_SIZE a batch system
-    exports for a whole job is not torchrun's; help is help anywhere.)"""
+    them; any other would print its whole output once a process. (A WORLD_SIZE without a RANK,
+    as a batch system may export for a whole job, is no launch; help is help anywhere.)"""
     command = next((arg for arg in args if not arg.startswith("-")), "train")
-    torchrun = "TORCHELASTIC_RUN_ID" in os.environ and _process_rank() is not None
-    if torchrun and command != "train" and not {"--help", "-h"} & set(args):
-        raise fail("torchrun", f"only `train` runs in several processes; run `blockspec {command}` without torchrun",
-                   int(os.environ["WORLD_SIZE"]))
+    if _process_rank() is not None and command != "train" and not {"--help", "-h"} & set(args):
+        raise fail("torchrun", f"only `train` runs in several processes; run `blockspec {command}` in one, without "
+                   "torchrun", int(os.environ["WORLD_SIZE"]))
 
 
 def _process_rank() -> int | None:
-    """This process's rank where a launcher started several (WORLD_SIZE > 1 and RANK set, as
-    torchrun sets them), else None; read from the environment alone (no torch import)."""
-    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "")
-    return int(rank) if world.isdigit() and int(world) > 1 and rank.isdigit() else None
+    """This process's rank where a launcher started several, else None (the one rule, which
+    `train`'s processes follow too; no torch import)."""
+    from blockspec.launch import launched_rank
+
+    return launched_rank()
 
 
 T = TypeVar("T")
@@ -206,11 +206,15 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
     from blockspec.data import read_augment
     from blockspec.data.batched import unbatched_note
     from blockspec.load import edited_source, load_spec
-    from blockspec.recipe import unread_settings
+    from blockspec.recipe import check_warmup, unread_settings
     from blockspec.summary import summarize
     from blockspec.train.data_path import training_pipeline
 
     spec = load_spec(spec_path, edits=edits, augment=True)
+    try:
+        check_warmup(spec)
+    except SpecError as error:
+        raise error.with_source(edited_source(str(spec_path), edits)) from None
     pipeline = training_pipeline(spec)
     for note in [*unread_settings(spec), *read_augment(spec.data.augment, channels=spec.input.channels).notes,
                  *filter(None, [unbatched_note(pipeline.augment)])]:
@@ -287,6 +291,7 @@ def train(
 ) -> None:
     """Train a spec (CIFAR-10 by default) with checkpoints, metrics and plots."""
     from blockspec.load import edited_source, load_spec
+    from blockspec.recipe import check_warmup
     from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides, blame_flags
     from blockspec.train.run import RunOptions, TrainingInterrupted
@@ -308,6 +313,10 @@ def train(
         _check_resume_repeats_the_run(resume, spec_path, edits, recipe)
     else:
         spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
+        try:
+            check_warmup(spec, epochs_flag=epochs is not None)
+        except SpecError as error:
+            raise error if epochs is not None else error.with_source(edited_source(str(spec_path), edits)) from None
     if workers is not None and workers < 0:
         raise fail("--workers", "must be 0 or more", workers)
     if loader is not None:
@@ -649,7 +658,8 @@ def _another_process_ended(error: Exception) -> bool:
     )
 
 
-_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",  # gloo's
+              "remote process exited", "ncclRemoteError", "closed by remote peer")  # NCCL's
 
 
 def _speaks_for_the_run() -> bool:

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from blockspec.analysis import trace
 from blockspec.edits import apply_edits
-from blockspec.recipe import check_warmup
 from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_problems
 from blockspec.layers import LAYER_KINDS, plugin_validator_fault
 from blockspec.spec import SGD_MOMENTUM, Spec
@@ -101,10 +100,6 @@ def parse_spec(
         raise fault.with_source(source) from None
     try:
         trace(spec)
-    except SpecError as error:
-        raise error.with_source(source) from None
-    try:
-        check_warmup(spec)
     except SpecError as error:
         raise error.with_source(source) from None
     optimizer = spec.train.optimizer

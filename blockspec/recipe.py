@@ -36,13 +36,17 @@ def unread_settings(spec: Spec) -> list[str]:
     return notes
 
 
-def check_warmup(spec: Spec) -> None:
-    """A cosine warm-up as long as the run would raise the rate throughout and never decay it
-    (the file's, or one `--epochs` shortened): refused."""
-    scheduler = spec.train.scheduler
-    if scheduler.name == "cosine" and scheduler.warmup_epochs >= spec.train.epochs:
-        raise fail("train.scheduler.warmup_epochs", f"must be less than train.epochs ({spec.train.epochs}): the rate "
-                   "would rise for the whole run and never decay", scheduler.warmup_epochs)
+def check_warmup(spec: Spec, epochs_flag: bool = False) -> None:
+    """A cosine warm-up as long as the run would raise the rate throughout and never decay it:
+    refused for a run about to start (`check` and a new `train`, where `--epochs` may have
+    shortened the run: `epochs_flag` names it), not where a trained run's spec is read back."""
+    scheduler, epochs = spec.train.scheduler, spec.train.epochs
+    if scheduler.name != "cosine" or scheduler.warmup_epochs < epochs:
+        return
+    why = "the rate would rise for the whole run and never decay"
+    if epochs_flag:
+        raise fail("--epochs", f"is no longer than train.scheduler.warmup_epochs ({scheduler.warmup_epochs:g}): {why}", epochs)
+    raise fail("train.scheduler.warmup_epochs", f"must be less than train.epochs ({epochs}): {why}", scheduler.warmup_epochs)
 
 
 def _changed(section: SchedulerSpec | OptimizerSpec, fields: tuple[str, ...]) -> list[tuple[str, object]]:

@@ -226,7 +226,9 @@ def test_members_in_reverse_order_load_like_the_folder(tmp_path: Path, cache_hom
         assert (getattr(from_archive, field) == getattr(from_folder, field)).all(), field
 
 
-def test_a_photo_stored_sideways_in_an_archive_is_read_upright_as_in_a_folder(tmp_path: Path, cache_home: Path) -> None:
+def test_a_photo_stored_sideways_in_an_archive_is_read_upright_as_in_a_folder(
+    tmp_path: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Archives decode as folders do, but keyed their cache by their own version alone: one
     decoded before EXIF orientation was read kept serving the sideways arrays (now the
     decoding's version is part of their key)."""
@@ -242,3 +244,9 @@ def test_a_photo_stored_sideways_in_an_archive_is_read_upright_as_in_a_folder(tm
             Image.fromarray(np.rot90(pixels, 1).copy()).save(folder / split / name / "0.png", exif=exif)
     data = load_dataset("imagefolder", str(_zip_of(folder, tmp_path / "photos.zip")))
     assert data.train_images.shape[1:] == (16, 12, 3) and np.array_equal(data.train_images[0], pixels)
+    from blockspec.data import archive
+
+    cached = sorted(cache_home.rglob("*.npz"))
+    monkeypatch.setattr(archive, "DECODE_VERSION", "another decoding")  # its cache must then not serve it
+    load_dataset("imagefolder", str(tmp_path / "photos.zip"))
+    assert sorted(cache_home.rglob("*.npz")) != cached  # decoded again, under another key (the old one removed)

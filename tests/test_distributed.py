@@ -114,7 +114,7 @@ def test_a_run_is_resumed_only_in_as_many_processes_as_it_trained_in(
     (run_dir / "spec.yaml").write_text(last["spec"])
     code, _, err = run_cli(["train", "--resume", str(run_dir), "--device", "cpu", "--workers", "0"], capsys)
     assert code == 2 and ("the run trained in 2 processes and this is one process; resume it in as many as it "
-                          "started with (torchrun --nproc-per-node 2 -m blockspec train --resume …)") in err, err
+                          "started with (on one machine: torchrun --nproc-per-node 2 -m blockspec train --resume …)") in err, err
 
 
 @pytest.mark.parametrize("command", [["check", str(ROOT / "architectures/flagship.yaml")], ["eval", "--checkpoint", "x"]])
@@ -125,14 +125,13 @@ def test_a_command_other_than_train_is_refused_under_torchrun(
     from tests.cli_helpers import run_cli
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    if command[0] == "check":  # a WORLD_SIZE a batch system exports for the whole job is not torchrun's
+    if command[0] == "check":  # a WORLD_SIZE without a RANK, as a batch system may export for a job, is no launch
         assert run_cli(command, capsys)[0] == 0
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
     for rank, says in (("0", 1), ("1", 0)):
         monkeypatch.setenv("RANK", rank)
         code, out, err = run_cli(command, capsys)
         assert code == 2 and not out and err.count(f"only `train` runs in several processes; run `blockspec "
-                                                   f"{command[0]}` without torchrun") == says, err
+                                                   f"{command[0]}` in one, without torchrun") == says, err
     assert run_cli([command[0], "--help"], capsys)[0] == 0  # help is help anywhere
 
 
@@ -233,3 +232,22 @@ def test_a_problem_every_process_meets_is_said_once(tmp_path: Path) -> None:
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0
     assert err.count("error: --init-from = ") == 1, err[-3000:]
+
+
+def test_only_a_lost_peers_signs_count_as_another_process_ending() -> None:
+    """Any gloo or NCCL error was taken for one, this process's own out-of-memory included."""
+    import torch.distributed as dist
+
+    from blockspec.cli import _another_process_ended
+
+    assert _another_process_ended(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]"))
+    assert _another_process_ended(dist.DistBackendError("NCCL error in: x, remote process exited or there was a network error"))
+    assert not _another_process_ended(RuntimeError("NCCL error in: x, unhandled cuda error, out of memory"))
+
+
+def test_the_resume_hint_names_the_nodes_of_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blockspec.train.distributed import torchrun_command
+
+    assert torchrun_command(2) == "torchrun --nproc-per-node 2 -m blockspec"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert torchrun_command(8) == "torchrun --nnodes 2 --nproc-per-node 4 -m blockspec"

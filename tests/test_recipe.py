@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from blockspec.errors import SpecError
 from blockspec.load import load_spec
 from blockspec.recipe import unread_settings
-from blockspec.train.overrides import apply_overrides
 from tests.cli_helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +40,20 @@ def test_check_and_train_print_them(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and "note: train.scheduler.base_momentum = 0.1 is onecycle's: the none schedule" in err
 
 
-def test_a_cosine_warm_up_as_long_as_the_run_is_refused_also_after_epochs_shortens_it() -> None:
-    """The rate rose for the whole run and never decayed (3 epochs of a 10-epoch warm-up)."""
-    with pytest.raises(SpecError, match=r"train.scheduler.warmup_epochs = 40.0: must be less than train.epochs \(40\)"):
-        load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 40}"])
-    spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 5}"])
-    with pytest.raises(SpecError, match=r"warmup_epochs = 5.0: must be less than train.epochs \(3\)"):
-        apply_overrides(spec, epochs=3)
+def test_a_cosine_warm_up_as_long_as_the_run_is_refused_for_a_run_about_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rate rose for the whole run and never decayed (3 epochs of a 10-epoch warm-up).
+    A trained run's spec read back (eval, --resume, export) is not refused: one trained so
+    before the check must stay usable."""
+    long = ["--set", "train.scheduler={name: cosine, warmup_epochs: 40}"]
+    code, _, err = run_cli(["check", str(FLAGSHIP), *long], capsys)
+    assert code == 2 and "train.scheduler.warmup_epochs = 40.0: must be less than train.epochs (40)" in err
+    assert load_spec(FLAGSHIP, edits=[long[1]]).train.scheduler.warmup_epochs == 40  # what reads a checkpoint's spec
+    code, _, err = run_cli(["train", str(FLAGSHIP), "--set", "train.scheduler={name: cosine, warmup_epochs: 5}",
+                            "--epochs", "3", "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "error: --epochs = 3: is no longer than train.scheduler.warmup_epochs (5)" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_warm_up_of_a_fraction_of_an_epoch_is_rounded_to_steps_not_truncated() -> None:
@@ -67,3 +72,19 @@ def test_a_warm_up_of_a_fraction_of_an_epoch_is_rounded_to_steps_not_truncated()
         scheduler.step()
     assert rates[28] == pytest.approx(spec.train.optimizer.lr) and rates[27] < rates[28]  # the 29th step peaks
     assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+
+
+def test_a_warm_up_rounded_up_to_the_whole_run_still_leaves_a_step_to_decay() -> None:
+    from blockspec import build_model
+    from blockspec.train.optim import make_optimizer, make_scheduler
+
+    spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 0.96}", "train.epochs=1",
+                                      "train.optimizer.name=sgd"])
+    optimizer = make_optimizer(spec, build_model(spec))
+    scheduler = make_scheduler(spec, optimizer, steps_per_epoch=12)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[9] == pytest.approx(spec.train.optimizer.lr) and rates[11] < rates[10] == rates[9]

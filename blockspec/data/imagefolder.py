@@ -281,8 +281,8 @@ _ORIENTATION = 0x0112  # the EXIF tag a camera records its hold in; 5–8 turn t
 
 
 def shown_size(image: Image.Image) -> tuple[int, int]:
-    """(width, height) as viewers show the file, its EXIF orientation applied; read from the
-    header, before any pixel is decoded."""
+    """(width, height) as viewers show the file, its EXIF orientation applied (a JPEG's EXIF is
+    in its header; PIL decodes a PNG to find its own)."""
     width, height = image.size
     return (height, width) if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8) else (width, height)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from blockspec.launch import launched_rank
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -30,13 +32,12 @@ class Ranks:
 
 def from_environment() -> Ranks:
     """This process's place among torchrun's (or any launcher's that sets RANK beside
-    WORLD_SIZE); a WORLD_SIZE alone, as a batch system may export for a whole job, or one that
-    is not a number, is no launch of several processes."""
-    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "")
-    if not (world.isdigit() and int(world) > 1 and rank.isdigit()):
+    WORLD_SIZE: `blockspec.launch`)."""
+    rank = launched_rank()
+    if rank is None:
         return Ranks()
     local = os.environ.get("LOCAL_RANK", "0")
-    return Ranks(int(rank), int(world), int(local) if local.isdigit() else 0)
+    return Ranks(rank, int(os.environ["WORLD_SIZE"]), int(local) if local.isdigit() else 0)
 
 
 def torchrun_command(processes: int) -> str:

@@ -100,7 +100,10 @@ def make_scheduler(spec: Spec, optimizer: torch.optim.Optimizer, steps_per_epoch
             max_momentum=config.max_momentum,
         )
     if config.name == "cosine":
-        warmup = round(config.warmup_epochs * steps_per_epoch)  # 0.29 × 100 is 28.999…: 29 steps, not 28
+        # to the nearest step (0.29 × 100 is 28.999…: 29, not 28), halves up, and short enough that
+        # the rate falls after its peak (the step after the warm-up is the cosine's first, still
+        # at the peak): 0.96 of a one-epoch run of 12 steps would otherwise never decay
+        warmup = min(math.floor(config.warmup_epochs * steps_per_epoch + 0.5), max(total - 2, 0))
 
         def factor(step: int) -> float:
             if step < warmup:

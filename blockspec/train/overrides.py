@@ -9,7 +9,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from blockspec.recipe import check_warmup
 from blockspec.errors import SpecError, flag_name, validation_problems
 from blockspec.spec import SGD_MOMENTUM, Spec
 
@@ -61,11 +60,9 @@ def apply_overrides(
     if batch_size is not None and batch_size > 0 and train["ema"] is not None:
         train["ema"] = train["ema"] ** (batch_size / spec.train.batch_size)
     try:
-        changed = Spec.model_validate(data)
+        return Spec.model_validate(data)
     except ValidationError as error:
         raise SpecError(validation_problems(error, _flag_for)) from None
-    check_warmup(changed)
-    return changed
 
 
 def blame_flags(error: SpecError, given: dict[str, Any], trained: bool = False) -> SpecError:

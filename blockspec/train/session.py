@@ -232,7 +232,8 @@ class Session:
         if processes != self.ranks.world:  # the global batch would change, even where the step count does not
             raise fail("--resume", f"the run trained in {_processes(processes)} and this is {_processes(self.ranks.world)}; "
                        f"resume it in as many as it started with"
-                       + (f" ({distributed.torchrun_command(processes)} train --resume …)" if processes > 1 else
+                       + (f" (on one machine: torchrun --nproc-per-node {processes} -m blockspec train --resume …)"
+                          if processes > 1 else
                           " (without torchrun)"))
         recorded = checkpoint.get("steps_per_epoch", self.steps_per_epoch)
         if recorded != self.steps_per_epoch:  # the data changed under the run, or its process count
