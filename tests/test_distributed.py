@@ -154,12 +154,7 @@ def test_ctrl_c_reaching_one_process_stops_every_process_at_the_same_step(tmp_pa
     """SIGINT to rank 1 alone, as when the signal reaches the workers steps apart: rank 0
     must stop with it (alone, rank 1 would leave rank 0 waiting at an all-reduce), report
     the run's last finished epoch once, and leave last.pt at that epoch."""
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=200, extra="  batch_size: 4")
-                    .replace("  batch_size: 16\n", ""))
-    run_dir = tmp_path / "run"
-    process = _torchrun([str(spec), "--out", str(run_dir)], tmp_path)
-    wait_for_epochs(run_dir, 1, process, limit=240)
+    run_dir, process = _long_run(tmp_path)
     os.kill(_worker(process.pid, 1), signal.SIGINT)
     _, err = process.communicate(timeout=120)
     finished = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]

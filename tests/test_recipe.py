@@ -56,35 +56,28 @@ def test_a_cosine_warm_up_as_long_as_the_run_is_refused_for_a_run_about_to_start
     assert not (tmp_path / "run").exists()
 
 
-def test_a_warm_up_of_a_fraction_of_an_epoch_is_rounded_to_steps_not_truncated() -> None:
-    import torch
-
+def _cosine_rates(warmup_epochs: float, steps_per_epoch: int, steps: int, *edits: str) -> tuple[list[float], float]:
+    """The first `steps` rates of the flagship's SGD under a cosine schedule, and its `lr`."""
     from blockspec import build_model
     from blockspec.train.optim import make_optimizer, make_scheduler
 
-    spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 0.29}", "train.optimizer.name=sgd"])
+    spec = load_spec(FLAGSHIP, edits=[f"train.scheduler={{name: cosine, warmup_epochs: {warmup_epochs}}}",
+                                      "train.optimizer.name=sgd", *edits])
     optimizer = make_optimizer(spec, build_model(spec))
-    scheduler = make_scheduler(spec, optimizer, steps_per_epoch=100)
+    scheduler = make_scheduler(spec, optimizer, steps_per_epoch=steps_per_epoch)
     rates = []
-    for _ in range(30):
+    for _ in range(steps):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert rates[28] == pytest.approx(spec.train.optimizer.lr) and rates[27] < rates[28]  # the 29th step peaks
-    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+    return rates, spec.train.optimizer.lr
+
+
+def test_a_warm_up_of_a_fraction_of_an_epoch_is_rounded_to_steps_not_truncated() -> None:
+    rates, lr = _cosine_rates(0.29, 100, 30)
+    assert rates[28] == pytest.approx(lr) and rates[27] < rates[28]  # the 29th step peaks
 
 
 def test_a_warm_up_rounded_up_to_the_whole_run_still_leaves_a_step_to_decay() -> None:
-    from blockspec import build_model
-    from blockspec.train.optim import make_optimizer, make_scheduler
-
-    spec = load_spec(FLAGSHIP, edits=["train.scheduler={name: cosine, warmup_epochs: 0.96}", "train.epochs=1",
-                                      "train.optimizer.name=sgd"])
-    optimizer = make_optimizer(spec, build_model(spec))
-    scheduler = make_scheduler(spec, optimizer, steps_per_epoch=12)
-    rates = []
-    for _ in range(12):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert rates[9] == pytest.approx(spec.train.optimizer.lr) and rates[11] < rates[10] == rates[9]
+    rates, lr = _cosine_rates(0.96, 12, 12, "train.epochs=1")
+    assert rates[9] == pytest.approx(lr) and rates[11] < rates[10] == rates[9]
