@@ -132,3 +132,25 @@ def trace(
             + ("; add `flatten: {}` after the 1×1 head" if shape[0] == spec.classes else ""),
         )
     return Analysis(tuple(rows), start)
+
+
+def padding_only_taps(analysis: Analysis) -> list[str]:
+    """A note for each window some of whose taps never reach the map it reads, along an axis:
+    a 3×3 dilated by 8 on an 8×8 map, or any 3×3 on a 1×1 map, reads only padding there. The
+    receptive field counts such taps (it is the window's extent, as geometry.md defines it),
+    so a rule such as `min_rf` can pass on a field no image pixel fills."""
+    notes = []
+    for row in analysis.rows:
+        window = row.window
+        if window is None or len(row.in_shape) != 3 or window.k == 1:
+            continue
+        for axis, size in (("rows", row.in_shape[1]), ("columns", row.in_shape[2])):
+            last = (window.out_size(size) - 1) * window.stride  # the last output's first tap, before padding
+            reach = sum(1 for tap in range(window.k)
+                        if tap * window.dilation - window.padding <= size - 1 and last + tap * window.dilation - window.padding >= 0)
+            if reach < window.k:
+                notes.append(f"{row.path}: {window.k - reach} of its {window.k} taps along its input's {size} {axis} only ever "
+                             f"read padding (dilation {window.dilation}, padding {window.padding}); the receptive field "
+                             f"({row.rf} after it) counts them, though no image pixel lies there")
+                break
+    return notes

@@ -92,12 +92,15 @@ def build_summary(
     edits: Edits = None,
 ) -> None:
     """Layer table with shapes, receptive field, jump, parameters, MACs and rule checks."""
+    from blockspec.analysis import padding_only_taps
     from blockspec.load import load_spec
     from blockspec.render import as_json, markdown, print_table, widen
     from blockspec.summary import summarize
 
     spec = load_spec(spec_path, input_size=input_size, edits=edits)
     summary = summarize(spec)
+    for note in padding_only_taps(summary.analysis):
+        typer.echo(f"note: {note}", err=True)
     verification = _verification(spec, summary, spec_path) if verify else None
     if format is Format.json:
         document = summary.to_dict()
@@ -203,6 +206,7 @@ def _each_loaded(paths: list[Path], load: Callable[[Path], T]) -> Iterator[tuple
 
 def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tuple[RuleResult, ...]:
     """Load and check one spec as training would read it (its notes to stderr); its rule results."""
+    from blockspec.analysis import padding_only_taps
     from blockspec.data import read_augment
     from blockspec.data.batched import unbatched_note
     from blockspec.load import edited_source, load_spec
@@ -226,7 +230,10 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
             each.compose((0.5,) * spec.input.channels, (*spec.input.hw, spec.input.channels))
     except SpecError as error:
         raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
-    return summarize(spec).rules
+    summary = summarize(spec)
+    for note in padding_only_taps(summary.analysis):  # a min_rf that such taps pass is not the field it looks
+        typer.echo(f"note: {note_prefix}{note}", err=True)
+    return summary.rules
 
 
 def _verdict(spec_path: Path, rules: tuple[RuleResult, ...]) -> str:

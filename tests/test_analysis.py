@@ -163,3 +163,24 @@ def test_dws_mid_act_can_name_an_activation_where_the_layer_has_none() -> None:
     ]
     with pytest.raises(SpecError, match=r"blocks\.C1\[1\]\.body\[0\]\.mid_act"):
         parse_spec(text.replace("mid_act: silu", "mid_act: true"))
+
+
+@pytest.mark.parametrize(
+    ("last", "says"),
+    [("dws: {out: 32, dilation: 8}", "blocks.C4[0]: 2 of its 3 taps along its input's 8 rows only ever read padding "
+                                     "(dilation 8, padding 8); the receptive field (81 after it) counts them"),
+     ("dws: {out: 32, dilation: 4}", None),  # its outer taps reach the 8×8 map from its edge units
+     ("strided: {out: 32, stride: 8, k: 8, padding: 0}, strided: {out: 32}",  # the 8×8 map to 1×1, then a 3×3 on it
+      "blocks.C4[1]: 2 of its 3 taps along its input's 1 rows")],
+)
+def test_taps_that_only_ever_read_padding_are_pointed_out(last: str, says: str | None) -> None:
+    """A 3×3 dilated by 8 on an 8×8 map reads one pixel and padding: `min_rf` passed on a field
+    of 81 whose outer rows no image pixel fills (a helper's gradient probe: 23 rows at most)."""
+    from blockspec.analysis import padding_only_taps
+    from blockspec.load import load_spec
+
+    spec = parse_spec("name: p\nblocks:\n  C1: [conv: {out: 8}, strided: {out: 16}]\n  C2: [strided: {out: 16}]\n"
+                      f"  C3: [conv: {{out: 16}}]\n  C4: [{last}]\n  output: [gap: {{}}, fc: {{out: 10}}]\n")
+    notes = padding_only_taps(trace(spec))
+    assert (notes[0].startswith(says) if says else notes == []), notes
+    assert padding_only_taps(trace(load_spec(ROOT / "architectures" / "flagship.yaml"))) == []
