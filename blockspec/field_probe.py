@@ -82,10 +82,11 @@ def _swap_modules(model: nn.Module) -> None:
 def probe_analysis(spec: Spec) -> Analysis | None:
     """The analysis at the smallest input, from twice the receptive field up, where the window
     of the last spatial layer's centre unit lies inside the image (geometry that only lines up
-    at some sizes, a residual shortcut say, is skipped over); None without a spatial layer or
-    such a size. At twice the field, a gradient that reaches the whole input means global
-    context, not a wrong window."""
-    row = trace(spec).rf_row
+    at some sizes, a residual shortcut say, is skipped over), else at the spec's own size if
+    the window lies inside it there; None without a spatial layer or such a size. At twice the
+    field, a gradient that reaches the whole input means global context, not a wrong window."""
+    own = trace(spec)
+    row = own.rf_row
     if row is None:
         return None
     size = 2 * (row.rf + row.jump)
@@ -96,7 +97,8 @@ def probe_analysis(spec: Spec) -> Analysis | None:
             continue
         if _inside(_window(analysis.rf_row, analysis.rf_row.out_shape), candidate, candidate):
             return analysis
-    return None
+    # the spec's own size, where no larger one builds (an fc reading the map takes one size only)
+    return own if _inside(_window(row, row.out_shape), *own.input_shape[1:]) else None
 
 
 def _window(row: LayerRow, out_shape: tuple[int, ...]) -> Window:
@@ -160,7 +162,7 @@ def check_fields(spec: Spec) -> FieldCheck:
                         f"{expected[0]}–{expected[1]}")
     if problems:
         return FieldCheck("differs", tuple(problems))
-    return FieldCheck("not compared: global context (a group or layer norm, an attention) reaches the whole input")
+    return FieldCheck("not compared: global context (a group or layer norm, a squeeze-excite) reaches the whole input")
 
 
 def _measured(output: torch.Tensor, x: torch.Tensor) -> Window | None:

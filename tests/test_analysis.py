@@ -184,3 +184,12 @@ def test_taps_that_only_ever_read_padding_are_pointed_out(last: str, says: str |
     notes = padding_only_taps(trace(spec))
     assert (notes[0].startswith(says) if says else notes == []), notes
     assert padding_only_taps(trace(load_spec(ROOT / "architectures" / "flagship.yaml"))) == []
+
+
+def test_the_field_is_measured_at_the_specs_own_size_where_no_larger_one_builds() -> None:
+    """An fc reading the 1×1 map takes one input size only: the probe tried larger ones alone
+    and said no size put the window inside the image, where the spec's own does."""
+    spec = parse_spec("name: f\ninput: {size: 16}\nblocks:\n  C1: [strided: {out: 16, k: 4, stride: 4, padding: 0}, "
+                      "strided: {out: 32, k: 4, stride: 4, padding: 0}]\n  output: [fc: {out: 10}]\n")
+    field = check_fields(spec)
+    assert field.agrees and not field.problems, field.status

@@ -177,7 +177,7 @@ def test_verify_counts_global_context_as_not_compared(layers: str, tmp_path: Pat
                     "  output: [gap: {}, flatten: {}, fc: {out: 10}]\n")
     code, out, err = run_cli(["build-summary", str(spec), "--verify"], capsys)
     assert code == 0, err
-    assert out.rstrip().endswith("receptive field not compared: global context (a group or layer norm, an attention) "
+    assert out.rstrip().endswith("receptive field not compared: global context (a group or layer norm, a squeeze-excite) "
                                  "reaches the whole input")
 
 
