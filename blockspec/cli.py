@@ -142,9 +142,10 @@ def check(spec_paths: SpecPaths, edits: Edits = None) -> None:
 
     paths = spec_files(spec_paths)
     several = len(paths) > 1
-    checked = violated = 0
+    checked = violated = ruleless = 0
     for path, rules in _each_loaded(paths, lambda path: _rules_of(path, edits, f"{path}: " if several else "")):
         checked += 1
+        ruleless += not rules
         failed = [rule for rule in rules if not rule.ok]
         if several:  # a line a spec, its violated rules below it
             typer.echo(_verdict(path, rules))
@@ -157,7 +158,8 @@ def check(spec_paths: SpecPaths, edits: Edits = None) -> None:
         violated += bool(failed)
     unloaded = len(paths) - checked
     if several:
-        typer.echo(f"{len(paths)} specs: {checked - violated} with every rule holding, "
+        none = f"{ruleless} with no rules, " if ruleless else ""  # nothing held: not counted as holding
+        typer.echo(f"{len(paths)} specs: {checked - violated - ruleless} with every rule holding, {none}"
                    f"{violated} with rules violated, {unloaded} not loaded")
     if unloaded or violated:
         raise typer.Exit(2 if unloaded else 1)

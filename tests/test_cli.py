@@ -220,6 +220,9 @@ def test_check_of_several_specs_and_folders_reports_each_then_exits_by_the_worst
         "  ✗ min_rf: receptive field 41 (need ≥ 45)",
         "3 specs: 1 with every rule holding, 1 with rules violated, 1 not loaded",
     ]
+    (folder / "broken.yaml").write_text("name: x\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n")
+    code, out, _ = run_cli(["check", str(folder)], capsys)  # a spec without rules was counted as holding them
+    assert code == 0 and out.splitlines()[-1] == "2 specs: 1 with every rule holding, 1 with no rules, 0 with rules violated, 0 not loaded"
 
 
 def test_check_of_a_folder_without_specs_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
