@@ -193,3 +193,10 @@ def test_the_field_is_measured_at_the_specs_own_size_where_no_larger_one_builds(
                       "strided: {out: 32, k: 4, stride: 4, padding: 0}]\n  output: [fc: {out: 10}]\n")
     field = check_fields(spec)
     assert field.agrees and not field.problems, field.status
+
+
+def test_a_repeated_layers_problem_names_the_repetition_that_meets_it() -> None:
+    """The message spoke of a 1×1 input, of a layer whose first copy reads 32×32."""
+    with pytest.raises(SpecError, match=r"blocks\.C1\[1\]: \(repetition 5 of 6, on a 16×1×1 input\) kernel 3"):
+        parse_spec("name: r\nblocks:\n  C1: [conv: {out: 8}, strided: {out: 16, padding: 0, repeat: 6}]\n"
+                   "  output: [gap: {}, fc: {out: 10}]\n")
