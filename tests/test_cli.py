@@ -323,8 +323,9 @@ BROKEN = {
         "blocks.C1[3]: 'conv' needs a feature map (C×H×W) but receives a vector of 8 features",
     ),
     "residual_mismatch": (
-        "name: x\nblocks:\n  C1: [residual: {body: [conv: {out: 8, padding: 0}]}]\n  output: [gap: {}, fc: {out: 10}]\n",
-        "blocks.C1[0]: the body maps 32×32 to 30×30",
+        "name: x\nblocks:\n  C1: [residual: {body: [conv: {out: 8}, conv: {out: 8, padding: 0}]}]\n  output: [gap: {}, fc: {out: 10}]\n",
+        "blocks.C1[0]: the body maps 32×32 to 30×30 with total stride 1, but the shortcut gives 32×32 "
+        "(blocks.C1[0].body[1] maps 32×32 to 30×30)",
     ),
     "tta_shift_too_big": (
         "name: x\ninput: {size: 4}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\ntrain: {tta_shift: 4}\n",

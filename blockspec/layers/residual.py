@@ -103,16 +103,17 @@ class ResidualSpec(LayerSpec):
         return field
 
     def _projection_stride(
-        self, in_shape: Shape, out_shape: Shape, body: Field1D, ctx: Context
+        self, in_shape: Shape, steps: list[BodyStep], ctx: Context
     ) -> int | None:
         """None when the shortcut is the identity (same shape, no stride); else the 1×1 conv's stride.
 
         The stride is the body's total stride, and the body must produce exactly the map a
         strided 1×1 conv does (⌈H / stride⌉), so the two paths line up at every input size.
         """
+        out_shape = steps[-1][2].out_shape
         if len(out_shape) != 3:
             raise fail(ctx.path, "a residual body must end in a feature map, not a vector")
-        stride = body.jump
+        stride = self._body_field(steps).jump
         if out_shape == in_shape and stride == 1:
             return None
         expected = tuple((size - 1) // stride + 1 for size in in_shape[1:])
@@ -121,8 +122,8 @@ class ResidualSpec(LayerSpec):
                 ctx.path,
                 f"the body maps {in_shape[1]}×{in_shape[2]} to {out_shape[1]}×{out_shape[2]} "
                 f"with total stride {stride}, but the shortcut gives "
-                f"{expected[0]}×{expected[1]}; pad the body's convolutions to keep the size "
-                "('auto' padding does)",
+                f"{expected[0]}×{expected[1]}{_first_to_shrink(steps)}; pad the body's convolutions to keep "
+                "the size ('auto' padding does)",
             )
         return stride
 
@@ -144,7 +145,7 @@ class ResidualSpec(LayerSpec):
         out_shape, field = steps[-1][2].out_shape, self._body_field(steps)
         params = sum(geometry.params for _, _, geometry, _ in steps)
         macs = sum(geometry.macs for _, _, geometry, _ in steps)
-        stride = self._projection_stride(in_shape, out_shape, field, ctx)
+        stride = self._projection_stride(in_shape, steps, ctx)
         shortcut = IDENTITY
         if stride is not None:
             weights = out_shape[0] * in_shape[0]
@@ -172,7 +173,7 @@ class ResidualSpec(LayerSpec):
             unit = body[last]
             nn.init.zeros_(getattr(unit, "norm", unit).weight)
         shape = steps[-1][2].out_shape
-        stride = self._projection_stride(in_shape, shape, self._body_field(steps), ctx)
+        stride = self._projection_stride(in_shape, steps, ctx)
         projection: nn.Module = nn.Identity()
         if stride is not None:
             parts: list[tuple[str, nn.Module]] = [
@@ -183,3 +184,12 @@ class ResidualSpec(LayerSpec):
             projection = nn.Sequential(OrderedDict(parts))
         act = nn.Identity() if self.act == "none" else make_act(self.act)
         return Residual(body, projection, act)
+
+
+def _first_to_shrink(steps: list[BodyStep]) -> str:
+    """Where the body first loses a map's edge (an output smaller than ⌈input / stride⌉)."""
+    for _, shape, geometry, step_ctx in steps:
+        jump, out = geometry.field.jump, geometry.out_shape
+        if len(out) == 3 and len(shape) == 3 and out[1:] != tuple((size - 1) // jump + 1 for size in shape[1:]):
+            return f" ({step_ctx.path} maps {shape[1]}×{shape[2]} to {out[1]}×{out[2]})"
+    return ""
