@@ -281,7 +281,7 @@ BROKEN = {
     ),
     "map_vanishes": (
         "name: x\nblocks:\n  C1: [strided: {out: 8, padding: 0, repeat: 5}]\n  output: [gap: {}, fc: {out: 10}]\n",
-        "blocks.C1[0]: kernel 3 with dilation 1 spans 3 pixels but the padded input is only 1×1",
+        "blocks.C1[0]: (repetition 5 of 5, on a 8×1×1 input) kernel 3 with dilation 1 spans 3 pixels but the padded input is only 1×1",
     ),
     "groups": (
         "name: x\nblocks:\n  C1: [conv: {out: 9, groups: 2}]\n  output: [gap: {}, fc: {out: 10}]\n",
