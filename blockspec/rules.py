@@ -71,4 +71,5 @@ def _feature_sites(analysis: Analysis) -> dict[str, list[str]]:
 
 
 def _is_pointwise(row: LayerRow) -> bool:
-    return row.kind == "conv" and row.window is not None and row.window.k == 1
+    """A 1×1 convolution, plain or strided (a pointwise that also downsamples)."""
+    return row.kind in ("conv", "strided") and row.window is not None and row.window.k == 1

@@ -30,6 +30,8 @@ def test_a_depthwise_convolution_counts_as_dws_only_before_a_pointwise_one() -> 
         "require dws": False, "forbid depthwise": False}
     assert verdicts("conv: {out: 8}, conv: {out: 8, groups: 2}, conv: {out: 8, k: 1}", rules) == {
         "require dws": False, "forbid depthwise": True}
+    # a strided pointwise counted as a plain one with stride 2 did, and `strided` is a conv kind
+    assert verdicts("conv: {out: 8}, conv: {out: 8, groups: 8}, strided: {out: 8, k: 1}", rules)["require dws"]
 
 
 def test_the_blocks_rule_checks_their_order() -> None:
