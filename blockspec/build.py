@@ -7,9 +7,9 @@ from dataclasses import replace
 
 from torch import nn
 
-from blockspec.analysis import LayerRow, root_context, trace
+from blockspec.analysis import root_context, trace
 from blockspec.errors import fail
-from blockspec.layers import Context, expand, plugin_code, remember_plugin_module
+from blockspec.layers import Context, Shape, expand, plugin_code, remember_plugin_module
 from blockspec.layers.base import LayerSpec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
@@ -32,7 +32,7 @@ def build_model(spec: Spec, check_head: bool = True) -> BlockNet:
         modules = []
         for (index, _, layer), row in zip(expand(layers), rows):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
-            modules.append(_build_layer(layer, row, layer_ctx))
+            modules.append(build_layer(layer, row.in_shape, row.params, layer_ctx))
         blocks[block] = nn.Sequential(*modules)
     model = BlockNet(spec.name, blocks)
     if spec.train.whiten_stem == "frozen":  # training sets it once from the data: not trainable, as summaries count it
@@ -40,15 +40,17 @@ def build_model(spec: Spec, check_head: bool = True) -> BlockNet:
     return model
 
 
-def _build_layer(layer: LayerSpec, row: LayerRow, ctx: Context) -> nn.Module:
-    """The layer's module; a layer too large for memory is the spec's problem, named as such."""
+def build_layer(layer: LayerSpec, in_shape: Shape, params: int, ctx: Context) -> nn.Module:
+    """The layer's module (a network's layer, or a residual's body layer); a layer too large for
+    memory (`params`, the analysis' count) is the spec's problem, named as such; a plugin's
+    fault is the plugin's, at `ctx.path`, and so is one later in a module it built."""
     with plugin_code(layer, ctx.path, "building its module"):
         try:
-            module = layer.build(row.in_shape, ctx)
+            module = layer.build(in_shape, ctx)
         except (RuntimeError, MemoryError) as error:
             if not is_out_of_memory(error):
                 raise
-            raise fail(ctx.path, f"{row.params:,} parameters: more than this machine's memory holds") from None
+            raise fail(ctx.path, f"{params:,} parameters: more than this machine's memory holds") from None
         if not isinstance(module, nn.Module):  # a plugin's slip, named as the plugin's
             raise TypeError(f"build() returned {type(module).__name__}, not a torch.nn.Module")
     remember_plugin_module(module, layer, ctx.path)

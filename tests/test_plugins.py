@@ -550,6 +550,9 @@ def test_a_plugin_building_no_module_is_named(faulty_site: Path, tmp_path: Path)
     assert ("blocks.C1[1]: failed building its module, in the layer plugin 'nomodule' (faultyplugin:NoModuleSpec): "
             "TypeError: build() returned type, not a torch.nn.Module") in result.stderr
     assert "bug in blockspec" not in result.stderr
+    result = blockspec(faulty_site, "build-summary", str(_faulty_spec(tmp_path, "residual: {body: [nomodule: {}]}")), "--verify")
+    assert result.returncode == 2 and ("blocks.C1[1].body[0]: failed building its module, in the layer plugin 'nomodule' "
+                                       "(faultyplugin:NoModuleSpec): TypeError: build() returned type") in result.stderr
 
 
 def test_plugins_that_cannot_work_are_skipped_with_a_warning(faulty_site: Path, tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ class ResidualSpec(LayerSpec):
         stride = self._body_field(steps).jump
         if out_shape == in_shape and stride == 1:
             return None
-        expected = tuple((size - 1) // stride + 1 for size in in_shape[1:])
+        expected = _strided(in_shape, stride)
         if out_shape[1:] != expected:
             raise fail(
                 ctx.path,
@@ -158,16 +158,13 @@ class ResidualSpec(LayerSpec):
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
         from torch import nn
 
+        from blockspec.build import build_layer  # imports this package: built only once it is loaded
         from blockspec.modules import Conv2d, Residual
 
-        from blockspec.layers import plugin_code, remember_plugin_module
-
         steps = self.body_steps(in_shape, ctx)
-        body = nn.Sequential()
-        for layer, shape, _, step_ctx in steps:  # a plugin's fault named at its body layer, now and in training
-            with plugin_code(layer, step_ctx.path, "building its module"):
-                body.append(layer.build(shape, step_ctx))
-            remember_plugin_module(body[-1], layer, step_ctx.path)
+        # each as a network's layer is built: a plugin's fault named at its body layer, now and in training
+        body = nn.Sequential(*(build_layer(layer, shape, geometry.params, step_ctx)
+                               for layer, shape, geometry, step_ctx in steps))
         last = self._last_normalised(steps, ctx)
         if last is not None:
             unit = body[last]
@@ -186,10 +183,15 @@ class ResidualSpec(LayerSpec):
         return Residual(body, projection, act)
 
 
+def _strided(shape: Shape, stride: int) -> tuple[int, ...]:
+    """The map a strided 1×1 convolution gives: ⌈H / stride⌉ × ⌈W / stride⌉."""
+    return tuple((size - 1) // stride + 1 for size in shape[1:])
+
+
 def _first_to_shrink(steps: list[BodyStep]) -> str:
     """Where the body first loses a map's edge (an output smaller than ⌈input / stride⌉)."""
     for _, shape, geometry, step_ctx in steps:
-        jump, out = geometry.field.jump, geometry.out_shape
-        if len(out) == 3 and len(shape) == 3 and out[1:] != tuple((size - 1) // jump + 1 for size in shape[1:]):
+        out = geometry.out_shape
+        if len(out) == 3 and len(shape) == 3 and out[1:] != _strided(shape, geometry.field.jump):
             return f" ({step_ctx.path} maps {shape[1]}×{shape[2]} to {out[1]}×{out[2]})"
     return ""
