@@ -107,17 +107,25 @@ def _body_check(layer: ResidualSpec, in_shape: Shape, ctx: Context, module: nn.M
             named_inside = nested is not None and bool(nested.problems)
             counted = sum(p.numel() for p in built.parameters())
             if counted != geometry.params and not named_inside:
-                problems.append(f"{where}: torch counts {counted:,} parameters, the analysis {geometry.params:,}")
+                problems.append(_counts_differ(where, "parameters", counted, geometry.params))
             built.eval()
             with plugin_code(inner, inner_ctx.path, "in its forward pass"), FlopCounterMode(display=False) as flops:
                 x = built(x)
             if tuple(x.shape[1:]) != geometry.out_shape:
-                problems.append(f"{where}: forward gives {tuple(x.shape[1:])}, the analysis {geometry.out_shape} (the "
-                                "layers after it were not run)")
+                problems.append(_shape_differs(where, tuple(x.shape[1:]), geometry.out_shape))
                 return BodyCheck(problems, False)
             if flops.get_total_flops() // 2 != geometry.macs and not named_inside:
-                problems.append(f"{where}: torch counts {flops.get_total_flops() // 2:,} MACs, the analysis {geometry.macs:,}")
+                problems.append(_counts_differ(where, "MACs", flops.get_total_flops() // 2, geometry.macs))
     return BodyCheck(problems, True)
+
+
+def _counts_differ(where: str, what: str, torch_count: int, analysed: int) -> str:
+    return f"{where}: torch counts {torch_count:,} {what}, the analysis {analysed:,}"
+
+
+def _shape_differs(where: str, found: tuple[int, ...], analysed: tuple[int, ...]) -> str:
+    """A layer whose shape differs ends the comparison: the next was built for another input."""
+    return f"{where}: forward gives {found}, the analysis {analysed} (the layers after it were not run)"
 
 
 def _check_memory_for_forward(analysis: Analysis) -> None:
@@ -154,15 +162,14 @@ def verify_against_module(spec: Spec, analysis: Analysis) -> Verification:
         if index in differing:
             problems += differing[index].problems
         elif counted != row.params:
-            problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {counted:,} parameters, the analysis {row.params:,}")
+            problems.append(_counts_differ(f"{row.name} ({row.kind} at {row.path})", "parameters", counted, row.params))
     measured = measure_layers(model, analysis, layers, upto=stop)
     for index, (row, found) in enumerate(zip(analysis.rows, measured)):
+        where = f"{row.name} ({row.kind} at {row.path})"
         if found.out_shape != row.out_shape:
-            problems.append(f"{row.name} ({row.kind} at {row.path}): forward gives {found.out_shape}, the analysis "
-                            f"{row.out_shape} (the layers after it were not run)")
+            problems.append(_shape_differs(where, found.out_shape, row.out_shape))
         elif found.macs != row.macs and index not in differing:
-            problems.append(f"{row.name} ({row.kind} at {row.path}): torch counts {found.macs:,} MACs, the analysis "
-                            f"{row.macs:,}")
+            problems.append(_counts_differ(where, "MACs", found.macs, row.macs))
     params = sum(p.numel() for p in model.parameters())
     if problems:  # the field is measured on layers that run as analysed
         return Verification(params, len(analysis.rows), tuple(problems))
