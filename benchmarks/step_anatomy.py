@@ -50,7 +50,8 @@ from train_speed import device_kind, shown_path, write_docs
 from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.data import read_augment
-from blockspec.data.batched import augment_batch, mean_fill, plan_batched
+from blockspec.data.augment import mean_fill
+from blockspec.data.batched import augment_batch, plan_batched
 from blockspec.data.cifar import CIFAR10
 from blockspec.data.loader import normalize_batch
 from blockspec.train.device import DeviceInfo, pick_device

@@ -451,7 +451,8 @@ def preview_augment(
 ) -> None:
     """Save a grid of training images, each followed by augmented versions of it."""
     from blockspec.data import load_dataset, read_augment
-    from blockspec.data.batched import mean_fill, plan_for_loader
+    from blockspec.data.augment import mean_fill
+    from blockspec.data.batched import plan_for_loader
     from blockspec.data.preview import albumentations_versions, augment_grid_png, batched_versions
     from blockspec.load import edited_source, load_spec
     from blockspec.train.data_path import training_pipeline

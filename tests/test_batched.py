@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from blockspec.data import build_augment, read_augment, seed_augment
-from blockspec.data.batched import DeviceLoader, augment_batch, batched_refusal, mean_fill, plan_batched
+from blockspec.data.augment import mean_fill
+from blockspec.data.batched import DeviceLoader, augment_batch, batched_refusal, plan_batched
 
 
 def smooth_image(size: int = 32) -> np.ndarray:

@@ -160,7 +160,7 @@ def build_augment(
     (default `path`: the final epochs' list is `data.augment` less what `augment_off` drops).
     """
     plan = read_augment(entries, path, positions)
-    fill = tuple(round(channel * 255) for channel in mean)
+    fill = mean_fill(mean)
     wheres = [f"{path}[{index}].{name}" for index, (name, _) in zip(plan.positions, plan.steps, strict=True)]
     transforms = [
         _construct(name, _resolve_fill(args, fill), where)[0] for (name, args), where in zip(plan.steps, wheres, strict=True)
@@ -168,6 +168,12 @@ def build_augment(
     if image_shape is not None:
         _dry_run(transforms, wheres, image_shape, whole or path)
     return A.Compose(transforms)
+
+
+def mean_fill(mean: tuple[float, ...]) -> tuple[int, ...]:
+    """The uint8 colour a `fill: mean` hole or border gets: the data set's mean, rounded. Both
+    data paths take it from here, so the per-image and batched paths fill alike."""
+    return tuple(round(255 * value) for value in mean)
 
 
 def seed_augment(augment: A.Compose, seed: int) -> None:

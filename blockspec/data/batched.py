@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from blockspec.data.augment import AugmentPlan
+from blockspec.data.augment import AugmentPlan, mean_fill
 from blockspec.data.flip import AlternatingFlip
 from blockspec.data.loader import channel_constant, epoch_sampler
 from blockspec.errors import fail
@@ -355,11 +355,6 @@ class HeldImages:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-def mean_fill(mean: tuple[float, ...]) -> tuple[int, ...]:
-    """The uint8 colour a `fill: mean` hole or border gets: the data set's mean, rounded."""
-    return tuple(round(255 * value) for value in mean)
 
 
 class DeviceLoader:
