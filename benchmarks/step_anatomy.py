@@ -51,7 +51,8 @@ from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.data import read_augment
 from blockspec.data.augment import mean_fill
-from blockspec.data.batched import augment_batch, plan_batched
+from blockspec.data.batched import augment_batch
+from blockspec.data.batched_plan import plan_batched
 from blockspec.data.cifar import CIFAR10
 from blockspec.data.loader import normalize_batch
 from blockspec.train.device import DeviceInfo, pick_device

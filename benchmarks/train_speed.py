@@ -50,7 +50,8 @@ from torch import nn
 from blockspec import load_spec
 from blockspec.build import build_model
 from blockspec.data import build_augment, load_dataset, make_loaders, read_augment
-from blockspec.data.batched import DeviceLoader, plan_batched
+from blockspec.data.batched_plan import plan_batched
+from blockspec.data.device_loader import DeviceLoader
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.spec import SGD_MOMENTUM

@@ -210,7 +210,7 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
     """Load and check one spec as training would read it (its notes to stderr); its rule results."""
     from blockspec.analysis import padding_only_taps
     from blockspec.data import read_augment
-    from blockspec.data.batched import unbatched_note
+    from blockspec.data.batched_plan import unbatched_note
     from blockspec.load import edited_source, load_spec
     from blockspec.recipe import check_warmup, unread_settings
     from blockspec.summary import summarize
@@ -452,7 +452,7 @@ def preview_augment(
     """Save a grid of training images, each followed by augmented versions of it."""
     from blockspec.data import load_dataset, read_augment
     from blockspec.data.augment import mean_fill
-    from blockspec.data.batched import plan_for_loader
+    from blockspec.data.batched_plan import plan_for_loader
     from blockspec.data.preview import albumentations_versions, augment_grid_png, batched_versions
     from blockspec.load import edited_source, load_spec
     from blockspec.train.data_path import training_pipeline

@@ -9,7 +9,9 @@ import torch
 
 from blockspec.data import build_augment, read_augment, seed_augment
 from blockspec.data.augment import mean_fill
-from blockspec.data.batched import DeviceLoader, augment_batch, batched_refusal, plan_batched
+from blockspec.data.batched import augment_batch
+from blockspec.data.batched_plan import batched_refusal, plan_batched
+from blockspec.data.device_loader import DeviceLoader
 
 
 def smooth_image(size: int = 32) -> np.ndarray:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from blockspec.data import ImageData, make_loaders
-from blockspec.data.batched import DeviceLoader
+from blockspec.data.device_loader import DeviceLoader
 from blockspec.train.data_path import seed_epoch
 from tests.cli_helpers import metrics, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder

@@ -1,8 +1,9 @@
 """Augmentation of whole batches as tensor operations, on whatever device holds the data.
 
-The data set lives on the device as uint8; each batch is flipped, warped (one affine grid
-sample for shift/scale/rotate) and cut out in a handful of kernels instead of one OpenCV
-call per image. Each supported albumentations transform is matched in distribution:
+Each batch is flipped, warped (one affine grid sample for shift/scale/rotate) and cut out in
+a handful of kernels instead of one OpenCV call per image, as `BatchedPlan` (see
+batched_plan, which reads it from the checked transforms) says. Each supported
+albumentations transform is matched in distribution:
 
 * HorizontalFlip(p): mirror with probability p;
 * Affine(scale, translate_percent or translate_px, rotate, keep_ratio, p, border_mode, fill)
@@ -10,211 +11,22 @@ call per image. Each supported albumentations transform is matched in distributi
   keep_ratio (as albumentations does for both), then rotation U(rotate range) degrees about
   the centre, then translation U(percent range) of the width/height truncated to whole
   pixels or a whole number of pixels from the px range; bilinear, constant border (`fill`,
-  saturated to 0–255 as OpenCV does) or either of OpenCV's reflections. Ranges are read
-  from the albumentations transform itself, so every spelling of the arguments it accepts
-  means the same here;
+  saturated to 0–255 as OpenCV does) or either of OpenCV's reflections;
 * CoarseDropout(num_holes_range, hole_height_range, hole_width_range, fill, p): that many
   holes of integer sizes drawn from the ranges (capped at the image's size, as
   albumentations caps them), placed wholly inside the image.
-
-A flip is applied first; a spec that flips after warping is mirrored only when the warp's
-distribution is itself mirror-symmetric (rotation and x shift ranges centred on 0), since
-then the two orders draw the same images.
-
-`plan_batched` returns None when any transform or argument has no equivalent here, and the
-caller falls back to per-image albumentations; `batched_refusal` names the entry and argument.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from blockspec.data.augment import AugmentPlan, mean_fill
-from blockspec.data.flip import AlternatingFlip
-from blockspec.data.loader import channel_constant, epoch_sampler
-from blockspec.errors import fail
-
-_INTER_LINEAR = 1  # OpenCV's flag value
-# OpenCV border flags → how the grid sample reproduces them: BORDER_REFLECT (fedcba|abcd)
-# mirrors about the image's edge, BORDER_REFLECT_101 (edcb|abcd) about its edge pixels' centres
-_BORDERS = {0: "constant", 2: "reflect", 4: "reflect101"}
-_AFFINE_NAMES = ("Affine", "ShiftScaleRotate")
-# fill_mask too: it fills holes in masks, which blockspec never passes
-_CUTOUT_ARGS = {"num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask", "p"}
-
-
-Range = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Affine:
-    p: float
-    shift: tuple[Range, Range]  # (x range, y range): fractions of the size, or pixels
-    shift_in_pixels: bool
-    scale: tuple[Range, Range]  # (x range, y range)
-    keep_ratio: bool
-    rotate: Range  # degrees
-    border: str  # a value of _BORDERS
-    fill: tuple[float, ...] | float | str
-
-
-@dataclass(frozen=True)
-class Cutout:
-    p: float
-    holes: tuple[int, int]
-    height: tuple[int, int]
-    width: tuple[int, int]
-    fill: tuple[float, ...] | float | str
-
-
-@dataclass(frozen=True)
-class BatchedPlan:
-    flip_p: float = 0.0
-    affine: Affine | None = None
-    cutout: Cutout | None = None
-
-
-def _int_range(value: Any) -> tuple[int, int] | None:
-    """A pixel range as whole numbers (albumentations reads a range whose upper end is 1 or
-    more in pixels, and refuses fractional pixels before this is asked); None for fractions
-    of the image size, which are not mirrored here."""
-    low, high = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if float(high) < 1:
-        return None
-    return (int(low), int(high))
-
-
-def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
-    """The batched equivalent of checked augmentation steps, or None if there is none
-    (`batched_refusal` says why)."""
-    plan = _plan(augment)
-    return plan if isinstance(plan, BatchedPlan) else None
-
-
-def batched_refusal(augment: AugmentPlan) -> str | None:
-    """Why the steps have no batched equivalent, naming the entry and argument; None if they have one."""
-    plan = _plan(augment)
-    return plan if isinstance(plan, str) else None
-
-
-def plan_for_loader(augment: AugmentPlan, loader: str) -> BatchedPlan | None:
-    """The batched plan `--loader` takes: the steps' own where they have one (`auto`), none
-    for `albumentations`; `gpu` on steps without one is refused, naming what keeps them off."""
-    plan = plan_batched(augment)
-    if loader == "gpu" and plan is None:
-        raise fail(
-            "--loader",
-            f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; use --loader albumentations",
-            "gpu",
-        )
-    return None if loader == "albumentations" else plan
-
-
-def unbatched_note(augment: AugmentPlan) -> str | None:
-    """What training (under `--loader auto`) and `check` say when the augmentation has no
-    batched equivalent; None when it has one."""
-    refusal = batched_refusal(augment)
-    return None if refusal is None else f"augmentation runs per image in albumentations, not batched, since {refusal}"
-
-
-def _plan(augment: AugmentPlan) -> BatchedPlan | str:
-    path = "data.augment"
-    flip_p, affine, cutout = 0.0, None, None
-    seen: dict[str, int] = {}  # the first entry of each kind
-    for index, (name, args), transform in zip(augment.positions, augment.steps, augment.built, strict=True):
-        where = f"{path}[{index}].{name}"
-        kind = "warp" if name in _AFFINE_NAMES else name
-        if kind in seen:
-            return f"{where}: a second {'Affine or ShiftScaleRotate' if kind == 'warp' else name} (the batched path applies one)"
-        seen[kind] = index
-        if name == "HorizontalFlip":
-            flip_p = float(args.get("p", 0.5))
-        elif kind == "warp":
-            affine = _affine_plan(transform, args, where)
-            if isinstance(affine, str):
-                return affine
-        elif name == "CoarseDropout":
-            cutout = _cutout_plan(args, where)
-            if isinstance(cutout, str):
-                return cutout
-        else:
-            return f"{where}: {name} has no batched equivalent ({_SUPPORTED})"
-    if affine is not None:
-        warp = f"the warp at {path}[{seen['warp']}]"
-        if cutout is not None and seen["warp"] > seen["CoarseDropout"]:
-            return f"{path}[{seen['CoarseDropout']}].CoarseDropout comes before {warp} (a warped hole is no longer a hole)"
-        if flip_p and seen["warp"] < seen["HorizontalFlip"] and not _mirror_symmetric(affine):
-            return (f"{path}[{seen['HorizontalFlip']}].HorizontalFlip comes after {warp}, whose rotation or x shift "
-                    "range is not centred on 0 (flipping after it draws other images than flipping before)")
-    return BatchedPlan(flip_p, affine, cutout)
-
-
-_SUPPORTED = "batched: HorizontalFlip, Affine or ShiftScaleRotate, CoarseDropout"
-
-
-def _cutout_plan(args: dict[str, Any], where: str) -> Cutout | str:
-    """The holes albumentations' CoarseDropout would cut, if mirrored here."""
-    extra = sorted(set(args) - _CUTOUT_ARGS)
-    if extra:
-        return f"{where}.{extra[0]}: not mirrored by the batched path"
-    defaults = {"num_holes_range": (1, 2), "hole_height_range": (0.1, 0.2), "hole_width_range": (0.1, 0.2)}
-    ranges = {arg: _int_range(args.get(arg, default)) for arg, default in defaults.items()}
-    for arg, bounds in ranges.items():
-        if bounds is None:
-            value = args[arg] if arg in args else f"{list(defaults[arg])} (its default)"
-            return f"{where}.{arg} = {value}: fractions of the side; batched holes take sizes in pixels"
-    fill = args.get("fill", 0)
-    if isinstance(fill, str) and fill != "mean":
-        return f"{where}.fill = {fill!r}: batched holes take a value, one per channel or 'mean'"
-    return Cutout(float(args.get("p", 0.5)), ranges["num_holes_range"], ranges["hole_height_range"],
-                  ranges["hole_width_range"], fill)
-
-
-def _mirror_symmetric(affine: Affine) -> bool:
-    """Whether mirroring a warped image is distributed as warping a mirrored one: a mirror
-    turns a rotation by a into -a and an x shift by t into -t, and leaves scales alone."""
-    (rotate_low, rotate_high), (shift_low, shift_high) = affine.rotate, affine.shift[0]
-    return rotate_low == -rotate_high and shift_low == -shift_high
-
-
-def _affine_plan(transform: Any, args: dict[str, Any], where: str) -> Affine | str:
-    """The warp albumentations' Affine (which ShiftScaleRotate is) would draw, if mirrored here."""
-    if transform.border_mode not in _BORDERS:
-        return (f"{where}.border_mode = {transform.border_mode}: batched borders are 0 (constant), "
-                "2 (reflect) and 4 (reflect 101)")
-    if transform.interpolation != _INTER_LINEAR:
-        return f"{where}.interpolation = {transform.interpolation}: the batched warp is bilinear (1)"
-    for arg in ("fit_output", "balanced_scale"):
-        if getattr(transform, arg):
-            return f"{where}.{arg} = true: not mirrored by the batched path"
-    if any(float(v) != 0.0 for axis in transform.shear.values() for v in axis):
-        return f"{where}.shear: the batched warp does not shear"
-    in_pixels = transform.translate_px is not None
-    shift = transform.translate_px if in_pixels else transform.translate_percent
-
-    # albumentations draws pixel shifts as randint(int(low), int(high)): bounds truncated
-    bound = (lambda value: float(int(value))) if in_pixels else float
-
-    def axes(ranges: dict[str, Any], read: Any = float) -> tuple[Range, Range]:
-        return tuple((read(ranges[axis][0]), read(ranges[axis][1])) for axis in ("x", "y"))  # type: ignore[return-value]
-
-    return Affine(
-        p=float(transform.p),
-        shift=axes(shift, bound),
-        shift_in_pixels=in_pixels,
-        scale=axes(transform.scale),
-        keep_ratio=bool(transform.keep_ratio),
-        rotate=(float(transform.rotate[0]), float(transform.rotate[1])),
-        border=_BORDERS[transform.border_mode],
-        fill=args.get("fill", 0),
-    )
+from blockspec.data.batched_plan import Affine, BatchedPlan, Cutout, Range
+from blockspec.data.loader import channel_constant
 
 
 def _fill_values(fill: Any, channels: int) -> tuple[float, ...]:
@@ -344,72 +156,3 @@ def _cut(
         active = (apply & (counts > hole)).view(-1, 1, 1)
         x = torch.where((inside & active).unsqueeze(1), fill_value, x)
     return x
-
-
-class HeldImages:
-    """What the run needs of a data set besides batches: its images (for plots), its size
-    and, as the per-image path's data set has, its alternating flip if any."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, flips: AlternatingFlip | None) -> None:
-        self.images, self.labels, self.augment, self.flips = images, labels, None, flips
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-class DeviceLoader:
-    """Batches straight from device-resident uint8 tensors, augmented as whole batches.
-
-    Training order comes from `epoch_sampler` (so `shard` splits it over processes like the
-    DataLoader path); augmentation draws from `generator`, which the run reseeds per epoch
-    and per process. With `alternate_flip` the images are mirrored by `AlternatingFlip`
-    first, `plan` holding the remaining transforms.
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        batch_size: int,
-        device: torch.device,
-        plan: BatchedPlan | None,
-        mean: tuple[float, ...],
-        shuffle: bool,
-        seed: int,
-        shard: tuple[int, int] = (0, 1),
-        alternate_flip: bool = False,
-    ) -> None:
-        flips = AlternatingFlip(len(images), seed, device) if alternate_flip else None
-        self.dataset = HeldImages(images, labels, flips)
-        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
-        self.batch_size, self.plan = batch_size, plan
-        self.mean_fill = mean_fill(mean)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.sampler = epoch_sampler(self.dataset, seed, shard) if shuffle else None
-        # BatchNorm cannot train on one image
-        self.drop_last = shuffle and self._images_per_epoch() % batch_size == 1
-
-    def _images_per_epoch(self) -> int:
-        """This process's share when shuffled (the sampler's length), else every image."""
-        return len(self.sampler) if self.sampler is not None else len(self.labels)
-
-    def __len__(self) -> int:
-        count = self._images_per_epoch()
-        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.sampler is not None:
-            order = torch.tensor(list(self.sampler), dtype=torch.long)
-        else:
-            order = torch.arange(len(self.labels))
-        order = order.to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            rows = order[start : start + self.batch_size]
-            images = self.images[rows]
-            if self.dataset.flips is not None:
-                mirrored = self.dataset.flips.mirrored(rows).view(-1, 1, 1, 1)
-                images = torch.where(mirrored, images.flip(3), images)
-            if self.plan is not None:
-                images = augment_batch(images, self.plan, self.generator, self.mean_fill)
-            yield images, self.labels[rows]

@@ -13,7 +13,8 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: nothing global, no display needed
 
 from blockspec.data.augment import seed_augment
-from blockspec.data.batched import BatchedPlan, augment_batch
+from blockspec.data.batched import augment_batch
+from blockspec.data.batched_plan import BatchedPlan
 
 # an image (H, W, C uint8) → that many augmented versions of it
 Versions = Callable[[np.ndarray, int], list[np.ndarray]]

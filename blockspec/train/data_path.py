@@ -20,7 +20,8 @@ from blockspec.data import (
     read_augment,
     seed_augment,
 )
-from blockspec.data.batched import BatchedPlan, DeviceLoader, plan_batched, plan_for_loader, unbatched_note
+from blockspec.data.batched_plan import BatchedPlan, plan_batched, plan_for_loader, unbatched_note
+from blockspec.data.device_loader import DeviceLoader
 from blockspec.data.flip import split_flip
 from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
