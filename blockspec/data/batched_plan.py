@@ -68,27 +68,27 @@ class BatchedPlan:
 def plan_batched(augment: AugmentPlan) -> BatchedPlan | None:
     """The batched equivalent of checked augmentation steps, or None if there is none
     (`batched_refusal` says why)."""
-    plan = _plan(augment)
+    plan = _plan_or_refusal(augment)
     return plan if isinstance(plan, BatchedPlan) else None
 
 
 def batched_refusal(augment: AugmentPlan) -> str | None:
     """Why the steps have no batched equivalent, naming the entry and argument; None if they have one."""
-    plan = _plan(augment)
+    plan = _plan_or_refusal(augment)
     return plan if isinstance(plan, str) else None
 
 
 def plan_for_loader(augment: AugmentPlan, loader: str) -> BatchedPlan | None:
     """The batched plan `--loader` takes: the steps' own where they have one (`auto`), none
     for `albumentations`; `gpu` on steps without one is refused, naming what keeps them off."""
-    plan = plan_batched(augment)
-    if loader == "gpu" and plan is None:
+    plan = _plan_or_refusal(augment)
+    if isinstance(plan, str) and loader == "gpu":
         raise fail(
             "--loader",
-            f"the spec's augmentation has no batched equivalent: {batched_refusal(augment)}; use --loader albumentations",
+            f"the spec's augmentation has no batched equivalent: {plan}; use --loader albumentations",
             "gpu",
         )
-    return None if loader == "albumentations" else plan
+    return plan if isinstance(plan, BatchedPlan) and loader != "albumentations" else None
 
 
 def unbatched_note(augment: AugmentPlan) -> str | None:
@@ -98,7 +98,8 @@ def unbatched_note(augment: AugmentPlan) -> str | None:
     return None if refusal is None else f"augmentation runs per image in albumentations, not batched, since {refusal}"
 
 
-def _plan(augment: AugmentPlan) -> BatchedPlan | str:
+def _plan_or_refusal(augment: AugmentPlan) -> BatchedPlan | str:
+    """The one walk over the steps the public functions share: the plan, or why there is none."""
     path = "data.augment"
     flip_p, affine, cutout = 0.0, None, None
     seen: dict[str, int] = {}  # the first entry of each kind
