@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from blockspec.data import build_augment, read_augment, seed_augment, validate_augment
+from blockspec.data import build_augment, read_augment, seed_augment
 from blockspec.errors import SpecError
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -92,9 +92,9 @@ def test_exercise_1x_coarse_dropout_is_translated() -> None:
 
 
 def test_1x_min_defaults_to_max_as_in_1x() -> None:
-    [(_, args)] = validate_augment(
+    [(_, args)] = read_augment(
         [{"CoarseDropout": {"max_holes": 2, "max_height": 8, "max_width": 4}}]
-    )
+    ).steps
     assert (
         args["num_holes_range"] == [2, 2]
         and args["hole_height_range"] == [8, 8]
@@ -443,7 +443,7 @@ def test_a_fill_of_another_channel_count_is_named_at_the_fill(entry: dict, shape
 
 
 def test_null_arguments_and_empty_list() -> None:
-    assert validate_augment([{"HorizontalFlip": None}]) == [("HorizontalFlip", {})]
+    assert read_augment([{"HorizontalFlip": None}]).steps == [("HorizontalFlip", {})]
     assert build_augment([], MEAN).transforms == []
 
 

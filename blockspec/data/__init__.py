@@ -19,7 +19,6 @@ from blockspec.data.augment import (  # noqa: E402
     build_augment,
     read_augment,
     seed_augment,
-    validate_augment,
 )
 from blockspec.data.datasets import DATASETS, load_dataset  # noqa: E402
 from blockspec.data.imagedata import ImageData  # noqa: E402
@@ -37,6 +36,5 @@ __all__ = [
     "normalize_batch",
     "read_augment",
     "seed_augment",
-    "validate_augment",
 ]
 

@@ -137,13 +137,6 @@ def read_augment(
     return AugmentPlan(steps, notes, built, list(positions or range(len(steps))))
 
 
-def validate_augment(
-    entries: list[Any] | None, path: str = "data.augment"
-) -> list[tuple[str, dict[str, Any]]]:
-    """The entries as (name, kwargs) after 1.x translation; SpecError on the first problem."""
-    return read_augment(entries, path).steps
-
-
 def build_augment(
     entries: list[Any] | None,
     mean: tuple[float, ...],
