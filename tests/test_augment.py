@@ -381,9 +381,9 @@ def test_malformed_entries(entries: object, says: str) -> None:
     ("entries", "says"),
     [
         ([{"PadIfNeeded": {"min_height": 40, "min_width": 40}}, {"RandomCrop": {"height": 32, "width": 32, "p": 0.5}}],
-         "with data.augment[1].RandomCrop skipped (p = 0.5), a 32x32x3 uint8 image becomes 40x40x3 uint8"),
+         "with data.augment[1].RandomCrop skipped (p = 0.5), a 32×32×3 uint8 image becomes 40×40×3 uint8"),
         ([{"RandomScale": {"scale_limit": [0.0, 0.04], "p": 1.0}}],
-         "a 32x32x3 uint8 image becomes 33x33x3 uint8"),
+         "a 32×32×3 uint8 image becomes 33×33×3 uint8"),
     ],
 )
 def test_a_size_kept_only_in_some_draws_is_refused(entries: list, says: str) -> None:
@@ -397,14 +397,14 @@ def test_a_transform_failing_in_some_draws_is_named_with_them() -> None:
     entries = [{"PadIfNeeded": {"min_height": 40, "min_width": 40, "p": 0.5}}, {"RandomCrop": {"height": 36, "width": 36}},
                {"Resize": {"height": 32, "width": 32}}]
     assert ("data.augment[1].RandomCrop: cannot be applied with data.augment[0].PadIfNeeded skipped (p = 0.5), to the "
-            "32x32x3 image the list gives it: ") in _error(entries, image_shape=(32, 32, 3))
+            "32×32×3 image the list gives it: ") in _error(entries, image_shape=(32, 32, 3))
 
 
 def test_more_than_eight_optional_size_changes_are_still_tried_skipped() -> None:
     """Only the first eight were: the crop after the pad, the usual culprit, comes last."""
     entries = [*[{"RandomResizedCrop": {"size": [32, 32], "p": 0.5}}] * 8,
                {"PadIfNeeded": {"min_height": 40, "min_width": 40}}, {"RandomCrop": {"height": 32, "width": 32, "p": 0.5}}]
-    assert "with data.augment[9].RandomCrop skipped (p = 0.5), a 32x32x3 uint8 image becomes 40x40x3" in _error(
+    assert "with data.augment[9].RandomCrop skipped (p = 0.5), a 32×32×3 uint8 image becomes 40×40×3" in _error(
         entries, image_shape=(32, 32, 3))
 
 
@@ -421,7 +421,7 @@ def test_a_pad_kept_optional_before_a_crop_to_the_size_trains() -> None:
      ({"Affine": {"translate_percent": {"x": [-0.1, 0.1], "z": 1}}},  # albumentations dropped the z silently
       "data.augment[0].Affine.translate_percent = {'x': [-0.1, 0.1], 'z': 1}: unknown key 'z'; a per-axis range takes x and y"),
      ({"CoarseDropout": {"num_holes_range": [1, 100_000_000]}},
-      "data.augment[0].CoarseDropout.num_holes_range = [1, 100000000]: at most 1024 holes, the pixel count of a 32x32")],
+      "data.augment[0].CoarseDropout.num_holes_range = [1, 100000000]: at most 1024 holes, the pixel count of a 32×32")],
 )
 def test_numbers_no_image_can_use_are_refused(entry: dict, says: str) -> None:
     """A NaN angle trained until the loss became NaN; a hundred million holes hung the check."""
@@ -448,7 +448,7 @@ def test_null_arguments_and_empty_list() -> None:
 
 
 def test_dry_run_catches_size_changes_and_missing_targets() -> None:
-    assert "data.augment: does not keep the images' shape: a 32x32x3 uint8 image becomes 24x24x3 uint8" in _error(
+    assert "data.augment: does not keep the images' shape: a 32×32×3 uint8 image becomes 24×24×3 uint8" in _error(
         [{"RandomCrop": {"height": 24, "width": 24}}], image_shape=(32, 32, 3)
     )
     pad_then_crop = [

@@ -75,8 +75,8 @@ def test_check_tries_the_list_the_final_epochs_train_with(tmp_path: Path, capsys
   augment_off: {last_epochs: 1, transforms: [RandomCrop]}""", epochs=3))
     code, _, err = run_cli(["check", str(path)], capsys)
     assert code == 2, err
-    assert ("pad.yaml: data.augment without RandomCrop (data.augment_off): does not keep the images' shape: a 8x8x3 "
-            "uint8 image becomes 12x12x3 uint8") in err
+    assert ("pad.yaml: data.augment without RandomCrop (data.augment_off): does not keep the images' shape: a 8×8×3 "
+            "uint8 image becomes 12×12×3 uint8") in err
 
 
 def test_a_run_changes_only_from_the_switch_epoch_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -155,7 +155,7 @@ def _check_holes_fit(transform: BasicTransform, shape: tuple[int, ...], where: s
     most = transform.num_holes_range[1]
     if most > shape[0] * shape[1]:  # each hole at least a pixel; drawing a hundred million takes minutes
         raise fail(f"{where}.num_holes_range", f"at most {shape[0] * shape[1]} holes, the pixel count of a "
-                   f"{shape[0]}x{shape[1]} image", list(transform.num_holes_range))
+                   f"{shape[0]}×{shape[1]} image", list(transform.num_holes_range))
     if transform.hole_height_range[1] < 1:
         return  # fractions of the side always fit
     for arg, side, name in (("hole_height_range", shape[0], "height"), ("hole_width_range", shape[1], "width")):
@@ -166,4 +166,4 @@ def _check_holes_fit(transform: BasicTransform, shape: tuple[int, ...], where: s
 
 
 def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(str(d) for d in shape)
+    return "×".join(str(d) for d in shape)
