@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from blockspec.errors import SpecError, fail
-from blockspec.layers.base import INT_LIMIT
+from blockspec.fields import INT_LIMIT
 
 if TYPE_CHECKING:
     from blockspec.rules import RuleResult

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from blockspec.layers.base import INT_LIMIT
+from blockspec.fields import INT_LIMIT
 
 Schema = dict[str, Any]
 

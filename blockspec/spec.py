@@ -23,9 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from blockspec.hints import closest_value
-from blockspec.layers import LAYER_KINDS, AnyLayer
-from blockspec.layers.base import (
+from blockspec.fields import (
     Act,
     NonNegativeInt,
     Norm,
@@ -35,6 +33,8 @@ from blockspec.layers.base import (
     StrictModel,
     yaml_float,
 )
+from blockspec.hints import closest_value
+from blockspec.layers import LAYER_KINDS, AnyLayer
 
 Rate = Annotated[PositiveFloat, BeforeValidator(yaml_float)]
 Decay = Annotated[NonNegativeFloat, BeforeValidator(yaml_float)]

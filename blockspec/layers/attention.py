@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from blockspec.errors import fail
-from blockspec.layers.base import Act, Context, Geometry, LayerSpec, PositiveInt, Shape, make_act, require_map
+from blockspec.fields import Act, PositiveInt
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape, make_act, require_map
 
 if TYPE_CHECKING:
     from torch import nn

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from blockspec.errors import fail
+from blockspec.fields import INT_LIMIT, PositiveInt
 from blockspec.layers.base import (
-    INT_LIMIT,
     Context,
     Geometry,
-    PositiveInt,
     Shape,
     SlidingUnit,
     check_window,

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from blockspec.errors import fail
+from blockspec.fields import Act
 from blockspec.layers.base import (
-    Act,
     Context,
     Geometry,
     Shape,

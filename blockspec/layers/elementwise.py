@@ -6,12 +6,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from blockspec.fields import Act, Probability
 from blockspec.layers.base import (
-    Act,
     Context,
     Geometry,
     LayerSpec,
-    Probability,
     Shape,
     make_act,
     make_norm,

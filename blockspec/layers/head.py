@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from blockspec.errors import fail
-from blockspec.layers.base import Act, Context, Geometry, LayerSpec, PositiveInt, Probability, Shape, make_act
+from blockspec.fields import Act, PositiveInt, Probability
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape, make_act
 
 if TYPE_CHECKING:
     from torch import nn

@@ -8,12 +8,11 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from blockspec.errors import fail
+from blockspec.fields import NonNegativeInt, PositiveInt
 from blockspec.layers.base import (
     Context,
     Geometry,
     LayerSpec,
-    NonNegativeInt,
-    PositiveInt,
     Shape,
     Window,
     check_window,

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from blockspec.errors import fail
+from blockspec.fields import Act, Norm
 from blockspec.layers.base import (
     IDENTITY,
-    Act,
     Context,
     Field1D,
     Geometry,
     LayerSpec,
-    Norm,
     Shape,
     checked_features,
     checked_geometry,
