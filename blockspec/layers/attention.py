@@ -18,7 +18,8 @@ from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.fields import Act, PositiveInt
-from blockspec.layers.base import Context, Geometry, LayerSpec, Shape, make_act, require_map
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape, require_map
+from blockspec.layers.units import make_act
 
 if TYPE_CHECKING:
     from torch import nn

@@ -8,16 +8,8 @@ from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.fields import INT_LIMIT, PositiveInt
-from blockspec.layers.base import (
-    Context,
-    Geometry,
-    Shape,
-    SlidingUnit,
-    check_window,
-    finish_unit,
-    norm_params,
-    require_map,
-)
+from blockspec.layers.base import Context, Geometry, Shape, SlidingUnit, check_window, require_map
+from blockspec.layers.units import finish_unit, norm_params
 
 if TYPE_CHECKING:
     from torch import nn

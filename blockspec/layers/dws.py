@@ -8,18 +8,8 @@ from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.fields import Act
-from blockspec.layers.base import (
-    Context,
-    Geometry,
-    Shape,
-    SlidingUnit,
-    check_window,
-    finish_unit,
-    make_act,
-    make_norm,
-    norm_params,
-    require_map,
-)
+from blockspec.layers.base import Context, Geometry, Shape, SlidingUnit, check_window, require_map
+from blockspec.layers.units import finish_unit, make_act, make_norm, norm_params
 
 if TYPE_CHECKING:
     from torch import nn

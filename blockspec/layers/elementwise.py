@@ -7,15 +7,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from blockspec.fields import Act, Probability
-from blockspec.layers.base import (
-    Context,
-    Geometry,
-    LayerSpec,
-    Shape,
-    make_act,
-    make_norm,
-    norm_params,
-)
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape
+from blockspec.layers.units import make_act, make_norm, norm_params
 
 if TYPE_CHECKING:
     from torch import nn

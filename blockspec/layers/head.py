@@ -10,7 +10,8 @@ from pydantic import Field
 
 from blockspec.errors import fail
 from blockspec.fields import Act, PositiveInt, Probability
-from blockspec.layers.base import Context, Geometry, LayerSpec, Shape, make_act
+from blockspec.layers.base import Context, Geometry, LayerSpec, Shape
+from blockspec.layers.units import make_act
 
 if TYPE_CHECKING:
     from torch import nn

@@ -20,10 +20,8 @@ from blockspec.layers.base import (
     checked_features,
     checked_geometry,
     expand,
-    make_act,
-    make_norm,
-    norm_params,
 )
+from blockspec.layers.units import make_act, make_norm, norm_params
 
 if TYPE_CHECKING:
     from torch import nn
