@@ -49,10 +49,7 @@ class SeSpec(LayerSpec):
         return Geometry(in_shape, weights + hidden + channels, weights)
 
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
-        from torch import nn
-
         from blockspec.modules import SqueezeExcite
 
         channels = in_shape[0]
-        act = nn.Identity() if self.act == "none" else make_act(self.act)
-        return SqueezeExcite(channels, self.hidden(channels, ctx), act)
+        return SqueezeExcite(channels, self.hidden(channels, ctx), make_act(self.act))

@@ -40,9 +40,7 @@ class ActSpec(LayerSpec):
         return Geometry(in_shape, 0, 0)
 
     def build(self, in_shape: Shape, ctx: Context) -> nn.Module:
-        from torch import nn
-
-        return nn.Identity() if self.type == "none" else make_act(self.type)
+        return make_act(self.type)
 
 
 class DropoutSpec(LayerSpec):

@@ -176,8 +176,7 @@ class ResidualSpec(LayerSpec):
             if self.norm != "none":
                 parts.append(("norm", make_norm(self.norm, shape[0], ctx)))
             projection = nn.Sequential(OrderedDict(parts))
-        act = nn.Identity() if self.act == "none" else make_act(self.act)
-        return Residual(body, projection, act)
+        return Residual(body, projection, make_act(self.act))
 
 
 def _strided(shape: Shape, stride: int) -> tuple[int, ...]:

@@ -80,8 +80,11 @@ def make_norm(norm: str, channels: int, ctx: Context, vector: bool = False) -> n
 
 
 def make_act(act: str) -> nn.Module:
+    """The activation named `act`; `none` is nn.Identity, for a slot that always holds one."""
     from torch import nn
 
+    if act == "none":
+        return nn.Identity()
     return {
         "relu": nn.ReLU,
         "relu6": nn.ReLU6,
