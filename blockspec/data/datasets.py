@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from blockspec.data.archive import is_archive, load_image_archive
@@ -11,8 +10,8 @@ from blockspec.data.imagedata import ImageData
 from blockspec.data.imagefolder import LAYOUT, load_imagefolder
 from blockspec.data.mnist import FASHION_MNIST, MNIST, load_idx_set
 from blockspec.errors import fail
-
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
+from blockspec.hints import value_hint
+from blockspec.spec import DATASET_NAMES as DATASETS
 
 
 def load_dataset(
@@ -31,11 +30,7 @@ def load_dataset(
     train images or statistics.
     """
     if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), DATASETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise fail(
-            f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{hint}", name
-        )
+        raise fail(f"{path}.dataset", f"unknown data set; choose one of {', '.join(DATASETS)}{value_hint(name, DATASETS)}", name)
     folder = Path(root).expanduser()
     mismatch = _image_folder_mismatch(folder, name) if name != "imagefolder" else None
     if mismatch:
