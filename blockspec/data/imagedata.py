@@ -26,27 +26,6 @@ class ImageData:
     # ones, or gray images saved in colour): said where a spec expects one channel
     colour_note: str = ""
 
-    @property
-    def channels(self) -> int:
-        return int(self.train_images.shape[3])
-
-    @property
-    def height(self) -> int:
-        return int(self.train_images.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.train_images.shape[2])
-
-    @property
-    def size(self) -> int:
-        """Image height; the spec's `input.size` is compared against this."""
-        return self.height
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and std in [0, 1] units of uint8 NHWC images.
