@@ -48,17 +48,13 @@ def apply_overrides(
             *sections, field = FLAG_FIELDS[name].split(".")
             reduce(dict.__getitem__, sections, data)[field] = value
     if lr is not None:
-        if train["optimizer"]["name"] == "muon":  # Muon's peak (muon_lr × max_lr / lr) kept as it was, and scaled as below
+        if train["optimizer"]["name"] == "muon":  # Muon's peak (muon_lr × max_lr / lr) kept as it was
             old = spec.train
             ratio = (old.scheduler.max_lr if old.scheduler.name == "onecycle" else None) or old.optimizer.lr
             train["optimizer"]["muon_lr"] *= ratio / old.optimizer.lr
-            if batch_size is not None and batch_size > 0:
-                train["optimizer"]["muon_lr"] *= math.sqrt(batch_size / old.batch_size)
         train["scheduler"]["max_lr"] = None
-    elif batch_size is not None and batch_size > 0:
-        scale_rates(train, batch_size / spec.train.batch_size)
-    if batch_size is not None and batch_size > 0 and train["ema"] is not None:
-        train["ema"] = train["ema"] ** (batch_size / spec.train.batch_size)
+    if batch_size is not None and batch_size > 0:
+        scale_rates(train, batch_size / spec.train.batch_size, lr_given=lr is not None)
     try:
         return Spec.model_validate(data)
     except ValidationError as error:
@@ -87,17 +83,21 @@ def _flag_for(location: tuple[Any, ...]) -> str:
     return flag_name(field)
 
 
-def scale_rates(train: dict[str, Any], batch_ratio: float) -> None:
+def scale_rates(train: dict[str, Any], batch_ratio: float, lr_given: bool) -> None:
     """Learning rates for a batch `batch_ratio` times the spec's: linear for SGD (Goyal et al.,
     2017: the same number of epochs then takes the same path), square root for Adam/AdamW,
-    whose normalised steps would overshoot under linear scaling (Muon's `muon_lr` likewise)."""
+    whose normalised steps would overshoot under linear scaling, and for Muon's `muon_lr`,
+    which `--lr` (`lr_given`) does not name; the EMA decay to the power of the ratio."""
     optimizer = train["optimizer"]
-    factor = batch_ratio if optimizer["name"] in SGD_MOMENTUM else math.sqrt(batch_ratio)
-    optimizer["lr"] *= factor
     if optimizer["name"] == "muon":
         optimizer["muon_lr"] *= math.sqrt(batch_ratio)
-    if train["scheduler"]["max_lr"] is not None:
-        train["scheduler"]["max_lr"] *= factor
+    if not lr_given:
+        factor = batch_ratio if optimizer["name"] in SGD_MOMENTUM else math.sqrt(batch_ratio)
+        optimizer["lr"] *= factor
+        if train["scheduler"]["max_lr"] is not None:
+            train["scheduler"]["max_lr"] *= factor
+    if train["ema"] is not None:
+        train["ema"] = train["ema"] ** batch_ratio
 
 
 def first_difference(changed: Spec, own: Spec) -> str:
