@@ -380,14 +380,15 @@ def eval_command(
     _check_choice("--format", format, REPORT_FORMATS)
 
     source = spec_path or f"{checkpoint} (spec inside)"
+    payload = load_checkpoint(checkpoint)
     if spec_path is not None:
         spec = load_spec(spec_path, edits=edits)
     else:
-        spec = parse_spec(load_checkpoint(checkpoint)["spec"], source=source, edits=edits)
+        spec = parse_spec(payload["spec"], source=source, edits=edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     spec_from = _spec_from(spec_path, edits)  # where the spec came from, when not the checkpoint alone
     try:
-        report = evaluate_checkpoint(checkpoint, spec, device, limit_test, spec_from=spec_from)
+        report = evaluate_checkpoint(payload, checkpoint, spec, device, limit_test, spec_from=spec_from)
     except SpecError as error:  # the data found not to fit: named by the flag that chose it, or the spec's field
         blamed = blame_flags(error, {"dataset": dataset, "data_root": data_root}, trained=spec_from is None)
         raise _from_spec_file(blamed, edited_source(str(source), edits)) from None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from blockspec.data import load_dataset, make_loaders
 from blockspec.errors import fail
-from blockspec.load import parse_spec
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
+from blockspec.train.checkpoint import TrainedOn, model_from_checkpoint
 from blockspec.train.data_path import check_data_fits
 from blockspec.train.data_root import found_root
 from blockspec.train.device import pick_device
@@ -32,17 +32,16 @@ class EvalReport:
 
 
 def evaluate_checkpoint(
+    payload: dict[str, Any],
     checkpoint_path: Path,
-    spec: Spec | None = None,
+    spec: Spec,
     device: str = "auto",
     limit_test: int | None = None,
-    workers: int = 0,
     spec_from: tuple[str, str] | None = None,
 ) -> EvalReport:
-    """`spec` overrides the one inside the checkpoint (e.g. to point at another data root);
-    `spec_from` (flag, value) says where it came from, blamed if it builds other weights."""
-    payload = load_checkpoint(checkpoint_path)
-    spec = spec or parse_spec(payload["spec"], source=f"{checkpoint_path} (spec inside)")
+    """The checkpoint's weights (`payload`, read from `checkpoint_path`) scored on `spec`'s
+    test data: its own spec, or one given or edited (`spec_from`: the flag and value it came
+    from, blamed if it builds other weights)."""
     model = model_from_checkpoint(spec, payload, checkpoint_path, spec_from=spec_from)
     recorded_classes = tuple(payload["classes"]) if payload.get("classes") else None
     data = load_dataset(spec.data.dataset, found_root(spec, payload), trained_classes=recorded_classes)
@@ -60,9 +59,7 @@ def evaluate_checkpoint(
             spec.data.root,
         )
     info = pick_device(device, spec.train.amp, spec.train.channels_last)
-    _, test_loader = make_loaders(
-        data, None, spec.train.batch_size, workers, 0, info.pin_memory, None, limit_test
-    )
+    _, test_loader = make_loaders(data, None, spec.train.batch_size, 0, 0, info.pin_memory, None, limit_test)
     model = info.place(model)  # the layout the run evaluated in, as load_trained's
     batches = Batches(info, trained_on.mean, trained_on.std)  # as in training, whatever train/ holds now
     views = TTAViews.of(spec.train)
