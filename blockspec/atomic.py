@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from blockspec.errors import fail
+
 
 _PARTIAL = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
 """The name of a write in progress, hidden beside its target (`atomic_write`'s, and no user's)."""
@@ -49,3 +51,28 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, a file that cannot be written (a folder, a path through a
+    file); its missing folders are made when it is written."""
+    if path.is_dir():
+        raise fail(flag, "is a folder; give the file to write", str(path))
+    if path.exists() and not path.is_file():  # written by replacing it: /dev/null would become a file
+        raise fail(flag, "is not a regular file (a device, a pipe or a socket); give a file to write", str(path))
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise fail(flag, f"{blocking} is a file, not a folder", str(path))
+
+
+def write_output(path: Path, content: bytes, flag: str = "--out") -> None:
+    """Write a command's file whole or not at all, making its folders; a place that cannot be
+    written (no permission, a read-only or special file system, a name too long) is the
+    flag's problem, not a crash."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link is written through, not replaced
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target) as file:
+            file.write(content)
+    except OSError as error:
+        raise fail(flag, f"cannot write there ({error.strerror or error})", str(path)) from None

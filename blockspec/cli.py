@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 import typer
 from rich.console import Console
 
+from blockspec.atomic import check_output_file, write_output
 from blockspec.errors import SpecError, fail
 from blockspec.fields import INT_LIMIT
 
@@ -105,8 +106,7 @@ def build_summary(
     if format is Format.json:
         document = summary.to_dict()
         if verification is not None:  # a script reads the result here, not from stderr
-            document["verify"] = {"agrees": not verification.problems, "module_params": verification.params,
-                                  "receptive_field": verification.field.status, "problems": list(verification.problems)}
+            document["verify"] = verification.to_dict()
         typer.echo(as_json(document))
     elif format is Format.markdown:
         typer.echo(markdown(summary), nl=False)
@@ -259,13 +259,7 @@ CheckpointSpecPath = Annotated[
         show_default=False,
     ),
 ]
-ExportSpecPath = Annotated[
-    Optional[Path],  # noqa: UP045
-    typer.Argument(
-        help="Architecture spec (YAML) to use instead of the one inside the checkpoint (it must build the same weights).",
-        show_default=False,
-    ),
-]
+Checkpoint = Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")]
 
 
 @app.command()
@@ -360,7 +354,7 @@ def train(
 @app.command("eval")
 def eval_command(
     spec_path: CheckpointSpecPath = None,
-    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")] = ...,  # type: ignore[assignment]
+    checkpoint: Checkpoint = ...,  # type: ignore[assignment]
     dataset: Annotated[Optional[str], typer.Option(help="Override data.dataset.")] = None,  # noqa: UP045
     data_root: Annotated[Optional[str], typer.Option(help="Override data.root.")] = None,  # noqa: UP045
     limit_test: Annotated[Optional[int], typer.Option(help="Use N test images.")] = None,  # noqa: UP045
@@ -406,7 +400,7 @@ def eval_command(
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.", show_default=False)],
-    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")] = ...,  # type: ignore[assignment]
+    checkpoint: Checkpoint = ...,  # type: ignore[assignment]
     top: Annotated[int, typer.Option(min=1, max=INT_LIMIT, help="How many classes to name per image.")] = 1,
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
@@ -461,7 +455,7 @@ def preview_augment(
 
     _check_choice("--loader", loader, LOADERS)
     spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), dataset=dataset, data_root=data_root)
-    _check_output_file(out, "--out")
+    check_output_file(out, "--out")
     for note in read_augment(spec.data.augment, channels=spec.input.channels).notes:
         typer.echo(f"note: {note}")
     pipeline = training_pipeline(spec)  # as training applies it
@@ -475,14 +469,14 @@ def preview_augment(
     except SpecError as error:
         raise _from_spec_file(error, edited_source(str(spec_path), edits)) from None
     versions = batched_versions(plan, mean_fill(data.mean), seed) if plan else albumentations_versions(compose, seed)
-    _write_output(out, augment_grid_png(data.train_images, versions, n=images, seed=seed))
+    write_output(out, augment_grid_png(data.train_images, versions, n=images, seed=seed))
     typer.echo(f"wrote {out} ({'batched tensor' if plan else 'per-image albumentations'} augmentation)")
 
 
 @app.command()
 def export(
-    spec_path: ExportSpecPath = None,
-    checkpoint: Annotated[Path, typer.Option(help="best.pt, last.pt or a run directory (its last.pt).")] = ...,  # type: ignore[assignment]
+    spec_path: CheckpointSpecPath = None,
+    checkpoint: Checkpoint = ...,  # type: ignore[assignment]
     format: Annotated[
         str, typer.Option("--format", help="torchscript, onnx, or pt2 (torch.export's program, TorchScript's successor).")
     ] = "torchscript",
@@ -492,7 +486,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a checkpoint to TorchScript, ONNX or torch.export's .pt2 and check it numerically against torch."""
-    from blockspec.export import SUFFIXES, export_metadata, export_model, input_description
+    from blockspec.export import SUFFIXES, export_metadata, export_model, export_notes, input_description
     from blockspec.load import load_spec, parse_spec
     from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -501,7 +495,7 @@ def export(
     if format in SUFFIXES and other is not None:
         raise fail("--out", f"{out.suffix} names {other} files, and --format is {format} (write {out.with_suffix(SUFFIXES[format]).name})",
                    str(out))
-    _check_output_file(out, "--out")
+    check_output_file(out, "--out")
     payload = load_checkpoint(checkpoint)
     if spec_path is None:
         spec = trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
@@ -514,21 +508,11 @@ def export(
     metadata = export_metadata(spec, payload, trained)
     model = model_from_checkpoint(spec, payload, checkpoint, spec_from=_spec_from(spec_path, None))
     exported, difference = export_model(model, spec, format, metadata)
-    _write_output(out, exported)
+    write_output(out, exported)
     typer.echo(f"wrote {out} ({format}); max |exported − torch| = {difference:.2e} on 4 random inputs")
     typer.echo(input_description(metadata, format))
-    if _input_words(spec) != _input_words(trained):
-        typer.echo(f"note: SPEC's input ({_input_words(spec)}) is not the one the run trained and measured its accuracy "
-                   f"on ({_input_words(trained)}); the file takes SPEC's")
-    views = [name for name in ("tta_flip", "tta_shift") if getattr(trained.train, name)]
-    if views:
-        typer.echo(f"note: the exported file is the network alone, without the test-time views ({', '.join(views)}) "
-                   "that `eval` and the run's accuracy average: apply them around it to score as they do (the file "
-                   "records them: test_time_views)")
-
-
-def _input_words(spec: Spec) -> str:
-    return f"{spec.input.channels}×{spec.input.hw[0]}×{spec.input.hw[1]}"
+    for note in export_notes(spec, trained):
+        typer.echo(f"note: {note}")
 
 
 def _spec_from(spec_path: Path | None, edits: list[str] | None) -> tuple[str, str] | None:
@@ -588,37 +572,10 @@ def _from_spec_file(error: SpecError, spec_path: Path | str | None) -> SpecError
     return error.with_source(str(spec_path))
 
 
-def _check_output_file(path: Path, flag: str) -> None:
-    """Refuse, before any work, a file that cannot be written (a folder, a path through a
-    file); its missing folders are made when it is written."""
-    if path.is_dir():
-        raise fail(flag, "is a folder; give the file to write", str(path))
-    if path.exists() and not path.is_file():  # written by replacing it: /dev/null would become a file
-        raise fail(flag, "is not a regular file (a device, a pipe or a socket); give a file to write", str(path))
-    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
-    if blocking is not None:
-        raise fail(flag, f"{blocking} is a file, not a folder", str(path))
-
-
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     """A flag whose value is one of a few words."""
     if value not in allowed:
         raise fail(flag, f"allowed: {', '.join(allowed)}", value)
-
-
-def _write_output(path: Path, content: bytes, flag: str = "--out") -> None:
-    """Write a command's file whole or not at all, making its folders; a place that cannot be
-    written (no permission, a read-only or special file system, a name too long) is the
-    flag's problem, not a crash."""
-    from blockspec.atomic import atomic_write
-
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path  # a link is written through, not replaced
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(target) as file:
-            file.write(content)
-    except OSError as error:
-        raise fail(flag, f"cannot write there ({error.strerror or error})", str(path)) from None
 
 
 SCHEMA_FORMATS = ("json", "markdown")
@@ -657,22 +614,6 @@ def _tolerate_narrow_encodings() -> list[io.TextIOWrapper]:
     return loosened
 
 
-def _another_process_ended(error: Exception) -> bool:
-    """Whether `error` is a collective operation losing its peer: under torchrun, a process
-    that stopped alone (a disk error on rank 0, a kill) leaves the others failing in gloo or
-    NCCL, which is not a bug in blockspec. This process's own NCCL failure (out of memory, a
-    timeout) is not that."""
-    import torch.distributed as dist
-
-    return isinstance(error, dist.DistNetworkError) or (
-        isinstance(error, RuntimeError) and any(sign in str(error) for sign in _PEER_LOST)
-    )
-
-
-_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",  # gloo's
-              "remote process exited", "ncclRemoteError", "closed by remote peer")  # NCCL's
-
-
 def _speaks_for_the_run() -> bool:
     """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
     spec, its flags or its data, and the user should read it once."""
@@ -698,10 +639,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from blockspec.layers import plugin_runtime_fault
 
-        if _process_rank() is not None and _another_process_ended(error):
-            typer.echo(f"error: another process of this torchrun job ended first ({type(error).__name__}: "
-                       f"{str(error).splitlines()[0] if str(error) else ''}); its own message, or torchrun's, says why", err=True)
-            sys.exit(1)
+        if _process_rank() is not None:
+            from blockspec.train.distributed import another_process_ended
+
+            if another_process_ended(error):
+                typer.echo(f"error: another process of this torchrun job ended first ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''}); its own message, or torchrun's, says why",
+                           err=True)
+                sys.exit(1)
         if (fault := plugin_runtime_fault(error)) is not None:  # a plugin's module failing in training, eval, export
             if _speaks_for_the_run():
                 typer.echo(f"error: {fault}", err=True)

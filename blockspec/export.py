@@ -136,5 +136,24 @@ def input_description(metadata: dict[str, Any], fmt: str) -> str:
             f"and std ({_numbers(metadata['std'])}), as in training; the file records them ({where})")
 
 
+def export_notes(spec: Spec, trained: Spec) -> list[str]:
+    """What the exported file (built from `spec`) does not carry of the run (`trained`: the
+    checkpoint's own spec): the input it measured its accuracy on, and its test-time views."""
+    notes = []
+    if _input_words(spec) != _input_words(trained):
+        notes.append(f"SPEC's input ({_input_words(spec)}) is not the one the run trained and measured its accuracy "
+                     f"on ({_input_words(trained)}); the file takes SPEC's")
+    views = [name for name in ("tta_flip", "tta_shift") if getattr(trained.train, name)]
+    if views:
+        notes.append(f"the exported file is the network alone, without the test-time views ({', '.join(views)}) that "
+                     "`eval` and the run's accuracy average: apply them around it to score as they do (the file records "
+                     "them: test_time_views)")
+    return notes
+
+
+def _input_words(spec: Spec) -> str:
+    return f"{spec.input.channels}×{spec.input.hw[0]}×{spec.input.hw[1]}"
+
+
 def _numbers(values: list[float]) -> str:
     return ", ".join(f"{value:.4f}" for value in values)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,6 +39,10 @@ class Verification:
         field = f"receptive field {self.receptive_field} (input gradients)" if self.field.agrees \
             else f"receptive field {self.field.status}"
         return f"✓ built module agrees: {self.params:,} parameters, {self.layers} layer shapes and MACs, {field}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agrees": not self.problems, "module_params": self.params, "receptive_field": self.field.status,
+                "problems": list(self.problems)}
 
 
 @dataclass(frozen=True)

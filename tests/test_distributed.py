@@ -233,11 +233,11 @@ def test_only_a_lost_peers_signs_count_as_another_process_ending() -> None:
     """Any gloo or NCCL error was taken for one, this process's own out-of-memory included."""
     import torch.distributed as dist
 
-    from blockspec.cli import _another_process_ended
+    from blockspec.train.distributed import another_process_ended
 
-    assert _another_process_ended(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]"))
-    assert _another_process_ended(dist.DistBackendError("NCCL error in: x, remote process exited or there was a network error"))
-    assert not _another_process_ended(RuntimeError("NCCL error in: x, unhandled cuda error, out of memory"))
+    assert another_process_ended(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]"))
+    assert another_process_ended(dist.DistBackendError("NCCL error in: x, remote process exited or there was a network error"))
+    assert not another_process_ended(RuntimeError("NCCL error in: x, unhandled cuda error, out of memory"))
 
 
 def test_the_resume_hint_names_the_nodes_of_the_job(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,3 +86,17 @@ def main_decides(flag: bool, ranks: Ranks, device: torch.device) -> bool:
 def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     """Whether `flag` is set on any process: a decision every process then takes alike."""
     return sum_over_ranks([float(flag)], ranks, device)[0] > 0
+
+
+def another_process_ended(error: Exception) -> bool:
+    """Whether `error` is a collective operation losing its peer: under torchrun, a process
+    that stopped alone (a disk error on rank 0, a kill) leaves the others failing in gloo or
+    NCCL, which is not a bug in blockspec. This process's own NCCL failure (out of memory, a
+    timeout) is not that."""
+    return isinstance(error, dist.DistNetworkError) or (
+        isinstance(error, RuntimeError) and any(sign in str(error) for sign in PEER_LOST)
+    )
+
+
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",  # gloo's
+             "remote process exited", "ncclRemoteError", "closed by remote peer")  # NCCL's
