@@ -255,7 +255,7 @@ CheckpointSpecPath = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Argument(
         help="Architecture spec (YAML) to use instead of the one inside the checkpoint "
-        "(it must build the same weights; e.g. other test-time views to score with).",
+        "(it must build the same weights; e.g. other test-time views, another input size).",
         show_default=False,
     ),
 ]
