@@ -20,7 +20,8 @@ from blockspec.analysis import trace
 from blockspec.edits import apply_edits
 from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_problems
 from blockspec.layers import LAYER_KINDS, plugin_validator_fault
-from blockspec.spec import SGD_MOMENTUM, Spec
+from blockspec.recipe import check_recipe
+from blockspec.spec import Spec
 from blockspec.train.whiten import stem_layer
 
 
@@ -100,34 +101,15 @@ def parse_spec(
         raise fault.with_source(source) from None
     try:
         trace(spec)
+        check_recipe(spec)
+        if spec.train.whiten_stem:
+            stem_layer(spec)
+        if augment:
+            from blockspec.data import read_augment
+
+            read_augment(spec.data.augment)
     except SpecError as error:
         raise error.with_source(source) from None
-    optimizer = spec.train.optimizer
-    cycling = spec.train.scheduler.momentum_cycle() is not None
-    if cycling and optimizer.name in SGD_MOMENTUM and optimizer.momentum == 0:
-        raise fail(  # SGD asked for without momentum, which a cycling onecycle would silently give it
-            "train.scheduler.cycle_momentum",
-            f"onecycle would move {optimizer.name}'s momentum between base_momentum and max_momentum, but "
-            "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
-            True,
-        ).with_source(source)
-    if spec.train.whiten_stem:
-        try:
-            stem_layer(spec)
-        except SpecError as error:
-            raise error.with_source(source) from None
-    smallest_side = min(spec.input.hw)
-    if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
-        raise fail(
-            "train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift
-        ).with_source(source)
-    if augment:
-        from blockspec.data import read_augment
-
-        try:
-            read_augment(spec.data.augment)
-        except SpecError as error:
-            raise error.with_source(source) from None
     return spec
 
 

@@ -1,11 +1,13 @@
-"""Settings of a spec's recipe that training would not read: a schedule's field written for
-another schedule, an SGD field under Adam. Each is allowed (a file tuned for onecycle, switched
-to cosine with `--set`, still loads) but named, as albumentations' no-op transforms are."""
+"""A spec's recipe checked as a whole, where one field alone cannot say it is wrong: settings
+that cannot work together are refused; settings training would not read (a schedule's field
+written for another schedule, an SGD field under Adam) are allowed, since a file tuned for
+onecycle and switched to cosine with `--set` still loads, but named, as albumentations' no-op
+transforms are."""
 
 from __future__ import annotations
 
 from blockspec.errors import fail
-from blockspec.spec import OptimizerSpec, SchedulerSpec, Spec
+from blockspec.spec import SGD_MOMENTUM, OptimizerSpec, SchedulerSpec, Spec
 
 _SCHEDULE_FIELDS = {
     "onecycle": ("max_lr", "pct_start", "anneal", "cycle_momentum", "base_momentum", "max_momentum"),
@@ -14,6 +16,22 @@ _SCHEDULE_FIELDS = {
     "plateau": ("patience", "factor"),
 }
 _SGD_FIELDS = ("momentum", "nesterov")  # SGD's and Muon's; Adam's first beta is its own (or onecycle's cycle)
+
+
+def check_recipe(spec: Spec) -> None:
+    """Refuse settings every run of the spec would contradict (checked as it loads)."""
+    optimizer = spec.train.optimizer
+    cycling = spec.train.scheduler.momentum_cycle() is not None
+    if cycling and optimizer.name in SGD_MOMENTUM and optimizer.momentum == 0:
+        raise fail(  # SGD asked for without momentum, which a cycling onecycle would silently give it
+            "train.scheduler.cycle_momentum",
+            f"onecycle would move {optimizer.name}'s momentum between base_momentum and max_momentum, but "
+            "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
+            True,
+        )
+    smallest_side = min(spec.input.hw)
+    if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
+        raise fail("train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift)
 
 
 def unread_settings(spec: Spec) -> list[str]:
