@@ -6,13 +6,11 @@ does (parameter counts, forward-pass shapes, receptive fields measured from grad
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from blockspec.errors import SpecError, fail
+from blockspec.errors import fail
 from blockspec.layers import IDENTITY, Context, Field1D, Shape, Window, expand, plugin_code
-from blockspec.layers.base import checked_features, checked_geometry
+from blockspec.layers.base import checked_features, checked_geometry, in_repetition
 from blockspec.spec import Spec
 
 
@@ -80,20 +78,6 @@ def input_shape(spec: Spec, input_size: tuple[int, int] | None = None) -> Shape:
     return (spec.input.channels, height, width)
 
 
-@contextmanager
-def _in_repetition(repetition: int, repeat: int, shape: Shape) -> Iterator[None]:
-    """A layer's problem in one of its `repeat` copies names which (the first copy saw
-    another input: "padded input is only 1×1" read as wrong of a layer given 32×32)."""
-    try:
-        yield
-    except SpecError as error:
-        if repeat == 1:
-            raise
-        where = f"(repetition {repetition + 1} of {repeat}, on a {'×'.join(map(str, shape))} input) "
-        raise SpecError([replace(problem, message=where + problem.message) for problem in error.problems],
-                        error.source) from None
-
-
 def root_context(spec: Spec) -> Context:
     """The context every top-level layer's is made from (its path then set): the spec-wide
     settings a layer's geometry and module read."""
@@ -117,7 +101,7 @@ def trace(
     for block, layers in spec.blocks.items():
         for position, (index, repetition, layer) in enumerate(expand(layers)):
             layer_ctx = replace(ctx, path=f"blocks.{block}[{index}]")
-            with _in_repetition(repetition, layer.repeat, shape), plugin_code(layer, layer_ctx.path, "computing its geometry"):
+            with in_repetition(repetition, layer.repeat, shape), plugin_code(layer, layer_ctx.path, "computing its geometry"):
                 geometry = checked_geometry(layer.geometry(shape, layer_ctx))
                 features = checked_features(layer.features(shape, layer_ctx))
             field = field.then(geometry.field)

@@ -196,7 +196,11 @@ def test_the_field_is_measured_at_the_specs_own_size_where_no_larger_one_builds(
 
 
 def test_a_repeated_layers_problem_names_the_repetition_that_meets_it() -> None:
-    """The message spoke of a 1×1 input, of a layer whose first copy reads 32×32."""
+    """The message spoke of a 1×1 input, of a layer whose first copy reads 32×32; also inside
+    a residual body."""
     with pytest.raises(SpecError, match=r"blocks\.C1\[1\]: \(repetition 5 of 6, on a 16×1×1 input\) kernel 3"):
         parse_spec("name: r\nblocks:\n  C1: [conv: {out: 8}, strided: {out: 16, padding: 0, repeat: 6}]\n"
                    "  output: [gap: {}, fc: {out: 10}]\n")
+    with pytest.raises(SpecError, match=r"blocks\.C1\[1\]\.body\[0\]: \(repetition 4 of 6, on a 8×4×4 input\) kernel 5"):
+        parse_spec("name: r\ninput: {size: 16}\nblocks:\n  C1: [conv: {out: 8}, "
+                   "residual: {body: [conv: {out: 8, k: 5, padding: 0, repeat: 6}]}]\n  output: [gap: {}, fc: {out: 10}]\n")

@@ -11,12 +11,13 @@ A layer kind is a Pydantic model with three methods:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from blockspec.errors import fail
+from blockspec.errors import SpecError, fail
 from blockspec.fields import (
     Act,
     NonNegativeInt,
@@ -69,6 +70,20 @@ def expand(layers: Sequence[LayerSpec]) -> Iterator[tuple[int, int, LayerSpec]]:
     for index, layer in enumerate(layers):
         for repetition in range(layer.repeat):
             yield index, repetition, layer
+
+
+@contextmanager
+def in_repetition(repetition: int, repeat: int, shape: Shape) -> Iterator[None]:
+    """A layer's problem in one of its `repeat` copies names which (the first copy saw
+    another input: "padded input is only 1×1" read as wrong of a layer given 32×32)."""
+    try:
+        yield
+    except SpecError as error:
+        if repeat == 1:
+            raise
+        where = f"(repetition {repetition + 1} of {repeat}, on a {'×'.join(map(str, shape))} input) "
+        raise SpecError([replace(problem, message=where + problem.message) for problem in error.problems],
+                        error.source) from None
 
 
 @dataclass(frozen=True)

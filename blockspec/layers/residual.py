@@ -20,6 +20,7 @@ from blockspec.layers.base import (
     checked_features,
     checked_geometry,
     expand,
+    in_repetition,
 )
 from blockspec.layers.units import make_act, make_norm, norm_params
 
@@ -61,9 +62,9 @@ class ResidualSpec(LayerSpec):
 
         steps: list[BodyStep] = []
         shape = in_shape
-        for index, _, layer in expand(self.body):
+        for index, repetition, layer in expand(self.body):
             body_ctx = replace(ctx, path=f"{ctx.path}.body[{index}]")
-            with plugin_code(layer, body_ctx.path, "computing its geometry"):
+            with in_repetition(repetition, layer.repeat, shape), plugin_code(layer, body_ctx.path, "computing its geometry"):
                 geometry = checked_geometry(layer.geometry(shape, body_ctx))
             if geometry.global_pool:
                 raise fail(
