@@ -297,6 +297,7 @@ def train(
     from blockspec.recipe import check_warmup
     from blockspec.train import distributed
     from blockspec.train.overrides import apply_overrides, blame_flags
+    from blockspec.train.resume import check_command_repeats_run
     from blockspec.train.run import RunOptions, TrainingInterrupted
     from blockspec.train.run import train as run_training
 
@@ -313,7 +314,7 @@ def train(
     }
     spec = None
     if resume is not None:
-        _check_resume_repeats_the_run(resume, spec_path, edits, recipe)
+        check_command_repeats_run(resume, spec_path, edits, recipe)
     else:
         spec = apply_overrides(load_spec(spec_path, edits=edits, augment=True), **recipe)
         try:
@@ -529,38 +530,6 @@ def _weights_file(init_from: Path | None) -> str | None:
     if init_from is None:
         return None
     return str((init_from / "last.pt" if init_from.is_dir() else init_from).resolve())
-
-
-def _check_resume_repeats_the_run(
-    resume: Path, spec_path: Path | None, edits: list[str] | None, recipe: dict[str, object]
-) -> None:
-    """A resumed run keeps its spec: SPEC, --set and the recipe flags may repeat what started
-    it (its command run again with --resume) but not change it; the data may have moved
-    (--data-root), and the run checks it is the same data."""
-    from blockspec.errors import flag_name
-    from blockspec.load import load_spec, parse_spec
-    from blockspec.train.checkpoint import load_checkpoint
-    from blockspec.train.overrides import apply_overrides, first_difference
-
-    given = {name: value for name, value in recipe.items() if value is not None and name != "data_root"}
-    if spec_path is None and not edits and not given:
-        return
-    own_text = load_checkpoint(resume, "--resume")["spec"]
-    own = parse_spec(own_text, source=f"{resume} (spec inside)")
-    requested = apply_overrides(load_spec(spec_path, edits=edits), **given, data_root=own.data.root) if spec_path else None
-    if requested == own:  # the command that started it: its --set may name a field --batch-size then rescaled
-        return
-    keeps = "a resumed run keeps the spec it started with"
-    for name, value in given.items():
-        changed = apply_overrides(own, **{name: value})
-        if changed != own:
-            raise fail(flag_name(name), f"{keeps} ({first_difference(changed, own)}); start a new run to change it", value)
-    if edits and (changed := parse_spec(own_text, source=f"{resume} (spec inside)", edits=edits)) != own:
-        raise fail("--set", f"{keeps} ({first_difference(changed, own)}); start a new run to change it", " ".join(edits))
-    if requested is not None:
-        raise fail("SPEC", f"differs from the spec {resume} started with ({first_difference(requested, own)}); "
-                   "a resumed run keeps its own spec: leave the file out, or start a new run to train this one",
-                   str(spec_path))
 
 
 def _from_spec_file(error: SpecError, spec_path: Path | str | None) -> SpecError:

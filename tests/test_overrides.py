@@ -90,7 +90,7 @@ def test_the_first_difference_of_two_specs_is_short_even_for_lists_of_other_leng
     from pathlib import Path
 
     from blockspec.load import load_spec
-    from blockspec.train.overrides import first_difference
+    from blockspec.train.resume import first_difference
 
     flagship = Path(__file__).resolve().parents[1] / "architectures" / "flagship.yaml"
     own = load_spec(flagship)

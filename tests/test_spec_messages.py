@@ -10,7 +10,8 @@ import pytest
 
 from blockspec.errors import SpecError
 from blockspec.load import load_spec, parse_spec
-from blockspec.train.overrides import apply_overrides, first_difference
+from blockspec.train.overrides import apply_overrides
+from blockspec.train.resume import first_difference
 from tests.cli_helpers import ROOT, run_cli
 
 FLAGSHIP = ROOT / "architectures" / "flagship.yaml"

@@ -98,27 +98,3 @@ def scale_rates(train: dict[str, Any], batch_ratio: float, lr_given: bool) -> No
             train["scheduler"]["max_lr"] *= factor
     if train["ema"] is not None:
         train["ema"] = train["ema"] ** batch_ratio
-
-
-def first_difference(changed: Spec, own: Spec) -> str:
-    """Where two specs first differ, in words: `train.epochs: 3 here, 1 in the run`."""
-    path, here, there = _first_difference(changed.model_dump(mode="json"), own.model_dump(mode="json"), "")
-    return f"{path or 'the spec'}: {here} here, {there} in the run"
-
-
-def _first_difference(here: Any, there: Any, path: str) -> tuple[str, str, str]:
-    """The path of the first difference and the two values there, as written in a message."""
-    if isinstance(here, dict) and isinstance(there, dict):
-        for key in [*here, *(key for key in there if key not in here)]:
-            if here.get(key) != there.get(key):
-                return _first_difference(here.get(key), there.get(key), f"{path}.{key}" if path else str(key))
-    if isinstance(here, list) and isinstance(there, list):
-        for index, (a, b) in enumerate(zip(here, there)):
-            if a != b:
-                return _first_difference(a, b, f"{path}[{index}]")
-        return path, _entries(len(here)), _entries(len(there))  # whole lists would print every layer's fields
-    return path, repr(here), repr(there)
-
-
-def _entries(count: int) -> str:
-    return f"{count} {'entry' if count == 1 else 'entries'}"

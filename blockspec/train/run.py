@@ -20,7 +20,6 @@ from blockspec.data import load_dataset, read_augment
 from blockspec.data.loader import subset_rows
 from blockspec.errors import SpecError, fail
 from blockspec.recipe import unread_settings
-from blockspec.load import parse_spec
 from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
@@ -35,7 +34,6 @@ from blockspec.train.memory import memory_peaks
 from blockspec.train.step import GraphedStep, Step
 from blockspec.train.optim import momentum_summary, peak_lr, peak_muon_lr
 from blockspec.train.options import RunOptions, kept_on_resume, resumed_options
-from blockspec.train.overrides import apply_overrides
 from blockspec.train.plots import CurvesPicture, plot_confusion, plot_misclassified
 from blockspec.train.records import (
     is_new_best,
@@ -44,6 +42,7 @@ from blockspec.train.records import (
     write_summary,
     write_text_atomic,
 )
+from blockspec.train.resume import check_resumable, resumed_spec
 from blockspec.train.rundir import (
     check_room_for_run,
     check_run_dir_free,
@@ -80,17 +79,8 @@ def train(spec: Spec | None, options: RunOptions, log: Callable[[str], None] = p
 def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], held: ExitStack) -> dict[str, Any]:
     checkpoint = load_checkpoint(options.resume, "--resume") if options.resume else None
     if checkpoint is not None:
-        _check_resumable(checkpoint, options)
-        started_with = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
-        if spec is not None and spec != started_with:
-            raise fail(
-                "SPEC",
-                f"differs from the spec {options.resume} started with; a resumed run keeps its "
-                "own spec: leave the file out, or start a new run to train this one",
-            )
-        spec = started_with
-        if options.moved_data_root is not None:
-            spec = apply_overrides(spec, data_root=options.moved_data_root)
+        check_resumable(checkpoint, options)
+        spec = resumed_spec(checkpoint, spec, options)
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
     start = None
@@ -312,28 +302,6 @@ def _check_batch_for_batch_norm(spec: Spec) -> None:
     if single:
         raise fail("train.batch_size", f"the batch norm at {single[0]} gets one value a channel from one image, "
                    "and cannot train on it: use batches of 2 or more images", 1)
-
-
-def _check_resumable(checkpoint: dict[str, Any], options: RunOptions) -> None:
-    """A run continues from its last.pt (best.pt holds weights only), in its own directory."""
-    assert options.resume is not None
-    if "optimizer" not in checkpoint or "history" not in checkpoint:
-        raise fail(
-            "--resume",
-            "holds the evaluated weights only (a best.pt); resume from the run directory, whose "
-            "last.pt holds the optimizer and history too",
-            str(options.resume),
-        )
-    run_dir = checkpoint_dir(options.resume)
-    if options.resume.is_file() and options.resume.name != "last.pt":
-        raise fail(
-            "--resume",
-            f"a run continues from its directory or that directory's last.pt; resuming from this file "
-            f"would write into {run_dir}, whose run it is not",
-            str(options.resume),
-        )
-    if options.out is not None and options.out.resolve() != run_dir.resolve():
-        raise fail("--out", f"a resumed run continues in its own directory, {run_dir}; omit --out", str(options.out))
 
 
 def _silent(message: str) -> None:

@@ -26,14 +26,10 @@ from blockspec.train.lookahead import Lookahead
 from blockspec.train.loop import Batches, EpochStats, evaluate, train_epoch
 from blockspec.train.memory import memory_peaks
 from blockspec.train.optim import make_loss, make_optimizer, make_scheduler, steps_per_batch
+from blockspec.train.resume import check_same_run
 from blockspec.train.step import make_step
 from blockspec.train.tta import TTAViews
 from blockspec.train.whiten import apply_whitening, stem_conv
-
-STATISTICS_NOISE = 1e-5
-"""How far (0–1 units) a channel's recorded mean or std may move without the data having
-changed: another machine's JPEG decoder can round some pixels the other way."""
-
 
 def compiled(forward: torch.nn.Module, mode: bool | str) -> torch.nn.Module:
     """`torch.compile` in the spec's mode; modes that replay CUDA graphs get each call marked
@@ -220,29 +216,8 @@ class Session:
         )
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
-        changed = self._data_changes(checkpoint)
-        if changed:
-            raise fail(
-                "--resume",
-                f"the data at {self.spec.data.root} changed since the run started ({changed}): the run would go on "
-                "training on other images than its epochs so far; resume it on the data it started with, or start "
-                "a new run from its weights (--init-from)",
-            )
-        processes = checkpoint.get("processes", self.ranks.world)  # not recorded before 2026-12-07
-        if processes != self.ranks.world:  # the global batch would change, even where the step count does not
-            raise fail("--resume", f"the run trained in {_processes(processes)} and this is {_processes(self.ranks.world)}; "
-                       f"resume it in as many as it started with"
-                       + (f" (on one machine: torchrun --nproc-per-node {processes} -m blockspec train --resume …)"
-                          if processes > 1 else
-                          " (without torchrun)"))
-        recorded = checkpoint.get("steps_per_epoch", self.steps_per_epoch)
-        if recorded != self.steps_per_epoch:  # the data changed under the run, or its process count
-            raise fail(
-                "--resume",
-                f"the run took {recorded} steps an epoch and its data now gives {self.steps_per_epoch}, "
-                "so its schedule cannot continue where it stopped; resume it on the data and "
-                "processes it started with",
-            )
+        check_same_run(checkpoint, self.train_images, self.trained_on, self.ranks.world, self.steps_per_epoch,
+                       self.spec.data.root)
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None:
@@ -252,30 +227,6 @@ class Session:
         if self.lookahead is not None:
             self.lookahead.load_state_dict(checkpoint["lookahead"])
         restore_rng(checkpoint["rng"])
-
-    def _data_changes(self, checkpoint: dict[str, Any]) -> str:
-        """How the data set differs from the one the checkpoint's run recorded ("" if it does
-        not): its size, classes, or statistics beyond the noise of another machine's decoder.
-        Images swapped one for one are not seen; a checkpoint before 2026-12-07 records less."""
-        count = checkpoint.get("train_images")
-        if count is not None and count != self.train_images:
-            return f"{count:,} training images then, {self.train_images:,} now"
-        classes = checkpoint.get("classes")
-        if classes and tuple(classes) != self.trained_on.classes:
-            return f"classes {', '.join(classes)} then, {', '.join(self.trained_on.classes)} now"
-        for name in ("mean", "std"):
-            then, now = checkpoint.get(name), getattr(self.trained_on, name)
-            if then and any(abs(a - b) > STATISTICS_NOISE for a, b in zip(then, now, strict=True)):
-                return f"training images' {name} {_channels(then)} then, {_channels(now)} now"
-        return ""
-
-
-def _processes(count: int) -> str:
-    return "one process" if count == 1 else f"{count} processes"
-
-
-def _channels(values: Any) -> str:
-    return "/".join(f"{value:.5f}" for value in values)
 
 
 def _whitened(model: torch.nn.Module, spec: Spec) -> dict[str, str]:
