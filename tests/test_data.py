@@ -21,6 +21,8 @@ from blockspec.data import (
     make_loaders,
     normalize_batch,
 )
+from blockspec.available_memory import available_memory
+from blockspec.data.cache import cache_folders
 from blockspec.data.download import DownloadError, download_and_extract
 from blockspec.data.preview import albumentations_versions, augment_grid_png
 from blockspec.data.imagedata import ImageData, channel_stats
@@ -422,7 +424,7 @@ def test_gray_images_with_alpha_are_gray(tmp_path: Path) -> None:
 def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
     _write_folder(tmp_path)
     _save(tmp_path / "test/dog/big.png", np.zeros((10, 12, 3), np.uint8))
-    with pytest.raises(SpecError, match=r"big\.png is 12x10 but .*0\.png is 8x8"):
+    with pytest.raises(SpecError, match=r"one size; 14 are 8x8 and 1 is not: \S*big\.png \(12x10\); resize"):
         load_dataset("imagefolder", tmp_path)
 
 
@@ -454,7 +456,7 @@ def test_imagefolder_other_errors(tmp_path: Path) -> None:
         load_dataset("imagefolder", tmp_path / "missing")
     _write_folder(tmp_path)
     _save(tmp_path / "test/bird/0.png", np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(SpecError, match=r"missing in test: \[\], not in train: \['bird'\]"):
+    with pytest.raises(SpecError, match=r"same class folders as train/; not in train: \['bird'\]"):
         load_dataset("imagefolder", tmp_path)
     (tmp_path / "test/bird/0.png").unlink()
     (tmp_path / "test/bird").rmdir()
@@ -601,8 +603,55 @@ def test_linked_subfolders_count_and_a_link_back_up_is_not_followed(tmp_path: Pa
     _save(tmp_path / "elsewhere/a.png", pixels)
     (tmp_path / "train/cat/more").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "train/cat/loop").symlink_to(tmp_path / "train/cat")  # would list the class forever
+    (tmp_path / "train/dog/up").symlink_to(tmp_path / "train")  # would give dog every cat too
+    (tmp_path / "train/dog/top").symlink_to(tmp_path)
     data = load_dataset("imagefolder", tmp_path)
     assert np.bincount(data.train_labels).tolist() == [5, 4]
+
+
+def test_every_file_that_cannot_be_decoded_is_named_at_once(tmp_path: Path) -> None:
+    """Named one a run, each fix of a large folder cost another whole decode."""
+    _write_folder(tmp_path)
+    for number in range(7):
+        (tmp_path / f"test/dog/bad{number}.png").write_bytes(b"not a png")
+    with pytest.raises(SpecError, match=r"cannot decode 7 files: \S*bad0\.png: .*; \S*bad4\.png: [^;]*; and 2 more$"):
+        load_dataset("imagefolder", tmp_path)
+
+
+def test_images_of_another_size_than_most_are_the_ones_named(tmp_path: Path) -> None:
+    """The first file listed was taken as the size: one odd file first blamed every other."""
+    _write_folder(tmp_path)
+    _save(tmp_path / "train/cat/0.png", np.zeros((12, 10, 3), np.uint8))  # listed first
+    with pytest.raises(SpecError, match=r"one size; 13 are 8x8 and 1 is not: \S*train/cat/0\.png \(10x12\); resize"):
+        load_dataset("imagefolder", tmp_path)
+
+
+def test_a_set_too_large_to_decode_in_memory_is_refused_before_decoding(tmp_path: Path) -> None:
+    """Sized from the first file's header: past the memory available, the decode was killed, or
+    its pool hung on a MemoryError."""
+    _write_folder(tmp_path)
+    big = tmp_path / "train/cat/0.png"
+    Image.new("L", (8000, 8000)).save(big)  # 61 kB of PNG, 192 MB once decoded in colour
+    available = available_memory()
+    if available is None or available > 200 * 2**30:
+        pytest.skip("this machine's available memory is not known, or too large to fill with links")
+    for number in range(available // (8000 * 8000 * 3) + 1):
+        os.link(big, tmp_path / f"train/cat/0_{number}.png")  # listed right after it
+    with pytest.raises(SpecError, match=r"images of 8000×8000 take about [\d,.]+ GiB decoded, more than the [\d,.]+ GiB of"):
+        load_dataset("imagefolder", tmp_path)
+
+
+def test_a_cache_that_cannot_be_written_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Silently uncached, every run decoded the whole set again."""
+    _write_folder(tmp_path)
+    (tmp_path / ".blockspec-cache").write_text("a file where the cache folder goes")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".blockspec-cache"))
+    load_dataset("imagefolder", tmp_path)
+    inside, users = cache_folders(tmp_path)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"note: the decoded images of {tmp_path} are not cached ({inside}: File exists; {users}: Not a directory), "
+        "so each run decodes them again"]
 
 
 def _gray_folder(root: Path, mode: str = "L") -> Path:

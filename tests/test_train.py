@@ -770,7 +770,8 @@ def test_progress_bar_keeps_its_rate_within_80_columns(done: int, total: int, ep
     """tqdm's default layout with four postfix fields ran past 80 columns and the rate was cut off."""
     from tqdm import tqdm
 
-    from blockspec.train.loop import BAR_FORMAT, bar_text
+    from blockspec.progress import BAR_FORMAT
+    from blockspec.train.loop import bar_text
 
     line = tqdm.format_meter(done, total, 3725.0, ncols=80, prefix=f"epoch {epochs}/{epochs}",
                              postfix=bar_text(12.3456, 100.0, 123456.0), bar_format=BAR_FORMAT)

@@ -8,6 +8,7 @@ so a crash or a concurrent run never sees half a file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from blockspec.atomic import atomic_write
 
 _FOLDER = ".blockspec-cache"
+log = logging.getLogger("blockspec")  # as the plugin warnings: a script can silence or capture it
 
 
 def cache_folders(root: Path) -> list[Path]:
@@ -56,17 +58,22 @@ def read_cache(root: Path, prefix: str, key: str) -> dict[str, np.ndarray] | Non
 
 
 def write_cache(root: Path, prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
-    """Store `arrays` in the first writable cache folder; None if none is (caching is optional)."""
+    """Store `arrays` in the first writable cache folder; None, with a warning, if none is
+    (caching is optional, but without it every run decodes the set again)."""
+    refusals = []
     for folder in cache_folders(root):
         file = folder / f"{prefix}-{key}.npz"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_write(file) as out:
                 np.savez(out, **arrays)
-        except OSError:
+        except OSError as error:
+            refusals.append(f"{folder}: {error.strerror or error}")
             continue
         _remove_stale(folder, prefix, keep=file)
         return file
+    log.warning("note: the decoded images of %s are not cached (%s), so each run decodes them again",
+                root, "; ".join(refusals) or "no cache folder: no home directory")
     return None
 
 

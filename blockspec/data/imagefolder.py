@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from blockspec.available_memory import available_memory
 from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import fail
 from blockspec.filenames import readable_name
+from blockspec.progress import Bar
 
 EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -116,8 +119,9 @@ def check_same_classes(classes: tuple[str, ...], test_classes: tuple[str, ...], 
                 "rename one" if normal_forms else "")
         raise fail(
             where,
-            f"test/ must have the same class folders as train/; missing in test: {missing}, "
-            f"not in train: {extra}{hint}",
+            "test/ must have the same class folders as train/; "
+            + ", ".join(f"{words}: {names}" for words, names in (("missing in test", missing), ("not in train", extra)) if names)
+            + hint,
             root,
         )
 
@@ -145,9 +149,10 @@ def _list_split(
     files: list[str] = []
     labels: list[int] = []
     signature: list[str] = []
+    above = frozenset(_identity(folder) for folder in (root, root / split))  # a link up to them would relabel images
     for label, name in enumerate(classes):
         folder = root / split / name
-        entries = sorted(images_below(folder, where), key=lambda entry: entry[0])
+        entries = sorted(images_below(folder, where, seen=above), key=lambda entry: entry[0])
         if not entries:
             raise fail(
                 where,
@@ -166,10 +171,9 @@ def images_below(
     folder: Path, where: str, prefix: str = "", seen: frozenset[tuple[int, int]] = frozenset()
 ) -> Iterator[tuple[str, os.DirEntry]]:
     """(path relative to `folder`, entry) of every image file in it and its subfolders, linked
-    ones included as torchvision's ImageFolder follows them (a link back up is not followed
-    again); hidden files and folders left out, a link to a missing image refused."""
-    here = os.stat(folder)
-    seen = seen | {(here.st_dev, here.st_ino)}
+    ones included as torchvision's ImageFolder follows them (a link back up, to a folder
+    above it in `seen`, is not followed again); hidden files and folders left out, a link to a missing image refused."""
+    seen = seen | {_identity(folder)}
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
             continue
@@ -184,26 +188,25 @@ def images_below(
                 raise fail(where, f"{entry.path} links to {os.readlink(entry.path)}, which does not exist", entry.path)
 
 
+def _identity(folder: Path) -> tuple[int, int]:
+    """The folder a path reaches, however linked: its device and inode."""
+    here = os.stat(folder)
+    return here.st_dev, here.st_ino
+
+
 def decode_set(
     train: ImageList, test: ImageList, classes: tuple[str, ...], where: str
 ) -> dict[str, np.ndarray]:
     """Decode both splits into one consistent size and colour mode, plus train statistics
     (none when the train split is empty: a test set alone)."""
     files = train.names + test.names
-    decoded = _decode_files([*train.sources, *test.sources])
-    first = decoded[0]
-    for file, image in zip(files, decoded):
-        if isinstance(image, str):
-            raise fail(where, f"cannot decode {file}: {image}", file)
-        if image.shape[:2] != first.shape[:2]:
-            raise fail(
-                where,
-                f"all images must have one size; {file} is {_wxh(image)} "
-                f"but {files[0]} is {_wxh(first)}: resize them to one size first",
-                file,
-            )
+    sources = [*train.sources, *test.sources]
+    _check_room_to_decode(sources, where)
+    decoded = _decode_files(sources)
+    _check_decoded(files, decoded, where)
     gray = all(image.ndim == 2 for image in decoded)
-    images = np.stack([_as_channels(image, gray) for image in decoded])
+    colour_note = "" if gray else _colour_note(files, decoded)
+    images = _stacked(decoded, gray)
     train_images, test_images = images[: len(train.names)], images[len(train.names) :]
     mean, std = channel_stats(train_images) if len(train_images) else ((), ())
     return {
@@ -214,18 +217,70 @@ def decode_set(
         "classes": np.asarray(classes),  # as the folders are named: from_arrays makes them readable
         "mean": np.asarray(mean),
         "std": np.asarray(std),
-        "colour_note": np.asarray("" if gray else _colour_note(files, decoded, images)),
+        "colour_note": np.asarray(colour_note),
     }
 
 
-def _colour_note(files: list[str], decoded: list[np.ndarray], images: np.ndarray) -> str:
+def _check_room_to_decode(sources: list[str] | list[bytes], where: str) -> None:
+    """Refuse, before decoding, a set whose pixels (sized by its first file's header, in colour)
+    would not fit in the memory available: past it the decode is killed, or its pool hangs."""
+    available = available_memory()
+    if available is None or not sources:
+        return
+    try:
+        with Image.open(sources[0] if isinstance(sources[0], str) else io.BytesIO(sources[0])) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return  # named with the files that cannot be decoded
+    needed = len(sources) * width * height * 3
+    if needed > available:
+        raise fail(where, f"its {len(sources):,} images of {width}×{height} take about {needed / 2**30:,.1f} GiB decoded, "
+                   f"more than the {available / 2**30:,.1f} GiB of memory available")
+
+
+_LISTED = 5  # files named in a message, of many alike
+
+
+def _check_decoded(files: list[str], decoded: list[np.ndarray | str], where: str) -> None:
+    """Every file that cannot be decoded named at once (each fix would otherwise cost another
+    whole decode), then the files whose size differs from most images'."""
+    failed = [(file, image) for file, image in zip(files, decoded) if isinstance(image, str)]
+    if failed:
+        listed = "; ".join(f"{file}: {why}" for file, why in failed[:_LISTED]) + _more(len(failed))
+        raise fail(where, f"cannot decode {listed}" if len(failed) == 1 else f"cannot decode {len(failed):,} files: {listed}",
+                   failed[0][0])
+    sizes = Counter(image.shape[:2] for image in decoded)
+    if len(sizes) > 1:
+        common, count = sizes.most_common(1)[0]
+        odd = [(file, image) for file, image in zip(files, decoded) if image.shape[:2] != common]
+        listed = ", ".join(f"{file} ({_wxh(image)})" for file, image in odd[:_LISTED]) + _more(len(odd))
+        raise fail(where, f"all images must have one size; {count:,} are {common[1]}x{common[0]} and {len(odd):,} "
+                   f"{'is' if len(odd) == 1 else 'are'} not: {listed}; resize them to one size first", odd[0][0])
+
+
+def _more(count: int) -> str:
+    return f"; and {count - _LISTED:,} more" if count > _LISTED else ""
+
+
+def _stacked(decoded: list[np.ndarray | None], gray: bool) -> np.ndarray:
+    """Every image in one array, each decoded one let go once copied: the set is held once
+    while it is stacked, not twice."""
+    height, width = decoded[0].shape[:2]
+    images = np.empty((len(decoded), height, width, 1 if gray else 3), dtype=np.uint8)
+    for index, image in enumerate(decoded):
+        images[index] = _as_channels(image, gray)
+        decoded[index] = None
+    return images
+
+
+def _colour_note(files: list[str], decoded: list[np.ndarray]) -> str:
     """Why a set read in colour may have been meant as gray: a few colour files among gray
     ones make every image 3-channel, and gray images saved as RGB or palette are read so."""
     colour = [file for file, image in zip(files, decoded) if image.ndim == 3]
     if len(colour) < len(files):
         return (f"{colour[0]} is in colour ({len(colour):,} of {len(files):,} images are), so every image is read "
                 "with 3 channels")
-    if all((image[..., :1] == image).all() for image in images):  # image by image: no set-sized mask
+    if all((image[..., :1] == image).all() for image in decoded):  # image by image: no set-sized mask
         return ("every image is gray but saved in colour (RGB or palette mode), so they are read with 3 channels; "
                 "save them in grayscale (L) mode")
     return ""
@@ -253,8 +308,14 @@ def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     # each; elsewhere the platform's default, since on macOS a forked child can crash in system
     # libraries that had started threads (why Python's default there is spawn)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-    with context.Pool(min(workers, len(chunks)), initializer=_signals_to_the_parent) as pool:
-        return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
+    with context.Pool(min(workers, len(chunks)), initializer=_signals_to_the_parent) as pool, \
+            Bar(total=len(sources), desc=f"decoding {len(sources):,} images", unit="img",
+                leave=False, mininterval=0.5, disable=None) as bar:
+        decoded: list[np.ndarray | str] = []
+        for chunk in pool.imap(_decode_chunk, chunks):
+            decoded += chunk
+            bar.update(len(chunk))
+        return decoded
 
 
 def _signals_to_the_parent() -> None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from blockspec.data import normalize_batch
+from blockspec.progress import BAR_FORMAT, Bar
 from blockspec.train.device import DeviceInfo
 from blockspec.train.step import Step
 from blockspec.train.tta import TTAViews
@@ -56,20 +56,6 @@ class Batches:
         return self.info.autocast()
 
 
-# tqdm's default, with four postfix fields, ran past 80 columns and lost its end (the rate);
-# the rate is the postfix's images/s; the time taken and the learning rate are in each epoch's line
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} eta {remaining}{postfix}"
-
-
-class _Bar(tqdm):
-    """tqdm without its monitor thread, which any bar starts (even a disabled one, as on a
-    non-terminal) and nothing stops: a daemon thread waking every 10 s through interpreter
-    shutdown, a candidate for the rare abort of a DDP worker at exit. It only tunes
-    `miniters`, which these bars do not set."""
-
-    monitor_interval = 0
-
-
 def bar_text(loss: float, accuracy: float, images_per_second: float) -> str:
     return f"loss {loss:.3f} acc {accuracy:.1f}% {images_per_second:,.0f} img/s"
 
@@ -92,7 +78,7 @@ def train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, lr = 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    bar = _Bar(
+    bar = Bar(
         loader, desc=description, total=total, leave=False, mininterval=0.5, disable=None, bar_format=BAR_FORMAT
     )
     for index, (images, labels) in enumerate(bar):
