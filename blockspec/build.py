@@ -8,7 +8,7 @@ from dataclasses import replace
 from torch import nn
 
 from blockspec.analysis import root_context, trace
-from blockspec.errors import fail
+from blockspec.errors import fail, is_out_of_memory
 from blockspec.layers import Context, Shape, expand, plugin_code, remember_plugin_module
 from blockspec.layers.base import LayerSpec
 from blockspec.modules import BlockNet
@@ -55,8 +55,3 @@ def build_layer(layer: LayerSpec, in_shape: Shape, params: int, ctx: Context) ->
             raise TypeError(f"build() returned {type(module).__name__}, not a torch.nn.Module")
     remember_plugin_module(module, layer, ctx.path)
     return module
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether torch (or Python) ran out of memory: torch reports it as a RuntimeError."""
-    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "allocate" in str(error))

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from blockspec.atomic import check_output_file, write_output
-from blockspec.errors import SpecError, fail
+from blockspec.errors import SpecError, fail, is_out_of_memory
 from blockspec.fields import INT_LIMIT
 
 if TYPE_CHECKING:
@@ -606,6 +606,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if os.environ.get("BLOCKSPEC_DEBUG"):
             raise
+        if is_out_of_memory(error):  # the machine's limit, not a bug: a data set, batch or input too large for it
+            said = next(iter(str(error).splitlines()), "")
+            typer.echo(f"error: out of memory{f' ({said})' if said else ''}: this machine, or its memory limit, cannot "
+                       "hold what the command needs (a smaller --batch-size or input size needs less)", err=True)
+            sys.exit(1)
         from blockspec.layers import plugin_runtime_fault
 
         if _process_rank() is not None:

@@ -178,3 +178,8 @@ _BOUNDED_REPR = _bounded_repr()
 def _short_repr(value: Any, limit: int = 80) -> str:
     text = _BOUNDED_REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether torch (or Python) ran out of memory: torch reports it as a RuntimeError."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "allocate" in str(error))

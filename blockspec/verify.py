@@ -15,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blockspec.analysis import Analysis, root_context
 from blockspec.available_memory import available_memory
-from blockspec.build import build_model, is_out_of_memory
-from blockspec.errors import fail
+from blockspec.build import build_model
+from blockspec.errors import fail, is_out_of_memory
 from blockspec.field_probe import FieldCheck, check_fields
 from blockspec.layers import Context, LayerSpec, Shape, expand, plugin_code
 from blockspec.layers.residual import ResidualSpec
