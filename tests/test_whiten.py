@@ -89,7 +89,7 @@ def test_odd_filter_count_keeps_the_extra_direction_positive() -> None:
     [
         ("dws: {out: 16}", "needs the first layer (blocks.C1[0]) to be a full convolution (conv, dilated or strided with groups 1), not dws"),
         ("conv: {out: 3, groups: 3}", "not conv with groups 3"),
-        ("conv: {out: 60}", "has 60 filters but its 3×3 patches of 3 channels have 27 directions, enough for 54"),
+        ("conv: {out: 60}", "has 60 filters but its 3×3 patches of 3 channels have 27 directions, enough for 54 (± pairs); lower its out or raise its k, or start it at random (whiten_stem: false)"),
         ("dilated: {out: 4, dilation: 8}", "sees 17×17 windows, larger than the 16×16 images"),
     ],
 )

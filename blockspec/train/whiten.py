@@ -42,7 +42,7 @@ def stem_layer(spec: Spec) -> ConvSpec:
             "train.whiten_stem",
             f"the first layer (blocks.{block}[0]) has {layer.out} filters but its {layer.k}×{layer.k} "
             f"patches of {spec.input.channels} channels have {directions} directions, enough for "
-            f"{2 * directions} (± pairs); lower its out or raise its k",
+            f"{2 * directions} (± pairs); lower its out or raise its k, or start it at random (whiten_stem: false)",
             spec.train.whiten_stem,
         )
     span = Window(layer.k, dilation=layer.dilation).effective_k
