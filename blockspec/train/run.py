@@ -23,7 +23,7 @@ from blockspec.recipe import unread_settings
 from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
-from blockspec.train.data_path import check_data_fits, make_run_loaders
+from blockspec.train.data_path import RunLoaders, check_data_fits, make_run_loaders
 from blockspec.train.data_root import found_root, root_record
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
@@ -134,27 +134,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         session.restore(checkpoint)
         history = list(checkpoint["history"])
         log(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
-    analysis = trace(spec)
-    log(
-        f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
-        f"{analysis.receptive_field}, on {info.describe()}"
-        + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
-        + (", each step replayed as one CUDA graph" if session.graphed else "")
-        + (", train.cuda_graphs ignored (CUDA and one process only)"
-           if spec.train.cuda_graphs and not session.graphed else "")
-        + (f", first layer a patch whitening ({spec.train.whiten_stem})" if spec.train.whiten_stem else "")
-        + f"; batch {spec.train.batch_size}"
-        + (f" (batch norm in groups of {ghost})" if (ghost := spec.defaults.ghost_batch) else "")
-        + f", lr {peak_lr(spec):g}"
-        + (f" (Muon {muon_lr:g} on the kernels that feed a batch norm)" if (muon_lr := peak_muon_lr(spec)) else "")
-        + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
-        + (f", EMA {spec.train.ema:g}" if spec.train.ema else "")
-        + (f", lookahead every {lookahead.every} steps" if (lookahead := spec.train.lookahead) else "")
-        + f"; {len(train_loader.dataset):,} train / "
-        f"{len(test_loader.dataset):,} test images ({spec.data.dataset}, {loaders.path} "
-        f"augmentation{', alternating flip' if spec.data.alternate_flip else ''}"
-        f"{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
-    )
+    log(_start_line(spec, info, ranks, session, loaders, run_dir))
     if session.start_report:
         log(session.start_report)
     batches = Batches(info, data.mean, data.std)
@@ -302,6 +282,34 @@ def _check_batch_for_batch_norm(spec: Spec) -> None:
     if single:
         raise fail("train.batch_size", f"the batch norm at {single[0]} gets one value a channel from one image, "
                    "and cannot train on it: use batches of 2 or more images", 1)
+
+
+def _start_line(
+    spec: Spec, info: DeviceInfo, ranks: distributed.Ranks, session: Session, loaders: RunLoaders, run_dir: Path
+) -> str:
+    """The run in one line: the network, where and how it trains, on what data, and where its
+    records go."""
+    analysis = trace(spec)
+    return (
+        f"{spec.name}: {analysis.total_params:,} parameters, receptive field "
+        f"{analysis.receptive_field}, on {info.describe()}"
+        + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
+        + (", each step replayed as one CUDA graph" if session.graphed else "")
+        + (", train.cuda_graphs ignored (CUDA and one process only)"
+           if spec.train.cuda_graphs and not session.graphed else "")
+        + (f", first layer a patch whitening ({spec.train.whiten_stem})" if spec.train.whiten_stem else "")
+        + f"; batch {spec.train.batch_size}"
+        + (f" (batch norm in groups of {ghost})" if (ghost := spec.defaults.ghost_batch) else "")
+        + f", lr {peak_lr(spec):g}"
+        + (f" (Muon {muon_lr:g} on the kernels that feed a batch norm)" if (muon_lr := peak_muon_lr(spec)) else "")
+        + (f", {momentum}" if (momentum := momentum_summary(spec)) else "")
+        + (f", EMA {spec.train.ema:g}" if spec.train.ema else "")
+        + (f", lookahead every {lookahead.every} steps" if (lookahead := spec.train.lookahead) else "")
+        + f"; {len(loaders.train.dataset):,} train / "
+        f"{len(loaders.test.dataset):,} test images ({spec.data.dataset}, {loaders.path} "
+        f"augmentation{', alternating flip' if spec.data.alternate_flip else ''}"
+        f"{'; ' + loaders.switch.description if loaders.switch else ''}); run dir {run_dir}"
+    )
 
 
 def _silent(message: str) -> None:
