@@ -366,9 +366,9 @@ def eval_command(
     """Overall and per-class test accuracy of a checkpoint (its spec is inside it)."""
     from dataclasses import asdict
 
-    from blockspec.load import edited_source, load_spec, parse_spec
+    from blockspec.load import edited_source, load_spec
     from blockspec.render import as_json
-    from blockspec.train.checkpoint import load_checkpoint
+    from blockspec.train.checkpoint import load_checkpoint, spec_inside
     from blockspec.train.evaluate import evaluate_checkpoint
     from blockspec.train.overrides import apply_overrides, blame_flags
 
@@ -379,7 +379,7 @@ def eval_command(
     if spec_path is not None:
         spec = load_spec(spec_path, edits=edits)
     else:
-        spec = parse_spec(payload["spec"], source=source, edits=edits)
+        spec = spec_inside(payload, checkpoint, edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     spec_from = _spec_from(spec_path, edits)  # where the spec came from, when not the checkpoint alone
     try:
@@ -488,8 +488,8 @@ def export(
 ) -> None:
     """Export a checkpoint to TorchScript, ONNX or torch.export's .pt2 and check it numerically against torch."""
     from blockspec.export import SUFFIXES, export_metadata, export_model, export_notes, input_description
-    from blockspec.load import load_spec, parse_spec
-    from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from blockspec.load import load_spec
+    from blockspec.train.checkpoint import load_checkpoint, model_from_checkpoint, spec_inside
 
     out = out or Path(f"model{SUFFIXES.get(format, '.pt')}")
     other = next((name for name, suffix in SUFFIXES.items() if name != format and out.suffix.lower() == suffix), None)
@@ -499,11 +499,11 @@ def export(
     check_output_file(out, "--out")
     payload = load_checkpoint(checkpoint)
     if spec_path is None:
-        spec = trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
+        spec = trained = spec_inside(payload, checkpoint)
     else:
         spec = load_spec(spec_path)
         try:  # the run's own spec says what it trained; a SPEC is how a checkpoint whose spec no longer loads is exported
-            trained = parse_spec(payload["spec"], f"{checkpoint} (spec inside)")
+            trained = spec_inside(payload, checkpoint)
         except SpecError:
             trained = spec
     metadata = export_metadata(spec, payload, trained)

@@ -19,10 +19,9 @@ import torch
 
 from blockspec.data.loader import normalize_batch
 from blockspec.errors import fail
-from blockspec.load import parse_spec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint
+from blockspec.train.checkpoint import TrainedOn, load_checkpoint, model_from_checkpoint, spec_inside
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.tta import TTAViews
 
@@ -149,7 +148,7 @@ def load_trained(
                         f"got {type(device).__name__}")
     path = Path(checkpoint)
     payload = load_checkpoint(path, flag=flag)
-    spec = parse_spec(payload["spec"], source=f"{path} (spec inside)")
+    spec = spec_inside(payload, path)
     missing = [name for name in TrainedOn.names() if not payload.get(name)]
     if missing:
         raise fail(flag, f"it does not record its {', '.join(missing)} (written before 2026-12-07); "

@@ -22,6 +22,7 @@ from blockspec.atomic import atomic_write
 from blockspec.build import build_model
 from blockspec.errors import fail
 from blockspec.filenames import readable_name
+from blockspec.load import parse_spec
 from blockspec.modules import BlockNet
 from blockspec.spec import Spec
 from blockspec.train.rundir import LOCK_FILE
@@ -139,6 +140,12 @@ def _exported_kind(path: Path) -> str | None:
     if any("/code/__torch__/" in name for name in names):
         return "a TorchScript export"
     return None
+
+
+def spec_inside(payload: dict[str, Any], path: Path | str, edits: list[str] | None = None) -> Spec:
+    """The spec a checkpoint (read from `path`) trained, checked as a file's is (with `--set`
+    `edits` applied), its errors naming "PATH (spec inside)"."""
+    return parse_spec(payload["spec"], source=f"{path} (spec inside)", edits=edits)
 
 
 def model_from_checkpoint(

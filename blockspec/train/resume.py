@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from blockspec.errors import fail, flag_name
-from blockspec.load import load_spec, parse_spec
+from blockspec.load import load_spec
 from blockspec.spec import Spec
-from blockspec.train.checkpoint import TrainedOn, load_checkpoint
+from blockspec.train.checkpoint import TrainedOn, load_checkpoint, spec_inside
 from blockspec.train.options import RunOptions
 from blockspec.train.overrides import apply_overrides
 from blockspec.train.rundir import checkpoint_dir
@@ -48,7 +48,7 @@ def check_resumable(checkpoint: dict[str, Any], options: RunOptions) -> None:
 def resumed_spec(checkpoint: dict[str, Any], spec: Spec | None, options: RunOptions) -> Spec:
     """The spec the run started with (`spec`, if given, must be it), reading its data where
     the data has moved."""
-    own = parse_spec(checkpoint["spec"], source=f"{options.resume} (spec inside)")
+    own = spec_inside(checkpoint, options.resume)
     if spec is not None and spec != own:
         raise fail("SPEC", f"differs from the spec {options.resume} started with ({first_difference(spec, own)}); {_KEEPS}")
     return apply_overrides(own, data_root=options.moved_data_root) if options.moved_data_root is not None else own
@@ -63,8 +63,8 @@ def check_command_repeats_run(
     given = {name: value for name, value in recipe.items() if value is not None and name != "data_root"}
     if spec_path is None and not edits and not given:
         return
-    own_text = load_checkpoint(resume, "--resume")["spec"]
-    own = parse_spec(own_text, source=f"{resume} (spec inside)")
+    payload = load_checkpoint(resume, "--resume")
+    own = spec_inside(payload, resume)
     requested = apply_overrides(load_spec(spec_path, edits=edits), **given, data_root=own.data.root) if spec_path else None
     if requested == own:  # the command that started it: its --set may name a field --batch-size then rescaled
         return
@@ -73,7 +73,7 @@ def check_command_repeats_run(
         changed = apply_overrides(own, **{name: value})
         if changed != own:
             raise fail(flag_name(name), f"{keeps} ({first_difference(changed, own)}); start a new run to change it", value)
-    if edits and (changed := parse_spec(own_text, source=f"{resume} (spec inside)", edits=edits)) != own:
+    if edits and (changed := spec_inside(payload, resume, edits)) != own:
         raise fail("--set", f"{keeps} ({first_difference(changed, own)}); start a new run to change it", " ".join(edits))
     if requested is not None:
         raise fail("SPEC", f"differs from the spec {resume} started with ({first_difference(requested, own)}); {_KEEPS}",
