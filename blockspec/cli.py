@@ -209,10 +209,9 @@ def _each_loaded(paths: list[Path], load: Callable[[Path], T]) -> Iterator[tuple
 def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tuple[RuleResult, ...]:
     """Load and check one spec as training would read it (its notes to stderr); its rule results."""
     from blockspec.analysis import padding_only_taps
-    from blockspec.data import read_augment
     from blockspec.data.batched_plan import unbatched_note
     from blockspec.load import edited_source, load_spec
-    from blockspec.recipe import check_warmup, unread_settings
+    from blockspec.recipe import check_warmup, recipe_notes
     from blockspec.summary import summarize
     from blockspec.train.data_path import training_pipeline
 
@@ -222,8 +221,7 @@ def _rules_of(spec_path: Path, edits: list[str] | None, note_prefix: str) -> tup
     except SpecError as error:
         raise error.with_source(edited_source(str(spec_path), edits)) from None
     pipeline = training_pipeline(spec)
-    for note in [*unread_settings(spec), *read_augment(spec.data.augment, channels=spec.input.channels).notes,
-                 *filter(None, [unbatched_note(pipeline.augment)])]:
+    for note in [*recipe_notes(spec), *filter(None, [unbatched_note(pipeline.augment)])]:
         typer.echo(f"note: {note_prefix}{note}", err=True)  # what training would say
     off = spec.data.augment_off
     final = [training_pipeline(spec, left_out=off.transforms)] if off is not None and off.transforms else []

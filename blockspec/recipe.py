@@ -34,6 +34,15 @@ def check_recipe(spec: Spec) -> None:
         raise fail("train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift)
 
 
+def recipe_notes(spec: Spec) -> list[str]:
+    """What training says of the spec's recipe before it starts (and `check` with it): the
+    settings it would not read, and the augmentation's transforms that do nothing or are
+    said with a caveat."""
+    from blockspec.data import read_augment  # albumentations: for the commands that read the augmentation
+
+    return [*unread_settings(spec), *read_augment(spec.data.augment, channels=spec.input.channels).notes]
+
+
 def unread_settings(spec: Spec) -> list[str]:
     """One note per field set away from its default that this recipe does not use."""
     notes = []

@@ -16,10 +16,10 @@ from typing import Any
 
 from blockspec.analysis import input_shape, trace
 from blockspec.build import build_model
-from blockspec.data import load_dataset, read_augment
+from blockspec.data import load_dataset
 from blockspec.data.loader import subset_rows
 from blockspec.errors import SpecError, fail
-from blockspec.recipe import unread_settings
+from blockspec.recipe import recipe_notes
 from blockspec.spec import Spec
 from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
@@ -97,7 +97,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     if info.device.type == "cpu":
         reuse_freed_host_memory()  # large batches stop re-faulting their buffers at every step
     distributed.start(ranks, info.device)
-    for note in [*unread_settings(spec), *read_augment(spec.data.augment, channels=spec.input.channels).notes]:
+    for note in recipe_notes(spec):
         log(f"note: {note}")
     data_root = found_root(spec, checkpoint) if checkpoint is not None else spec.data.root
     data = load_dataset(spec.data.dataset, data_root)
