@@ -253,7 +253,14 @@ CheckpointSpecPath = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Argument(
         help="Architecture spec (YAML) to use instead of the one inside the checkpoint "
-        "(it must build the same weights; e.g. other test-time views, another input size).",
+        "(it must build the same weights; e.g. other test-time views to score with).",
+        show_default=False,
+    ),
+]
+ExportSpecPath = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Argument(
+        help="Architecture spec (YAML) to use instead of the one inside the checkpoint (it must build the same weights).",
         show_default=False,
     ),
 ]
@@ -373,10 +380,11 @@ def eval_command(
     _check_choice("--format", format, REPORT_FORMATS)
 
     source = spec_path or f"{checkpoint} (spec inside)"
-    payload = load_checkpoint(checkpoint)
-    if spec_path is not None:
+    if spec_path is not None:  # the file's problems first, as every command taking a SPEC names them
         spec = load_spec(spec_path, edits=edits)
+        payload = load_checkpoint(checkpoint)
     else:
+        payload = load_checkpoint(checkpoint)
         spec = spec_inside(payload, checkpoint, edits)
     spec = apply_overrides(spec, dataset=dataset, data_root=data_root)
     spec_from = _spec_from(spec_path, edits)  # where the spec came from, when not the checkpoint alone
@@ -474,7 +482,7 @@ def preview_augment(
 
 @app.command()
 def export(
-    spec_path: CheckpointSpecPath = None,
+    spec_path: ExportSpecPath = None,
     checkpoint: Checkpoint = ...,  # type: ignore[assignment]
     format: Annotated[
         str, typer.Option("--format", help="torchscript, onnx, or pt2 (torch.export's program, TorchScript's successor).")
@@ -604,11 +612,6 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if os.environ.get("BLOCKSPEC_DEBUG"):
             raise
-        if is_out_of_memory(error):  # the machine's limit, not a bug: a data set, batch or input too large for it
-            said = next(iter(str(error).splitlines()), "")
-            typer.echo(f"error: out of memory{f' ({said})' if said else ''}: this machine, or its memory limit, cannot "
-                       "hold what the command needs (a smaller --batch-size or input size needs less)", err=True)
-            sys.exit(1)
         from blockspec.layers import plugin_runtime_fault
 
         if _process_rank() is not None:
@@ -623,6 +626,11 @@ def main(argv: list[str] | None = None) -> None:
             if _speaks_for_the_run():
                 typer.echo(f"error: {fault}", err=True)
             sys.exit(2)
+        if is_out_of_memory(error):  # the machine's limit, not a bug: a data set, batch or input too large for it
+            said = next(iter(str(error).splitlines()), "")
+            typer.echo(f"error: out of memory{f' ({said})' if said else ''}: this machine, or its memory limit, cannot "
+                       "hold what the command needs (a smaller batch or input needs less)", err=True)
+            sys.exit(1)
         typer.echo(
             f"internal error: {type(error).__name__}: {error}\n"
             "This is a bug in blockspec; rerun with BLOCKSPEC_DEBUG=1 for the traceback.",

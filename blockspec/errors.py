@@ -181,5 +181,11 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether torch (or Python) ran out of memory: torch reports it as a RuntimeError."""
-    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "allocate" in str(error))
+    """Whether Python, numpy or torch ran out of memory: torch reports it as a RuntimeError
+    (its `OutOfMemoryError` on CUDA), recognised by its words, without importing torch."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and any(sign in str(error) for sign in _OUT_OF_MEMORY)
+
+
+_OUT_OF_MEMORY = ("can't allocate memory", "Tried to allocate", "out of memory", "CUBLAS_STATUS_ALLOC_FAILED")

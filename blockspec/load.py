@@ -22,7 +22,6 @@ from blockspec.errors import PYDANTIC_INTERNAL, SpecError, fail, validation_prob
 from blockspec.layers import LAYER_KINDS, plugin_validator_fault
 from blockspec.recipe import check_recipe
 from blockspec.spec import Spec
-from blockspec.train.whiten import stem_layer
 
 
 def load_spec(
@@ -102,8 +101,6 @@ def parse_spec(
     try:
         trace(spec)
         check_recipe(spec)
-        if spec.train.whiten_stem:
-            stem_layer(spec)
         if augment:
             from blockspec.data import read_augment
 

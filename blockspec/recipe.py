@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from blockspec.errors import fail
 from blockspec.spec import SGD_MOMENTUM, OptimizerSpec, SchedulerSpec, Spec
+from blockspec.train.whiten import stem_layer
 
 _SCHEDULE_FIELDS = {
     "onecycle": ("max_lr", "pct_start", "anneal", "cycle_momentum", "base_momentum", "max_momentum"),
@@ -29,6 +30,8 @@ def check_recipe(spec: Spec) -> None:
             "train.optimizer.momentum is 0; set cycle_momentum: false to train without momentum",
             True,
         )
+    if spec.train.whiten_stem:
+        stem_layer(spec)  # a first layer the whitening can set
     smallest_side = min(spec.input.hw)
     if spec.train.tta_shift >= smallest_side:  # shifted test views reflect their edges
         raise fail("train.tta_shift", f"must be smaller than the input's side ({smallest_side})", spec.train.tta_shift)

@@ -3,9 +3,14 @@ kernel's MemAvailable (which counts the whole machine)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from blockspec.available_memory import NO_LIMIT, available_memory, cgroup_room
+from blockspec.errors import is_out_of_memory
 
 GiB = 2**30
 
@@ -48,3 +53,25 @@ def test_without_a_cgroup_limit_the_kernels_count_stands(tmp_path: Path) -> None
     _files(tmp_path, memory__max=str(2**50), memory__current="0")
     capped = available_memory(tmp_path)
     assert capped is not None and abs(capped - machine) < 256 * 2**20  # MemAvailable moves a little between reads
+
+
+def _raised(action: Callable[[], object]) -> BaseException:
+    try:
+        action()
+    except BaseException as error:  # noqa: BLE001
+        return error
+    raise AssertionError("it did not raise")
+
+
+def _bug_in_unallocated_storage() -> None:
+    tensor = torch.ones(3)
+    tensor.untyped_storage().resize_(0)
+    tensor.tolist()
+
+
+def test_out_of_memory_is_told_from_torchs_and_numpys_own_errors_and_not_from_a_bug() -> None:
+    """The command line reports it as the machine's limit (exit 1), not as a bug in blockspec;
+    a bug whose words say "unallocated" was taken for one."""
+    assert is_out_of_memory(_raised(lambda: torch.empty(2**62, dtype=torch.uint8)))  # the allocator refuses 4 EiB
+    assert is_out_of_memory(_raised(lambda: np.empty(2**62, dtype=np.uint8)))
+    assert not is_out_of_memory(_raised(_bug_in_unallocated_storage))

@@ -792,3 +792,11 @@ def test_an_unforeseen_exception_is_an_internal_error_with_exit_70(
     monkeypatch.setenv("BLOCKSPEC_DEBUG", "1")
     with pytest.raises(RuntimeError, match="injected"):
         run_cli(["check", str(FLAGSHIP)], capsys)
+
+
+def test_eval_names_a_bad_spec_file_before_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As every command taking a SPEC names the file's problems first."""
+    spec = tmp_path / "bad.yaml"
+    spec.write_text((ROOT / "architectures" / "flagship.yaml").read_text().replace("conv: {out: 32}", "conv: {out: 32, bogus: 1}", 1))
+    code, _, err = run_cli(["eval", str(spec), "--checkpoint", str(tmp_path / "missing.pt")], capsys)
+    assert code == 2 and "bad.yaml: blocks.C1[0].bogus" in err, err

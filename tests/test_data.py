@@ -424,7 +424,7 @@ def test_gray_images_with_alpha_are_gray(tmp_path: Path) -> None:
 def test_imagefolder_mixed_sizes_name_the_file(tmp_path: Path) -> None:
     _write_folder(tmp_path)
     _save(tmp_path / "test/dog/big.png", np.zeros((10, 12, 3), np.uint8))
-    with pytest.raises(SpecError, match=r"one size; 14 are 8x8 and 1 is not: \S*big\.png \(12x10\); resize"):
+    with pytest.raises(SpecError, match=r"one size; 14 are 8×8 and 1 is not: \S*big\.png \(12×10\); resize"):
         load_dataset("imagefolder", tmp_path)
 
 
@@ -605,8 +605,13 @@ def test_linked_subfolders_count_and_a_link_back_up_is_not_followed(tmp_path: Pa
     (tmp_path / "train/cat/loop").symlink_to(tmp_path / "train/cat")  # would list the class forever
     (tmp_path / "train/dog/up").symlink_to(tmp_path / "train")  # would give dog every cat too
     (tmp_path / "train/dog/top").symlink_to(tmp_path)
+    (tmp_path / "train/dog/outside").symlink_to(tmp_path.parent)  # holds the set, and may hold others
     data = load_dataset("imagefolder", tmp_path)
     assert np.bincount(data.train_labels).tolist() == [5, 4]
+    (tmp_path / "train/bird").symlink_to(tmp_path / "train")
+    (tmp_path / "test/bird").mkdir()
+    with pytest.raises(SpecError, match=r"train/bird links to \S*/train, a folder above it: every class's images"):
+        load_dataset("imagefolder", tmp_path)
 
 
 def test_every_file_that_cannot_be_decoded_is_named_at_once(tmp_path: Path) -> None:
@@ -622,21 +627,23 @@ def test_images_of_another_size_than_most_are_the_ones_named(tmp_path: Path) -> 
     """The first file listed was taken as the size: one odd file first blamed every other."""
     _write_folder(tmp_path)
     _save(tmp_path / "train/cat/0.png", np.zeros((12, 10, 3), np.uint8))  # listed first
-    with pytest.raises(SpecError, match=r"one size; 13 are 8x8 and 1 is not: \S*train/cat/0\.png \(10x12\); resize"):
+    with pytest.raises(SpecError, match=r"one size; 13 are 8×8 and 1 is not: \S*train/cat/0\.png \(10×12\); resize"):
         load_dataset("imagefolder", tmp_path)
 
 
 def test_a_set_too_large_to_decode_in_memory_is_refused_before_decoding(tmp_path: Path) -> None:
-    """Sized from the first file's header: past the memory available, the decode was killed, or
-    its pool hung on a MemoryError."""
+    """Sized from the headers of files spread over the set: past the memory available, the
+    decode was killed, or its pool hung on a MemoryError. The files are cut after their
+    header, so a decode that was not refused fails at once rather than filling the memory."""
     _write_folder(tmp_path)
-    big = tmp_path / "train/cat/0.png"
-    Image.new("L", (8000, 8000)).save(big)  # 61 kB of PNG, 192 MB once decoded in colour
+    big = tmp_path / "big.png"
+    Image.new("RGB", (8000, 8000)).save(big)  # 192 MB decoded
+    big.write_bytes(big.read_bytes()[:1000])
     available = available_memory()
     if available is None or available > 200 * 2**30:
         pytest.skip("this machine's available memory is not known, or too large to fill with links")
     for number in range(available // (8000 * 8000 * 3) + 1):
-        os.link(big, tmp_path / f"train/cat/0_{number}.png")  # listed right after it
+        os.link(big, tmp_path / f"train/cat/big{number}.png")
     with pytest.raises(SpecError, match=r"images of 8000×8000 take about [\d,.]+ GiB decoded, more than the [\d,.]+ GiB of"):
         load_dataset("imagefolder", tmp_path)
 

@@ -149,9 +149,13 @@ def _list_split(
     files: list[str] = []
     labels: list[int] = []
     signature: list[str] = []
-    above = frozenset(_identity(folder) for folder in (root, root / split))  # a link up to them would relabel images
+    # a link up to the split folder or above would count other classes' images as this one's
+    above = frozenset(_identity(folder) for folder in (root / split, *root.resolve().parents, root.resolve()))
     for label, name in enumerate(classes):
         folder = root / split / name
+        if _identity(folder) in above:
+            raise fail(where, f"{folder} links to {os.path.realpath(folder)}, a folder above it: every class's images "
+                       "would count as this one's", str(folder))
         entries = sorted(images_below(folder, where, seen=above), key=lambda entry: entry[0])
         if not entries:
             raise fail(
@@ -206,7 +210,7 @@ def decode_set(
     _check_decoded(files, decoded, where)
     gray = all(image.ndim == 2 for image in decoded)
     colour_note = "" if gray else _colour_note(files, decoded)
-    images = _stacked(decoded, gray)
+    images = np.stack([_as_channels(image, gray) for image in decoded])
     train_images, test_images = images[: len(train.names)], images[len(train.names) :]
     mean, std = channel_stats(train_images) if len(train_images) else ((), ())
     return {
@@ -222,20 +226,32 @@ def decode_set(
 
 
 def _check_room_to_decode(sources: list[str] | list[bytes], where: str) -> None:
-    """Refuse, before decoding, a set whose pixels (sized by its first file's header, in colour)
-    would not fit in the memory available: past it the decode is killed, or its pool hangs."""
+    """Refuse, before decoding, a set whose pixels would not fit in the memory available (past
+    it the decode is killed, or its pool hangs), sized by the most common size and mode among
+    the headers of a few files spread over the set (one odd file is named by the size check)."""
     available = available_memory()
     if available is None or not sources:
         return
-    try:
-        with Image.open(sources[0] if isinstance(sources[0], str) else io.BytesIO(sources[0])) as image:
-            width, height = image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
+    sampled = Counter(filter(None, map(_size_and_depth, sources[:: max(1, len(sources) // _SAMPLED)])))
+    if not sampled:
         return  # named with the files that cannot be decoded
-    needed = len(sources) * width * height * 3
+    (width, height, depth), _ = sampled.most_common(1)[0]
+    needed = len(sources) * width * height * depth
     if needed > available:
         raise fail(where, f"its {len(sources):,} images of {width}×{height} take about {needed / 2**30:,.1f} GiB decoded, "
                    f"more than the {available / 2**30:,.1f} GiB of memory available")
+
+
+_SAMPLED = 32  # headers read to size a set
+
+
+def _size_and_depth(source: str | bytes) -> tuple[int, int, int] | None:
+    """(width, height, bytes a pixel once decoded) from a file's header; None if unreadable."""
+    try:
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
+            return (*image.size, 1 if image.mode in _GRAY_MODES else 3)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 _LISTED = 5  # files named in a message, of many alike
@@ -254,23 +270,12 @@ def _check_decoded(files: list[str], decoded: list[np.ndarray | str], where: str
         common, count = sizes.most_common(1)[0]
         odd = [(file, image) for file, image in zip(files, decoded) if image.shape[:2] != common]
         listed = ", ".join(f"{file} ({_wxh(image)})" for file, image in odd[:_LISTED]) + _more(len(odd))
-        raise fail(where, f"all images must have one size; {count:,} are {common[1]}x{common[0]} and {len(odd):,} "
+        raise fail(where, f"all images must have one size; {count:,} are {common[1]}×{common[0]} and {len(odd):,} "
                    f"{'is' if len(odd) == 1 else 'are'} not: {listed}; resize them to one size first", odd[0][0])
 
 
 def _more(count: int) -> str:
     return f"; and {count - _LISTED:,} more" if count > _LISTED else ""
-
-
-def _stacked(decoded: list[np.ndarray | None], gray: bool) -> np.ndarray:
-    """Every image in one array, each decoded one let go once copied: the set is held once
-    while it is stacked, not twice."""
-    height, width = decoded[0].shape[:2]
-    images = np.empty((len(decoded), height, width, 1 if gray else 3), dtype=np.uint8)
-    for index, image in enumerate(decoded):
-        images[index] = _as_channels(image, gray)
-        decoded[index] = None
-    return images
 
 
 def _colour_note(files: list[str], decoded: list[np.ndarray]) -> str:
@@ -379,7 +384,7 @@ def _as_channels(image: np.ndarray, gray: bool) -> np.ndarray:
 
 
 def _wxh(image: np.ndarray) -> str:
-    return f"{image.shape[1]}x{image.shape[0]}"
+    return f"{image.shape[1]}×{image.shape[0]}"
 
 
 def _cpu_count() -> int:
