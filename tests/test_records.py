@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from blockspec.atomic import atomic_write
+from blockspec.errors import SpecError
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path: Path) -> None:
@@ -41,6 +42,30 @@ def test_holding_a_run_dir_removes_the_partial_writes_a_killed_run_left(tmp_path
     (tmp_path / "last.pt").write_bytes(b"whole")
     with hold_run_dir(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == [".blockspec.lock", "last.pt"]
+
+
+def test_links_left_in_a_run_dir_are_never_written_through(tmp_path: Path) -> None:
+    """A link named as the write probe or the lock counted as a killed run's leftover, and the
+    run wrote 64 kB over its target and created the lock's: a file outside the run directory."""
+    import contextlib
+
+    from blockspec.train.rundir import hold_run_dir, prepare_run_dir
+
+    victim = tmp_path / "important.txt"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".write-test").symlink_to(victim)
+    with contextlib.ExitStack() as held, pytest.raises(SpecError, match="already exists and is not empty"):
+        prepare_run_dir(out, "x", held)
+    (out / ".write-test").unlink()
+    (out / ".blockspec.lock").symlink_to(tmp_path / "created_by_lock")
+    with contextlib.ExitStack() as held, pytest.raises(SpecError, match="already exists and is not empty"):
+        prepare_run_dir(out, "x", held)
+    with pytest.raises(SpecError, match=r"cannot hold its \.blockspec\.lock \(.*; a link is there: remove it\)"):
+        with hold_run_dir(out, "--resume"):  # a resumed run's directory is its own: held, not checked
+            pass
+    assert victim.read_text() == "precious" and not (tmp_path / "created_by_lock").exists()
 
 
 def test_confusion_colours_each_row_by_the_share_of_its_true_class() -> None:

@@ -8,6 +8,8 @@ and if the disk fills up later, the message says which epoch last.pt still holds
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,6 +21,7 @@ from blockspec.errors import fail
 PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
 LOCK_FILE = ".blockspec.lock"
 WRITE_PROBE = ".write-test"  # written and removed when a run takes its directory
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links need privileges to make
 
 
 def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> Path:
@@ -36,8 +39,13 @@ def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> 
         out.mkdir(parents=True, exist_ok=True)
         held.enter_context(hold_run_dir(out))
         check_run_dir_free(out)  # again, held now: another run may have started here since
-        probe = out / WRITE_PROBE
-        probe.write_bytes(b"0" * 65536)
+        probe = out / WRITE_PROBE  # created here or refused: a link in its place is never written through
+        probe.unlink(missing_ok=True)  # a killed run's
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644)
+        try:
+            os.write(descriptor, b"0" * 65536)
+        finally:
+            os.close(descriptor)
         probe.unlink()
     except OSError as error:
         raise fail("--out", f"cannot write there ({error.strerror})", str(out)) from None
@@ -55,7 +63,12 @@ def hold_run_dir(run_dir: Path, flag: str = "--out") -> Iterator[None]:
     except ImportError:
         yield
         return
-    with open(run_dir / LOCK_FILE, "a") as lock:
+    try:  # a link in the lock's place is not followed: the run would create or append to its target
+        descriptor = os.open(run_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NO_FOLLOW, 0o644)
+    except OSError as error:
+        link = "; a link is there: remove it" if error.errno == errno.ELOOP else ""
+        raise fail(flag, f"cannot hold its {LOCK_FILE} ({error.strerror}{link})", str(run_dir)) from None
+    with os.fdopen(descriptor, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -70,10 +83,15 @@ def check_run_dir_free(out: Path) -> None:
     half-written file (a run told to start again must be able to)."""
     if out.exists() and not out.is_dir():
         raise fail("--out", "is a file, not a run directory; choose another --out", str(out))
-    if out.exists() and any(path.name not in (LOCK_FILE, WRITE_PROBE) and not is_partial_write(path)
-                            for path in out.iterdir()):
+    if out.exists() and any(not _left_by_a_killed_run(path) for path in out.iterdir()):
         resume = f"continue it with `--resume {out}` or " if (out / "last.pt").is_file() else ""
         raise fail("--out", f"the folder already exists and is not empty; {resume}choose another --out", str(out))
+
+
+def _left_by_a_killed_run(path: Path) -> bool:
+    """The lock, the write probe or a half-written file, each a plain file (a link in their
+    place is someone else's)."""
+    return not path.is_symlink() and (path.name in (LOCK_FILE, WRITE_PROBE) or is_partial_write(path))
 
 
 def checkpoint_dir(resume: Path) -> Path:
