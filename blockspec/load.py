@@ -89,6 +89,7 @@ def parse_spec(
         # the spec at another size is that spec: analysed, validated and built alike
         document = apply_edits(document, [f"input.size=[{int(input_size[0])}, {int(input_size[1])}]"])
         source = f"{source} with --input-size {input_size[0]} {input_size[1]}"
+    _check_expanded_size(document, source)
     try:
         spec = Spec.model_validate(document)
     except ValidationError as error:
@@ -144,6 +145,33 @@ def _check_input_size(input_size: tuple[int, int] | None) -> None:
         and all(isinstance(side, numbers.Integral) and not isinstance(side, bool) for side in input_size)
     ):
         raise TypeError(f"input_size: expected (height, width), two integers, got {input_size!r}")
+
+
+MAX_VALUES = 100_000
+"""Values a spec may hold once its YAML aliases are followed: a flagship holds about 300. Each
+alias is a full copy, so a few hundred bytes of anchors nesting ten copies a level expand
+beyond any memory (a 1.6 kB file, six levels deep, ran for minutes before it)."""
+
+
+def _check_expanded_size(document: dict[str, Any], source: str) -> None:
+    sizes: dict[int, int] = {}  # id of a list or mapping → its expanded size; aliases share one object
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        if id(value) not in sizes:
+            sizes[id(value)] = 0  # a value holding itself (`&a [*a]`) counts once; validation refuses it
+            items = value.values() if isinstance(value, dict) else value
+            sizes[id(value)] = 1 + sum(min(size(item), MAX_VALUES + 1) for item in items)
+        return sizes[id(value)]
+
+    try:
+        total = size(document)
+    except RecursionError:
+        raise fail("", "invalid YAML: nested too deeply").with_source(source) from None
+    if total > MAX_VALUES:
+        raise fail("", f"the spec holds more than {MAX_VALUES:,} values once its YAML aliases are followed (each "
+                   "alias is a copy of its anchor's value): no compact network needs so many").with_source(source)
 
 
 def _read_yaml(text: str, source: str) -> Any:

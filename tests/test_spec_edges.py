@@ -121,3 +121,14 @@ def test_onecycle_needs_momentum_for_sgd_but_not_for_adam() -> None:
 def test_cuda_graphs_and_compile_are_refused_together() -> None:
     with pytest.raises(SpecError, match=r"train\.cuda_graphs = True: .*cannot be combined with compile \('max-autotune'\)"):
         parse_spec("name: x\nblocks:\n  C1: [conv: {out: 8}]\n" + HEAD + "train: {compile: max-autotune, cuda_graphs: true}\n")
+
+
+def test_aliases_that_expand_a_short_file_beyond_any_network_are_refused_before_validation() -> None:
+    """Ten copies a level: five levels of anchors (1.4 kB) took 33 s and 400 MB to validate,
+    six ran for minutes; a billion laughs within the spec's own fields."""
+    lines = ["x-r0: &r0 [{conv: {out: 8}}]"]
+    lines += [f"x-r{level}: &r{level} [" + ", ".join([f"{{residual: {{body: *r{level - 1}}}}}"] * 10) + "]"
+              for level in range(1, 6)]
+    text = "\n".join(lines) + "\nname: n\nblocks: {C1: [conv: {out: 8}], C2: *r5, output: [gap: {}, fc: {out: 10}]}\n"
+    with pytest.raises(SpecError, match=r"more than 100,000 values once its YAML aliases are followed"):
+        parse_spec(text)
