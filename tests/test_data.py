@@ -614,6 +614,21 @@ def test_linked_subfolders_count_and_a_link_back_up_is_not_followed(tmp_path: Pa
         load_dataset("imagefolder", tmp_path)
 
 
+def test_links_that_branch_to_one_folder_again_and_again_count_its_images_once(tmp_path: Path) -> None:
+    """Two links a level to the next level, 20 levels: each image was listed 2**20 times (the
+    walk never ended) where it is reached by a million paths."""
+    _write_folder(tmp_path)
+    levels = [tmp_path / "dag" / f"d{number}" for number in range(21)]
+    for level in levels:
+        level.mkdir(parents=True)
+    _save(levels[-1] / "deep.png", np.zeros((8, 8, 3), np.uint8))
+    for level, below in zip(levels, levels[1:]):
+        (level / "x").symlink_to(below)
+        (level / "y").symlink_to(below)
+    (tmp_path / "train/cat/links").symlink_to(levels[0])
+    assert np.bincount(load_dataset("imagefolder", tmp_path).train_labels).tolist() == [5, 4]
+
+
 def test_every_file_that_cannot_be_decoded_is_named_at_once(tmp_path: Path) -> None:
     """Named one a run, each fix of a large folder cost another whole decode."""
     _write_folder(tmp_path)

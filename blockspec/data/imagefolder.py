@@ -172,19 +172,25 @@ def _list_split(
 
 
 def images_below(
-    folder: Path, where: str, prefix: str = "", seen: frozenset[tuple[int, int]] = frozenset()
+    folder: Path, where: str, seen: frozenset[tuple[int, int]] = frozenset()
 ) -> Iterator[tuple[str, os.DirEntry]]:
     """(path relative to `folder`, entry) of every image file in it and its subfolders, linked
-    ones included as torchvision's ImageFolder follows them (a link back up, to a folder
-    above it in `seen`, is not followed again); hidden files and folders left out, a link to a missing image refused."""
-    seen = seen | {_identity(folder)}
+    ones included as torchvision's ImageFolder follows them, each folder once however many
+    links reach it (links that branch to one folder again and again were walked exponentially
+    often), and none `seen` names (a link back up); hidden files and folders left out, a link
+    to a missing image refused."""
+    yield from _walk(folder, where, "", set(seen))
+
+
+def _walk(folder: Path, where: str, prefix: str, visited: set[tuple[int, int]]) -> Iterator[tuple[str, os.DirEntry]]:
+    visited.add(_identity(folder))
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             target = entry.stat()
-            if (target.st_dev, target.st_ino) not in seen:
-                yield from images_below(Path(entry.path), where, f"{prefix}{entry.name}/", seen)
+            if (target.st_dev, target.st_ino) not in visited:
+                yield from _walk(Path(entry.path), where, f"{prefix}{entry.name}/", visited)
         elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
             if entry.is_file():
                 yield f"{prefix}{entry.name}", entry
