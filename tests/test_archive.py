@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -250,3 +251,49 @@ def test_a_photo_stored_sideways_in_an_archive_is_read_upright_as_in_a_folder(
     monkeypatch.setattr(archive, "DECODE_VERSION", "another decoding")  # its cache must then not serve it
     load_dataset("imagefolder", str(tmp_path / "photos.zip"))
     assert sorted(cache_home.rglob("*.npz")) != cached  # decoded again, under another key (the old one removed)
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, made as they are read: a member's content without holding it."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+def test_a_member_declaring_more_than_any_image_is_refused_before_it_is_read(tmp_path: Path, cache_home: Path) -> None:
+    """A few hundred kB of gzip (1.9 kB of bz2) declaring gigabytes of zeros was read whole
+    into memory before being found no image."""
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as bundle:
+        bundle.add(folder, arcname="colours")
+        member = tarfile.TarInfo("colours/train/class0/zz.png")
+        member.size = 300 * 2**20
+        bundle.addfile(member, _Zeros(member.size))
+    assert archive.stat().st_size < 2 * 2**20
+    with pytest.raises(SpecError, match=r"bomb\.tar\.gz:colours/train/class0/zz\.png holds 300 MiB, more than any image"):
+        load_dataset("imagefolder", archive)
+
+
+def test_links_to_one_member_share_its_bytes(tmp_path: Path) -> None:
+    """Each link read its target again (500 links to a 2 MiB member held 1 GB)."""
+    from blockspec.data.archive import _image_members
+
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    first = next((folder / "train" / "class0").glob("*.png"))
+    for number in range(20):
+        (folder / "train" / "class0" / f"link{number}.png").symlink_to(first.name)
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    members = _image_members(archive, "data.root")["colours"]["train"]["class0"]
+    assert len({id(members[f"link{number}.png"]) for number in range(20)} | {id(members[first.name])}) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import posixpath
 import tarfile
 import zipfile
 import zlib
@@ -20,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from blockspec.available_memory import available_memory
 from blockspec.data.cache import read_cache, write_cache
 from blockspec.data.imagedata import ImageData
 from blockspec.data.imagefolder import (
@@ -112,20 +114,23 @@ def _image_members(archive: Path, where: str) -> Layouts:
                 found.append((files, "/".join(below)))
         return found
 
+    budget = _ReadBudget(archive, where)
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as bundle:
                 for info in bundle.infolist():
                     if targets := places(_zip_member_name(info), info.is_dir()):
+                        budget.take(info.filename, info.file_size)  # zipfile reads no more than it declares
                         content = bundle.read(info)
                         for files, below in targets:
                             files[below] = content
         else:
+            read: dict[str, bytes] = {}  # member name → bytes: each file read once, however many links name it
             with tarfile.open(archive) as bundle:
                 for member in bundle:  # tar stores each further name of a file as a link member
                     is_file = member.isfile() or member.islnk() or member.issym()
                     if (is_file or member.isdir()) and (targets := places(member.name, member.isdir())):
-                        content = _member_bytes(bundle, member, archive, where)
+                        content = _member_bytes(bundle, member, archive, where, read, budget)
                         for files, below in targets:
                             files[below] = content
                 _check_tar_ends_cleanly(bundle)
@@ -138,13 +143,55 @@ def _image_members(archive: Path, where: str) -> Layouts:
     return layouts
 
 
-def _member_bytes(bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str) -> bytes:
-    """A member's bytes, read through its target when it is a link."""
+def _member_bytes(
+    bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str, read: dict[str, bytes],
+    budget: _ReadBudget,
+) -> bytes:
+    """A member's bytes, read through its target when it is a link, and once per file (`read`):
+    a thousand links to one large member would otherwise hold a thousand copies."""
+    link = member.islnk() or member.issym()
+    target = _link_target(member) if link else member.name
+    if link and target in read:
+        return read[target]
     try:
-        return bundle.extractfile(member).read()
+        budget.take(member.name, bundle.getmember(target).size if link else member.size)
+        read[target] = bundle.extractfile(member).read()  # a name held twice: its later copy from here on
+        return read[target]
     except KeyError:  # a link whose target the archive lacks (an absolute path, a file left out)
         raise fail(where, f"{archive}:{member.name} links to {member.linkname}, which the archive does not hold; "
                    "pack it with `tar -h` (--dereference) so that it holds the files themselves", str(archive)) from None
+
+
+def _link_target(member: tarfile.TarInfo) -> str:
+    """The member a link names: a hard link by its path in the archive, a symbolic one relative
+    to its own folder."""
+    if member.islnk():
+        return member.linkname
+    return posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+
+
+class _ReadBudget:
+    """Refuse, before reading it, a member larger than any image (a few compressed bytes can
+    declare gigabytes) or one that would take the members read past half the memory available
+    (the other half decodes them)."""
+
+    def __init__(self, archive: Path, where: str) -> None:
+        self.archive, self.where = archive, where
+        available = available_memory()
+        self.left = available // 2 if available is not None else None
+
+    def take(self, name: str, size: int) -> None:
+        if size > MEMBER_LIMIT:
+            raise fail(self.where, f"{self.archive}:{name} holds {size / 2**20:,.0f} MiB, more than any image it could "
+                       f"decode ({MEMBER_LIMIT / 2**20:,.0f} MiB at most)", str(self.archive))
+        if self.left is not None:
+            self.left -= size
+            if self.left < 0:
+                raise fail(self.where, f"its images take more than half the memory available to read "
+                           f"(at {self.archive}:{name})", str(self.archive))
+
+
+MEMBER_LIMIT = 256 * 2**20
 
 
 def _zip_member_name(info: zipfile.ZipInfo) -> str:
