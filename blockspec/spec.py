@@ -7,6 +7,7 @@ order, dropout and bias, so nothing downstream needs to know about `defaults`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -67,6 +68,15 @@ def _block_name(name: str) -> str:
 
 
 BlockName = Annotated[str, AfterValidator(_block_name)]
+
+
+def _network_name(name: str) -> str:
+    """A name that is one folder's: runs go to runs/<name>/, and a table prints it as is."""
+    if "/" in name or "\\" in name or name.strip() in (".", ".."):
+        raise ValueError("a name must be one folder's name (runs go to runs/<name>/): no / or \\, not . or ..")
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise ValueError("a name may not hold control characters (a terminal would run them as commands)")
+    return name
 FEATURES = (
     "conv",
     "dws",
@@ -424,7 +434,7 @@ class TrainSpec(StrictModel):
 class Spec(StrictModel):
     """One architecture file."""
 
-    name: str = Field(
+    name: Annotated[str, AfterValidator(_network_name)] = Field(
         min_length=1, description="the network's name; runs go to `runs/<name>/<time>/`"
     )
     description: str = Field(default="", description="free text")

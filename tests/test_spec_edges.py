@@ -132,3 +132,15 @@ def test_aliases_that_expand_a_short_file_beyond_any_network_are_refused_before_
     text = "\n".join(lines) + "\nname: n\nblocks: {C1: [conv: {out: 8}], C2: *r5, output: [gap: {}, fc: {out: 10}]}\n"
     with pytest.raises(SpecError, match=r"more than 100,000 values once its YAML aliases are followed"):
         parse_spec(text)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("../../escaped", "one folder's name"), ("/tmp/elsewhere", "one folder's name"), ("a\\\\b", "one folder's name"),
+    ("..", "one folder's name"), ("X\\e[31mRED\\e]0;title\\a", "control characters"),
+])
+def test_a_name_is_one_folders_and_holds_no_terminal_commands(name: str, says: str) -> None:
+    """Runs go to runs/<name>/: `../../escaped` wrote outside runs/, an absolute name anywhere;
+    escape codes reached the terminal through the summary table."""
+    with pytest.raises(SpecError, match=says):
+        parse_spec(f'name: "{name}"\nblocks:\n  C1: [conv: {{out: 8}}]\n  output: [gap: {{}}, fc: {{out: 10}}]\n')
+    assert parse_spec("name: réseau 2\nblocks:\n  C1: [conv: {out: 8}]\n  output: [gap: {}, fc: {out: 10}]\n").name == "réseau 2"
