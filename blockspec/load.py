@@ -70,7 +70,11 @@ def parse_spec(
                         "(input_size and edits are keyword arguments)")
     edits = _edit_list(edits)
     _check_input_size(input_size)
-    document = _plain(text) if isinstance(text, Mapping) else _read_yaml(text, source)
+    if isinstance(text, Mapping):
+        _check_expanded_size(text, source)  # before the copy, which would expand every alias
+        document = _plain(text)
+    else:
+        document = _read_yaml(text, source)
     if not isinstance(document, dict):
         raise fail(
             "",
@@ -153,16 +157,20 @@ alias is a full copy, so a few hundred bytes of anchors nesting ten copies a lev
 beyond any memory (a 1.6 kB file, six levels deep, ran for minutes before it)."""
 
 
-def _check_expanded_size(document: dict[str, Any], source: str) -> None:
+def _check_expanded_size(document: Any, source: str) -> None:
     sizes: dict[int, int] = {}  # id of a list or mapping → its expanded size; aliases share one object
+    counting: set[int] = set()  # the containers being counted: one reached again holds itself
 
     def size(value: Any) -> int:
-        if not isinstance(value, (dict, list)):
+        if not isinstance(value, (Mapping, list, tuple)):
             return 1
+        if id(value) in counting:
+            raise fail("", "a YAML anchor holds an alias to itself: the spec would never end").with_source(source)
         if id(value) not in sizes:
-            sizes[id(value)] = 0  # a value holding itself (`&a [*a]`) counts once; validation refuses it
-            items = value.values() if isinstance(value, dict) else value
+            counting.add(id(value))
+            items = value.values() if isinstance(value, Mapping) else value
             sizes[id(value)] = 1 + sum(min(size(item), MAX_VALUES + 1) for item in items)
+            counting.discard(id(value))
         return sizes[id(value)]
 
     try:

@@ -72,8 +72,8 @@ BlockName = Annotated[str, AfterValidator(_block_name)]
 
 def _network_name(name: str) -> str:
     """A name that is one folder's: runs go to runs/<name>/, and a table prints it as is."""
-    if "/" in name or "\\" in name or name.strip() in (".", ".."):
-        raise ValueError("a name must be one folder's name (runs go to runs/<name>/): no / or \\, not . or ..")
+    if any(separator in name for separator in "/\\:") or name.strip() in (".", ".."):  # ':' a drive on Windows
+        raise ValueError("a name must be one folder's name (runs go to runs/<name>/): no /, \\ or :, not . or ..")
     if any(unicodedata.category(character) == "Cc" for character in name):
         raise ValueError("a name may not hold control characters (a terminal would run them as commands)")
     return name

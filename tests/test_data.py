@@ -614,9 +614,9 @@ def test_linked_subfolders_count_and_a_link_back_up_is_not_followed(tmp_path: Pa
         load_dataset("imagefolder", tmp_path)
 
 
-def test_links_that_branch_to_one_folder_again_and_again_count_its_images_once(tmp_path: Path) -> None:
+def test_links_that_branch_to_one_folder_level_after_level_are_refused(tmp_path: Path) -> None:
     """Two links a level to the next level, 20 levels: each image was listed 2**20 times (the
-    walk never ended) where it is reached by a million paths."""
+    walk never ended); a folder linked twice still counts twice, as in torchvision."""
     _write_folder(tmp_path)
     levels = [tmp_path / "dag" / f"d{number}" for number in range(21)]
     for level in levels:
@@ -625,8 +625,12 @@ def test_links_that_branch_to_one_folder_again_and_again_count_its_images_once(t
     for level, below in zip(levels, levels[1:]):
         (level / "x").symlink_to(below)
         (level / "y").symlink_to(below)
+    (tmp_path / "train/cat/twice").symlink_to(levels[-1])
+    (tmp_path / "train/cat/again").symlink_to(levels[-1])
+    assert np.bincount(load_dataset("imagefolder", tmp_path).train_labels).tolist() == [6, 4]
     (tmp_path / "train/cat/links").symlink_to(levels[0])
-    assert np.bincount(load_dataset("imagefolder", tmp_path).train_labels).tolist() == [5, 4]
+    with pytest.raises(SpecError, match=r"dag/d\d+ is reached through links by more than 64 paths"):
+        load_dataset("imagefolder", tmp_path)
 
 
 def test_every_file_that_cannot_be_decoded_is_named_at_once(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from blockspec import SpecError, build_model, parse_spec
 from blockspec.analysis import trace
@@ -132,11 +133,16 @@ def test_aliases_that_expand_a_short_file_beyond_any_network_are_refused_before_
     text = "\n".join(lines) + "\nname: n\nblocks: {C1: [conv: {out: 8}], C2: *r5, output: [gap: {}, fc: {out: 10}]}\n"
     with pytest.raises(SpecError, match=r"more than 100,000 values once its YAML aliases are followed"):
         parse_spec(text)
+    with pytest.raises(SpecError, match=r"more than 100,000 values"):  # a mapping as YAML reads it, aliases shared
+        parse_spec(yaml.safe_load(text))
+    loop = "name: n\nblocks:\n  C1: &A [{conv: {out: 8}}, &B {residual: {body: *A}}]\n  C2: [*B, *B]\n"
+    with pytest.raises(SpecError, match=r"a YAML anchor holds an alias to itself"):  # validation walked it for seconds
+        parse_spec(loop + "  output: [gap: {}, fc: {out: 10}]\n")
 
 
 @pytest.mark.parametrize(("name", "says"), [
     ("../../escaped", "one folder's name"), ("/tmp/elsewhere", "one folder's name"), ("a\\\\b", "one folder's name"),
-    ("..", "one folder's name"), ("X\\e[31mRED\\e]0;title\\a", "control characters"),
+    ("..", "one folder's name"), ("C:escaped", "one folder's name"), ("X\\e[31mRED\\e]0;title\\a", "control characters"),
 ])
 def test_a_name_is_one_folders_and_holds_no_terminal_commands(name: str, says: str) -> None:
     """Runs go to runs/<name>/: `../../escaped` wrote outside runs/, an absolute name anywhere;

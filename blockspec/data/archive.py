@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
-import posixpath
 import tarfile
 import zipfile
 import zlib
@@ -125,7 +124,7 @@ def _image_members(archive: Path, where: str) -> Layouts:
                         for files, below in targets:
                             files[below] = content
         else:
-            read: dict[str, bytes] = {}  # member name → bytes: each file read once, however many links name it
+            read: dict[int, bytes] = {}  # each stored file's bytes, read once however many links name it
             with tarfile.open(archive) as bundle:
                 for member in bundle:  # tar stores each further name of a file as a link member
                     is_file = member.isfile() or member.islnk() or member.issym()
@@ -144,30 +143,35 @@ def _image_members(archive: Path, where: str) -> Layouts:
 
 
 def _member_bytes(
-    bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str, read: dict[str, bytes],
+    bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str, read: dict[int, bytes],
     budget: _ReadBudget,
 ) -> bytes:
-    """A member's bytes, read through its target when it is a link, and once per file (`read`):
-    a thousand links to one large member would otherwise hold a thousand copies."""
-    link = member.islnk() or member.issym()
-    target = _link_target(member) if link else member.name
-    if link and target in read:
-        return read[target]
+    """A member's bytes, read through its target when it is a link (as tar unpacks it: a hard
+    link's target before it, a symbolic link's last copy), and once per stored file (`read`,
+    keyed by where its data lies): a thousand links to one large member would otherwise hold
+    a thousand copies."""
     try:
-        budget.take(member.name, bundle.getmember(target).size if link else member.size)
-        read[target] = bundle.extractfile(member).read()  # a name held twice: its later copy from here on
-        return read[target]
+        stored = _stored_file(bundle, member)
     except KeyError:  # a link whose target the archive lacks (an absolute path, a file left out)
         raise fail(where, f"{archive}:{member.name} links to {member.linkname}, which the archive does not hold; "
                    "pack it with `tar -h` (--dereference) so that it holds the files themselves", str(archive)) from None
+    if stored.offset_data not in read:
+        budget.take(member.name, stored.size)
+        read[stored.offset_data] = bundle.extractfile(stored).read()
+    return read[stored.offset_data]
 
 
-def _link_target(member: tarfile.TarInfo) -> str:
-    """The member a link names: a hard link by its path in the archive, a symbolic one relative
-    to its own folder."""
-    if member.islnk():
-        return member.linkname
-    return posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+def _stored_file(bundle: tarfile.TarFile, member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The member holding the data a member names, links followed as tarfile follows them
+    (KeyError for a missing target or a chain of links too long to be anything but a loop)."""
+    for _ in range(_LINK_HOPS):
+        if not (member.islnk() or member.issym()):
+            return member
+        member = bundle._find_link_target(member)  # noqa: SLF001 (tarfile's own rule, which extraction follows)
+    raise KeyError(member.name)
+
+
+_LINK_HOPS = 40  # as the kernel's own limit on symbolic links in one path
 
 
 class _ReadBudget:

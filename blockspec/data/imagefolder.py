@@ -175,22 +175,33 @@ def images_below(
     folder: Path, where: str, seen: frozenset[tuple[int, int]] = frozenset()
 ) -> Iterator[tuple[str, os.DirEntry]]:
     """(path relative to `folder`, entry) of every image file in it and its subfolders, linked
-    ones included as torchvision's ImageFolder follows them, each folder once however many
-    links reach it (links that branch to one folder again and again were walked exponentially
-    often), and none `seen` names (a link back up); hidden files and folders left out, a link
-    to a missing image refused."""
-    yield from _walk(folder, where, "", set(seen))
+    ones included as torchvision's ImageFolder follows them, a folder reached by two links
+    listed twice (a rare class oversampled); a link back up, to a folder above it or one
+    `seen` names, is not followed, and a folder reached by more than `_PATHS_LIMIT` paths
+    refused (links branching to one folder level after level would list it exponentially
+    often); hidden files and folders left out, a link to a missing image refused."""
+    yield from _walk(folder, where, "", seen, Counter())
 
 
-def _walk(folder: Path, where: str, prefix: str, visited: set[tuple[int, int]]) -> Iterator[tuple[str, os.DirEntry]]:
-    visited.add(_identity(folder))
+_PATHS_LIMIT = 64
+
+
+def _walk(
+    folder: Path, where: str, prefix: str, above: frozenset[tuple[int, int]], reached: Counter[tuple[int, int]]
+) -> Iterator[tuple[str, os.DirEntry]]:
+    here = _identity(folder)
+    reached[here] += 1
+    if reached[here] > _PATHS_LIMIT:
+        raise fail(where, f"{os.path.realpath(folder)} is reached through links by more than {_PATHS_LIMIT} paths, and "
+                   "its images would be listed once for each: link it fewer times", str(folder))
+    above = above | {here}
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             target = entry.stat()
-            if (target.st_dev, target.st_ino) not in visited:
-                yield from _walk(Path(entry.path), where, f"{prefix}{entry.name}/", visited)
+            if (target.st_dev, target.st_ino) not in above:
+                yield from _walk(Path(entry.path), where, f"{prefix}{entry.name}/", above, reached)
         elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
             if entry.is_file():
                 yield f"{prefix}{entry.name}", entry
