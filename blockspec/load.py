@@ -165,7 +165,8 @@ def _check_expanded_size(document: Any, source: str) -> None:
         if not isinstance(value, (Mapping, list, tuple)):
             return 1
         if id(value) in counting:
-            raise fail("", "a YAML anchor holds an alias to itself: the spec would never end").with_source(source)
+            raise fail("", "a value holds itself (a YAML anchor holding an alias to itself): the spec would never "
+                       "end").with_source(source)
         if id(value) not in sizes:
             counting.add(id(value))
             items = value.values() if isinstance(value, Mapping) else value

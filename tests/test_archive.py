@@ -320,3 +320,25 @@ def test_links_are_followed_as_tar_unpacks_them(tmp_path: Path, cache_home: Path
     assert {member.name for member in tarfile.open(archive)} >= {"./train/class0/chained.png"}
     members = _image_members(archive, "data.root")[""]["train"]["class0"]
     assert members[first.name] == members["hop.png"] == members["chained.png"] == content
+
+
+def test_a_link_to_a_folder_or_through_a_missing_hop_is_refused_naming_that_hop(tmp_path: Path) -> None:
+    """A link to a folder member crashed (AttributeError: extractfile gives None for a folder);
+    a chain broken at its second hop named the first link as the one whose target was missing."""
+    from blockspec.data.archive import _image_members
+
+    folder = write_colour_folder(tmp_path / "colours", train_per_class=3, test_per_class=2)
+    red = folder / "train" / "class0"
+    (red / "folder.png").symlink_to("../class1")
+    archive = tmp_path / "folder.tar"
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    with pytest.raises(SpecError, match=r"folder\.tar:colours/train/class0/folder\.png links to colours/train/class1, a folder or"):
+        _image_members(archive, "data.root")
+    (red / "folder.png").unlink()
+    (red / "a.png").symlink_to("b.png")
+    (red / "b.png").symlink_to("missing.png")
+    with tarfile.open(archive, "w") as bundle:
+        bundle.add(folder, arcname="colours")
+    with pytest.raises(SpecError, match=r"colours/train/class0/b\.png links to missing\.png, which the archive does not"):
+        _image_members(archive, "data.root")

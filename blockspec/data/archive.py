@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import posixpath
 import tarfile
 import zipfile
 import zlib
@@ -33,7 +34,7 @@ from blockspec.data.imagefolder import (
     no_images,
     relabelled,
 )
-from blockspec.errors import fail
+from blockspec.errors import SpecError, fail
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 SPLITS = ("train", "test")
@@ -124,12 +125,13 @@ def _image_members(archive: Path, where: str) -> Layouts:
                         for files, below in targets:
                             files[below] = content
         else:
-            read: dict[int, bytes] = {}  # each stored file's bytes, read once however many links name it
             with tarfile.open(archive) as bundle:
+                reader = _TarReader(bundle, archive, where, budget)
                 for member in bundle:  # tar stores each further name of a file as a link member
+                    reader.passed(member)
                     is_file = member.isfile() or member.islnk() or member.issym()
                     if (is_file or member.isdir()) and (targets := places(member.name, member.isdir())):
-                        content = _member_bytes(bundle, member, archive, where, read, budget)
+                        content = reader.content(member)
                         for files, below in targets:
                             files[below] = content
                 _check_tar_ends_cleanly(bundle)
@@ -142,33 +144,45 @@ def _image_members(archive: Path, where: str) -> Layouts:
     return layouts
 
 
-def _member_bytes(
-    bundle: tarfile.TarFile, member: tarfile.TarInfo, archive: Path, where: str, read: dict[int, bytes],
-    budget: _ReadBudget,
-) -> bytes:
-    """A member's bytes, read through its target when it is a link (as tar unpacks it: a hard
-    link's target before it, a symbolic link's last copy), and once per stored file (`read`,
-    keyed by where its data lies): a thousand links to one large member would otherwise hold
-    a thousand copies."""
-    try:
-        stored = _stored_file(bundle, member)
-    except KeyError:  # a link whose target the archive lacks (an absolute path, a file left out)
-        raise fail(where, f"{archive}:{member.name} links to {member.linkname}, which the archive does not hold; "
-                   "pack it with `tar -h` (--dereference) so that it holds the files themselves", str(archive)) from None
-    if stored.offset_data not in read:
-        budget.take(member.name, stored.size)
-        read[stored.offset_data] = bundle.extractfile(stored).read()
-    return read[stored.offset_data]
+class _TarReader:
+    """Members' bytes as tar unpacks them: a link through its target (a hard link's last copy
+    before it, a symbolic link's last copy in the archive), each stored file read once however
+    many links name it (a thousand links to one large member held a thousand copies)."""
 
+    def __init__(self, bundle: tarfile.TarFile, archive: Path, where: str, budget: _ReadBudget) -> None:
+        self.bundle, self.archive, self.where, self.budget = bundle, archive, where, budget
+        self.read: dict[int, bytes] = {}  # a stored file's bytes, by where its data lies
+        self.latest: dict[str, tarfile.TarInfo] = {}  # name → its last copy so far: a hard link's target
 
-def _stored_file(bundle: tarfile.TarFile, member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """The member holding the data a member names, links followed as tarfile follows them
-    (KeyError for a missing target or a chain of links too long to be anything but a loop)."""
-    for _ in range(_LINK_HOPS):
-        if not (member.islnk() or member.issym()):
-            return member
-        member = bundle._find_link_target(member)  # noqa: SLF001 (tarfile's own rule, which extraction follows)
-    raise KeyError(member.name)
+    def passed(self, member: tarfile.TarInfo) -> None:
+        if member.isreg():
+            self.latest[posixpath.normpath(member.name)] = member
+
+    def content(self, member: tarfile.TarInfo) -> bytes:
+        stored = self._stored_file(member)
+        if stored.offset_data not in self.read:
+            self.budget.take(member.name, stored.size)
+            self.read[stored.offset_data] = self.bundle.extractfile(stored).read()
+        return self.read[stored.offset_data]
+
+    def _stored_file(self, member: tarfile.TarInfo) -> tarfile.TarInfo:
+        """The regular member holding the data `member` names, links followed hop by hop."""
+        named = member
+        for _ in range(_LINK_HOPS):
+            if member.isreg():
+                return member
+            if not (member.islnk() or member.issym()):
+                raise self._refused(named, f"links to {member.name}, a folder or a special file, not an image")
+            target = self.latest.get(posixpath.normpath(member.linkname)) if member.islnk() else None
+            try:  # a hard link whose target came before it is known; tarfile's own search otherwise
+                member = target or self.bundle._find_link_target(member)  # noqa: SLF001 (the rule extraction follows)
+            except KeyError:  # an absolute path, a file left out
+                raise self._refused(member, f"links to {member.linkname}, which the archive does not hold; pack it with "
+                                    "`tar -h` (--dereference) so that it holds the files themselves") from None
+        raise self._refused(member, f"is a link more than {_LINK_HOPS} links deep: a loop")
+
+    def _refused(self, member: tarfile.TarInfo, why: str) -> SpecError:
+        return fail(self.where, f"{self.archive}:{member.name} {why}", str(self.archive))
 
 
 _LINK_HOPS = 40  # as the kernel's own limit on symbolic links in one path

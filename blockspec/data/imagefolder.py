@@ -177,23 +177,36 @@ def images_below(
     """(path relative to `folder`, entry) of every image file in it and its subfolders, linked
     ones included as torchvision's ImageFolder follows them, a folder reached by two links
     listed twice (a rare class oversampled); a link back up, to a folder above it or one
-    `seen` names, is not followed, and a folder reached by more than `_PATHS_LIMIT` paths
-    refused (links branching to one folder level after level would list it exponentially
-    often); hidden files and folders left out, a link to a missing image refused."""
-    yield from _walk(folder, where, "", seen, Counter())
+    `seen` names, is not followed, and links that branch to one folder level after level
+    (listing it exponentially often) are refused; hidden files and folders left out, a link to
+    a missing image refused."""
+    yield from _walk(folder, where, "", seen, _Visits())
 
 
-_PATHS_LIMIT = 64
+class _Visits:
+    """How often the walk entered each folder: more than `PATHS_A_FOLDER` entries a folder on
+    average is links branching to the same folders again and again."""
+
+    PATHS_A_FOLDER = 64
+
+    def __init__(self) -> None:
+        self.count: Counter[tuple[int, int]] = Counter()
+        self.total = 0
+
+    def enter(self, folder: Path, identity: tuple[int, int], where: str) -> None:
+        self.count[identity] += 1
+        self.total += 1
+        if self.total > self.PATHS_A_FOLDER * len(self.count):
+            raise fail(where, f"links reach the same folders again and again ({self.total:,} entries into "
+                       f"{len(self.count):,} folders, the last {os.path.realpath(folder)}), and their images would be "
+                       "listed once for each path: link them fewer times", str(folder))
 
 
 def _walk(
-    folder: Path, where: str, prefix: str, above: frozenset[tuple[int, int]], reached: Counter[tuple[int, int]]
+    folder: Path, where: str, prefix: str, above: frozenset[tuple[int, int]], visits: _Visits
 ) -> Iterator[tuple[str, os.DirEntry]]:
     here = _identity(folder)
-    reached[here] += 1
-    if reached[here] > _PATHS_LIMIT:
-        raise fail(where, f"{os.path.realpath(folder)} is reached through links by more than {_PATHS_LIMIT} paths, and "
-                   "its images would be listed once for each: link it fewer times", str(folder))
+    visits.enter(folder, here, where)
     above = above | {here}
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
@@ -201,7 +214,7 @@ def _walk(
         if entry.is_dir():
             target = entry.stat()
             if (target.st_dev, target.st_ino) not in above:
-                yield from _walk(Path(entry.path), where, f"{prefix}{entry.name}/", above, reached)
+                yield from _walk(Path(entry.path), where, f"{prefix}{entry.name}/", above, visits)
         elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
             if entry.is_file():
                 yield f"{prefix}{entry.name}", entry
