@@ -447,11 +447,11 @@ BROKEN = {
         "rules.forbid = ['max_pool', 'sepconv']: unknown feature(s) ['max_pool', 'sepconv'] (did you mean "
         "max_pool → maxpool, sepconv → dws?)",
     ),
-    "aliases_multiplying": (  # 511 bytes whose full repr would be 10^8 items long
+    "aliases_multiplying": (  # 511 bytes whose full repr would be 10^8 items long: refused before it is validated
         "name: x\ndescription:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8))
         + "blocks:\n  output: [gap: {}, fc: {out: 10}]\n",
-        "description = {'a0': ['x', 'x', 'x',",
+        "more than 100,000 values once its YAML aliases are followed",
     ),
 }
 

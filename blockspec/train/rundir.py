@@ -41,11 +41,8 @@ def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> 
         check_run_dir_free(out)  # again, held now: another run may have started here since
         probe = out / WRITE_PROBE  # created here or refused: a link in its place is never written through
         probe.unlink(missing_ok=True)  # a killed run's
-        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644)
-        try:
-            os.write(descriptor, b"0" * 65536)
-        finally:
-            os.close(descriptor)
+        with os.fdopen(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644), "wb") as file:
+            file.write(b"0" * 65536)  # a file object: a short write on a full disk raises, as os.write's would not
         probe.unlink()
     except OSError as error:
         raise fail("--out", f"cannot write there ({error.strerror})", str(out)) from None
