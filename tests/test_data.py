@@ -159,6 +159,21 @@ def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+class _HugeArray:
+    def __reduce__(self) -> tuple[object, tuple[tuple[int, int], np.dtype]]:
+        return np.ndarray, ((1_000_000, 3072), np.dtype(np.uint8))
+
+
+def test_restricted_unpickler_builds_arrays_only_as_numpy_pickles_do(tmp_path: Path) -> None:
+    """A 99-byte batch calling numpy.ndarray itself was taken as a million uninitialised
+    training images (3 GB); numpy's own pickles only pass the class to _reconstruct."""
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar10(folder)
+    _dump(folder / "data_batch_1", {b"data": _HugeArray(), b"labels": [0] * 1_000_000})
+    with pytest.raises(SpecError, match="is not a valid data pickle .*not callable"):
+        load_dataset("cifar10", tmp_path, download=False)
+
+
 def test_cifar_missing_files_name_folder_and_files(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as error:
         load_dataset("cifar10", tmp_path, download=False)

@@ -25,18 +25,33 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin-1")
 
 
+_NDARRAY = object()
+"""What `numpy.ndarray` resolves to: numpy's pickles only pass the class to `_reconstruct`;
+called itself, it would allocate any shape a few bytes ask for (a 193-byte pickle, 3 GB)."""
+
+
+def _empty_array(subtype: object, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """numpy's `_reconstruct` as its own pickles call it: an empty ndarray, which the pickle's
+    state then fills with data of the size it holds."""
+    if subtype is not _NDARRAY or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("refusing an array built other than numpy pickles build it")
+    return _RECONSTRUCT(np.ndarray, (0,), dtype)
+
+
+_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     """The globals numpy's own pickles reference, resolved from live objects, not from names."""
-    reconstruct = np.ndarray((0,)).__reduce__()[0]
     frombuffer = np.zeros(1).__reduce_ex__(5)[0]
     scalar = np.int64(0).__reduce__()[0]
     allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): _latin1_encode,
     }
     for core in ("numpy.core", "numpy._core"):  # numpy 1.x and 2.x spell the module differently
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "_reconstruct")] = _empty_array
         allowed[(f"{core}.multiarray", "scalar")] = scalar
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
     return allowed
