@@ -299,6 +299,18 @@ def test_idx_bad_header(tmp_path: Path) -> None:
         load_dataset("mnist", tmp_path, download=False)
 
 
+@pytest.mark.parametrize("dims", [(-1, -4), (65536, 65536, 65536, 65536)])
+def test_idx_dimensions_that_are_negative_or_overflow_are_refused(tmp_path: Path, dims: tuple[int, ...]) -> None:
+    """Their product matched the bytes held (-1 × -4 = 4; 2**64 wrapped to 0 in numpy) and
+    reshape failed as a bug (exit 70)."""
+    _write_idx_set(tmp_path / "MNIST" / "raw", gz=False)
+    header = bytes([0, 0, 8, len(dims)]) + b"".join(int(d).to_bytes(4, "big", signed=True) for d in dims)
+    data = bytes(4 if dims[0] < 0 else 0)
+    (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(header + data)
+    with pytest.raises(SpecError, match=r"t10k-images-idx3-ubyte: header says \["):
+        load_dataset("mnist", tmp_path, download=False)
+
+
 # --- image folders -------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ files are searched where torchvision puts them as well as in the folder given.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,11 +158,11 @@ def _read_idx(file: Path, path: str) -> np.ndarray:
     if rank == 0 or len(raw) < header:
         raise fail(f"{path}.root", f"{file} has a truncated IDX header", str(file))
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=rank, offset=4))
-    if len(raw) - header != int(np.prod(shape)):
+    size = math.prod(shape)  # Python's integers: numpy's product of large dimensions wraps around
+    if min(shape) < 0 or len(raw) - header != size:
         raise fail(
             f"{path}.root",
-            f"{file}: header says {list(shape)} ({int(np.prod(shape))} bytes) "
-            f"but holds {len(raw) - header} bytes",
+            f"{file}: header says {list(shape)} ({size} bytes) but holds {len(raw) - header} bytes",
             str(file),
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable
