@@ -249,6 +249,25 @@ def test_a_checkpoint_without_its_spec_is_refused_by_name(tmp_path: Path, capsys
     assert code == 2 and "a blockspec checkpoint without its spec or weights" in err and "bug" not in err
 
 
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("ema", [1, 2], "ema is not a mapping"), ("epoch", "abc", "epoch is not a count"),
+    ("mean", 5, "mean is not a list of numbers"), ("std", [float("nan")] * 3, "std is not a list of numbers"),
+    ("optimizer", {"x": 1}, "optimizer is not an optimizer's state"), ("rng", 5, "rng is not the random generators'"),
+])
+def test_a_checkpoint_field_of_the_wrong_type_is_refused_by_name(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: object, says: str
+) -> None:
+    """Each failed deep inside predict or --resume as a bug in blockspec (exit 70), or (a NaN
+    mean) was taken silently."""
+    from tests.cli_helpers import run_cli
+
+    payload = torch.load(run / "last.pt", weights_only=True)
+    payload[field] = value
+    torch.save(payload, tmp_path / "edited.pt")
+    code, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "edited.pt")], capsys)
+    assert code == 2 and says in err and "bug" not in err, err
+
+
 def test_an_empty_batch_predicts_no_rows(run: Path) -> None:
     trained = blockspec.load_trained(run)
     assert trained.predict(np.zeros((0, 16, 16, 3), dtype=np.uint8)).shape == (0, 4)

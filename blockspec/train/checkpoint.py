@@ -7,10 +7,12 @@ weights_only=True)` opens them and a foreign file cannot run code.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import random
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,9 +89,33 @@ def load_checkpoint(path: Path, flag: str = "--checkpoint") -> dict[str, Any]:
     if classes is not None and not (isinstance(classes, list) and all(isinstance(name, str) for name in classes)):
         raise fail(flag, "a blockspec checkpoint whose classes are not a list of names (edited or written by "
                    "something else)", str(path))
+    wrong = next(((name, what) for name, (what, fits) in _FIELDS.items() if name in payload and not fits(payload[name])), None)
+    if wrong is not None:
+        raise fail(flag, f"a blockspec checkpoint whose {wrong[0]} is not {wrong[1]} (edited or written by something "
+                   "else)", str(path))
     if classes:  # recorded raw before 2026-12-07: folders named in bytes that are not UTF-8
         payload["classes"] = [readable_name(name) for name in classes]
     return payload
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, (int, float)) and math.isfinite(item) for item in value)
+
+
+_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    # what each field a command reads must be, checked before any reads it: a wrong type failed deep inside as a bug
+    **{name: ("a count", _count) for name in ("epoch", "train_images", "steps_per_epoch", "processes")},
+    **{name: ("a list of numbers", _numbers) for name in ("mean", "std")},
+    **{name: ("a mapping", lambda value: isinstance(value, dict)) for name in ("ema", "scheduler", "lookahead", "run_options")},
+    "optimizer": ("an optimizer's state", lambda value: isinstance(value, dict) and isinstance(value.get("param_groups"), list)),
+    "rng": ("the random generators' state", lambda value: isinstance(value, dict)
+            and {"torch", "cuda", "numpy_keys", "numpy_pos", "python"} <= value.keys()),
+    "history": ("a list of epochs' records", lambda value: isinstance(value, list) and all(isinstance(r, dict) for r in value)),
+}
 
 
 def _read_torch_file(path: Path, flag: str) -> tuple[Path, Any]:
