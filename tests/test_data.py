@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -696,6 +697,29 @@ def test_a_set_too_large_to_decode_in_memory_is_refused_before_decoding(tmp_path
         os.link(big, tmp_path / f"train/cat/big{number}.png")
     with pytest.raises(SpecError, match=r"images of 8000×8000 take about [\d,.]+ GiB decoded, more than the [\d,.]+ GiB of"):
         load_dataset("imagefolder", tmp_path)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda arrays: arrays.update(train_labels=arrays["train_labels"] + 5),  # a class the set lacks
+    lambda arrays: arrays.pop("mean"),
+    lambda arrays: arrays.update(test_images=arrays["test_images"][..., 0]),
+])
+def test_a_cache_file_that_is_no_whole_set_is_decoded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[dict[str, np.ndarray]], object]
+) -> None:
+    """Labels past the classes, a missing key or images of three axes failed later as a bug
+    (IndexError, KeyError: exit 70)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _write_folder(tmp_path / "set")
+    first = load_dataset("imagefolder", tmp_path / "set")
+    (cached,) = (tmp_path / "set" / ".blockspec-cache").glob("imagefolder-*.npz")
+    with np.load(cached) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    damage(arrays)
+    np.savez(cached, **arrays)
+    again = load_dataset("imagefolder", tmp_path / "set")
+    assert (again.train_labels == first.train_labels).all() and again.mean == first.mean
+    assert (again.test_images == first.test_images).all()
 
 
 def test_a_cache_that_cannot_be_written_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

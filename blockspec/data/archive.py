@@ -31,6 +31,7 @@ from blockspec.data.imagefolder import (
     check_same_classes,
     decode_set,
     from_arrays,
+    is_whole_set,
     no_images,
     relabelled,
 )
@@ -63,7 +64,7 @@ def load_image_archive(archive: Path, path: str, trained_classes: tuple[str, ...
         f"{_CACHE_VERSION}|{DECODE_VERSION}|{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(errors="surrogateescape")
     ).hexdigest()[:24]
     cached = read_cache(archive, _CACHE_PREFIX, key)
-    if cached is not None:
+    if cached is not None and is_whole_set(cached):
         return from_arrays(cached)
     layouts = _image_members(archive, where)
     top = _top_holding(layouts, SPLITS)

@@ -52,7 +52,7 @@ def read_cache(root: Path, prefix: str, key: str) -> dict[str, np.ndarray] | Non
         try:
             with np.load(file, allow_pickle=False) as stored:
                 return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile):  # MemoryError: a header's huge shape
             continue
     return None
 

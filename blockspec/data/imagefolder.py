@@ -69,7 +69,7 @@ def load_imagefolder(root: Path, path: str, trained_classes: tuple[str, ...] | N
         "\n".join([DECODE_VERSION, *train_signature, *test_signature]).encode(errors="surrogateescape")
     ).hexdigest()[:24]
     cached = read_cache(root, _CACHE_PREFIX, key)
-    if cached is not None:
+    if cached is not None and is_whole_set(cached):
         return from_arrays(cached)
     arrays = decode_set(train, test, classes, where)
     write_cache(root, _CACHE_PREFIX, key, arrays)
@@ -319,6 +319,23 @@ def _colour_note(files: list[str], decoded: list[np.ndarray]) -> str:
         return ("every image is gray but saved in colour (RGB or palette mode), so they are read with 3 channels; "
                 "save them in grayscale (L) mode")
     return ""
+
+
+def is_whole_set(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a cache's arrays form a data set `from_arrays` can use: uint8 NHWC images, one
+    label each, every label a class; else the set is decoded again (the cache file was
+    written by something else, or edited)."""
+    try:
+        classes = len(arrays["classes"])
+        for split in ("train", "test"):
+            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (len(images),):
+                return False
+            if len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= classes):
+                return False
+        return len(arrays["mean"]) == len(arrays["std"]) == (arrays["train_images"].shape[3] if len(arrays["train_images"]) else 0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
 
 
 def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
