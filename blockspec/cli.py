@@ -17,6 +17,7 @@ from rich.console import Console
 from blockspec.atomic import check_output_file, write_output
 from blockspec.errors import SpecError, fail, is_out_of_memory
 from blockspec.fields import INT_LIMIT
+from blockspec.launch import launched_rank  # the one rule for several processes, which train's follow too
 
 if TYPE_CHECKING:
     from blockspec.rules import RuleResult
@@ -39,17 +40,9 @@ def _one_command_a_process(args: list[str]) -> None:
     them; any other would print its whole output once a process. (A WORLD_SIZE without a RANK,
     as a batch system may export for a whole job, is no launch; help is help anywhere.)"""
     command = next((arg for arg in args if not arg.startswith("-")), "train")
-    if _process_rank() is not None and command != "train" and not {"--help", "-h"} & set(args):
+    if launched_rank() is not None and command != "train" and not {"--help", "-h"} & set(args):
         raise fail("torchrun", f"only `train` runs in several processes; run `blockspec {command}` in one, without "
                    "torchrun", int(os.environ["WORLD_SIZE"]))
-
-
-def _process_rank() -> int | None:
-    """This process's rank where a launcher started several, else None (the one rule, which
-    `train`'s processes follow too; no torch import)."""
-    from blockspec.launch import launched_rank
-
-    return launched_rank()
 
 
 T = TypeVar("T")
@@ -592,7 +585,7 @@ def _tolerate_narrow_encodings() -> list[io.TextIOWrapper]:
 def _speaks_for_the_run() -> bool:
     """One process, or rank 0 of several (torchrun): every rank meets the same problem with the
     spec, its flags or its data, and the user should read it once."""
-    return _process_rank() in (None, 0)
+    return launched_rank() in (None, 0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -614,20 +607,19 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from blockspec.layers import plugin_runtime_fault
 
-        if _process_rank() is not None:
+        said = next(iter(str(error).splitlines()), "")  # its first line: torch's run to several
+        if launched_rank() is not None:
             from blockspec.train.distributed import another_process_ended
 
             if another_process_ended(error):
-                typer.echo(f"error: another process of this torchrun job ended first ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''}); its own message, or torchrun's, says why",
-                           err=True)
+                typer.echo(f"error: another process of this torchrun job ended first ({type(error).__name__}: {said}); "
+                           "its own message, or torchrun's, says why", err=True)
                 sys.exit(1)
         if (fault := plugin_runtime_fault(error)) is not None:  # a plugin's module failing in training, eval, export
             if _speaks_for_the_run():
                 typer.echo(f"error: {fault}", err=True)
             sys.exit(2)
         if is_out_of_memory(error):  # the machine's limit, not a bug: a data set, batch or input too large for it
-            said = next(iter(str(error).splitlines()), "")
             typer.echo(f"error: out of memory{f' ({said})' if said else ''}: this machine, or its memory limit, cannot "
                        "hold what the command needs (a smaller batch or input needs less)", err=True)
             sys.exit(1)

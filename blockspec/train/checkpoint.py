@@ -102,14 +102,14 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _numbers(value: Any) -> bool:
+def _finite_numbers(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, (int, float)) and math.isfinite(item) for item in value)
 
 
 _FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     # what each field a command reads must be, checked before any reads it: a wrong type failed deep inside as a bug
     **{name: ("a count", _count) for name in ("epoch", "train_images", "steps_per_epoch", "processes")},
-    **{name: ("a list of numbers", _numbers) for name in ("mean", "std")},
+    **{name: ("a list of numbers", _finite_numbers) for name in ("mean", "std")},
     **{name: ("a mapping", lambda value: isinstance(value, dict)) for name in ("ema", "scheduler", "lookahead", "run_options")},
     "optimizer": ("an optimizer's state", lambda value: isinstance(value, dict) and isinstance(value.get("param_groups"), list)),
     "rng": ("the random generators' state", lambda value: isinstance(value, dict)
