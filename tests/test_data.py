@@ -312,6 +312,23 @@ def test_idx_dimensions_that_are_negative_or_overflow_are_refused(tmp_path: Path
         load_dataset("mnist", tmp_path, download=False)
 
 
+
+@pytest.mark.parametrize("dims, body, says", [
+    pytest.param((10,), bytes(20_000_000), "header says [10] (10 bytes) but holds more than 10 bytes", id="more"),
+    pytest.param((65535, 65535, 65535), b"", "bytes of memory available", id="past-memory"),
+])
+def test_a_gzipped_idx_file_is_read_no_further_than_its_header_says(
+    tmp_path: Path, dims: tuple[int, ...], body: bytes, says: str
+) -> None:
+    """The whole file was decompressed before its header was read: a .gz of a few kilobytes
+    can hold gigabytes (here 20 MB of zeros in 20 kB)."""
+    _write_idx_set(tmp_path / "MNIST" / "raw", gz=True)
+    header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + body))
+    with pytest.raises(SpecError, match="t10k-labels-idx1-ubyte.gz: ") as error:
+        load_dataset("mnist", tmp_path, download=False)
+    assert says in str(error.value)
+
 # --- image folders -------------------------------------------------------------------------
 
 

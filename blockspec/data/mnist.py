@@ -11,9 +11,11 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from blockspec.available_memory import available_memory
 from blockspec.data.download import download, fetch_missing
 from blockspec.data.imagedata import ImageData
 from blockspec.errors import fail
@@ -144,25 +146,35 @@ def _fetch(spec: _IdxSet, root: Path, download_missing: bool, path: str) -> list
 
 
 def _read_idx(file: Path, path: str) -> np.ndarray:
-    """An unsigned-byte IDX array: 2 zero bytes, type code, rank, big-endian int32 dims, data."""
+    """An unsigned-byte IDX array: 2 zero bytes, type code, rank, big-endian int32 dims, data.
+    Read as a stream, no further than the header's size: a small .gz can hold gigabytes."""
     try:
-        raw = gzip.decompress(file.read_bytes()) if file.suffix == ".gz" else file.read_bytes()
+        with gzip.open(file) if file.suffix == ".gz" else file.open("rb") as stream:
+            return _parse_idx(stream, file, path)
     except (OSError, EOFError, zlib.error) as error:
         raise fail(f"{path}.root", f"cannot read {file}: {error}", str(file)) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE:
+
+
+def _parse_idx(stream: BinaryIO, file: Path, path: str) -> np.ndarray:
+    start = stream.read(4)
+    if len(start) < 4 or start[0] != 0 or start[1] != 0 or start[2] != _UBYTE:
         raise fail(
             f"{path}.root", f"{file} is not an unsigned-byte IDX file (bad header)", str(file)
         )
-    rank = raw[3]
-    header = 4 + 4 * rank
-    if rank == 0 or len(raw) < header:
+    rank = start[3]
+    dims = stream.read(4 * rank)
+    if rank == 0 or len(dims) < 4 * rank:
         raise fail(f"{path}.root", f"{file} has a truncated IDX header", str(file))
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=rank, offset=4))
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">i4"))
     size = math.prod(shape)  # Python's integers: numpy's product of large dimensions wraps around
-    if min(shape) < 0 or len(raw) - header != size:
-        raise fail(
-            f"{path}.root",
-            f"{file}: header says {list(shape)} ({size} bytes) but holds {len(raw) - header} bytes",
-            str(file),
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable
+    said = f"{file}: header says {list(shape)} ({size:,} bytes)"
+    room = available_memory()
+    if min(shape) < 0:
+        raise fail(f"{path}.root", f"{said}: a dimension is negative", str(file))
+    if room is not None and size > room:
+        raise fail(f"{path}.root", f"{said}, more than the {room:,} bytes of memory available", str(file))
+    data = stream.read(size + 1)
+    if len(data) != size:
+        held = f"{len(data):,}" if len(data) < size else f"more than {size:,}"
+        raise fail(f"{path}.root", f"{said} but holds {held} bytes", str(file))
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()  # writable
