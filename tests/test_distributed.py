@@ -203,7 +203,12 @@ def test_the_processes_stop_when_torchrun_is_killed(tmp_path: Path) -> None:
     run_dir, process = _long_run(tmp_path)
     workers = [_worker(process.pid, rank) for rank in (0, 1)]
     process.kill()
-    process.communicate()
+    try:  # orphaned workers that train on hold its output pipes: a regression must fail, not hang
+        process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        for pid in workers:
+            _kill_tree(pid)
+        raise AssertionError("the workers trained on") from None
     deadline = time.monotonic() + 120
     while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
               for pid in workers):
