@@ -16,7 +16,8 @@ import inspect
 import io
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -26,6 +27,7 @@ from blockspec.train.checkpoint import TrainedOn
 
 FORMATS = ("torchscript", "onnx", "pt2")
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "pt2": ".pt2"}
+Result = TypeVar("Result")
 METADATA_KEY = "blockspec"  # ONNX's metadata property; the extra file of .pt2 and TorchScript adds ".json"
 
 
@@ -53,12 +55,16 @@ def export_model(
 def _exported(
     model: torch.nn.Module, spec: Spec, fmt: str, metadata: dict[str, Any]
 ) -> tuple[bytes, torch.Tensor, torch.Tensor]:
-    """The file's bytes, its outputs on a random batch once loaded back, and torch's."""
-    sample = torch.randn(4, spec.input.channels, *spec.input.hw, generator=torch.Generator().manual_seed(0))
+    """The file's bytes, its outputs once loaded back, and torch's, on a batch other than the
+    one it was exported from: another size and other values, which a trace that baked in
+    either (a batch size turned into a constant, a branch taken on the data) would not pass."""
+    image = (spec.input.channels, *spec.input.hw)
+    sample = torch.randn(4, *image, generator=torch.Generator().manual_seed(0))
+    check = torch.randn(3, *image, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = model(sample)
+        expected = model(check)
     if fmt == "onnx":
-        return (*_onnx_roundtrip(model, sample, metadata), expected)
+        return (*_onnx_roundtrip(model, sample, check, metadata), expected)
     extra_files = {f"{METADATA_KEY}.json": json.dumps(metadata)}
     buffer = io.BytesIO()
     if fmt == "pt2":
@@ -71,10 +77,23 @@ def _exported(
         torch.jit.save(torch.jit.trace(model, sample), buffer, _extra_files=extra_files)
         loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
     with torch.no_grad():
-        return buffer.getvalue(), loaded(sample), expected
+        return buffer.getvalue(), _run_exported(lambda: loaded(check), check), expected
 
 
-def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, metadata: dict[str, Any]) -> tuple[bytes, torch.Tensor]:
+def _run_exported(run: Callable[[], Result], check: torch.Tensor) -> Result:
+    """`run`'s result; whatever the loaded file raises is an export that fails where torch does not."""
+    try:
+        return run()
+    except Exception as error:
+        said = str(error).strip()
+        raise fail("export", f"the exported file fails on a batch of {len(check)} images, which torch's model takes "
+                   f"(every format must take any batch size): {said.splitlines()[0] if said else type(error).__name__}"
+                   ) from None
+
+
+def _onnx_roundtrip(
+    model: torch.nn.Module, sample: torch.Tensor, check: torch.Tensor, metadata: dict[str, Any]
+) -> tuple[bytes, torch.Tensor]:
     missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise fail("--format", f"ONNX export needs {', '.join(missing)}: pip install {' '.join(missing)} "
@@ -91,7 +110,7 @@ def _onnx_roundtrip(model: torch.nn.Module, sample: torch.Tensor, metadata: dict
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
     exported = proto.SerializeToString()
     session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
-    (scores,) = session.run(None, {"images": sample.numpy()})
+    (scores,) = _run_exported(lambda: session.run(None, {"images": check.numpy()}), check)
     return exported, torch.from_numpy(scores)
 
 

@@ -699,6 +699,26 @@ def test_export_refuses_a_file_whose_last_row_differs_slightly_below_torchs() ->
     assert str(raised.value) == "export: the exported model differs from torch by 1.00e-03 (> 0.0001)"
 
 
+
+def test_export_checks_the_file_on_a_batch_other_than_the_one_it_was_traced_with() -> None:
+    """The file was checked on the very batch it was traced from: a trace that turned the
+    batch size into a constant passed, and failed at any other batch."""
+    import torch
+
+    from blockspec import parse_spec
+    from blockspec.errors import SpecError
+    from blockspec.export import export_model
+
+    class BatchBakedIn(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3)).reshape(int(x.shape[0]), -1)  # int(): a constant in a trace
+
+    spec = parse_spec("name: t\ninput: {size: 8}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n")
+    with pytest.warns(torch.jit.TracerWarning), pytest.raises(SpecError) as raised:
+        export_model(BatchBakedIn(), spec, "torchscript", {})
+    assert str(raised.value).startswith("export: the exported file fails on a batch of 3 images, which torch's model "
+                                        "takes (every format must take any batch size): "), raised.value
+
 def test_eval_blames_the_data_root_when_both_data_flags_chose_data_that_does_not_fit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
