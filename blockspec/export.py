@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from blockspec.errors import fail
+from blockspec.errors import fail, is_out_of_memory
 from blockspec.spec import Spec
 from blockspec.train.checkpoint import TrainedOn
 
@@ -44,6 +44,9 @@ def export_model(
         exported, got, expected = _exported(model.eval(), spec, fmt, metadata)
     finally:
         model.train(was_training)
+    if got.shape != expected.shape:  # a batch size the file holds as a constant
+        raise fail("export", f"the exported file gives scores of shape {list(got.shape)} for a batch of "
+                   f"{len(expected)} images, torch's model {list(expected.shape)}")
     difference = float((got - expected).abs().max())
     if not math.isfinite(difference):  # NaN compares false with any tolerance
         raise fail("export", "the model's outputs are not finite (NaN or inf): the checkpoint's weights hold such values")
@@ -81,14 +84,16 @@ def _exported(
 
 
 def _run_exported(run: Callable[[], Result], check: torch.Tensor) -> Result:
-    """`run`'s result; whatever the loaded file raises is an export that fails where torch does not."""
+    """`run`'s result; what the loaded file raises (but for running out of memory) is an
+    export that fails where torch does not. TorchScript's interpreter puts the cause last."""
     try:
         return run()
     except Exception as error:
-        said = str(error).strip()
-        raise fail("export", f"the exported file fails on a batch of {len(check)} images, which torch's model takes "
-                   f"(every format must take any batch size): {said.splitlines()[0] if said else type(error).__name__}"
-                   ) from None
+        if is_out_of_memory(error):
+            raise
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise fail("export", f"the exported file fails on a batch of {len(check)} images, which torch's model runs: "
+                   f"{lines[-1].strip() if lines else type(error).__name__}") from None
 
 
 def _onnx_roundtrip(

@@ -699,7 +699,6 @@ def test_export_refuses_a_file_whose_last_row_differs_slightly_below_torchs() ->
     assert str(raised.value) == "export: the exported model differs from torch by 1.00e-03 (> 0.0001)"
 
 
-
 def test_export_checks_the_file_on_a_batch_other_than_the_one_it_was_traced_with() -> None:
     """The file was checked on the very batch it was traced from: a trace that turned the
     batch size into a constant passed, and failed at any other batch."""
@@ -709,15 +708,25 @@ def test_export_checks_the_file_on_a_batch_other_than_the_one_it_was_traced_with
     from blockspec.errors import SpecError
     from blockspec.export import export_model
 
-    class BatchBakedIn(torch.nn.Module):
+    class BatchInReshape(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.mean(dim=(2, 3)).reshape(int(x.shape[0]), -1)  # int(): a constant in a trace
 
+    class BatchInZeros(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(int(x.shape[0]), 3) + x.mean()
+
     spec = parse_spec("name: t\ninput: {size: 8}\nblocks:\n  output: [gap: {}, fc: {out: 10}]\n")
-    with pytest.warns(torch.jit.TracerWarning), pytest.raises(SpecError) as raised:
-        export_model(BatchBakedIn(), spec, "torchscript", {})
-    assert str(raised.value).startswith("export: the exported file fails on a batch of 3 images, which torch's model "
-                                        "takes (every format must take any batch size): "), raised.value
+    for model, says in (
+        (BatchInReshape(), "export: the exported file fails on a batch of 3 images, which torch's model runs: "
+                           "RuntimeError: shape '[4, -1]' is invalid for input of size 9"),
+        (BatchInZeros(), "export: the exported file gives scores of shape [4, 3] for a batch of 3 images, "
+                         "torch's model [3, 3]"),
+    ):
+        with pytest.warns(torch.jit.TracerWarning), pytest.raises(SpecError) as raised:
+            export_model(model, spec, "torchscript", {})
+        assert str(raised.value) == says
+
 
 def test_eval_blames_the_data_root_when_both_data_flags_chose_data_that_does_not_fit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

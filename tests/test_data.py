@@ -312,22 +312,36 @@ def test_idx_dimensions_that_are_negative_or_overflow_are_refused(tmp_path: Path
         load_dataset("mnist", tmp_path, download=False)
 
 
-
 @pytest.mark.parametrize("dims, body, says", [
-    pytest.param((10,), bytes(20_000_000), "header says [10] (10 bytes) but holds more than 10 bytes", id="more"),
+    pytest.param((10,), bytes(50_000_000), "header says [10] (10 bytes) but holds more than 10 bytes", id="more"),
     pytest.param((65535, 65535, 65535), b"", "bytes of memory available", id="past-memory"),
+    pytest.param((2**31 - 1,) * 4, b"", "header says [2147483647, ", id="past-any-memory"),
 ])
 def test_a_gzipped_idx_file_is_read_no_further_than_its_header_says(
-    tmp_path: Path, dims: tuple[int, ...], body: bytes, says: str
+    tmp_path: Path, dims: tuple[int, ...], body: bytes, says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole file was decompressed before its header was read: a .gz of a few kilobytes
-    can hold gigabytes (here 20 MB of zeros in 20 kB)."""
+    can hold gigabytes (here 50 MB of zeros in 50 kB). Where the memory available is not
+    known, a header's size alone must not allocate it."""
+    import tracemalloc
+
+    from blockspec.data import mnist
+
     _write_idx_set(tmp_path / "MNIST" / "raw", gz=True)
     header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + body))
-    with pytest.raises(SpecError, match="t10k-labels-idx1-ubyte.gz: ") as error:
-        load_dataset("mnist", tmp_path, download=False)
+    if len(dims) == 4:
+        monkeypatch.setattr(mnist, "available_memory", lambda: None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError, match="t10k-labels-idx1-ubyte.gz: ") as error:
+            load_dataset("mnist", tmp_path, download=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert says in str(error.value)
+    assert peak < 20_000_000
+
 
 # --- image folders -------------------------------------------------------------------------
 

@@ -119,6 +119,7 @@ def test_no_ddp_wrapper_is_left_for_interpreter_shutdown(ddp_run: tuple[Path, Pa
     process = _torchrun([str(spec), "--out", str(straight.parent / "exit"), "--set", "train.epochs=1"], spec.parent,
                         program=(str(probe),))
     _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-8000:]  # a run that trained: no run, no wrapper to leave
     assert err.count("DDP wrappers left at exit: 0") == 2, err[-3000:]
 
 

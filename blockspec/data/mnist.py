@@ -27,6 +27,7 @@ _FILES = (
     "t10k-labels-idx1-ubyte",
 )
 _UBYTE = 0x08
+_CHUNK = 2**20
 
 
 @dataclass(frozen=True)
@@ -166,15 +167,17 @@ def _parse_idx(stream: BinaryIO, file: Path, path: str) -> np.ndarray:
     if rank == 0 or len(dims) < 4 * rank:
         raise fail(f"{path}.root", f"{file} has a truncated IDX header", str(file))
     shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">i4"))
+    if min(shape) < 0:
+        raise fail(f"{path}.root", f"{file}: header says {list(shape)}: a dimension is negative", str(file))
     size = math.prod(shape)  # Python's integers: numpy's product of large dimensions wraps around
     said = f"{file}: header says {list(shape)} ({size:,} bytes)"
     room = available_memory()
-    if min(shape) < 0:
-        raise fail(f"{path}.root", f"{said}: a dimension is negative", str(file))
     if room is not None and size > room:
         raise fail(f"{path}.root", f"{said}, more than the {room:,} bytes of memory available", str(file))
-    data = stream.read(size + 1)
-    if len(data) != size:
+    data = bytearray()  # grown as bytes arrive: a header's size alone allocates nothing
+    while len(data) < size and (chunk := stream.read(min(_CHUNK, size - len(data)))):
+        data += chunk
+    if len(data) < size or stream.read(1):
         held = f"{len(data):,}" if len(data) < size else f"more than {size:,}"
         raise fail(f"{path}.root", f"{said} but holds {held} bytes", str(file))
-    return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()  # writable
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)  # writable: a bytearray's buffer

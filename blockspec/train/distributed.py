@@ -63,10 +63,12 @@ def start(ranks: Ranks, device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        # DDP's wrapper sits in a reference cycle of its own, so without a collection it, and
-        # the process group it holds, outlive the run and are freed while the interpreter
-        # shuts down, where a worker aborted in one two-process run in about ten ("terminate
-        # called without an active exception"); collected at exit, nothing is left for then
+        # the DDP wrapper is held in reference cycles (the session and its step, closures), so
+        # without a collection it and the process group it holds outlive the run and are freed
+        # while the interpreter shuts down, where a worker aborted in one two-process run in about
+        # ten ("terminate called without an active exception"); collected at exit, nothing is
+        # left for then (unregistered first: registered once however many groups a process starts)
+        atexit.unregister(gc.collect)
         atexit.register(gc.collect)
 
 
