@@ -52,7 +52,7 @@ def main() -> None:
     payload = load_checkpoint(args.checkpoint)
     spec = parse_spec(payload["spec"], source=f"{args.checkpoint} (spec inside)")
     spec = apply_overrides(spec, data_root=args.data_root)
-    data = load_dataset(spec.data.dataset, spec.data.root)
+    data = load_dataset(spec.data.dataset, spec.data.root).limited(args.limit_train, args.limit_test)
     info = pick_device(args.device, spec.train.amp, spec.train.channels_last)
     batches = Batches(info, data.mean, data.std)
     loss_fn, views = make_loss(spec), TTAViews.of(spec.train)
@@ -77,8 +77,6 @@ def main() -> None:
             0,
             spec.train.seed,
             info.pin_memory,
-            args.limit_train,
-            args.limit_test,
         )
         if source is not None:
             recompute_batchnorm(model, train_loader, batches)

@@ -53,7 +53,6 @@ from blockspec.data import build_augment, load_dataset, make_loaders, read_augme
 from blockspec.data.batched_plan import plan_batched
 from blockspec.data.device_loader import DeviceLoader
 from blockspec.data.flip import split_flip
-from blockspec.data.loader import subset_rows
 from blockspec.spec import SGD_MOMENTUM
 from blockspec.train.device import DeviceInfo, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
@@ -194,17 +193,15 @@ def time_to_target(args: argparse.Namespace) -> str:
         raise SystemExit("--to-target compares the SGD (or Muon) + OneCycle recipe; this spec trains otherwise")
     # blockspec first: it is the shorter, so a run cut short still bounds the reference from below
     blockspec_history = _blockspec_to_target(spec, args)
-    data = load_dataset("imagefolder", args.data_root)
+    data = load_dataset("imagefolder", args.data_root).limited(args.limit_train, args.limit_test)
     info = pick_device(args.device)
-    train_rows = subset_rows(len(data.train_labels), args.limit_train, "--limit-train")
-    test_rows = subset_rows(len(data.test_labels), args.limit_test, "--limit-test")
     torch.manual_seed(spec.train.seed)
     model = reference.stock_layers(build_model(spec)).to(info.device)
     loaders = [
-        reference.reference_loader(images[rows], labels[rows], data.mean, data.std, is_train, args.workers, info.is_cuda)
-        for images, labels, rows, is_train in (
-            (data.train_images, data.train_labels, train_rows, True),
-            (data.test_images, data.test_labels, test_rows, False),
+        reference.reference_loader(images, labels, data.mean, data.std, is_train, args.workers, info.is_cuda)
+        for images, labels, is_train in (
+            (data.train_images, data.train_labels, True),
+            (data.test_images, data.test_labels, False),
         )
     ]
     reference_history = reference.train_to_target(

@@ -565,7 +565,7 @@ def _synthetic(n: int = 40) -> ImageData:
 def _first_batch(seed: int, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     data = _synthetic()
     train, _ = make_loaders(
-        data, build_augment(TRIO, data.mean), 8, workers, seed, False, None, None
+        data, build_augment(TRIO, data.mean), 8, workers, seed, False
     )
     return next(iter(train))
 
@@ -591,7 +591,7 @@ def test_loader_workers_deterministic_and_independent() -> None:
     )
 
     def epoch(seed: int) -> torch.Tensor:
-        train, _ = make_loaders(data, augment, 4, 2, seed, False, None, None)
+        train, _ = make_loaders(data, augment, 4, 2, seed, False)
         return torch.cat([images for images, _ in train])
 
     first = epoch(3)
@@ -603,13 +603,16 @@ def test_loader_workers_deterministic_and_independent() -> None:
 
 def test_loader_limits_and_test_order() -> None:
     data = _synthetic()
-    train, test = make_loaders(data, None, 16, 0, 0, False, limit_train=17, limit_test=3)
+    limited = data.limited(train=17, test=3)
+    assert (limited.classes, limited.mean, limited.std) == (data.classes, data.mean, data.std)  # the full set's
+    train, test = make_loaders(limited, None, 16, 0, 0, False)
     assert len(train.dataset) == 17 and len(train) == 1  # 16 + a lone image: that one is dropped
     batch, _ = next(iter(test))
     rows = np.sort(np.random.default_rng(0).permutation(10)[:3])
     assert torch.equal(batch, torch.from_numpy(data.test_images[rows].transpose(0, 3, 1, 2)))
+    assert data.limited().train_images.base is data.train_images  # no limit, no copy
     with pytest.raises(SpecError, match="--limit-train = 0"):
-        make_loaders(data, None, 16, 0, 0, False, limit_train=0)
+        data.limited(train=0)
 
 
 def test_normalize_batch() -> None:

@@ -6,9 +6,13 @@ and the training side never needs to know which file format they came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from blockspec.errors import fail
+
+_SUBSET_SEED = 0  # limits pick the same images whatever the run's seed, so runs stay comparable
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,25 @@ class ImageData:
     # why images read in colour may have been meant as gray (a few colour files among gray
     # ones, or gray images saved in colour): said where a spec expects one channel
     colour_note: str = ""
+
+    def limited(self, train: int | None = None, test: int | None = None) -> ImageData:
+        """The data set cut to `train` and `test` images (None: all), as `--limit-train` and
+        `--limit-test` ask: N images chosen by a fixed permutation, not simply the first N,
+        which in a class-sorted image folder would be a single class. Classes and statistics
+        stay the full set's, so a limited run normalises as the full one does."""
+        train_rows = _subset_rows(len(self.train_labels), train, "--limit-train")
+        test_rows = _subset_rows(len(self.test_labels), test, "--limit-test")
+        return replace(self, train_images=self.train_images[train_rows], train_labels=self.train_labels[train_rows],
+                       test_images=self.test_images[test_rows], test_labels=self.test_labels[test_rows])
+
+
+def _subset_rows(count: int, limit: int | None, name: str) -> slice | np.ndarray:
+    """All rows (a slice: no copy) or `limit` of them in order; `name` is blamed for a limit below 1."""
+    if limit is not None and limit < 1:
+        raise fail(name, "must be a positive number of images", limit)
+    if limit is None or limit >= count:
+        return slice(None)
+    return np.sort(np.random.default_rng(_SUBSET_SEED).permutation(count)[:limit])
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -21,9 +21,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 from blockspec.data.augment import seed_augment
 from blockspec.data.flip import AlternatingFlip
 from blockspec.data.imagedata import ImageData
-from blockspec.errors import fail
-
-_SUBSET_SEED = 0  # limits pick the same images whatever the run's seed, so runs stay comparable
 
 
 class AugmentedDataset(Dataset):
@@ -77,30 +74,25 @@ def make_loaders(
     workers: int,
     seed: int,
     pin_memory: bool,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
+    *,
     shard: tuple[int, int] = (0, 1),
     alternate_flip: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """Shuffled, augmented train batches and ordered, unaugmented test batches.
 
-    `limit_*` keep N images chosen by a fixed permutation (independent of `seed`, and not
-    simply the first N, which in a class-sorted image folder would be a single class). The
-    last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
+    Every image of `data` is used (`ImageData.limited` cuts a data set to `--limit-train`
+    and `--limit-test`). The last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
     `augment` is copied, so the caller's Compose keeps its own random state. `shard` is
     (rank, world size): each process's share of every epoch's shuffle (see `epoch_sampler`).
     `alternate_flip`: the train set mirrors its images itself (`AlternatingFlip`), `augment`
     holding the remaining transforms.
     """
-    train_rows = subset_rows(len(data.train_labels), limit_train, "--limit-train")
-    test_rows = subset_rows(len(data.test_labels), limit_test, "--limit-test")
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)
-    train_images = data.train_images[train_rows]
-    flips = AlternatingFlip(len(train_images), seed) if alternate_flip else None
-    train_set = AugmentedDataset(train_images, data.train_labels[train_rows], augment, flips)
-    test_set = AugmentedDataset(data.test_images[test_rows], data.test_labels[test_rows])
+    flips = AlternatingFlip(len(data.train_images), seed) if alternate_flip else None
+    train_set = AugmentedDataset(data.train_images, data.train_labels, augment, flips)
+    test_set = AugmentedDataset(data.test_images, data.test_labels)
     common = {
         "batch_size": batch_size,
         "num_workers": workers,
@@ -131,14 +123,6 @@ def epoch_sampler(dataset: Sized, seed: int, shard: tuple[int, int]) -> Distribu
     The caller moves it on with `set_epoch`."""
     rank, world = shard
     return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-
-
-def subset_rows(count: int, limit: int | None, name: str) -> slice | np.ndarray:
-    if limit is not None and limit < 1:
-        raise fail(name, "must be a positive number of images", limit)
-    if limit is None or limit >= count:
-        return slice(None)
-    return np.sort(np.random.default_rng(_SUBSET_SEED).permutation(count)[:limit])
 
 
 def _seed_worker(worker_id: int) -> None:

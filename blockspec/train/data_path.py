@@ -23,7 +23,6 @@ from blockspec.data import (
 from blockspec.data.batched_plan import BatchedPlan, plan_batched, plan_for_loader, unbatched_note
 from blockspec.data.device_loader import DeviceLoader
 from blockspec.data.flip import split_flip
-from blockspec.data.loader import subset_rows
 from blockspec.errors import fail
 from blockspec.spec import Spec
 from blockspec.train import distributed
@@ -141,19 +140,17 @@ def _make_loaders(
     if plan is None:
         train, test = make_loaders(
             data, compose, spec.train.batch_size, options.workers, spec.train.seed,
-            info.pin_memory, options.limit_train, options.limit_test, (ranks.rank, ranks.world), alternate,
+            info.pin_memory, shard=(ranks.rank, ranks.world), alternate_flip=alternate,
         )
         return train, test, "per-image albumentations"
-    train_rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
-    test_rows = subset_rows(len(data.test_labels), options.limit_test, "--limit-test")
     batch = spec.train.batch_size
     train = DeviceLoader(
-        data.train_images[train_rows], data.train_labels[train_rows], batch, info.device,
+        data.train_images, data.train_labels, batch, info.device,
         plan, data.mean, shuffle=True, seed=spec.train.seed, shard=(ranks.rank, ranks.world),
         alternate_flip=alternate,
     )
     test = DeviceLoader(
-        data.test_images[test_rows], data.test_labels[test_rows], max(batch, 512), info.device,
+        data.test_images, data.test_labels, max(batch, 512), info.device,
         None, data.mean, shuffle=False, seed=0,
     )
     return train, test, f"batched tensor ({info.device.type})"

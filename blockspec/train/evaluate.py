@@ -59,7 +59,7 @@ def evaluate_checkpoint(
             spec.data.root,
         )
     info = pick_device(device, spec.train.amp, spec.train.channels_last)
-    _, test_loader = make_loaders(data, None, spec.train.batch_size, 0, 0, info.pin_memory, None, limit_test)
+    _, test_loader = make_loaders(data.limited(test=limit_test), None, spec.train.batch_size, 0, 0, info.pin_memory)
     model = info.place(model)  # the layout the run evaluated in, as load_trained's
     batches = Batches(info, trained_on.mean, trained_on.std)  # as in training, whatever train/ holds now
     views = TTAViews.of(spec.train)

@@ -17,7 +17,6 @@ from typing import Any
 from blockspec.analysis import input_shape, trace
 from blockspec.build import build_model
 from blockspec.data import load_dataset
-from blockspec.data.loader import subset_rows
 from blockspec.errors import SpecError, fail
 from blockspec.recipe import recipe_notes
 from blockspec.spec import Spec
@@ -102,6 +101,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     data_root = found_root(spec, checkpoint) if checkpoint is not None else spec.data.root
     data = load_dataset(spec.data.dataset, data_root)
     check_data_fits(spec, data, trained=checkpoint is not None)  # a resumed run's input is its weights'
+    train_images = len(data.train_labels)  # before any limit: a resume checks it
+    data = data.limited(options.limit_train, options.limit_test)
     _check_batch_for_batch_norm(spec)
     loaders = make_run_loaders(spec, data, options, info, ranks)
     train_loader, test_loader = loaders.train, loaders.test
@@ -125,10 +126,9 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         run_dir = options.out or Path("runs") / spec.name  # never written by this rank
     stem_filters = None
     if spec.train.whiten_stem and checkpoint is None:
-        rows = subset_rows(len(data.train_labels), options.limit_train, "--limit-train")
-        stem_filters = whitening_filters(spec, data.train_images[rows], data.mean, data.std)
+        stem_filters = whitening_filters(spec, data.train_images, data.mean, data.std)
     session = Session(spec, info, len(train_loader), ranks, TrainedOn.of(data), stem_filters, start,
-                      train_images=len(data.train_labels), data_root=root_record(spec, data_root))
+                      train_images=train_images, data_root=root_record(spec, data_root))
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         session.restore(checkpoint)
