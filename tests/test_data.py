@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import tarfile
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -714,6 +715,23 @@ def test_images_of_another_size_than_most_are_the_ones_named(tmp_path: Path) -> 
     _save(tmp_path / "train/cat/0.png", np.zeros((12, 10, 3), np.uint8))  # listed first
     with pytest.raises(SpecError, match=r"one size; 13 are 8×8 and 1 is not: \S*train/cat/0\.png \(10×12\); resize"):
         load_dataset("imagefolder", tmp_path)
+
+
+def test_huge_images_among_small_ones_are_named_without_being_decoded(tmp_path: Path) -> None:
+    """A few photos of a camera's size in a folder of thumbnails were decoded whole before the
+    size check named them (27 MB of pixels each here; a hundred of them, gigabytes)."""
+    _write_folder(tmp_path)
+    for name in ("train/cat/photo.png", "test/dog/photo.png"):
+        _save(tmp_path / name, np.zeros((3000, 3000, 3), np.uint8))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError, match=r"one size; 14 are 8×8 and 2 are not: \S*train/cat/photo\.png \(3000×3000\), "
+                                            r"\S*test/dog/photo\.png \(3000×3000\); resize"):
+            load_dataset("imagefolder", tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"{peak / 2**20:.0f} MB held while loading"
 
 
 def test_a_set_too_large_to_decode_in_memory_is_refused_before_decoding(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ together with their statistics, keyed by the file listing, so later runs start i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import multiprocessing
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -235,8 +237,9 @@ def decode_set(
     (none when the train split is empty: a test set alone)."""
     files = train.names + test.names
     sources = [*train.sources, *test.sources]
-    _check_room_to_decode(sources, where)
-    decoded = _decode_files(sources)
+    common = _common_size(sources)
+    _check_room_to_decode(len(sources), common, where)
+    decoded = _decode_files(sources, common[:2] if common else None)
     _check_decoded(files, decoded, where)
     gray = all(image.ndim == 2 for image in decoded)
     colour_note = "" if gray else _colour_note(files, decoded)
@@ -255,20 +258,24 @@ def decode_set(
     }
 
 
-def _check_room_to_decode(sources: list[str] | list[bytes], where: str) -> None:
-    """Refuse, before decoding, a set whose pixels would not fit in the memory available (past
-    it the decode is killed, or its pool hangs), sized by the most common size and mode among
-    the headers of a few files spread over the set (one odd file is named by the size check)."""
-    available = available_memory()
-    if available is None or not sources:
-        return
+def _common_size(sources: list[str] | list[bytes]) -> tuple[int, int, int] | None:
+    """(width, height, bytes a pixel) most common among the headers of a few files spread over
+    the set: what the set's images are taken to be before decoding; None if none is readable."""
     sampled = Counter(filter(None, map(_size_and_depth, sources[:: max(1, len(sources) // _SAMPLED)])))
-    if not sampled:
-        return  # named with the files that cannot be decoded
-    (width, height, depth), _ = sampled.most_common(1)[0]
-    needed = len(sources) * width * height * depth
+    return sampled.most_common(1)[0][0] if sampled else None
+
+
+def _check_room_to_decode(count: int, common: tuple[int, int, int] | None, where: str) -> None:
+    """Refuse, before decoding, a set whose pixels would not fit in the memory available (past
+    it the decode is killed, or its pool hangs), sized as `count` images of the `common` size
+    (images of any other size are not decoded: the size check names them)."""
+    available = available_memory()
+    if available is None or common is None:  # unreadable files are named when decoding
+        return
+    width, height, depth = common
+    needed = count * width * height * depth
     if needed > available:
-        raise fail(where, f"its {len(sources):,} images of {width}×{height} take about {needed / 2**30:,.1f} GiB decoded, "
+        raise fail(where, f"its {count:,} images of {width}×{height} take about {needed / 2**30:,.1f} GiB decoded, "
                    f"more than the {available / 2**30:,.1f} GiB of memory available")
 
 
@@ -276,7 +283,7 @@ _SAMPLED = 32  # headers read to size a set
 
 
 def _size_and_depth(source: str | bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes a pixel once decoded) from a file's header; None if unreadable."""
+    """(width, height as stored, bytes a pixel once decoded) from a file's header; None if unreadable."""
     try:
         with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
             return (*image.size, 1 if image.mode in _GRAY_MODES else 3)
@@ -284,10 +291,22 @@ def _size_and_depth(source: str | bytes) -> tuple[int, int, int] | None:
         return None
 
 
+class OtherSize(NamedTuple):
+    """An image left undecoded, its header's size not the set's either way round: the size
+    check names it (as stored: the orientation a camera recorded is not read, which for a PNG
+    means decoding it), and a few huge photos among small images cost no memory on the way."""
+
+    width: int
+    height: int
+
+
+Decoded = np.ndarray | str | OtherSize  # a file's pixels, why it cannot be read, or its other size
+
+
 _LISTED = 5  # files named in a message, of many alike
 
 
-def _check_decoded(files: list[str], decoded: list[np.ndarray | str], where: str) -> None:
+def _check_decoded(files: list[str], decoded: list[Decoded], where: str) -> None:
     """Every file that cannot be decoded named at once (each fix would otherwise cost another
     whole decode), then the files whose size differs from most images'."""
     failed = [(file, image) for file, image in zip(files, decoded) if isinstance(image, str)]
@@ -295,10 +314,10 @@ def _check_decoded(files: list[str], decoded: list[np.ndarray | str], where: str
         listed = "; ".join(f"{file}: {why}" for file, why in failed[:_LISTED]) + _more(len(failed))
         raise fail(where, f"cannot decode {listed}" if len(failed) == 1 else f"cannot decode {len(failed):,} files: {listed}",
                    failed[0][0])
-    sizes = Counter(image.shape[:2] for image in decoded)
+    sizes = Counter(_hw(image) for image in decoded)
     if len(sizes) > 1:
         common, count = sizes.most_common(1)[0]
-        odd = [(file, image) for file, image in zip(files, decoded) if image.shape[:2] != common]
+        odd = [(file, image) for file, image in zip(files, decoded) if _hw(image) != common]
         listed = ", ".join(f"{file} ({_wxh(image)})" for file, image in odd[:_LISTED]) + _more(len(odd))
         raise fail(where, f"all images must have one size; {count:,} are {common[1]}×{common[0]} and {len(odd):,} "
                    f"{'is' if len(odd) == 1 else 'are'} not: {listed}; resize them to one size first", odd[0][0])
@@ -351,10 +370,14 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
     )
 
 
-def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
+def _decode_files(sources: list[str] | list[bytes], expected: tuple[int, int] | None) -> list[Decoded]:
+    """Each source's pixels, or why it cannot be read, or `OtherSize` where its header's
+    (width, height) is not `expected` either way round (None: every image is decoded; one
+    turned by its EXIF orientation is decoded and compared upright)."""
+    decode = functools.partial(_decode_chunk, expected=expected)
     workers = _cpu_count()
     if len(sources) < _POOL_MIN_FILES or workers == 1:
-        return _decode_chunk(sources)
+        return decode(sources)
     chunks = [sources[i : i + _CHUNK] for i in range(0, len(sources), _CHUNK)]
     # fork on Linux: children need no re-import of torch/albumentations, which would cost seconds
     # each; elsewhere the platform's default, since on macOS a forked child can crash in system
@@ -363,8 +386,8 @@ def _decode_files(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
     with context.Pool(min(workers, len(chunks)), initializer=_signals_to_the_parent) as pool, \
             Bar(total=len(sources), desc=f"decoding {len(sources):,} images", unit="img",
                 leave=False, mininterval=0.5, disable=None) as bar:
-        decoded: list[np.ndarray | str] = []
-        for chunk in pool.imap(_decode_chunk, chunks):
+        decoded: list[Decoded] = []
+        for chunk in pool.imap(decode, chunks):
             decoded += chunk
             bar.update(len(chunk))
         return decoded
@@ -409,14 +432,17 @@ def upright_pixels(image: Image.Image, mode: str) -> np.ndarray:
     return np.asarray(image.convert(mode))
 
 
-def _decode_chunk(sources: list[str] | list[bytes]) -> list[np.ndarray | str]:
+def _decode_chunk(sources: list[str] | list[bytes], expected: tuple[int, int] | None) -> list[Decoded]:
     """HxW arrays for grayscale files, HxWx3 for everything else; an error text on failure."""
-    out: list[np.ndarray | str] = []
+    out: list[Decoded] = []
     for source in sources:
         try:
             with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
                 if wide := wide_pixels(image):
                     out.append(wide)
+                    continue
+                if expected is not None and image.size not in (expected, expected[::-1]):
+                    out.append(OtherSize(*image.size))
                     continue
                 out.append(upright_pixels(image, "L" if image.mode in _GRAY_MODES else "RGB"))
         except (OSError, ValueError, Image.DecompressionBombError) as error:
@@ -430,8 +456,13 @@ def _as_channels(image: np.ndarray, gray: bool) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
-def _wxh(image: np.ndarray) -> str:
-    return f"{image.shape[1]}×{image.shape[0]}"
+def _hw(image: np.ndarray | OtherSize) -> tuple[int, int]:
+    return (image.height, image.width) if isinstance(image, OtherSize) else image.shape[:2]
+
+
+def _wxh(image: np.ndarray | OtherSize) -> str:
+    height, width = _hw(image)
+    return f"{width}×{height}"
 
 
 def _cpu_count() -> int:
