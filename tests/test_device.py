@@ -30,6 +30,19 @@ def test_cpu_uses_channels_last_and_bf16_only_with_hardware_support() -> None:
     assert not pick_device("cpu", amp=False, channels_last=False).channels_last
 
 
+@pytest.mark.parametrize(("hardware_bf16", "dtype"), [(True, torch.bfloat16), (False, None)])
+def test_cuda_trains_in_bf16_only_where_the_gpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch, hardware_bf16: bool, dtype: torch.dtype | None
+) -> None:
+    """A T4 or V100 stores bf16 tensors by emulation, so torch's default check says yes, but
+    cuDNN has no bf16 convolutions there: autocast to bf16 failed or crawled on Colab's GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: hardware_bf16 or including_emulation)
+    info = pick_device("cuda")
+    assert info.device == torch.device("cuda") and info.autocast_dtype == dtype
+    assert pick_device("cuda", amp=False).autocast_dtype is None
+
+
 def test_unknown_device_is_a_spec_style_error() -> None:
     from blockspec.errors import SpecError
 

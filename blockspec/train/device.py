@@ -67,8 +67,10 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True, fl
     device = torch.device(requested)
     if device.type == "cuda":
         # bf16 needs no loss scaling; older GPUs without it train in fp32 rather than risk
-        # fp16 gradients underflowing.
-        dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else None
+        # fp16 gradients underflowing. Without hardware bf16 (before Ampere: Colab's T4, V100)
+        # torch's default check still says yes, since it can store bf16 tensors there, but
+        # cuDNN has no bf16 convolutions for them: hence `including_emulation=False`.
+        dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported(including_emulation=False) else None
         return DeviceInfo(device, dtype, channels_last, pin_memory=True)
     if device.type == "cpu":
         # oneDNN runs convolutions faster channels-last on CPU too, and bf16 faster where the
