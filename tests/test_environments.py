@@ -67,6 +67,22 @@ def test_folders_named_in_bytes_that_are_not_utf8_train_and_plot(tmp_path: Path,
     assert code == 0 and "cat\\xe9" in json.loads(out)["per_class"], err
 
 
+def test_training_runs_where_python_has_no_resource_module(tmp_path: Path) -> None:
+    """Windows has no `resource` (getrusage): `train` failed there on import. The run trains,
+    its host memory peak unknown rather than made up."""
+    root = write_colour_folder(tmp_path / "colours", train_per_class=4, test_per_class=2)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text(root, epochs=1))
+    run = tmp_path / "run"
+    program = "import sys; sys.modules['resource'] = None; from blockspec.cli import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", program, "train", str(spec), "--out", str(run), "--workers", "0",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["peak_host_memory_mb"] is None and summary["epochs_completed"] == 1
+    assert json.loads((run / "metrics.json").read_text())[0]["peak_host_memory_mb"] is None
+
+
 def test_without_a_home_directory_data_loads_uncached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A container run under a user id without a passwd entry, HOME unset: Path.home() fails."""
     def no_home(cls: type) -> Path:
