@@ -325,3 +325,27 @@ def test_device_loader_drops_only_a_lone_last_image() -> None:
     assert len(loader) == 2 and [len(y) for _, y in loader] == [8, 8]
     loader = DeviceLoader(images[:16], np.arange(16), 8, torch.device("cpu"), None, (0.5,) * 3, True, 0)
     assert len(loader) == 2 and [len(y) for _, y in loader] == [8, 8]
+
+
+def test_copies_to_a_device_are_asynchronous_only_from_pinned_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An asynchronous copy from pageable memory to Apple's MPS can read the memory after it is
+    freed and reused (pytorch/pytorch#189690): the random draws and the loader's batches went so.
+    Shown here on the meta device, which like MPS takes no pinned memory."""
+    from blockspec.data.batched import to_device
+    from blockspec.train.device import DeviceInfo
+    from blockspec.train.loop import Batches
+
+    copies: list[bool] = []
+    original = torch.Tensor.to
+
+    def recorded(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        copies.append(kwargs.get("non_blocking", False))
+        return original(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", recorded)
+    meta = torch.device("meta")
+    assert to_device(torch.rand(4), meta).device == meta
+    x, y = Batches(DeviceInfo(meta, None, False, pin_memory=False), (0.5,) * 3, (0.25,) * 3)(
+        torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))
+    assert x.device == y.device == meta
+    assert copies and not any(copies)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -30,17 +32,60 @@ def test_cpu_uses_channels_last_and_bf16_only_with_hardware_support() -> None:
     assert not pick_device("cpu", amp=False, channels_last=False).channels_last
 
 
-@pytest.mark.parametrize(("hardware_bf16", "dtype"), [(True, torch.bfloat16), (False, None)])
-def test_cuda_trains_in_bf16_only_where_the_gpu_computes_it(
-    monkeypatch: pytest.MonkeyPatch, hardware_bf16: bool, dtype: torch.dtype | None
+class FakeGPUs:
+    """torch.cuda's answers for a machine with these GPUs (compute capability, or ROCm
+    architecture name), recording `set_device`: what pick_device asks, without a GPU here."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *gpus: tuple[int, int] | str) -> None:
+        self.gpus, self.current, self.set_to = gpus, 0, []
+        rocm = isinstance(gpus[0], str)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "set_device", self._set)
+        monkeypatch.setattr(torch.version, "hip", "6.4" if rocm else None)
+        # torch's own check, as it answers on such machines: for the current device, yes to
+        # emulated bf16 unless told otherwise (a T4 stores it), yes to any ROCm GPU
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: rocm or including_emulation
+                            or gpus[self.current] >= (8, 0))
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: gpus[self._index(device)])
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda device=None: SimpleNamespace(gcnArchName=gpus[self._index(device)]))
+
+    def _index(self, device: torch.device | int | None) -> int:
+        index = device.index if isinstance(device, torch.device) else device
+        return self.current if index is None else index
+
+    def _set(self, device: torch.device | int) -> None:
+        self.current = self._index(device)
+        self.set_to.append(self.current)
+
+
+@pytest.mark.parametrize(("gpus", "requested", "dtype"), [
+    (((8, 0),), "cuda", torch.bfloat16),  # A100
+    (((7, 5),), "cuda", None),  # T4: stores bf16 by emulation, has no cuDNN bf16 convolutions
+    (((8, 6), (7, 5)), "cuda:1", None),  # torch's check answered for GPU 0, the current one
+    (((7, 0), (9, 0)), "cuda:1", torch.bfloat16),
+    (("gfx90a:sramecc+:xnack-",), "cuda", torch.bfloat16),  # MI210
+    (("gfx1030",), "cuda", None),  # RDNA2: no bf16 arithmetic; torch says yes to any ROCm GPU
+])
+def test_cuda_trains_in_bf16_only_where_that_gpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch, gpus: tuple, requested: str, dtype: torch.dtype | None
 ) -> None:
-    """A T4 or V100 stores bf16 tensors by emulation, so torch's default check says yes, but
-    cuDNN has no bf16 convolutions there: autocast to bf16 failed or crawled on Colab's GPU."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: hardware_bf16 or including_emulation)
-    info = pick_device("cuda")
-    assert info.device == torch.device("cuda") and info.autocast_dtype == dtype
-    assert pick_device("cuda", amp=False).autocast_dtype is None
+    FakeGPUs(monkeypatch, *gpus)
+    info = pick_device(requested)
+    assert info.device == torch.device(requested) and info.autocast_dtype == dtype
+    assert pick_device(requested, amp=False).autocast_dtype is None
+
+
+def test_a_named_gpu_becomes_the_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned memory, a graph capture's synchronisation and cuDNN's context follow the current
+    device: `--device cuda:1` left them on GPU 0, taking its memory."""
+    gpus = FakeGPUs(monkeypatch, (8, 0), (8, 0))
+    pick_device("cuda:1")
+    assert gpus.set_to == [1] and gpus.current == 1
+    pick_device("cuda")  # the current one, whichever it is
+    assert gpus.set_to == [1]
 
 
 def test_unknown_device_is_a_spec_style_error() -> None:

@@ -276,3 +276,29 @@ def test_the_resume_hint_names_the_nodes_of_the_job(monkeypatch: pytest.MonkeyPa
     assert torchrun_command(2) == "torchrun --nproc-per-node 2 -m blockspec"
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert torchrun_command(8) == "torchrun --nnodes 2 --nproc-per-node 4 -m blockspec"
+
+
+@pytest.mark.parametrize(("requested", "cuda", "chosen"), [
+    ("auto", True, "cuda:1"), ("cuda", True, "cuda:1"), ("auto", False, "cpu"), ("cpu", True, "cpu"), ("cpu", False, "cpu"),
+])
+def test_each_process_takes_its_own_gpu_or_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, requested: str, cuda: bool, chosen: str
+) -> None:
+    """`auto` on a Mac meant MPS in every process, which gloo cannot reduce over."""
+    from blockspec.train.distributed import Ranks, device_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert device_for(requested, Ranks(rank=1, world=2, local_rank=1)) == chosen
+    assert device_for(requested, Ranks()) == requested  # one process: as asked
+
+
+@pytest.mark.parametrize("requested", ["cuda:1", "mps"])
+def test_one_device_named_for_every_process_is_refused(requested: str) -> None:
+    """Every process on cuda:1 (NCCL: "Duplicate GPU detected"), or on one Mac's MPS."""
+    from blockspec.errors import SpecError
+    from blockspec.train.distributed import Ranks, device_for
+
+    with pytest.raises(SpecError, match=rf"^--device = '{requested}': names one device for all 2 processes: under "
+                                        r"torchrun each takes its own GPU with --device cuda \(or auto\)"):
+        device_for(requested, Ranks(rank=0, world=2, local_rank=0))

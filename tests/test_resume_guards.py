@@ -227,3 +227,27 @@ def test_a_signal_on_the_heels_of_a_stop_does_not_cut_its_report_short(tmp_path:
         train(parse_spec(tiny_spec_text(data_root, epochs=1)), RunOptions(out=tmp_path / "run", workers=0), log=log)
     assert str(stop.value) == "interrupted before training began; nothing was trained", repr(stop.value)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_run_resumes_where_fewer_gpus_are_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint saved with two GPUs visible holds two CUDA generator states; resumed with
+    one (Colab, CUDA_VISIBLE_DEVICES=0) the second had no device: IndexError."""
+    import torch
+
+    from blockspec.train.checkpoint import restore_rng, rng_state
+
+    state = rng_state()  # this machine's: no CUDA state
+    state["cuda"] = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+    restored: dict[int, torch.Tensor] = {}
+
+    def set_rng_state(new_state: torch.Tensor, device: int = 0) -> None:  # as torch's, on one visible GPU
+        if device >= torch.cuda.device_count():
+            raise IndexError("tuple index out of range")
+        restored[device] = new_state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)  # what torch's set_rng_state_all calls
+    restore_rng(state)
+    assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])

@@ -69,10 +69,12 @@ def augment_batch(
 def to_device(draws: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host-drawn numbers on `device`, the host not waiting for it. To a GPU they go through
     pinned memory: from pageable memory the driver may first wait for the stream's queue,
-    and torch's pinned-memory cache keeps each buffer until its copy has run."""
-    if device.type == "cuda":
-        draws = draws.pin_memory()
-    return draws.to(device, non_blocking=True)
+    and torch's pinned-memory cache keeps each buffer until its copy has run. Elsewhere the
+    copy is waited for: an asynchronous copy to Apple's MPS from pageable memory freed at once
+    can read it after it is reused (pytorch/pytorch#189690)."""
+    if device.type != "cuda":
+        return draws.to(device)
+    return draws.pin_memory().to(device, non_blocking=True)
 
 
 def _warp(

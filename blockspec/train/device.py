@@ -66,11 +66,13 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True, fl
         raise fail(flag, "MPS was requested but is not available", requested)
     device = torch.device(requested)
     if device.type == "cuda":
+        if device.index is not None:
+            # the current device too: pinned memory, a graph capture's synchronisation and
+            # libraries' contexts follow it, and would otherwise take room on GPU 0
+            torch.cuda.set_device(device)
         # bf16 needs no loss scaling; older GPUs without it train in fp32 rather than risk
-        # fp16 gradients underflowing. Without hardware bf16 (before Ampere: Colab's T4, V100)
-        # torch's default check still says yes, since it can store bf16 tensors there, but
-        # cuDNN has no bf16 convolutions for them: hence `including_emulation=False`.
-        dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported(including_emulation=False) else None
+        # fp16 gradients underflowing.
+        dtype = torch.bfloat16 if amp and gpu_has_native_bf16(device) else None
         return DeviceInfo(device, dtype, channels_last, pin_memory=True)
     if device.type == "cpu":
         # oneDNN runs convolutions faster channels-last on CPU too, and bf16 faster where the
@@ -80,6 +82,19 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True, fl
         dtype = torch.bfloat16 if amp and cpu_has_native_bf16() else None
         return DeviceInfo(device, dtype, channels_last, pin_memory=False)
     return DeviceInfo(device, None, channels_last=False, pin_memory=False)
+
+
+_ROCM_BF16 = ("gfx908", "gfx90a", "gfx94", "gfx95", "gfx11", "gfx12")  # AMD Instinct MI100 on, RDNA3 on
+
+
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """True when `device` computes bf16 in hardware: NVIDIA from Ampere (compute capability 8.0)
+    on, AMD's architectures with bf16 matrix instructions. torch's `is_bf16_supported()`
+    answers for the current device, not this one, and says yes where bf16 tensors can merely
+    be stored (a T4 or V100: cuDNN has no bf16 convolutions there) and on every ROCm GPU."""
+    if torch.version.hip:
+        return torch.cuda.get_device_properties(device).gcnArchName.startswith(_ROCM_BF16)
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def cpu_has_native_bf16() -> bool:

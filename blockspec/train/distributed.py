@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from blockspec.errors import fail
 from blockspec.launch import launched_rank
 
 
@@ -52,9 +53,18 @@ def torchrun_command(processes: int) -> str:
 
 
 def device_for(requested: str, ranks: Ranks) -> str:
-    """Each process takes its own GPU; CPU processes share the CPU."""
-    if ranks.active and requested in ("auto", "cuda") and torch.cuda.is_available():
+    """Each process takes its own GPU (LOCAL_RANK's); CPU processes share the CPU. `auto`
+    never means Apple's MPS here, nor may a device be named for every process alike: gloo
+    cannot reduce MPS tensors, and NCCL refuses two processes on one GPU."""
+    if not ranks.active:
+        return requested
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{ranks.local_rank}"
+    if requested == "auto":
+        return "cpu"
+    if requested.startswith("cuda:") or requested == "mps":
+        raise fail("--device", f"names one device for all {ranks.world} processes: under torchrun each takes "
+                   "its own GPU with --device cuda (or auto), or all share the CPU with --device cpu", requested)
     return requested
 
 

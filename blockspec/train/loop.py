@@ -46,11 +46,11 @@ class Batches:
         self.info, self.mean, self.std = info, mean, std
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.info.device
-        x = normalize_batch(images.to(device, non_blocking=True), self.mean, self.std)
+        device, pinned = self.info.device, self.info.pin_memory  # asynchronous only from pinned memory (to_device)
+        x = normalize_batch(images.to(device, non_blocking=pinned), self.mean, self.std)
         if self.info.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, labels.to(device, non_blocking=True)
+        return x, labels.to(device, non_blocking=pinned)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return self.info.autocast()
