@@ -9,7 +9,7 @@ import torch
 
 from blockspec.build import build_model
 from blockspec.load import parse_spec
-from blockspec.train.device import cpu_has_native_bf16, pick_device
+from blockspec.train.device import compile_refusal, cpu_has_native_bf16, graphs_replay_on, pick_device
 
 SPEC = """
 name: tiny
@@ -86,6 +86,25 @@ def test_a_named_gpu_becomes_the_current_device(monkeypatch: pytest.MonkeyPatch)
     assert gpus.set_to == [1] and gpus.current == 1
     pick_device("cuda")  # the current one, whichever it is
     assert gpus.set_to == [1]
+
+
+@pytest.mark.parametrize(("gpus", "graphs", "compile_refused"), [
+    (((9, 0),), True, None),
+    (((7, 0),), True, None),  # V100: Triton's oldest
+    (((6, 0),), True, "Triton needs compute capability 7.0; this GPU has 6.0"),  # P100: failed inside torch
+    (("gfx90a",), False, None),  # ROCm: MIOpen's convolutions are not graph-safe
+])
+def test_graphs_and_compile_only_where_they_run(
+    monkeypatch: pytest.MonkeyPatch, gpus: tuple, graphs: bool, compile_refused: str | None
+) -> None:
+    FakeGPUs(monkeypatch, *gpus)
+    info = pick_device("cuda")
+    assert graphs_replay_on(info) is graphs and compile_refusal(info) == compile_refused
+
+
+def test_off_cuda_neither_graphs_nor_compile() -> None:
+    info = pick_device("cpu")
+    assert not graphs_replay_on(info) and compile_refusal(info) == "CUDA only"
 
 
 def test_unknown_device_is_a_spec_style_error() -> None:

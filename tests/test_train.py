@@ -96,17 +96,19 @@ def test_same_seed_same_metrics(tmp_path: Path, data_root: Path, capsys: pytest.
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="off CUDA only")
-def test_cuda_graphs_off_cuda_are_ignored_and_said_to_be(
+def test_cuda_graphs_and_compile_off_cuda_are_ignored_and_said_to_be(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = write_spec(tmp_path, data_root, epochs=1)
     runs = []
-    for name, sets in (("plain", []), ("graphs", ["--set", "train.cuda_graphs=true"])):
+    for name, field in (("plain", None), ("graphs", "cuda_graphs"), ("compile", "compile")):
+        sets = ["--set", f"train.{field}=true"] if field else []
         code, stdout, _ = run_cli(["train", str(spec), "--out", str(tmp_path / name), "--workers", "0", *sets], capsys)
         assert code == 0
-        assert ("train.cuda_graphs ignored" in stdout) == bool(sets)
+        assert ("train.cuda_graphs ignored (NVIDIA CUDA and one process only)" in stdout) == (field == "cuda_graphs")
+        assert ("train.compile ignored (CUDA only)" in stdout) == (field == "compile")
         runs.append(without_timing(metrics(tmp_path / name)))
-    assert runs[0] == runs[1]
+    assert runs[0] == runs[1] == runs[2]
 
 
 def test_stop_at_target_ends_after_the_first_epoch_at_the_target(

@@ -84,6 +84,24 @@ def pick_device(requested: str, amp: bool = True, channels_last: bool = True, fl
     return DeviceInfo(device, None, channels_last=False, pin_memory=False)
 
 
+def graphs_replay_on(info: DeviceInfo) -> bool:
+    """Whether the whole step may be captured as a CUDA graph here: NVIDIA's CUDA only. On ROCm
+    MIOpen's convolutions are not graph-safe (AMD's graph-safe support list) and HIP's capture
+    does not refuse what it cannot replay, so the eager fallback would never be taken."""
+    return info.is_cuda and not torch.version.hip
+
+
+def compile_refusal(info: DeviceInfo) -> str | None:
+    """Why `train.compile` is not applied on this device, or None: it is used on CUDA only, and
+    Inductor's Triton kernels need compute capability 7.0 (a P100 or GTX 10xx has 6.x, where
+    the first step failed inside torch)."""
+    if not info.is_cuda:
+        return "CUDA only"
+    if not torch.version.hip and (capability := torch.cuda.get_device_capability(info.device)) < (7, 0):
+        return f"Triton needs compute capability 7.0; this GPU has {capability[0]}.{capability[1]}"
+    return None
+
+
 _ROCM_BF16 = ("gfx908", "gfx90a", "gfx94", "gfx95", "gfx11", "gfx12")  # AMD Instinct MI100 on, RDNA3 on
 
 

@@ -24,7 +24,7 @@ from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, load_checkpoint, load_weights
 from blockspec.train.data_path import RunLoaders, check_data_fits, make_run_loaders
 from blockspec.train.data_root import found_root, root_record
-from blockspec.train.device import DeviceInfo, pick_device
+from blockspec.train.device import DeviceInfo, compile_refusal, pick_device
 from blockspec.train.host_memory import reuse_freed_host_memory
 from blockspec.train.init_weights import StartWeights, check_fits
 from blockspec.train.interrupt import StopRequested, ctrl_c_between_steps, raise_if_pending, stop_at_once
@@ -295,8 +295,9 @@ def _start_line(
         f"{analysis.receptive_field}, on {info.describe()}"
         + (f" × {ranks.world} processes (DDP)" if ranks.active else "")
         + (", each step replayed as one CUDA graph" if session.graphed else "")
-        + (", train.cuda_graphs ignored (CUDA and one process only)"
+        + (", train.cuda_graphs ignored (NVIDIA CUDA and one process only)"
            if spec.train.cuda_graphs and not session.graphed else "")
+        + (f", train.compile ignored ({why})" if spec.train.compile and (why := compile_refusal(info)) else "")
         + (f", first layer a patch whitening ({spec.train.whiten_stem})" if spec.train.whiten_stem else "")
         + f"; batch {spec.train.batch_size}"
         + (f" (batch norm in groups of {ghost})" if (ghost := spec.defaults.ghost_batch) else "")

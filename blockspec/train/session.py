@@ -19,7 +19,7 @@ from blockspec.train import distributed
 from blockspec.train.checkpoint import TrainedOn, restore_rng, rng_state, save_atomic
 from blockspec.train.data_path import seed_epoch
 from blockspec.train.data_root import RECORD
-from blockspec.train.device import DeviceInfo
+from blockspec.train.device import DeviceInfo, compile_refusal, graphs_replay_on
 from blockspec.train.ema import make_ema
 from blockspec.train.init_weights import StartWeights, start_from
 from blockspec.train.lookahead import Lookahead
@@ -85,7 +85,7 @@ class Session:
         self.start_report = start_from(model, start, _whitened(model, spec)) if start is not None else ""
         model = info.place(model)
         self.model = model
-        self.graphed = spec.train.cuda_graphs and info.is_cuda and not ranks.active
+        self.graphed = spec.train.cuda_graphs and graphs_replay_on(info) and not ranks.active
         self.optimizer = make_optimizer(spec, model, device_rates=self.graphed)
         self.scheduler = make_scheduler(spec, self.optimizer, steps_per_epoch)
         self.loss_fn = make_loss(spec)
@@ -99,7 +99,7 @@ class Session:
         if ranks.active:
             ids = [info.device.index] if info.is_cuda else None
             forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if spec.train.compile and info.is_cuda:
+        if spec.train.compile and compile_refusal(info) is None:
             forward = compiled(forward, spec.train.compile)
         self.step = make_step(
             forward, model, self.loss_fn, self.optimizer, self.ema, self._autocast, self.graphed
