@@ -349,3 +349,32 @@ def test_copies_to_a_device_are_asynchronous_only_from_pinned_memory(monkeypatch
         torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))
     assert x.device == y.device == meta
     assert copies and not any(copies)
+
+
+@pytest.mark.parametrize("loader", ["auto", "gpu"])
+def test_a_data_set_crowding_the_gpu_stays_in_host_memory(monkeypatch: pytest.MonkeyPatch, loader: str) -> None:
+    """The batched path put the whole data set on the GPU unasked: past its free memory (large
+    images on a 4 GB GPU) the run ran out of memory before its first step, blaming the batch."""
+    from blockspec.errors import SpecError
+    from blockspec.load import parse_spec
+    from blockspec.train.data_path import make_run_loaders
+    from blockspec.train.device import DeviceInfo
+    from blockspec.train.distributed import Ranks
+    from blockspec.train.options import RunOptions
+    from tests.epoch_images import eight_pixel_spec, row_labelled_data
+
+    spec = parse_spec(eight_pixel_spec("  augment:\n    - HorizontalFlip: {p: 0.5}", epochs=1), "crowd.yaml")
+    data = row_labelled_data(20)
+    size = data.train_images.nbytes + data.test_images.nbytes
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * size - 1, 4 * 2**30))  # just under twice
+    gpu = DeviceInfo(torch.device("cuda"), None, False, pin_memory=False)
+    options = RunOptions(workers=0, loader=loader)
+    if loader == "gpu":
+        with pytest.raises(SpecError, match=r"^--loader = 'gpu': the data set's images \(0\.00 GiB as uint8\) would take "
+                                            r"more than half of the 0\.00 GiB free on the GPU; use --loader albumentations$"):
+            make_run_loaders(spec, data, options, gpu, Ranks())
+        return
+    loaders = make_run_loaders(spec, data, options, gpu, Ranks())
+    assert loaders.path == "per-image albumentations"
+    assert loaders.unbatched == ("augmentation runs per image in albumentations, not batched: the data set's images "
+                                 "(0.00 GiB as uint8) would take more than half of the 0.00 GiB free on the GPU")

@@ -71,12 +71,32 @@ def make_run_loaders(
     (`--loader auto`), else per-image albumentations in DataLoader workers."""
     pipeline = training_pipeline(spec)
     plan = plan_for_loader(pipeline.augment, options.loader)
+    crowded = _crowds_the_gpu(data, info) if plan is not None else None
+    if crowded and options.loader == "gpu":
+        raise fail("--loader", f"{crowded}; use --loader albumentations", "gpu")
+    if crowded:
+        plan = None
     # albumentations tries each transform once on an image of the data's shape whichever path
     # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
     # image) stop both paths before training
     compose = pipeline.compose(data.mean, data.train_images.shape[1:])
     train, test, path = _make_loaders(spec, data, plan, compose, pipeline.alternate, options, info, ranks)
-    return RunLoaders(train, test, path, _augment_switch(spec, data, train), unbatched_note(pipeline.augment))
+    note = f"augmentation runs per image in albumentations, not batched: {crowded}" if crowded else None
+    return RunLoaders(train, test, path, _augment_switch(spec, data, train), note or unbatched_note(pipeline.augment))
+
+
+def _crowds_the_gpu(data: ImageData, info: DeviceInfo) -> str | None:
+    """Why the batched path would not hold the data set on this GPU, or None: its images may
+    take at most half the memory free (the network's training takes the rest); past that a
+    4 GB GPU ran out of memory before the first step, blaming the batch size."""
+    if not info.is_cuda:
+        return None
+    size = data.train_images.nbytes + data.test_images.nbytes
+    free, _ = torch.cuda.mem_get_info(info.device)
+    if size <= free / 2:
+        return None
+    return (f"the data set's images ({size / 2**30:,.2f} GiB as uint8) would take more than half of the "
+            f"{free / 2**30:,.2f} GiB free on the GPU")
 
 
 def first_switched_epoch(spec: Spec) -> int | None:
