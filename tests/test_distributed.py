@@ -302,3 +302,16 @@ def test_one_device_named_for_every_process_is_refused(requested: str) -> None:
     with pytest.raises(SpecError, match=rf"^--device = '{requested}': names one device for all 2 processes: under "
                                         r"torchrun each takes its own GPU with --device cuda \(or auto\)"):
         device_for(requested, Ranks(rank=0, world=2, local_rank=0))
+
+
+def test_gpus_reduce_over_gloo_where_torch_has_no_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows builds of torch have no NCCL: torchrun on their GPUs ended as a bug in blockspec."""
+    import torch.distributed as dist
+
+    from blockspec.train.distributed import backend_for
+
+    assert backend_for(torch.device("cpu")) == "gloo"
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
+    assert backend_for(torch.device("cuda", 1)) == "nccl"
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
+    assert backend_for(torch.device("cuda", 1)) == "gloo"

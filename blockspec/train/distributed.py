@@ -72,7 +72,7 @@ def start(ranks: Ranks, device: torch.device) -> None:
     if ranks.active and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend_for(device))
         # the DDP wrapper is held in reference cycles (the session and its step, closures), so
         # without a collection it and the process group it holds outlive the run and are freed
         # while the interpreter shuts down, where a worker aborted in one two-process run in about
@@ -80,6 +80,12 @@ def start(ranks: Ranks, device: torch.device) -> None:
         # left for then (unregistered first: registered once however many groups a process starts)
         atexit.unregister(gc.collect)
         atexit.register(gc.collect)
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL between GPUs where torch has it; gloo on CPUs, and on Windows, whose torch has no
+    NCCL (its GPUs' DDP runs over gloo)."""
+    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
 
 
 def stop(ranks: Ranks) -> None:
