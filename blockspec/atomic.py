@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,9 +49,25 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temp, target)
+        _replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+_REPLACE_TRIES = 10  # about 2 s: an antivirus or indexer lets go by then, a program holding the file does not
+
+
+def _replace(temp: Path, target: Path) -> None:
+    """`os.replace`, retried for a while on PermissionError: on Windows a file another program
+    holds open (a scan, a viewer, Excel showing metrics.csv) cannot be replaced meanwhile."""
+    for attempt in range(_REPLACE_TRIES):
+        try:
+            os.replace(temp, target)
+            return
+        except PermissionError:
+            if attempt == _REPLACE_TRIES - 1:
+                raise
+            time.sleep(0.2)
 
 
 def check_output_file(path: Path, flag: str) -> None:

@@ -122,3 +122,41 @@ def test_disk_filling_up_mid_run_keeps_last_good_epoch_and_resumes(
     code, _, _ = run_cli(["train", "--resume", str(out), "--workers", "0"], capsys)
     assert code == 0
     assert [r["epoch"] for r in metrics(out)] == list(range(1, 13))
+
+
+def test_a_file_held_open_a_moment_is_replaced_once_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows a file another program holds open (a scan, a viewer) cannot be replaced
+    meanwhile: PermissionError, which stopped the run at its next record."""
+    import os
+
+    from blockspec.atomic import atomic_write
+
+    target = tmp_path / "metrics.csv"
+    target.write_text("old")
+    refusals = [PermissionError(13, "Access is denied")] * 2
+    replace = os.replace
+
+    def held_twice(source: str | Path, destination: str | Path) -> None:
+        if refusals:
+            raise refusals.pop()
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", held_twice)
+    with atomic_write(target) as out:
+        out.write(b"new")
+    assert target.read_text() == "new" and not refusals and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+@pytest.mark.parametrize(("error", "remedy"), [
+    (OSError(28, "No space left on device"), "free some space"),
+    (PermissionError(13, "Access is denied"), "close any program holding one of the run's files open .*writable"),
+    (OSError(5, "Input/output error"), "fix the cause"),
+])
+def test_a_failed_write_is_said_with_a_remedy_for_its_cause(tmp_path: Path, error: OSError, remedy: str) -> None:
+    """Every failed write said "free some space", a file locked by Excel on Windows included."""
+    from blockspec.errors import SpecError
+    from blockspec.train.rundir import disk_errors_reported
+
+    with pytest.raises(SpecError, match=rf"\({error.strerror}\); {tmp_path}/last.pt still holds epoch 3: {remedy}, then"):
+        with disk_errors_reported(tmp_path, "write the metrics", 3):
+            raise error

@@ -111,6 +111,16 @@ def check_room_for_run(run_dir: Path) -> None:
         )
 
 
+def _remedy(error: OSError) -> str:
+    """What to do about a failed write, by its cause: not every one is a full disk."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space"
+    if isinstance(error, PermissionError):
+        return ("close any program holding one of the run's files open (on Windows a viewer or Excel locks the file "
+                "it shows) and check the folder is writable")
+    return "fix the cause"
+
+
 @contextlib.contextmanager
 def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None) -> Iterator[None]:
     """An OSError while writing the run (disk full, directory removed) becomes a spec-style
@@ -119,10 +129,11 @@ def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None) -> 
     try:
         yield
     except OSError as error:
+        remedy = _remedy(error)
         then = (
-            f"{run_dir / 'last.pt'} still holds epoch {kept_epoch}: free some space, then "
+            f"{run_dir / 'last.pt'} still holds epoch {kept_epoch}: {remedy}, then "
             f"`blockspec train --resume {run_dir}`"
             if kept_epoch is not None
-            else "nothing was trained yet: free some space, then start again with an empty --out"
+            else f"nothing was trained yet: {remedy}, then start again with an empty --out"
         )
         raise fail("--out", f"could not {action} ({error.strerror or error}); {then}", str(run_dir)) from None
