@@ -11,6 +11,7 @@ import tarfile
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -442,6 +443,40 @@ def test_swapped_class_folders_are_not_served_from_the_cache(tmp_path: Path) -> 
     after = load_dataset("imagefolder", tmp_path)
     assert before.train_images[before.train_labels == 0].mean() == 30
     assert after.train_images[after.train_labels == 0].mean() == 220
+
+
+class _WindowsEntry:
+    """An os.DirEntry as Windows' scandir gives it: `stat()` without the inode and device (0),
+    and creation for change time (which an extractor restoring times leaves at the stamp)."""
+
+    def __init__(self, entry: os.DirEntry) -> None:
+        self._entry = entry
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._entry, name)
+
+    def stat(self, *, follow_symlinks: bool = True) -> SimpleNamespace:
+        real = self._entry.stat(follow_symlinks=follow_symlinks)
+        return SimpleNamespace(**{name: getattr(real, name) for name in dir(real) if name.startswith("st_")}
+                               | {"st_ino": 0, "st_dev": 0, "st_ctime_ns": real.st_mtime_ns})
+
+
+class _Listing(list):
+    def __enter__(self) -> _Listing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_swapped_class_folders_are_seen_where_scandir_gives_no_inodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Windows the cache key took its inodes from scandir, which gives 0 there: the swapped
+    folders' stale arrays were served, every cat labelled dog."""
+    listing = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": _Listing(_WindowsEntry(entry) for entry in listing(path)))
+    test_swapped_class_folders_are_not_served_from_the_cache(tmp_path)
 
 
 def test_images_in_subfolders_of_a_class_count(tmp_path: Path) -> None:

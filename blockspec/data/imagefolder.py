@@ -166,7 +166,7 @@ def _list_split(
                 str(folder),
             )
         for relative, entry in entries:
-            stat = entry.stat()
+            stat = os.stat(entry.path)  # not entry.stat(): Windows' scandir gives no inode (0), so a swap went unseen
             files.append(entry.path)  # str: a Path per file costs seconds on 60k files
             labels.append(label)
             signature.append(f"{split}/{name}/{relative}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\t{stat.st_ino}")
@@ -214,7 +214,7 @@ def _walk(
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            target = entry.stat()
+            target = os.stat(entry.path)  # with its inode, which Windows' scandir leaves 0
             if (target.st_dev, target.st_ino) not in above:
                 yield from _walk(Path(entry.path), where, f"{prefix}{entry.name}/", above, visits)
         elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
