@@ -651,6 +651,30 @@ def test_loader_limits_and_test_order() -> None:
         data.limited(train=0)
 
 
+def test_a_spawned_worker_gets_the_data_set_as_shared_memory_not_a_copy() -> None:
+    """Windows and macOS spawn DataLoader workers, every epoch here: the data set was pickled
+    whole through each worker's pipe (147 MB of CIFAR-10), and a worker ended by Ctrl-C while
+    starting left the main process blocked writing it. A spawned worker's batches are a forked
+    one's."""
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401 (the tensor reductions DataLoader's workers pickle with)
+
+    data = _synthetic(2000)  # 6 MB of images
+    augment = build_augment([{"CoarseDropout": {"hole_height_range": [8, 8], "hole_width_range": [8, 8], "p": 1.0}}],
+                            data.mean)
+    batches = []
+    for context in ("fork", "spawn"):
+        train, _ = make_loaders(data, augment, 16, 2, 3, False)
+        payload = bytes(ForkingPickler.dumps(train.dataset))
+        assert len(payload) < 10_000, len(payload)
+        again = pickle.loads(payload)
+        assert np.array_equal(again.images, data.train_images) and np.array_equal(again.labels, data.train_labels)
+        train.multiprocessing_context = context
+        batches.append(next(iter(train)))
+    assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
+
+
 def test_normalize_batch() -> None:
     x = torch.tensor([[[[0, 255]], [[51, 102]]]], dtype=torch.uint8)  # [1, 2, 1, 2]
     out = normalize_batch(x, mean=(0.5, 0.2), std=(0.5, 0.1))
