@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,14 +59,15 @@ _REPLACE_TRIES = 10  # about 2 s: an antivirus or indexer lets go by then, a pro
 
 
 def _replace(temp: Path, target: Path) -> None:
-    """`os.replace`, retried for a while on PermissionError: on Windows a file another program
-    holds open (a scan, a viewer, Excel showing metrics.csv) cannot be replaced meanwhile."""
+    """`os.replace`, retried for a while on Windows' PermissionError: there a file another
+    program holds open (a scan, a viewer, Excel showing metrics.csv) cannot be replaced
+    meanwhile. Elsewhere the refusal is the folder's permissions, said at once."""
     for attempt in range(_REPLACE_TRIES):
         try:
             os.replace(temp, target)
             return
         except PermissionError:
-            if attempt == _REPLACE_TRIES - 1:
+            if sys.platform != "win32" or attempt == _REPLACE_TRIES - 1:
                 raise
             time.sleep(0.2)
 

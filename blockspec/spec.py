@@ -68,19 +68,12 @@ def _block_name(name: str) -> str:
 
 
 BlockName = Annotated[str, AfterValidator(_block_name)]
-_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))})
 
 
 def _network_name(name: str) -> str:
-    """A name that is one folder's on any system: runs go to runs/<name>/, and a table prints it
-    as is. Windows also refuses <>"|?* in file names, a name ending in a dot or space (it drops
-    them: `tiny.` would write runs/tiny) and its device names, whatever the extension."""
-    if any(character in name for character in '/\\:<>"|?*') or name.strip() in (".", ".."):
-        raise ValueError('a name must be one folder\'s name on any system (runs go to runs/<name>/): none of '
-                         '/ \\ : < > " | ? *, not . or ..')
-    if name.endswith((".", " ")) or name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
-        raise ValueError("a name must be one folder's name on any system (runs go to runs/<name>/): not ending in "
-                         "a dot or a space, not a device name of Windows (CON, PRN, AUX, NUL, COM1–9, LPT1–9)")
+    """A name that is one folder's: runs go to runs/<name>/, and a table prints it as is."""
+    if any(separator in name for separator in "/\\:") or name.strip() in (".", ".."):  # ':' a drive on Windows
+        raise ValueError("a name must be one folder's name (runs go to runs/<name>/): no /, \\ or :, not . or ..")
     if any(unicodedata.category(character) == "Cc" for character in name):
         raise ValueError("a name may not hold control characters (a terminal would run them as commands)")
     return name

@@ -651,11 +651,12 @@ def test_loader_limits_and_test_order() -> None:
         data.limited(train=0)
 
 
-def test_a_spawned_worker_gets_the_data_set_as_shared_memory_not_a_copy() -> None:
+def test_a_spawned_worker_gets_the_data_set_as_shared_memory_not_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows and macOS spawn DataLoader workers, every epoch here: the data set was pickled
     whole through each worker's pipe (147 MB of CIFAR-10), and a worker ended by Ctrl-C while
-    starting left the main process blocked writing it. A spawned worker's batches are a forked
-    one's."""
+    starting left the main process blocked writing it. (Linux forks its workers: nothing is
+    pickled there.) A spawned worker's batches are a forked one's."""
+    import sys
     from multiprocessing.reduction import ForkingPickler
 
     import torch.multiprocessing  # noqa: F401 (the tensor reductions DataLoader's workers pickle with)
@@ -666,10 +667,13 @@ def test_a_spawned_worker_gets_the_data_set_as_shared_memory_not_a_copy() -> Non
     batches = []
     for context in ("fork", "spawn"):
         train, _ = make_loaders(data, augment, 16, 2, 3, False)
-        payload = bytes(ForkingPickler.dumps(train.dataset))
+        with monkeypatch.context() as platform:
+            platform.setattr(sys, "platform", "darwin")
+            payload = bytes(ForkingPickler.dumps(train.dataset))
         assert len(payload) < 10_000, len(payload)
         again = pickle.loads(payload)
-        assert np.array_equal(again.images, data.train_images) and np.array_equal(again.labels, data.train_labels)
+        for dataset in (again, train.dataset):  # the worker's, and the main process's reading shared memory now
+            assert np.array_equal(dataset.images, data.train_images) and np.array_equal(dataset.labels, data.train_labels)
         train.multiprocessing_context = context
         batches.append(next(iter(train)))
     assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])

@@ -142,6 +142,11 @@ def test_a_file_held_open_a_moment_is_replaced_once_let_go(tmp_path: Path, monke
         replace(source, destination)
 
     monkeypatch.setattr(os, "replace", held_twice)
+    with pytest.raises(PermissionError):  # elsewhere a refusal is the folder's permissions: said at once
+        with atomic_write(target) as out:
+            out.write(b"new")
+    assert target.read_text() == "old" and len(refusals) == 1
+    monkeypatch.setattr(sys, "platform", "win32")
     with atomic_write(target) as out:
         out.write(b"new")
     assert target.read_text() == "new" and not refusals and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
@@ -160,3 +165,38 @@ def test_a_failed_write_is_said_with_a_remedy_for_its_cause(tmp_path: Path, erro
     with pytest.raises(SpecError, match=rf"\({error.strerror}\); {tmp_path}/last.pt still holds epoch 3: {remedy}, then"):
         with disk_errors_reported(tmp_path, "write the metrics", 3):
             raise error
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("a?b", 'holds one of < > " | ? *'), ("x|y", "holds one of"), ("tiny.", "ends in a dot or a space"),
+    ("tiny ", "ends in a dot or a space"), ("con", "a device name of Windows"), ("Nul.tar", "a device name of Windows"),
+    ("LPT1", "a device name of Windows"), ("aux-head", None), ("console", None), ("com10", None), ("réseau 2", None),
+])
+def test_names_windows_cannot_give_a_folder(name: str, problem: str | None) -> None:
+    """On Windows `a?b` failed when the run's folder was made, after the data had loaded, as a
+    fault of --out, and `tiny.` was quietly written to runs\\tiny. (Refused for a new run without
+    --out there, before any work; a spec of such a name stays readable everywhere, its
+    checkpoints included.)"""
+    from blockspec.load import parse_spec
+    from blockspec.train.rundir import windows_folder_problem
+
+    found = windows_folder_problem(name)
+    assert found == problem if problem is None else problem in found
+    assert parse_spec(f'name: "{name}"\nblocks:\n  C1: [conv: {{out: 8}}]\n  output: [gap: {{}}, fc: {{out: 10}}]\n').name == name
+
+
+def test_a_new_run_of_such_a_name_is_refused_on_windows_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blockspec.errors import SpecError
+    from blockspec.load import parse_spec
+    from blockspec.train.options import RunOptions
+    from blockspec.train.run import train
+
+    spec = parse_spec(tiny_spec_text(tmp_path / "no-data-here", epochs=1).replace("name: tiny", "name: 'tiny.'"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(SpecError, match=r"^name = 'tiny\.': ends in a dot or a space, which Windows drops from folder "
+                                        r"names; rename the network or give --out$"):
+        train(spec, RunOptions(workers=0, device="cpu"))
+    assert not (tmp_path / "runs").exists()

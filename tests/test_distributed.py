@@ -293,15 +293,21 @@ def test_each_process_takes_its_own_gpu_or_the_cpu(
     assert device_for(requested, Ranks()) == requested  # one process: as asked
 
 
-@pytest.mark.parametrize("requested", ["cuda:1", "mps"])
-def test_one_device_named_for_every_process_is_refused(requested: str) -> None:
-    """Every process on cuda:1 (NCCL: "Duplicate GPU detected"), or on one Mac's MPS."""
+def test_one_gpu_named_for_every_process_of_a_machine_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process on cuda:1: NCCL's "Duplicate GPU detected"; one process a machine (a job
+    over nodes) may name its GPU. MPS is refused however the processes are spread."""
     from blockspec.errors import SpecError
     from blockspec.train.distributed import Ranks, device_for
 
-    with pytest.raises(SpecError, match=rf"^--device = '{requested}': names one device for all 2 processes: under "
-                                        r"torchrun each takes its own GPU with --device cuda \(or auto\)"):
-        device_for(requested, Ranks(rank=0, world=2, local_rank=0))
+    ranks = Ranks(rank=0, world=2, local_rank=0)
+    with pytest.raises(SpecError, match=r"^--device = 'cuda:1': names one device for all 2 processes on this machine: "
+                                        r"under torchrun each takes its own GPU with --device cuda \(or auto\)"):
+        device_for("cuda:1", ranks)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # torchrun --nnodes 2 --nproc-per-node 1
+    assert device_for("cuda:1", ranks) == "cuda:1"
+    with pytest.raises(SpecError, match=r"^--device = 'mps': under torchrun the processes reduce over gloo, which "
+                                        r"cannot take MPS tensors"):
+        device_for("mps", ranks)
 
 
 def test_gpus_reduce_over_gloo_where_torch_has_no_nccl(monkeypatch: pytest.MonkeyPatch) -> None:

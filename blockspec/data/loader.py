@@ -11,6 +11,7 @@ import copy
 import functools
 import random
 import signal
+import sys
 from collections.abc import Sequence, Sized
 
 import albumentations as A
@@ -46,10 +47,16 @@ class AugmentedDataset(Dataset):
         """Pickled for a spawned worker (Windows and macOS start workers so, every epoch): images
         and labels go as shared-memory tensors, handles of a few bytes, not a copy of the data
         set through each worker's pipe (147 MB of CIFAR-10 a worker an epoch; a worker ended by
-        Ctrl-C while starting left the main process blocked writing it). Moved there once."""
+        Ctrl-C while starting left the main process blocked writing it). Moved there once, the
+        data set then reading them there. Not on Linux, where workers fork and nothing is
+        pickled; where they do not (Python 3.14's forkserver), a container's 64 MB /dev/shm
+        could not hold a data set."""
+        if sys.platform.startswith("linux"):
+            return self.__dict__
         if self.__dict__.get("_shared") is None:
             self._shared = tuple(torch.from_numpy(np.ascontiguousarray(array)).share_memory_()
                                  for array in (self.images, self.labels))
+            self.images, self.labels = (tensor.numpy() for tensor in self._shared)  # read there from now on
         images, labels = self._shared
         return {**self.__dict__, "images": images, "labels": labels, "_shared": None}
 

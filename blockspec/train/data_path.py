@@ -72,6 +72,8 @@ def make_run_loaders(
     pipeline = training_pipeline(spec)
     plan = plan_for_loader(pipeline.augment, options.loader)
     crowded = _crowds_the_gpu(data, info) if plan is not None else None
+    if plan is not None and ranks.active and distributed.any_rank(crowded is not None, ranks, info.device):
+        crowded = crowded or "the data set would crowd another process's GPU"  # every process takes one path
     if crowded and options.loader == "gpu":
         raise fail("--loader", f"{crowded}; use --loader albumentations", "gpu")
     if crowded:

@@ -54,17 +54,24 @@ def torchrun_command(processes: int) -> str:
 
 def device_for(requested: str, ranks: Ranks) -> str:
     """Each process takes its own GPU (LOCAL_RANK's); CPU processes share the CPU. `auto`
-    never means Apple's MPS here, nor may a device be named for every process alike: gloo
-    cannot reduce MPS tensors, and NCCL refuses two processes on one GPU."""
+    never means Apple's MPS here (gloo cannot reduce MPS tensors), and one GPU may not be named
+    for every process of a machine (NCCL refuses two processes on one GPU); one process a
+    machine may name its GPU."""
     if not ranks.active:
         return requested
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{ranks.local_rank}"
     if requested == "auto":
         return "cpu"
-    if requested.startswith("cuda:") or requested == "mps":
-        raise fail("--device", f"names one device for all {ranks.world} processes: under torchrun each takes "
-                   "its own GPU with --device cuda (or auto), or all share the CPU with --device cpu", requested)
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    on_this_machine = int(local) if local.isdigit() else ranks.world
+    if requested == "mps":
+        raise fail("--device", "under torchrun the processes reduce over gloo, which cannot take MPS tensors: train "
+                   "in one process, or with --device cpu", requested)
+    if requested.startswith("cuda:") and on_this_machine > 1:
+        raise fail("--device", f"names one device for all {on_this_machine} processes on this machine: under "
+                   "torchrun each takes its own GPU with --device cuda (or auto), or all share the CPU with "
+                   "--device cpu", requested)
     return requested
 
 

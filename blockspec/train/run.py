@@ -8,6 +8,7 @@ moment therefore leaves a consistent last.pt, and resuming never loses or double
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
@@ -49,6 +50,7 @@ from blockspec.train.rundir import (
     disk_errors_reported,
     hold_run_dir,
     prepare_run_dir,
+    windows_folder_problem,
 )
 from blockspec.train.session import Session
 from blockspec.train.tta import TTAViews
@@ -92,6 +94,9 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         log = _silent
     if checkpoint is None and options.out is not None:
         check_run_dir_free(options.out)
+    if checkpoint is None and options.out is None and sys.platform == "win32" and (why := windows_folder_problem(spec.name)):
+        # before any slow work: the run would go to runs/<name>/, which this system cannot make
+        raise fail("name", f"{why}; rename the network or give --out", spec.name)
     info = pick_device(distributed.device_for(options.device, ranks), spec.train.amp, spec.train.channels_last)
     if info.device.type == "cpu":
         reuse_freed_host_memory()  # large batches stop re-faulting their buffers at every step

@@ -24,6 +24,22 @@ WRITE_PROBE = ".write-test"  # written and removed when a run takes its director
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links need privileges to make
 
 
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10))})
+
+
+def windows_folder_problem(name: str) -> str | None:
+    """Why Windows cannot make a folder of this name, or None: it refuses <>"|?* in names, drops
+    a trailing dot or space (`tiny.` would be runs\\tiny) and reserves its device names, whatever
+    the extension. (What every system refuses, `/`, `\\`, `:`, the spec's `name` refuses.)"""
+    if any(character in name for character in '<>"|?*'):
+        return 'holds one of < > " | ? *, which Windows refuses in folder names'
+    if name.endswith((".", " ")):
+        return "ends in a dot or a space, which Windows drops from folder names"
+    if name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
+        return "is a device name of Windows (CON, PRN, AUX, NUL, COM1–9, LPT1–9), which no folder may have"
+    return None
+
+
 def prepare_run_dir(out: Path | None, name: str, held: contextlib.ExitStack) -> Path:
     """A new, writable run directory, held (`hold_run_dir`) until `held` closes; an existing
     non-empty one is never reused silently."""
