@@ -676,6 +676,10 @@ def test_a_spawned_worker_gets_the_data_set_as_shared_memory_not_a_copy(monkeypa
             assert np.array_equal(dataset.images, data.train_images) and np.array_equal(dataset.labels, data.train_labels)
         train.multiprocessing_context = context
         batches.append(next(iter(train)))
+    train.dataset.images = data.train_images[::-1].copy()  # replaced after a pickling: the next one sends these
+    with monkeypatch.context() as platform:
+        platform.setattr(sys, "platform", "darwin")
+        assert np.array_equal(pickle.loads(ForkingPickler.dumps(train.dataset)).images, data.train_images[::-1])
     assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
 
 

@@ -142,6 +142,7 @@ def test_a_file_held_open_a_moment_is_replaced_once_let_go(tmp_path: Path, monke
         replace(source, destination)
 
     monkeypatch.setattr(os, "replace", held_twice)
+    monkeypatch.setattr(sys, "platform", "linux")
     with pytest.raises(PermissionError):  # elsewhere a refusal is the folder's permissions: said at once
         with atomic_write(target) as out:
             out.write(b"new")
@@ -170,7 +171,8 @@ def test_a_failed_write_is_said_with_a_remedy_for_its_cause(tmp_path: Path, erro
 @pytest.mark.parametrize(("name", "problem"), [
     ("a?b", 'holds one of < > " | ? *'), ("x|y", "holds one of"), ("tiny.", "ends in a dot or a space"),
     ("tiny ", "ends in a dot or a space"), ("con", "a device name of Windows"), ("Nul.tar", "a device name of Windows"),
-    ("LPT1", "a device name of Windows"), ("aux-head", None), ("console", None), ("com10", None), ("réseau 2", None),
+    ("LPT1", "a device name of Windows"), ("com²", "a device name of Windows"), ("CONOUT$", "a device name of Windows"),
+    ("aux-head", None), ("console", None), ("com10", None), ("réseau 2", None),
 ])
 def test_names_windows_cannot_give_a_folder(name: str, problem: str | None) -> None:
     """On Windows `a?b` failed when the run's folder was made, after the data had loaded, as a
@@ -198,5 +200,5 @@ def test_a_new_run_of_such_a_name_is_refused_on_windows_before_any_work(
     monkeypatch.setattr(sys, "platform", "win32")
     with pytest.raises(SpecError, match=r"^name = 'tiny\.': ends in a dot or a space, which Windows drops from folder "
                                         r"names; rename the network or give --out$"):
-        train(spec, RunOptions(workers=0, device="cpu"))
+        train(spec, RunOptions(workers=0, device="cpu", init_from=str(tmp_path / "none.pt")))  # said before its file
     assert not (tmp_path / "runs").exists()

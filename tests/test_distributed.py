@@ -305,9 +305,10 @@ def test_one_gpu_named_for_every_process_of_a_machine_is_refused(monkeypatch: py
         device_for("cuda:1", ranks)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # torchrun --nnodes 2 --nproc-per-node 1
     assert device_for("cuda:1", ranks) == "cuda:1"
-    with pytest.raises(SpecError, match=r"^--device = 'mps': under torchrun the processes reduce over gloo, which "
-                                        r"cannot take MPS tensors"):
-        device_for("mps", ranks)
+    for mps in ("mps", "mps:0"):
+        with pytest.raises(SpecError, match=rf"^--device = '{mps}': under torchrun the processes reduce over gloo, "
+                                            r"which cannot take MPS tensors"):
+            device_for(mps, ranks)
 
 
 def test_gpus_reduce_over_gloo_where_torch_has_no_nccl(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,7 +53,9 @@ class AugmentedDataset(Dataset):
         could not hold a data set."""
         if sys.platform.startswith("linux"):
             return self.__dict__
-        if self.__dict__.get("_shared") is None:
+        shared = self.__dict__.get("_shared")
+        arrays = (self.images, self.labels)
+        if shared is None or not all(map(np.may_share_memory, arrays, (tensor.numpy() for tensor in shared))):
             self._shared = tuple(torch.from_numpy(np.ascontiguousarray(array)).share_memory_()
                                  for array in (self.images, self.labels))
             self.images, self.labels = (tensor.numpy() for tensor in self._shared)  # read there from now on

@@ -64,8 +64,8 @@ def device_for(requested: str, ranks: Ranks) -> str:
     if requested == "auto":
         return "cpu"
     local = os.environ.get("LOCAL_WORLD_SIZE", "")
-    on_this_machine = int(local) if local.isdigit() else ranks.world
-    if requested == "mps":
+    on_this_machine = int(local) if local.isascii() and local.isdigit() else ranks.world
+    if requested.partition(":")[0] == "mps":
         raise fail("--device", "under torchrun the processes reduce over gloo, which cannot take MPS tensors: train "
                    "in one process, or with --device cpu", requested)
     if requested.startswith("cuda:") and on_this_machine > 1:

@@ -84,6 +84,9 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         spec = resumed_spec(checkpoint, spec, options)
         options = resumed_options(options, checkpoint.get("run_options"))
     assert spec is not None
+    if checkpoint is None and options.out is None and sys.platform == "win32" and (why := windows_folder_problem(spec.name)):
+        # before any slow work: the run would go to runs/<name>/, which this system cannot make
+        raise fail("name", f"{why}; rename the network or give --out", spec.name)
     start = None
     if options.init_from is not None and checkpoint is None:  # a resumed run's weights are its own by now
         # read before any slow work and before the run directory exists: a bad file leaves nothing behind
@@ -94,9 +97,6 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
         log = _silent
     if checkpoint is None and options.out is not None:
         check_run_dir_free(options.out)
-    if checkpoint is None and options.out is None and sys.platform == "win32" and (why := windows_folder_problem(spec.name)):
-        # before any slow work: the run would go to runs/<name>/, which this system cannot make
-        raise fail("name", f"{why}; rename the network or give --out", spec.name)
     info = pick_device(distributed.device_for(options.device, ranks), spec.train.amp, spec.train.channels_last)
     if info.device.type == "cpu":
         reuse_freed_host_memory()  # large batches stop re-faulting their buffers at every step
