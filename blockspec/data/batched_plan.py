@@ -91,11 +91,14 @@ def plan_for_loader(augment: AugmentPlan, loader: str) -> BatchedPlan | None:
     return plan if isinstance(plan, BatchedPlan) and loader != "albumentations" else None
 
 
+UNBATCHED = "augmentation runs per image in albumentations, not batched"  # how each note of the other path begins
+
+
 def unbatched_note(augment: AugmentPlan) -> str | None:
     """What training (under `--loader auto`) and `check` say when the augmentation has no
     batched equivalent; None when it has one."""
     refusal = batched_refusal(augment)
-    return None if refusal is None else f"augmentation runs per image in albumentations, not batched, since {refusal}"
+    return None if refusal is None else f"{UNBATCHED}, since {refusal}"
 
 
 def _plan_or_refusal(augment: AugmentPlan) -> BatchedPlan | str:

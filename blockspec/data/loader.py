@@ -56,8 +56,7 @@ class AugmentedDataset(Dataset):
         shared = self.__dict__.get("_shared")
         arrays = (self.images, self.labels)
         if shared is None or not all(map(np.may_share_memory, arrays, (tensor.numpy() for tensor in shared))):
-            self._shared = tuple(torch.from_numpy(np.ascontiguousarray(array)).share_memory_()
-                                 for array in (self.images, self.labels))
+            self._shared = tuple(torch.from_numpy(np.ascontiguousarray(array)).share_memory_() for array in arrays)
             self.images, self.labels = (tensor.numpy() for tensor in self._shared)  # read there from now on
         images, labels = self._shared
         return {**self.__dict__, "images": images, "labels": labels, "_shared": None}

@@ -20,7 +20,7 @@ from blockspec.data import (
     read_augment,
     seed_augment,
 )
-from blockspec.data.batched_plan import BatchedPlan, plan_batched, plan_for_loader, unbatched_note
+from blockspec.data.batched_plan import UNBATCHED, BatchedPlan, plan_batched, plan_for_loader, unbatched_note
 from blockspec.data.device_loader import DeviceLoader
 from blockspec.data.flip import split_flip
 from blockspec.errors import fail
@@ -83,7 +83,7 @@ def make_run_loaders(
     # image) stop both paths before training
     compose = pipeline.compose(data.mean, data.train_images.shape[1:])
     train, test, path = _make_loaders(spec, data, plan, compose, pipeline.alternate, options, info, ranks)
-    note = f"augmentation runs per image in albumentations, not batched: {crowded}" if crowded else None
+    note = f"{UNBATCHED}: {crowded}" if crowded else None
     return RunLoaders(train, test, path, _augment_switch(spec, data, train), note or unbatched_note(pipeline.augment))
 
 
