@@ -57,6 +57,11 @@ class TrainedModel:
         also without the channel axis, N×H×W or H×W), or a list of single images (PIL,
         arrays or tensors) of that size, into the normalised float N×C×H×W batch the network
         was trained on, on its device."""
+        pixels = self._checked_pixels(images)
+        return normalize_batch(pixels.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
+
+    def _checked_pixels(self, images: ImageInput) -> torch.Tensor:
+        """`images` as N×H×W×C uint8 where they are, or a ValueError saying the form expected."""
         hw, channels = self.spec.input.hw, self.spec.input.channels
         x, dtype = _pixels(images, (*hw, channels))
         given = tuple(x.shape)
@@ -68,23 +73,27 @@ class TrainedModel:
         if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (*hw, channels):
             raise ValueError(f"images: expected uint8 of shape N×{expected} (or one {expected} image), "
                              f"got {dtype} of shape {given}")
-        return normalize_batch(x.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
+        return x
+
+    def _network_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(pixels)
+        return x.contiguous(memory_format=torch.channels_last) if self.info.channels_last else x
 
     @torch.no_grad()
     def predict(self, images: ImageInput) -> torch.Tensor:
         """Class probabilities, N×classes, averaged over the spec's test-time views; a batch
-        of the spec's size at a time (the whole set at once held every view's activations).
+        of the spec's size at a time, normalised as it goes (the whole set at once held every
+        view's activations, and four bytes a pixel of every image on the device).
         The model computes in evaluation mode, whatever mode a notebook left it in (training
         mode would score with batch statistics and move the running ones), and is left as it was."""
-        x = self.preprocess(images)
-        if self.info.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        pixels = self._checked_pixels(images)
         size = self.spec.train.batch_size
         modes = [(module, module.training) for module in self.model.modules()]  # each its own: a notebook may mix
         self.model.eval()
         try:
             with self.info.autocast():  # as `eval` computes: its accuracy is then exactly the run's
-                scores = [self.views.logits(self.model, x[i:i + size]) for i in range(0, len(x), size)]
+                scores = [self.views.logits(self.model, self._network_input(pixels[i:i + size]))
+                          for i in range(0, len(pixels), size)]
         finally:
             for module, training in modes:
                 module.training = training

@@ -457,3 +457,18 @@ def test_tied_classes_are_ranked_as_evals_argmax_counts(run: Path, tmp_path: Pat
     ranked = [entry["class"] for entry in json.loads(stdout)[0]["top"]]
     assert ranked == list(trained.classes)
     assert int(trained.predict(np.zeros((1, 16, 16, 3), dtype=np.uint8)).argmax()) == 0
+
+
+
+def test_predict_normalises_a_batch_at_a_time_not_every_image_at_once(run: Path) -> None:
+    """A notebook scoring a large set held a float copy of all of it, four bytes a pixel (on the
+    GPU, where there is one): no single allocation may now be a sizeable part of that copy."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trained = blockspec.load_trained(run)
+    images = np.random.default_rng(0).integers(0, 256, (2000, 16, 16, 3), dtype=np.uint8)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        probabilities = trained.predict(images)
+    largest = max(event.self_cpu_memory_usage for event in profiler.events())
+    assert largest < 4 * images.size // 8, f"{largest:,} bytes allocated at once"
+    assert torch.equal(probabilities, trained.predict(list(images)))
