@@ -7,6 +7,9 @@ import hashlib
 import io
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import tarfile
 import tracemalloc
 from collections.abc import Callable
@@ -881,3 +884,62 @@ def test_gray_images_saved_in_colour_are_said_to_be(tmp_path: Path) -> None:
     root = _gray_folder(tmp_path / "palette", mode="P")
     with pytest.raises(SpecError, match=r"every image is gray but saved in colour \(RGB or palette mode\)"):
         check_data_fits(parse_spec(GRAY_SPEC), load_dataset("imagefolder", str(root)))
+
+
+
+_KILL_A_BUSY_DECODER = """
+import os, signal, sys, threading, time
+from blockspec.data import load_dataset
+from blockspec.errors import SpecError
+
+def busy_children():
+    for task in os.listdir("/proc/self/task"):
+        try:
+            children = open(f"/proc/self/task/{task}/children").read().split()
+        except FileNotFoundError:  # a thread that ended
+            continue
+        for child in children:
+            try:
+                fields = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            if int(fields[11]) + int(fields[12]) >= 2:  # user + system time in ticks: decoding, not idle
+                yield int(child)
+
+def kill_a_decoder():
+    while True:
+        for child in busy_children():
+            os.kill(child, signal.SIGKILL)
+            return
+        time.sleep(0.001)
+
+threading.Thread(target=kill_a_decoder, daemon=True).start()
+try:
+    load_dataset("imagefolder", sys.argv[1])
+    print("loaded")
+except SpecError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the decoding processes through Linux's /proc")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                    reason="one core decodes without a pool")
+def test_a_decoding_process_killed_ends_the_load_with_an_error_not_a_hang(tmp_path: Path) -> None:
+    """The system's out-of-memory killer ending one of the pool's processes mid-chunk left the
+    pool waiting for that chunk forever: `blockspec train` hung with no message. The load runs
+    in a process group of its own, ended if it hangs, where a thread kills the first decoding
+    process it sees at work, as the system would."""
+    root = write_colour_folder(tmp_path / "data", train_per_class=1500, test_per_class=10, size=8)
+    load = subprocess.Popen([sys.executable, "-c", _KILL_A_BUSY_DECODER, str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    try:
+        stdout, stderr = load.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(load.pid, signal.SIGKILL)  # the pool's processes with it
+        load.communicate()
+        pytest.fail("the load hung")
+    assert load.returncode == 0, stderr
+    assert stdout.startswith("data.root: a process decoding its images was ended by signal SIGKILL (if by the system, "
+                             "the memory ran out: free some, or decode a smaller set)"), stdout

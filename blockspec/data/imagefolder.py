@@ -239,7 +239,7 @@ def decode_set(
     sources = [*train.sources, *test.sources]
     common = _common_size(sources)
     _check_room_to_decode(len(sources), common, where)
-    decoded = _decode_files(sources, common[:2] if common else None)
+    decoded = _decode_files(sources, common[:2] if common else None, where)
     _check_decoded(files, decoded, where)
     gray = all(image.ndim == 2 for image in decoded)
     colour_note = "" if gray else _colour_note(files, decoded)
@@ -370,7 +370,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> ImageData:
     )
 
 
-def _decode_files(sources: list[str] | list[bytes], expected: tuple[int, int] | None) -> list[Decoded]:
+def _decode_files(sources: list[str] | list[bytes], expected: tuple[int, int] | None, where: str) -> list[Decoded]:
     """Each source's pixels, or why it cannot be read, or `OtherSize` where its header's
     (width, height) is not `expected` either way round (None: every image is decoded; one
     turned by its EXIF orientation is decoded and compared upright)."""
@@ -383,14 +383,42 @@ def _decode_files(sources: list[str] | list[bytes], expected: tuple[int, int] | 
     # each; elsewhere the platform's default, since on macOS a forked child can crash in system
     # libraries that had started threads (why Python's default there is spawn)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    others = set(multiprocessing.active_children())
     with context.Pool(min(workers, len(chunks)), initializer=_signals_to_the_parent) as pool, \
             Bar(total=len(sources), desc=f"decoding {len(sources):,} images", unit="img",
                 leave=False, mininterval=0.5, disable=None) as bar:
+        children = set(multiprocessing.active_children()) - others
+        results = pool.imap(decode, chunks)
         decoded: list[Decoded] = []
-        for chunk in pool.imap(decode, chunks):
+        while len(decoded) < len(sources):
+            try:
+                chunk = results.next(timeout=_WATCH_SECONDS)
+            except multiprocessing.TimeoutError:
+                _check_alive(children, where)
+                continue
             decoded += chunk
             bar.update(len(chunk))
         return decoded
+
+
+_WATCH_SECONDS = 1.0
+
+
+def _check_alive(children: set[multiprocessing.process.BaseProcess], where: str) -> None:
+    """A pool's child ends only when the pool does: one that ended while it decoded was killed
+    (by the system, out of memory, or by a person), and the pool would wait for its chunk forever."""
+    ended = [child.exitcode for child in children if child.exitcode is not None]
+    if ended:
+        how = f"by signal {_signal_name(-ended[0])}" if ended[0] < 0 else f"with status {ended[0]}"
+        raise fail(where, f"a process decoding its images was ended {how} (if by the system, the memory ran out: "
+                   "free some, or decode a smaller set)")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal, which has no name
+        return str(number)
 
 
 def _signals_to_the_parent() -> None:
