@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -1033,3 +1035,50 @@ def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert "stopped by SIGTERM; " in stderr and "internal error" not in stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the workers through Linux's /proc")
+def test_a_dataloader_worker_killed_is_said_as_the_memory_and_the_epoch_kept_not_a_bug(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """The system's out-of-memory killer ending a DataLoader worker was reported as an internal
+    error, "a bug in blockspec" (exit 70)."""
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
+    spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blockspec", "train", str(spec), "--out", str(run_dir), "--workers", "2",
+         "--loader", "albumentations"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for_epochs(run_dir, 2, process)
+        deadline = time.monotonic() + 60
+        while not (workers := _children(process.pid)) and time.monotonic() < deadline:  # between two epochs
+            time.sleep(0.01)
+        os.kill(workers[0], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    kept = len(metrics(run_dir))
+    assert process.returncode == 2, stderr
+    assert re.search(rf"^error: --workers = 2: a DataLoader worker process ended in epoch {kept + 1} \(DataLoader worker "
+                     rf"\(pid.*\d+\)[^;]*; if the system ended it, the memory ran out: {re.escape(str(run_dir / 'last.pt'))} "
+                     rf"holds epoch {kept}; free some memory, then `blockspec train --resume {re.escape(str(run_dir))}`",
+                     stderr, re.MULTILINE), stderr
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == kept
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += map(int, (task / "children").read_text().split())
+        except FileNotFoundError:  # a thread that ended
+            pass
+    return found

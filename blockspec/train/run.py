@@ -49,8 +49,10 @@ from blockspec.train.rundir import (
     checkpoint_dir,
     disk_errors_reported,
     hold_run_dir,
+    is_worker_death,
     prepare_run_dir,
     windows_folder_problem,
+    worker_death_error,
 )
 from blockspec.train.session import Session
 from blockspec.train.tta import TTAViews
@@ -166,8 +168,10 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                     loaders.switch.apply(train_loader, epoch)
                 try:
                     record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
-                except RuntimeError:  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
-                    check_stop.raise_if_requested()
+                except RuntimeError as error:
+                    check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
+                    if is_worker_death(error):
+                        raise worker_death_error(error, epoch, run_dir, saved, options.workers) from None
                     raise
                 history.append(record)
                 reached = options.stop_at_target and record["test_acc"] >= spec.train.target

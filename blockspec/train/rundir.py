@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from blockspec.atomic import is_partial_write, remove_partial_writes
-from blockspec.errors import fail
+from blockspec.errors import SpecError, fail
 
 PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
 LOCK_FILE = ".blockspec.lock"
@@ -154,3 +154,18 @@ def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None) -> 
             else f"nothing was trained yet: {remedy}, then start again with an empty --out"
         )
         raise fail("--out", f"could not {action} ({error.strerror or error}); {then}", str(run_dir)) from None
+
+
+def is_worker_death(error: RuntimeError) -> bool:
+    """torch's report of a DataLoader worker process that ended without finishing (killed by
+    the system out of memory, or by a person), not an error raised in the worker's code."""
+    return str(error).startswith("DataLoader worker (pid")
+
+
+def worker_death_error(error: RuntimeError, epoch: int, run_dir: Path, kept_epoch: int, workers: int) -> SpecError:
+    """What a user can do about a worker that ended: the system's, not blockspec's, doing
+    (it was said as an internal error, a bug in blockspec)."""
+    said = str(error).strip().rstrip(".")  # torch's "… is killed by signal: Killed. "
+    return fail("--workers", f"a DataLoader worker process ended in epoch {epoch} ({said}); if the system ended it, "
+                f"the memory ran out: {run_dir / 'last.pt'} holds epoch {kept_epoch}; free some memory, then "
+                f"`blockspec train --resume {run_dir}` (a new run with fewer --workers needs less)", workers)
