@@ -57,8 +57,7 @@ class TrainedModel:
         also without the channel axis, N×H×W or H×W), or a list of single images (PIL,
         arrays or tensors) of that size, into the normalised float N×C×H×W batch the network
         was trained on, on its device."""
-        pixels = self._checked_pixels(images)
-        return normalize_batch(pixels.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
+        return self._normalised(self._checked_pixels(images))
 
     def _checked_pixels(self, images: ImageInput) -> torch.Tensor:
         """`images` as N×H×W×C uint8 where they are, or a ValueError saying the form expected."""
@@ -75,8 +74,12 @@ class TrainedModel:
                              f"got {dtype} of shape {given}")
         return x
 
+    def _normalised(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize_batch(pixels.to(self.device).permute(0, 3, 1, 2), self.mean, self.std)
+
     def _network_input(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(pixels)
+        """One batch of checked pixels as the network takes it: normalised, in its memory layout."""
+        x = self._normalised(pixels)
         return x.contiguous(memory_format=torch.channels_last) if self.info.channels_last else x
 
     @torch.no_grad()

@@ -1058,9 +1058,10 @@ def test_a_dataloader_worker_killed_is_said_as_the_memory_and_the_epoch_kept_not
     try:
         wait_for_epochs(run_dir, 2, process)
         deadline = time.monotonic() + 60
-        while not (workers := _children(process.pid)) and time.monotonic() < deadline:  # between two epochs
-            time.sleep(0.01)
-        os.kill(workers[0], signal.SIGKILL)
+        while process.poll() is None and time.monotonic() < deadline:  # again if one ended as its epoch did
+            for worker in _children(process.pid)[:1]:
+                os.kill(worker, signal.SIGKILL)
+            time.sleep(0.2)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -1068,10 +1069,24 @@ def test_a_dataloader_worker_killed_is_said_as_the_memory_and_the_epoch_kept_not
     kept = len(metrics(run_dir))
     assert process.returncode == 2, stderr
     assert re.search(rf"^error: --workers = 2: a DataLoader worker process ended in epoch {kept + 1} \(DataLoader worker "
-                     rf"\(pid.*\d+\)[^;]*; if the system ended it, the memory ran out: {re.escape(str(run_dir / 'last.pt'))} "
-                     rf"holds epoch {kept}; free some memory, then `blockspec train --resume {re.escape(str(run_dir))}`",
-                     stderr, re.MULTILINE), stderr
+                     rf"\(pid.*\d+\)[^;]*; if the system ended it, the memory ran out: free some, then `blockspec train "
+                     rf"--resume {re.escape(str(run_dir))}` \({re.escape(str(run_dir / 'last.pt'))} holds epoch {kept}; a new "
+                     rf"run with fewer --workers needs less\)$", stderr, re.MULTILINE), stderr
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == kept
+
+
+def test_a_worker_out_of_shared_memory_is_told_to_raise_that_limit_not_to_free_memory() -> None:
+    """torch's SIGBUS message: freeing memory and resuming (with the run's --workers) fails again."""
+    from blockspec.train.rundir import worker_death_error
+
+    said = ("DataLoader worker (pid 4242) is killed by signal: Bus error. It is possible that dataloader's workers are "
+            "out of shared memory. Please try to raise your shared memory limit.")
+    error = worker_death_error(RuntimeError(said), 3, Path("run"), 2, 2, "torchrun --nproc-per-node 2 -m blockspec")
+    assert str(error) == (
+        "--workers = 2: a DataLoader worker process ended in epoch 3 (DataLoader worker (pid 4242) is killed by signal: "
+        "Bus error); the workers ran out of shared memory (/dev/shm, 64 MB in a container started without a larger "
+        "--shm-size): raise its limit, then `torchrun --nproc-per-node 2 -m blockspec train --resume run` (run/last.pt "
+        "holds epoch 2; a new run with --workers 0 needs none)")
 
 
 def _children(pid: int) -> list[int]:

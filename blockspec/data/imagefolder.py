@@ -15,6 +15,8 @@ import signal
 import sys
 import unicodedata
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,42 +385,22 @@ def _decode_files(sources: list[str] | list[bytes], expected: tuple[int, int] | 
     # each; elsewhere the platform's default, since on macOS a forked child can crash in system
     # libraries that had started threads (why Python's default there is spawn)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-    others = set(multiprocessing.active_children())
-    with context.Pool(min(workers, len(chunks)), initializer=_signals_to_the_parent) as pool, \
-            Bar(total=len(sources), desc=f"decoding {len(sources):,} images", unit="img",
-                leave=False, mininterval=0.5, disable=None) as bar:
-        children = set(multiprocessing.active_children()) - others
-        results = pool.imap(decode, chunks)
-        decoded: list[Decoded] = []
-        while len(decoded) < len(sources):
-            try:
-                chunk = results.next(timeout=_WATCH_SECONDS)
-            except multiprocessing.TimeoutError:
-                _check_alive(children, where)
-                continue
-            decoded += chunk
-            bar.update(len(chunk))
-        return decoded
-
-
-_WATCH_SECONDS = 1.0
-
-
-def _check_alive(children: set[multiprocessing.process.BaseProcess], where: str) -> None:
-    """A pool's child ends only when the pool does: one that ended while it decoded was killed
-    (by the system, out of memory, or by a person), and the pool would wait for its chunk forever."""
-    ended = [child.exitcode for child in children if child.exitcode is not None]
-    if ended:
-        how = f"by signal {_signal_name(-ended[0])}" if ended[0] < 0 else f"with status {ended[0]}"
-        raise fail(where, f"a process decoding its images was ended {how} (if by the system, the memory ran out: "
-                   "free some, or decode a smaller set)")
-
-
-def _signal_name(number: int) -> str:
+    # an executor, not a Pool: a Pool replaces a killed process (the system out of memory) and
+    # waits for its chunk forever, and hangs ending itself if the process held the queue's lock
+    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_signals_to_the_parent)
     try:
-        return signal.Signals(number).name
-    except ValueError:  # a real-time signal, which has no name
-        return str(number)
+        with Bar(total=len(sources), desc=f"decoding {len(sources):,} images", unit="img",
+                 leave=False, mininterval=0.5, disable=None) as bar:
+            decoded: list[Decoded] = []
+            for chunk in pool.map(decode, chunks):
+                decoded += chunk
+                bar.update(len(chunk))
+            return decoded
+    except BrokenProcessPool:
+        raise fail(where, "a process decoding its images ended abruptly (if the system ended it, the memory ran out: "
+                   "free some, or decode a smaller set)") from None
+    finally:  # a Ctrl-C: the chunks not started are dropped, and the processes end with the ones they hold
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _signals_to_the_parent() -> None:

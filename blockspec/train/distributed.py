@@ -43,6 +43,11 @@ def from_environment() -> Ranks:
     return Ranks(rank, int(os.environ["WORLD_SIZE"]), int(local) if local.isdigit() else 0)
 
 
+def resume_command(ranks: Ranks) -> str:
+    """The command that starts this run again: torchrun's line under torchrun, else blockspec."""
+    return torchrun_command(ranks.world) if ranks.active else "blockspec"
+
+
 def torchrun_command(processes: int) -> str:
     """How to start `processes` processes again, as torchrun's options say it (several nodes
     where this job's LOCAL_WORLD_SIZE divides them)."""

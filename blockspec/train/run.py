@@ -171,7 +171,8 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 except RuntimeError as error:
                     check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
                     if is_worker_death(error):
-                        raise worker_death_error(error, epoch, run_dir, saved, options.workers) from None
+                        raise worker_death_error(error, epoch, run_dir, saved, options.workers,
+                                                 distributed.resume_command(ranks)) from None
                     raise
                 history.append(record)
                 reached = options.stop_at_target and record["test_acc"] >= spec.train.target
@@ -227,10 +228,9 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             with disk_errors_reported(run_dir, "draw the learning curves", saved):
                 curves.finish(history[:saved])
         signum = _signal_of(stop)
-        command = distributed.torchrun_command(ranks.world) if ranks.active else "blockspec"
         raise TrainingInterrupted(
             f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
-            f"epoch {saved}. Resume with: {command} train --resume {run_dir}",
+            f"epoch {saved}. Resume with: {distributed.resume_command(ranks)} train --resume {run_dir}",
             exit_code=128 + signum,
             together=not getattr(stop, "alone", False),
         ) from None

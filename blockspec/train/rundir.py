@@ -162,10 +162,20 @@ def is_worker_death(error: RuntimeError) -> bool:
     return str(error).startswith("DataLoader worker (pid")
 
 
-def worker_death_error(error: RuntimeError, epoch: int, run_dir: Path, kept_epoch: int, workers: int) -> SpecError:
+def worker_death_error(error: RuntimeError, epoch: int, run_dir: Path, kept_epoch: int, workers: int,
+                       command: str) -> SpecError:
     """What a user can do about a worker that ended: the system's, not blockspec's, doing
-    (it was said as an internal error, a bug in blockspec)."""
+    (it was said as an internal error, a bug in blockspec). `command` starts the run again
+    (blockspec, or torchrun's line)."""
     said = str(error).strip().rstrip(".")  # torch's "… is killed by signal: Killed. "
-    return fail("--workers", f"a DataLoader worker process ended in epoch {epoch} ({said}); if the system ended it, "
-                f"the memory ran out: {run_dir / 'last.pt'} holds epoch {kept_epoch}; free some memory, then "
-                f"`blockspec train --resume {run_dir}` (a new run with fewer --workers needs less)", workers)
+    if "shared memory" in said:  # torch's SIGBUS: the batches pass through /dev/shm
+        said = said.split(". ")[0]
+        cause = ("the workers ran out of shared memory (/dev/shm, 64 MB in a container started without a larger "
+                 "--shm-size): raise its limit")
+        other = "a new run with --workers 0 needs none"
+    else:
+        cause = "if the system ended it, the memory ran out: free some"
+        other = "a new run with fewer --workers needs less"
+    return fail("--workers", f"a DataLoader worker process ended in epoch {epoch} ({said}); {cause}, then "
+                f"`{command} train --resume {run_dir}` ({run_dir / 'last.pt'} holds epoch {kept_epoch}; {other})",
+                workers)
