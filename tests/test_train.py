@@ -7,6 +7,8 @@ import re
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -761,9 +763,6 @@ def test_confusion_picture_stays_readable_at_any_class_count(size: int) -> None:
 
 def test_importing_training_leaves_matplotlib_backend_alone() -> None:
     """Training's plots chose the Agg backend at import, which broke a notebook's inline plots."""
-    import subprocess
-    import sys
-
     code = ("import matplotlib; matplotlib.use('svg'); import blockspec.train.run, blockspec.data.preview; "
             "print(matplotlib.get_backend())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -985,9 +984,6 @@ def test_init_from_keeps_the_whitened_first_layer_the_spec_asks_for(
 def test_training_leaves_no_progress_bar_thread_behind(tmp_path: Path, data_root: Path) -> None:
     """tqdm starts a monitor thread with any bar, disabled ones too, and never stops it: a
     thread alive through interpreter shutdown, a candidate for a DDP worker's rare abort at exit."""
-    import subprocess
-    import sys
-
     spec = write_spec(tmp_path, data_root, epochs=1)
     code = ("import threading\nfrom blockspec.cli import main\n"
             f"try:\n    main(['train', {str(spec)!r}, '--out', {str(tmp_path / 'run')!r}, '--workers', '0'])\n"
@@ -1015,21 +1011,24 @@ def test_init_from_a_run_directory_that_never_saved_says_so(tmp_path: Path, data
     assert code == 2 and f"--init-from = '{run_dir}': a run directory without a checkpoint" in err
 
 
-def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path, data_root: Path) -> None:
-    """systemd, SLURM's scancel and `kill -- -PGID` signal the DataLoader workers too: a worker
-    ended mid-batch made the run an internal error (exit 70)."""
-    import subprocess
-    import sys
-
+def _long_run_with_workers(tmp_path: Path, data_root: Path, run_dir: Path) -> subprocess.Popen:
+    """`blockspec train` of 50 short epochs on the albumentations path with 2 DataLoader
+    workers, in a process group of its own."""
     spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
     spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
-    run_dir = tmp_path / "run"
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "blockspec", "train", str(spec), "--out", str(run_dir), "--workers", "2",
          "--loader", "albumentations"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path, data_root: Path) -> None:
+    """systemd, SLURM's scancel and `kill -- -PGID` signal the DataLoader workers too: a worker
+    ended mid-batch made the run an internal error (exit 70)."""
+    run_dir = tmp_path / "run"
+    process = _long_run_with_workers(tmp_path, data_root, run_dir)
     wait_for_epochs(run_dir, 2, process)  # workers start afresh every epoch: alive now, most likely
     os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
@@ -1043,18 +1042,8 @@ def test_a_dataloader_worker_killed_is_said_as_the_memory_and_the_epoch_kept_not
 ) -> None:
     """The system's out-of-memory killer ending a DataLoader worker was reported as an internal
     error, "a bug in blockspec" (exit 70)."""
-    import subprocess
-    import sys
-
-    spec = write_spec(tmp_path, data_root, epochs=50, extra="  batch_size: 4")
-    spec.write_text(spec.read_text().replace("  batch_size: 16\n", ""))
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "blockspec", "train", str(spec), "--out", str(run_dir), "--workers", "2",
-         "--loader", "albumentations"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _long_run_with_workers(tmp_path, data_root, run_dir)
     try:
         wait_for_epochs(run_dir, 2, process)
         deadline = time.monotonic() + 60
