@@ -41,6 +41,7 @@ _CACHE_PREFIX = "imagefolder"
 DECODE_VERSION = "4"  # bump when the decoding changes (3: LA images gray, 4: EXIF orientation); archives decode so too
 _POOL_MIN_FILES = 2048  # below this a process pool costs more than it saves
 _CHUNK = 512
+_MOST_DECODERS = 61  # the most processes a ProcessPoolExecutor takes on Windows
 
 
 @dataclass(frozen=True)
@@ -387,7 +388,8 @@ def _decode_files(sources: list[str] | list[bytes], expected: tuple[int, int] | 
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
     # an executor, not a Pool: a Pool replaces a killed process (the system out of memory) and
     # waits for its chunk forever, and hangs ending itself if the process held the queue's lock
-    pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_signals_to_the_parent)
+    pool = ProcessPoolExecutor(min(workers, len(chunks), _MOST_DECODERS), mp_context=context,
+                               initializer=_signals_to_the_parent)
     try:
         with Bar(total=len(sources), desc=f"decoding {len(sources):,} images", unit="img",
                  leave=False, mininterval=0.5, disable=None) as bar:
