@@ -67,6 +67,16 @@ def start_blockspec(argv: list[str]) -> subprocess.Popen:
     )
 
 
+def start_torchrun(spec_or_resume: list[str], cwd: Path, program: tuple[str, ...] = ("-m", "blockspec")) -> subprocess.Popen:
+    """`torchrun --nproc_per_node 2 -m blockspec train …` on the CPU, two gloo processes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *program, "train", *spec_or_resume, "--device", "cpu", "--workers", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

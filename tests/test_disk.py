@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from blockspec.train.rundir import PLOTS_AND_METRICS_BYTES
-from tests.cli_helpers import metrics, run_cli, start_blockspec, wait_for_epochs
+from tests.cli_helpers import metrics, run_cli, start_blockspec, start_torchrun, wait_for_epochs
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 
@@ -65,6 +65,16 @@ def test_too_little_room_for_the_run_is_reported_before_training(
     assert code == 2
     assert "MB free there and the run needs about" in err and f"--resume {out}" in err
     assert "epoch " not in stdout and not (out / "metrics.json").exists()
+
+
+def test_a_torchrun_run_short_of_room_is_told_to_resume_under_torchrun(small_disk, spec: Path) -> None:
+    """The remedy said `blockspec train --resume`, which a run of two processes refuses."""
+    out = small_disk(2048) / "run"
+    process = start_torchrun([str(spec), "--out", str(out)], out.parent)
+    _, err = process.communicate(timeout=180)
+    assert process.returncode != 0
+    assert err.count("MB free there and the run needs about") == 1, err[-3000:]
+    assert f"then continue with `torchrun --nproc-per-node 2 -m blockspec train --resume {out}`" in err, err[-3000:]
 
 
 def test_room_check_asks_for_two_checkpoints_and_the_plots(
@@ -164,7 +174,7 @@ def test_a_failed_write_is_said_with_a_remedy_for_its_cause(tmp_path: Path, erro
     from blockspec.train.rundir import disk_errors_reported
 
     with pytest.raises(SpecError, match=rf"\({error.strerror}\); {tmp_path}/last.pt still holds epoch 3: {remedy}, then"):
-        with disk_errors_reported(tmp_path, "write the metrics", 3):
+        with disk_errors_reported(tmp_path, "write the metrics", 3, "blockspec"):
             raise error
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,20 +17,11 @@ import torch
 from blockspec.data import ImageData, make_loaders
 from blockspec.data.device_loader import DeviceLoader
 from blockspec.train.data_path import seed_epoch
-from tests.cli_helpers import metrics, wait_for_epochs, without_timing
+from tests.cli_helpers import metrics, start_torchrun, wait_for_epochs, without_timing
 from tests.synthetic import tiny_spec_text, write_colour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 8
-
-
-def _torchrun(spec_or_resume: list[str], cwd: Path, program: tuple[str, ...] = ("-m", "blockspec")) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         *program, "train", *spec_or_resume, "--device", "cpu", "--workers", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-    )
 
 
 def _descendants(pid: int) -> list[int]:
@@ -81,7 +71,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     text = tiny_spec_text(write_colour_folder(root / "data"), epochs=EPOCHS, extra="  batch_size: 4")
     spec.write_text(text.replace("  batch_size: 16\n", ""))  # many small steps: slow enough to kill mid-run
     out = root / "straight"
-    return spec, out, _finish(_torchrun([str(spec), "--out", str(out)], root))
+    return spec, out, _finish(start_torchrun([str(spec), "--out", str(out)], root))
 
 
 def test_two_processes_train_one_run(ddp_run: tuple[Path, Path, str]) -> None:
@@ -116,7 +106,7 @@ def test_no_ddp_wrapper_is_left_for_interpreter_shutdown(ddp_run: tuple[Path, Pa
     spec, straight, _ = ddp_run
     probe = spec.parent / "count_at_exit.py"
     probe.write_text(_COUNT_AT_EXIT)
-    process = _torchrun([str(spec), "--out", str(straight.parent / "exit"), "--set", "train.epochs=1"], spec.parent,
+    process = start_torchrun([str(spec), "--out", str(straight.parent / "exit"), "--set", "train.epochs=1"], spec.parent,
                         program=(str(probe),))
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-8000:]  # a run that trained: no run, no wrapper to leave
@@ -143,7 +133,7 @@ def test_a_run_is_resumed_only_in_as_many_processes_as_it_trained_in(
 
 
 @pytest.mark.parametrize("command", [["check", str(ROOT / "architectures/flagship.yaml")], ["eval", "--checkpoint", "x"]])
-def test_a_command_other_than_train_is_refused_under_torchrun(
+def test_a_command_other_than_train_is_refused_understart_torchrun(
     command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each process ran it whole: `eval -f json` printed two documents back to back."""
@@ -165,12 +155,12 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_result(ddp_run: tuple[Path,
     """Every process SIGKILLed after epoch 1, then `torchrun … --resume`: same metrics."""
     spec, straight, _ = ddp_run
     run_dir = spec.parent / "killed"
-    process = _torchrun([str(spec), "--out", str(run_dir)], spec.parent)
+    process = start_torchrun([str(spec), "--out", str(run_dir)], spec.parent)
     wait_for_epochs(run_dir, 1, process, limit=240)
     _kill_tree(process.pid)
     process.communicate()
     assert 1 <= len(metrics(run_dir)) < EPOCHS
-    _finish(_torchrun(["--resume", str(run_dir)], spec.parent))
+    _finish(start_torchrun(["--resume", str(run_dir)], spec.parent))
     assert without_timing(metrics(run_dir)) == without_timing(metrics(straight))
 
 
@@ -193,7 +183,7 @@ def _long_run(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
     spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=200, extra="  batch_size: 4")
                     .replace("  batch_size: 16\n", ""))
     run_dir = tmp_path / "run"
-    process = _torchrun([str(spec), "--out", str(run_dir)], tmp_path)
+    process = start_torchrun([str(spec), "--out", str(run_dir)], tmp_path)
     wait_for_epochs(run_dir, 1, process, limit=240)
     return run_dir, process
 
@@ -253,7 +243,7 @@ def test_a_problem_every_process_meets_is_said_once(tmp_path: Path) -> None:
     """Each rank printed the same error, before torchrun's own report."""
     spec = tmp_path / "tiny.yaml"
     spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=1))
-    process = _torchrun([str(spec), "--init-from", str(tmp_path / "missing.pt")], tmp_path)
+    process = start_torchrun([str(spec), "--init-from", str(tmp_path / "missing.pt")], tmp_path)
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0
     assert err.count("error: --init-from = ") == 1, err[-3000:]

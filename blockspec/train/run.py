@@ -152,13 +152,15 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
     saved = len(history)  # the epoch last.pt holds
     stopped = options.stop_at_target and any(record["test_acc"] >= spec.train.target for record in history)
     start = spec.train.epochs + 1 if stopped else saved + 1
+    restart = distributed.resume_command(ranks)  # the command a message says to resume with
+    writing = partial(disk_errors_reported, run_dir, command=restart)
     try:
         if ranks.main and not (run_dir / "last.pt").exists():
-            with disk_errors_reported(run_dir, "write the first checkpoint", None):
+            with writing("write the first checkpoint", None):
                 session.save(run_dir / "last.pt", epoch=0, history=history, run_options=kept_on_resume(options))
-            check_room_for_run(run_dir)
+            check_room_for_run(run_dir, restart)
         if ranks.main and not (run_dir / "spec.yaml").exists():  # after last.pt, so any run that has one can resume
-            with disk_errors_reported(run_dir, "write spec.yaml", saved):
+            with writing("write spec.yaml", saved):
                 write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
         agree = partial(distributed.any_rank, ranks=ranks, device=info.device) if ranks.active else None
         with ctrl_c_between_steps(agree) as check_stop:
@@ -171,8 +173,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 except RuntimeError as error:
                     check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
                     if is_worker_death(error):
-                        raise worker_death_error(error, epoch, run_dir, saved, options.workers,
-                                                 distributed.resume_command(ranks)) from None
+                        raise worker_death_error(error, epoch, run_dir, saved, options.workers, restart) from None
                     raise
                 history.append(record)
                 reached = options.stop_at_target and record["test_acc"] >= spec.train.target
@@ -183,12 +184,12 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                     if reached:
                         break
                     continue
-                with disk_errors_reported(run_dir, f"save epoch {epoch}", epoch - 1):
+                with writing(f"save epoch {epoch}", epoch - 1):
                     if is_new_best(history):
                         session.save_best(run_dir / "best.pt", epoch)
                     session.save(run_dir / "last.pt", epoch, history, kept_on_resume(options))
                 saved = epoch
-                with disk_errors_reported(run_dir, f"write the metrics and plots of epoch {epoch}", epoch):
+                with writing(f"write the metrics and plots of epoch {epoch}", epoch):
                     write_metrics(run_dir, history)
                     write_summary(run_dir, run_summary(spec, history, info, setup, session.step))
                     curves.update(history)
@@ -204,7 +205,7 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             distributed.stop(ranks)
             return run_summary(spec, history, info, setup, session.step)
         summary = run_summary(spec, history, info, setup, session.step)
-        with disk_errors_reported(run_dir, "write the final records and plots", len(history)):
+        with writing("write the final records and plots", len(history)):
             write_metrics(run_dir, history)  # again: a run resumed after its last save wrote them
             curves.finish(history)
             test_images = test_loader.dataset.images
@@ -225,12 +226,12 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             saved = _epoch_saved(run_dir, saved)
             if saved is None:
                 raise _before_training(stop, options) from None
-            with disk_errors_reported(run_dir, "draw the learning curves", saved):
+            with writing("draw the learning curves", saved):
                 curves.finish(history[:saved])
         signum = _signal_of(stop)
         raise TrainingInterrupted(
             f"{_stopped_by(signum)}; {run_dir / 'last.pt'} holds "
-            f"epoch {saved}. Resume with: {distributed.resume_command(ranks)} train --resume {run_dir}",
+            f"epoch {saved}. Resume with: {restart} train --resume {run_dir}",
             exit_code=128 + signum,
             together=not getattr(stop, "alone", False),
         ) from None

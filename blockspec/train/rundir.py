@@ -112,9 +112,10 @@ def checkpoint_dir(resume: Path) -> Path:
     return resume if resume.is_dir() else resume.parent
 
 
-def check_room_for_run(run_dir: Path) -> None:
+def check_room_for_run(run_dir: Path, command: str) -> None:
     """After the first last.pt: is there room for best.pt and for the temporary copy an atomic
-    save of last.pt writes beside the old one, plus plots and metrics?"""
+    save of last.pt writes beside the old one, plus plots and metrics? `command` starts the
+    run again (blockspec, or torchrun's line)."""
     checkpoint = (run_dir / "last.pt").stat().st_size
     needed = 2 * checkpoint + PLOTS_AND_METRICS_BYTES
     free = shutil.disk_usage(run_dir).free
@@ -123,7 +124,7 @@ def check_room_for_run(run_dir: Path) -> None:
             "--out",
             f"only {free / 2**20:.1f} MB free there and the run needs about {needed / 2**20:.1f} MB "
             f"more (a checkpoint is {checkpoint / 2**20:.1f} MB); free some space, then continue "
-            f"with `blockspec train --resume {run_dir}`",
+            f"with `{command} train --resume {run_dir}`",
             str(run_dir),
         )
 
@@ -139,17 +140,17 @@ def _remedy(error: OSError) -> str:
 
 
 @contextlib.contextmanager
-def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None) -> Iterator[None]:
+def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None, command: str) -> Iterator[None]:
     """An OSError while writing the run (disk full, directory removed) becomes a spec-style
     error that says what last.pt still holds — saves are atomic, so it is intact. `kept_epoch`
-    is None before the first checkpoint exists."""
+    is None before the first checkpoint exists; `command` starts the run again."""
     try:
         yield
     except OSError as error:
         remedy = _remedy(error)
         then = (
             f"{run_dir / 'last.pt'} still holds epoch {kept_epoch}: {remedy}, then "
-            f"`blockspec train --resume {run_dir}`"
+            f"`{command} train --resume {run_dir}`"
             if kept_epoch is not None
             else f"nothing was trained yet: {remedy}, then start again with an empty --out"
         )
