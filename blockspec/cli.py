@@ -588,6 +588,12 @@ def _speaks_for_the_run() -> bool:
     return launched_rank() in (None, 0)
 
 
+def _rank_named() -> str:
+    """Which of torchrun's processes speaks, where it is not rank 0."""
+    rank = launched_rank()
+    return f"(rank {rank}) " if rank else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     loosened = _tolerate_narrow_encodings()
@@ -595,8 +601,8 @@ def main(argv: list[str] | None = None) -> None:
         _one_command_a_process(sys.argv[1:] if argv is None else argv)
         app(args=argv)
     except SpecError as error:
-        if _speaks_for_the_run():
-            typer.echo(f"error: {error}", err=True)
+        if _speaks_for_the_run() or error.alone:
+            typer.echo(f"error: {_rank_named()}{error}", err=True)
         sys.exit(2)
     except Exception as error:  # noqa: BLE001 (a bug must still not dump a traceback)
         if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path argument, wherever first used

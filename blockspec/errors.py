@@ -47,9 +47,10 @@ class Problem:
 class SpecError(Exception):
     """Raised for invalid user input; `str()` is the full message shown to the user."""
 
-    def __init__(self, problems: list[Problem] | Problem, source: str | None = None) -> None:
+    def __init__(self, problems: list[Problem] | Problem, source: str | None = None, *, alone: bool = False) -> None:
         self.problems = problems if isinstance(problems, list) else [problems]
         self.source = source
+        self.alone = alone  # met by this process only, of several (torchrun): said by it, not left to rank 0
         super().__init__(self.render())
 
     def __reduce__(self) -> tuple[type[SpecError], tuple[list[Problem], str | None], dict[str, Any]]:
@@ -59,7 +60,7 @@ class SpecError(Exception):
 
     def with_source(self, source: str) -> SpecError:
         """The same problems, attributed to a file (the loader knows it, the checks do not)."""
-        return SpecError(self.problems, self.source or source)
+        return SpecError(self.problems, self.source or source, alone=self.alone)
 
     def render(self) -> str:
         head = f"{self.source}: " if self.source else ""

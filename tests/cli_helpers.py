@@ -68,10 +68,11 @@ def start_blockspec(argv: list[str]) -> subprocess.Popen:
 
 
 def start_torchrun(spec_or_resume: list[str], cwd: Path, program: tuple[str, ...] = ("-m", "blockspec")) -> subprocess.Popen:
-    """`torchrun --nproc_per_node 2 -m blockspec train …` on the CPU, two gloo processes."""
+    """`torchrun --nproc_per_node 2 -m blockspec train …` on the CPU, two gloo processes, with
+    no DataLoader workers unless `spec_or_resume` says --workers."""
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         *program, "train", *spec_or_resume, "--device", "cpu", "--workers", "0"],
+         *program, "train", "--device", "cpu", "--workers", "0", *spec_or_resume],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -178,14 +179,37 @@ def test_ctrl_c_reaching_one_process_stops_every_process_at_the_same_step(tmp_pa
     assert f"last.pt holds epoch {finished}. Resume with: torchrun --nproc-per-node 2 -m blockspec train --resume" in err
 
 
-def _long_run(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
+def _long_run(tmp_path: Path, *options: str) -> tuple[Path, subprocess.Popen]:
     spec = tmp_path / "tiny.yaml"
     spec.write_text(tiny_spec_text(write_colour_folder(tmp_path / "data"), epochs=200, extra="  batch_size: 4")
                     .replace("  batch_size: 16\n", ""))
     run_dir = tmp_path / "run"
-    process = start_torchrun([str(spec), "--out", str(run_dir)], tmp_path)
+    process = start_torchrun([str(spec), "--out", str(run_dir), *options], tmp_path)
     wait_for_epochs(run_dir, 1, process, limit=240)
     return run_dir, process
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_an_error_one_process_meets_alone_is_said_by_that_process(tmp_path: Path) -> None:
+    """Rank 1's DataLoader worker ended by the system: rank 1's message, what to do, was never
+    printed (rank 0 speaks for the run), and rank 0's sent the user to it ("another process of
+    this torchrun job ended first … its own message, or torchrun's, says why")."""
+    run_dir, process = _long_run(tmp_path, "--workers", "1", "--loader", "albumentations")
+    try:
+        rank_1 = _worker(process.pid, 1)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:  # again if one ended as its epoch did
+            for loader_worker in _descendants(rank_1)[1:]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(loader_worker, signal.SIGKILL)
+            time.sleep(0.2)
+        _, err = process.communicate(timeout=120)
+    finally:
+        _kill_tree(process.pid)
+    assert re.search(r"^error: \(rank 1\) --workers = 1: a DataLoader worker process ended in epoch \d+ \(.*; if the "
+                     r"system ended it, the memory ran out: free some, then `torchrun --nproc-per-node 2 -m blockspec "
+                     rf"train --resume {re.escape(str(run_dir))}`", err, re.MULTILINE), err[-3000:]
+    assert err.count("a DataLoader worker process ended") == 1, err[-3000:]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")

@@ -71,7 +71,7 @@ def blame_flags(error: SpecError, given: dict[str, Any], trained: bool = False) 
     fixed = {"input", "classes"} if trained and data else set()
     return SpecError([replace(problem, path=flag_name(data), value=given[data]) if problem.path in fixed
                       else replace(problem, path=flags.get(problem.path, problem.path)) for problem in error.problems],
-                     error.source)
+                     error.source, alone=error.alone)
 
 
 def _flag_for(location: tuple[Any, ...]) -> str:

@@ -164,39 +164,40 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
         agree = partial(distributed.any_rank, ranks=ranks, device=info.device) if ranks.active else None
         with ctrl_c_between_steps(agree) as check_stop:
-            for epoch in range(start, spec.train.epochs + 1):
-                check_stop(boundary=True)  # a Ctrl-C during the evaluation
-                if loaders.switch is not None:
-                    loaders.switch.apply(train_loader, epoch)
-                try:
+            epoch = start
+            try:
+                for epoch in range(start, spec.train.epochs + 1):
+                    check_stop(boundary=True)  # a Ctrl-C during the evaluation
+                    if loaders.switch is not None:
+                        loaders.switch.apply(train_loader, epoch)
                     record, last_eval = session.run_epoch(epoch, train_loader, test_loader, batches, check_stop)
-                except RuntimeError as error:
-                    check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
-                    if is_worker_death(error):
-                        raise worker_death_error(error, epoch, run_dir, saved, options.workers, restart) from None
-                    raise
-                history.append(record)
-                reached = options.stop_at_target and record["test_acc"] >= spec.train.target
-                if ranks.active:  # rank 0's evaluation decides: each process's batch norm statistics, and so its accuracy, differ
-                    reached = distributed.main_decides(reached, ranks, info.device)
-                if not ranks.main:
-                    saved = epoch  # rank 0 saves it: what this rank says if it stops alone
+                    history.append(record)
+                    reached = options.stop_at_target and record["test_acc"] >= spec.train.target
+                    if ranks.active:  # rank 0's evaluation decides: each process's batch norm statistics, and so its accuracy, differ
+                        reached = distributed.main_decides(reached, ranks, info.device)
+                    if not ranks.main:
+                        saved = epoch  # rank 0 saves it: what this rank says if it stops alone
+                        if reached:
+                            break
+                        continue
+                    with writing(f"save epoch {epoch}", epoch - 1):
+                        if is_new_best(history):
+                            session.save_best(run_dir / "best.pt", epoch)
+                        session.save(run_dir / "last.pt", epoch, history, kept_on_resume(options))
+                    saved = epoch
+                    with writing(f"write the metrics and plots of epoch {epoch}", epoch):
+                        write_metrics(run_dir, history)
+                        write_summary(run_dir, run_summary(spec, history, info, setup, session.step))
+                        curves.update(history)
+                    log(epoch_line(record, spec.train.epochs))
                     if reached:
+                        log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
                         break
-                    continue
-                with writing(f"save epoch {epoch}", epoch - 1):
-                    if is_new_best(history):
-                        session.save_best(run_dir / "best.pt", epoch)
-                    session.save(run_dir / "last.pt", epoch, history, kept_on_resume(options))
-                saved = epoch
-                with writing(f"write the metrics and plots of epoch {epoch}", epoch):
-                    write_metrics(run_dir, history)
-                    write_summary(run_dir, run_summary(spec, history, info, setup, session.step))
-                    curves.update(history)
-                log(epoch_line(record, spec.train.epochs))
-                if reached:
-                    log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
-                    break
+            except RuntimeError as error:  # raised wherever the main process is when torch learns of it
+                check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
+                if is_worker_death(error):
+                    raise worker_death_error(error, epoch, run_dir, saved, options.workers, restart) from None
+                raise
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
             check_stop(boundary=True)
         if last_eval is None:

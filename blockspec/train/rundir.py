@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from blockspec.atomic import is_partial_write, remove_partial_writes
-from blockspec.errors import SpecError, fail
+from blockspec.errors import Problem, SpecError, fail
 
 PLOTS_AND_METRICS_BYTES = 4 * 2**20  # curves, misclassified and confusion PNGs, metrics files
 LOCK_FILE = ".blockspec.lock"
@@ -167,7 +167,7 @@ def worker_death_error(error: RuntimeError, epoch: int, run_dir: Path, kept_epoc
                        command: str) -> SpecError:
     """What a user can do about a worker that ended: the system's, not blockspec's, doing
     (it was said as an internal error, a bug in blockspec). `command` starts the run again
-    (blockspec, or torchrun's line)."""
+    (blockspec, or torchrun's line); under torchrun the process whose worker ended says it."""
     said = str(error).strip().rstrip(".")  # torch's "… is killed by signal: Killed. "
     if "shared memory" in said:  # torch's SIGBUS: the batches pass through /dev/shm
         said = said.split(". ")[0]
@@ -177,6 +177,6 @@ def worker_death_error(error: RuntimeError, epoch: int, run_dir: Path, kept_epoc
     else:
         cause = "if the system ended it, the memory ran out: free some"
         other = "a new run with fewer --workers needs less"
-    return fail("--workers", f"a DataLoader worker process ended in epoch {epoch} ({said}); {cause}, then "
-                f"`{command} train --resume {run_dir}` ({run_dir / 'last.pt'} holds epoch {kept_epoch}; {other})",
-                workers)
+    return SpecError(Problem("--workers", f"a DataLoader worker process ended in epoch {epoch} ({said}); {cause}, "
+                             f"then `{command} train --resume {run_dir}` ({run_dir / 'last.pt'} holds epoch {kept_epoch}; "
+                             f"{other})", workers), alone=True)
