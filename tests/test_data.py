@@ -34,7 +34,7 @@ from blockspec.data.preview import albumentations_versions, augment_grid_png
 from blockspec.data.imagedata import ImageData, channel_stats
 from blockspec.errors import SpecError
 from blockspec.load import parse_spec
-from blockspec.train.data_path import check_data_fits
+from blockspec.train.data_path import check_data_fits, seed_epoch
 from tests.synthetic import write_colour_folder
 from tests.test_augment import TRIO
 
@@ -640,6 +640,53 @@ def test_loader_workers_deterministic_and_independent() -> None:
     assert not torch.equal(holes[:4], holes[4:8])
 
 
+def _epochs_through(train, epochs: list[int]) -> dict[int, torch.Tensor]:
+    """Each epoch's training images, read through `train` in turn as a run reads them."""
+    seen = {}
+    for epoch in epochs:
+        seed_epoch(3, epoch, train)
+        seen[epoch] = torch.cat([images for images, _ in train])
+    return seen
+
+
+def test_dataloader_workers_persist_from_epoch_to_epoch() -> None:
+    """Workers started afresh every epoch: where they are spawned (Windows, macOS) that is an
+    interpreter, torch and albumentations imported again per worker, seconds an epoch."""
+    import multiprocessing
+
+    data = _synthetic()
+    train, _ = make_loaders(data, build_augment(TRIO, data.mean), 4, 2, 3, False)
+    before = {process.pid for process in multiprocessing.active_children()}
+    workers = []
+    for epoch in (1, 2, 3):
+        _epochs_through(train, [epoch])
+        workers.append({process.pid for process in multiprocessing.active_children()} - before)
+    assert len(workers[0]) == 2 and workers[0] == workers[1] == workers[2], workers
+
+
+def test_an_epoch_from_persistent_workers_is_the_epoch_a_resumed_run_sees() -> None:
+    """Workers that lived through epochs 1–3 give epoch 3 as fresh ones do (a run resumed at
+    epoch 3); the last epochs' switch (data.augment_off) reaches them too: epoch 4 is the
+    plain images, neither holed nor flipped, where epoch 3 was not."""
+    from blockspec.data.loader import FinalEpochs
+
+    data = _synthetic()
+    holes = build_augment([{"CoarseDropout": {"hole_height_range": [8, 8], "hole_width_range": [8, 8], "p": 1.0}}],
+                          data.mean)
+
+    def loader() -> torch.utils.data.DataLoader:
+        return make_loaders(data, holes, 4, 2, 3, False, alternate_flip=True, final=FinalEpochs(4, None, False))[0]
+
+    def plain(epoch: int) -> torch.Tensor:
+        sampler = loader().sampler
+        sampler.set_epoch(epoch)
+        return torch.from_numpy(data.train_images[[index for _, index in sampler]].transpose(0, 3, 1, 2))
+
+    lived = _epochs_through(loader(), [1, 2, 3, 4])
+    assert torch.equal(lived[3], _epochs_through(loader(), [3])[3])
+    assert torch.equal(lived[4], plain(4)) and not torch.equal(lived[3], plain(3))
+
+
 def test_loader_limits_and_test_order() -> None:
     data = _synthetic()
     limited = data.limited(train=17, test=3)
@@ -655,7 +702,7 @@ def test_loader_limits_and_test_order() -> None:
 
 
 def test_a_spawned_worker_gets_the_data_set_as_shared_memory_not_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Windows and macOS spawn DataLoader workers, every epoch here: the data set was pickled
+    """Windows and macOS spawn DataLoader workers: the data set was pickled
     whole through each worker's pipe (147 MB of CIFAR-10), and a worker ended by Ctrl-C while
     starting left the main process blocked writing it. (Linux forks its workers: nothing is
     pickled there.) A spawned worker's batches are a forked one's."""

@@ -1029,7 +1029,7 @@ def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path
     ended mid-batch made the run an internal error (exit 70)."""
     run_dir = tmp_path / "run"
     process = _long_run_with_workers(tmp_path, data_root, run_dir)
-    wait_for_epochs(run_dir, 2, process)  # workers start afresh every epoch: alive now, most likely
+    wait_for_epochs(run_dir, 2, process)  # the workers live from epoch to epoch: alive now
     os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr

@@ -21,7 +21,7 @@ class HeldImages:
     and, as the per-image path's data set has, its alternating flip if any."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, flips: AlternatingFlip | None) -> None:
-        self.images, self.labels, self.augment, self.flips = images, labels, None, flips
+        self.images, self.labels, self.flips = images, labels, flips
 
     def __len__(self) -> int:
         return len(self.images)
@@ -70,7 +70,9 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.sampler is not None:
-            order = torch.tensor(list(self.sampler), dtype=torch.long)
+            order = torch.tensor([index for _, index in self.sampler], dtype=torch.long)
+            if self.dataset.flips is not None:
+                self.dataset.flips.epoch = self.sampler.epoch
         else:
             order = torch.arange(len(self.labels))
         order = order.to(self.images.device)

@@ -12,7 +12,8 @@ import functools
 import random
 import signal
 import sys
-from collections.abc import Sequence, Sized
+from collections.abc import Iterator, Sequence, Sized
+from dataclasses import dataclass
 
 import albumentations as A
 import numpy as np
@@ -24,9 +25,30 @@ from blockspec.data.flip import AlternatingFlip
 from blockspec.data.imagedata import ImageData
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed every random draw of an epoch derives from, in process `rank` of a run."""
+    return seed * 1_000_003 + epoch + rank * 2**40
+
+
+@dataclass(frozen=True)
+class FinalEpochs:
+    """`data.augment_off` on the per-image path: from epoch `first` on, `augment` replaces the
+    regular transforms, and the alternating flip stays on only if `flips`."""
+
+    first: int
+    augment: A.Compose | None
+    flips: bool
+
+
 class AugmentedDataset(Dataset):
     """uint8 NHWC images and labels; items are (uint8 CHW tensor, label), mirrored by
-    `flips` (alternating flip) and then transformed by `augment`."""
+    `flips` (alternating flip) and then transformed by `augment`.
+
+    A training item is asked for as (epoch, index) (`EpochSampler`): on an epoch's first item
+    the data set seeds its augmentation from (`seed`, epoch, `rank`, worker) and applies
+    `final`'s switch, in whichever process holds it. DataLoader workers thus persist from epoch
+    to epoch while a resumed run still repeats each epoch exactly: started afresh, where they
+    start an interpreter (Windows, macOS, Linux from Python 3.14), they took seconds an epoch."""
 
     def __init__(
         self,
@@ -34,19 +56,26 @@ class AugmentedDataset(Dataset):
         labels: np.ndarray,
         augment: A.Compose | None = None,
         flips: AlternatingFlip | None = None,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        final: FinalEpochs | None = None,
     ) -> None:
         self.images = images
         self.labels = labels
         self.augment = augment
         self.flips = flips
+        self.seed, self.rank = seed, rank
+        self.regular, self.final = augment, final
+        self.epoch: int | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getstate__(self) -> dict:
-        """Pickled for a spawned worker (Windows and macOS start workers so, every epoch): images
+        """Pickled for a spawned worker (Windows and macOS start workers so): images
         and labels go as shared-memory tensors, handles of a few bytes, not a copy of the data
-        set through each worker's pipe (147 MB of CIFAR-10 a worker an epoch; a worker ended by
+        set through each worker's pipe (147 MB of CIFAR-10 a worker; a worker ended by
         Ctrl-C while starting left the main process blocked writing it). Moved there once, the
         data set then reading them there. Not on Linux, where workers fork and nothing is
         pickled; where they do not (Python 3.14's forkserver), a container's 64 MB /dev/shm
@@ -65,7 +94,10 @@ class AugmentedDataset(Dataset):
         self.__dict__.update({name: value.numpy() if isinstance(value, torch.Tensor) else value
                               for name, value in state.items()})
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        if epoch is not None and epoch != self.epoch:
+            self._begin(epoch)
         image = self.images[index]
         if self.flips is not None and self.flips.mirrored(index):
             image = np.ascontiguousarray(image[:, ::-1])
@@ -74,6 +106,23 @@ class AugmentedDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(
             self.labels[index]
         )
+
+    def _begin(self, epoch: int) -> None:
+        """The epoch's augmentation, flip and random streams; in a worker, a stream of its own."""
+        self.epoch = epoch
+        switched = self.final is not None and epoch >= self.final.first
+        self.augment = self.final.augment if switched else self.regular
+        if self.flips is not None:
+            self.flips.epoch = epoch
+            self.flips.active = not switched or self.final.flips
+        value = epoch_seed(self.seed, epoch, self.rank)
+        worker = get_worker_info()
+        if worker is not None:  # the main process seeds its own globals (`seed_epoch`)
+            value = int(np.random.SeedSequence((value, worker.id)).generate_state(1, np.uint64)[0])
+            np.random.seed(value % 2**32)
+            random.seed(value)
+        if self.augment is not None:
+            seed_augment(self.augment, value)
 
 
 def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -100,6 +149,7 @@ def make_loaders(
     *,
     shard: tuple[int, int] = (0, 1),
     alternate_flip: bool = False,
+    final: FinalEpochs | None = None,
 ) -> tuple[DataLoader, DataLoader]:
     """Shuffled, augmented train batches and ordered, unaugmented test batches.
 
@@ -108,22 +158,22 @@ def make_loaders(
     `augment` is copied, so the caller's Compose keeps its own random state. `shard` is
     (rank, world size): each process's share of every epoch's shuffle (see `epoch_sampler`).
     `alternate_flip`: the train set mirrors its images itself (`AlternatingFlip`), `augment`
-    holding the remaining transforms.
+    holding the remaining transforms; `final`: the last epochs' augmentation, if it changes.
     """
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)
     flips = AlternatingFlip(len(data.train_images), seed) if alternate_flip else None
-    train_set = AugmentedDataset(data.train_images, data.train_labels, augment, flips)
+    train_set = AugmentedDataset(data.train_images, data.train_labels, augment, flips, seed=seed, rank=shard[0],
+                                 final=final)
     test_set = AugmentedDataset(data.test_images, data.test_labels)
     common = {
         "batch_size": batch_size,
         "num_workers": workers,
         "pin_memory": pin_memory,
-        # Fresh workers each epoch draw their seeds from the generator as the epoch starts, so
-        # an epoch after --resume sees exactly the augmentations of an uninterrupted run.
-        "persistent_workers": False,
-        "worker_init_fn": _seed_worker if workers > 0 else None,
+        # the training items carry their epoch, which seeds each worker's draws (`AugmentedDataset`)
+        "persistent_workers": workers > 0,
+        "worker_init_fn": _leave_sigterm if workers > 0 else None,
     }
     sampler = epoch_sampler(train_set, seed, shard)
     train = DataLoader(
@@ -139,31 +189,27 @@ def make_loaders(
     return train, test
 
 
-def epoch_sampler(dataset: Sized, seed: int, shard: tuple[int, int]) -> DistributedSampler:
+class EpochSampler(DistributedSampler):
+    """`DistributedSampler`'s indices, each as (epoch, index): the epoch reaches a data set
+    wherever it runs, in a worker that `set_epoch` in the main process cannot reach."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in super().__iter__())
+
+
+def epoch_sampler(dataset: Sized, seed: int, shard: tuple[int, int]) -> EpochSampler:
     """The training order: a permutation drawn from (seed, epoch) — the same in every
     process — of which process `rank` takes every `world`-th index, so the shares of an epoch
     partition the data and change from epoch to epoch. One process is the `world = 1` case.
     The caller moves it on with `set_epoch`."""
     rank, world = shard
-    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    return EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Give each worker its own stream, derived from the loader's generator (so from `seed`),
-    and leave SIGTERM to the main process.
-
-    Without this every worker would hold an identical copy of the augmentation's random state
-    and produce the same "random" augmentations. OpenCV threads are not touched here: calling
-    `cv2.setNumThreads` in a forked child whose parent ran OpenCV's thread pool deadlocks (about
-    1 fork in 10); the package sets it once, in the parent, on import.
-    """
-    # SIGTERM sent to the whole process group (systemd, SLURM's scancel, `kill -- -PGID`) would
-    # end a worker mid-batch and the run as an internal error; the main process takes it, stops
-    # after its step, and ends the workers as usual
+def _leave_sigterm(worker_id: int) -> None:
+    """SIGTERM sent to the whole process group (systemd, SLURM's scancel, `kill -- -PGID`)
+    would end a worker mid-batch and the run as an internal error; the main process takes it,
+    stops after its step, and ends the workers as usual. (OpenCV threads are not touched here:
+    calling `cv2.setNumThreads` in a forked child whose parent ran OpenCV's thread pool
+    deadlocks, about 1 fork in 10; the package sets it once, in the parent, on import.)"""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    info = get_worker_info()
-    seed = info.seed % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    if info.dataset.augment is not None:
-        seed_augment(info.dataset.augment, seed)

@@ -18,11 +18,11 @@ from blockspec.data import (
     build_augment,
     make_loaders,
     read_augment,
-    seed_augment,
 )
 from blockspec.data.batched_plan import UNBATCHED, BatchedPlan, plan_batched, plan_for_loader, unbatched_note
 from blockspec.data.device_loader import DeviceLoader
 from blockspec.data.flip import split_flip
+from blockspec.data.loader import FinalEpochs, epoch_seed
 from blockspec.errors import fail
 from blockspec.spec import Spec
 from blockspec.train import distributed
@@ -55,11 +55,11 @@ class AugmentSwitch:
     description: str
 
     def apply(self, loader: Any, epoch: int) -> None:
-        chosen = self.final if epoch >= self.first else self.regular
-        if isinstance(loader, DeviceLoader):
-            loader.plan = chosen
-        else:
-            loader.dataset.augment = chosen
+        """The batched path switches here, before the epoch; the per-image path's data set
+        switches itself, by the epoch its items carry (`FinalEpochs`), in whichever worker."""
+        if not isinstance(loader, DeviceLoader):
+            return
+        loader.plan = self.final if epoch >= self.first else self.regular
         if loader.dataset.flips is not None:
             loader.dataset.flips.active = epoch < self.first or self.final_flips
 
@@ -82,9 +82,10 @@ def make_run_loaders(
     # trains, so arguments it refuses (a fill for no channel count, a hole larger than the
     # image) stop both paths before training
     compose = pipeline.compose(data.mean, data.train_images.shape[1:])
-    train, test, path = _make_loaders(spec, data, plan, compose, pipeline.alternate, options, info, ranks)
+    switch = _augment_switch(spec, data, plan, compose)
+    train, test, path = _make_loaders(spec, data, plan, compose, pipeline.alternate, options, info, ranks, switch)
     note = f"{UNBATCHED}: {crowded}" if crowded else None
-    return RunLoaders(train, test, path, _augment_switch(spec, data, train), note or unbatched_note(pipeline.augment))
+    return RunLoaders(train, test, path, switch, note or unbatched_note(pipeline.augment))
 
 
 def _crowds_the_gpu(data: ImageData, info: DeviceInfo) -> str | None:
@@ -108,19 +109,20 @@ def first_switched_epoch(spec: Spec) -> int | None:
     return None if off is None else max(1, spec.train.epochs - off.last_epochs + 1)
 
 
-def _augment_switch(spec: Spec, data: ImageData, train: Any) -> AugmentSwitch | None:
+def _augment_switch(spec: Spec, data: ImageData, plan: BatchedPlan | None, compose: Any) -> AugmentSwitch | None:
     """The final epochs' augmentation: data.augment less what `data.augment_off` names
-    (everything when it names nothing), in the form the train loader's path applies."""
+    (everything when it names nothing), in the form the train loader's path applies: batched
+    after `plan`, else an albumentations Compose after `compose`."""
     first = first_switched_epoch(spec)
     if first is None:
         return None
     names = spec.data.augment_off.transforms
     final = training_pipeline(spec, left_out=names)
     description = f"epochs {first}–{spec.train.epochs} without {', '.join(names) if names else 'augmentation'}"
-    if isinstance(train, DeviceLoader):
-        return AugmentSwitch(first, train.plan, plan_batched(final.augment), final.alternate, description)
+    if plan is not None:
+        return AugmentSwitch(first, plan, plan_batched(final.augment), final.alternate, description)
     final_compose = final.compose(data.mean, data.train_images.shape[1:])
-    return AugmentSwitch(first, train.dataset.augment, final_compose, final.alternate, description)
+    return AugmentSwitch(first, compose, final_compose, final.alternate, description)
 
 
 @dataclass(frozen=True)
@@ -155,14 +157,15 @@ def training_pipeline(spec: Spec, left_out: Collection[str] | None = ()) -> Pipe
 
 def _make_loaders(
     spec: Spec, data: ImageData, plan: BatchedPlan | None, compose: Any, alternate: bool, options: RunOptions,
-    info: DeviceInfo, ranks: distributed.Ranks,
+    info: DeviceInfo, ranks: distributed.Ranks, switch: AugmentSwitch | None,
 ) -> tuple[Any, Any, str]:
     """The batched path where `plan` is one, else `compose` per image in DataLoader workers;
-    `alternate`: the data set flips the images itself."""
+    `alternate`: the data set flips the images itself; `switch`: the final epochs' change."""
     if plan is None:
+        final = None if switch is None else FinalEpochs(switch.first, switch.final, switch.final_flips)
         train, test = make_loaders(
             data, compose, spec.train.batch_size, options.workers, spec.train.seed,
-            info.pin_memory, shard=(ranks.rank, ranks.world), alternate_flip=alternate,
+            info.pin_memory, shard=(ranks.rank, ranks.world), alternate_flip=alternate, final=final,
         )
         return train, test, "per-image albumentations"
     batch = spec.train.batch_size
@@ -181,17 +184,14 @@ def _make_loaders(
 def seed_epoch(seed: int, epoch: int, loader: Any, rank: int = 0) -> None:
     """Every random draw of an epoch derives from (seed, epoch), so a resumed run repeats
     exactly what the uninterrupted one would have done. The order of the images is shared
-    by all processes (each takes its share); augmentation draws differ per process."""
+    by all processes (each takes its share); augmentation draws differ per process (the
+    per-image path's data set seeds its own, from the epoch its items carry)."""
     loader.sampler.set_epoch(epoch)
-    value = seed * 1_000_003 + epoch + rank * 2**40
+    value = epoch_seed(seed, epoch, rank)
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     random.seed(value)
     loader.generator.manual_seed(value)
-    if loader.dataset.augment is not None:
-        seed_augment(loader.dataset.augment, value)
-    if loader.dataset.flips is not None:
-        loader.dataset.flips.epoch = epoch
 
 
 def check_data_fits(spec: Spec, data: ImageData, trained: bool = False) -> None:
