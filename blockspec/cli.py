@@ -271,7 +271,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cuda, cuda:N, mps or cpu.")] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>/<time>).")] = None,  # noqa: UP045
     seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,  # noqa: UP045
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default 2; a resumed run keeps its own).", show_default=False)] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes of the per-image path, and as many for evaluation, kept through the run (default 2; a resumed run keeps its own).", show_default=False)] = None,  # noqa: UP045
     loader: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="auto (the default), gpu (batched tensor augmentation) or albumentations; a resumed run keeps its own.", show_default=False),

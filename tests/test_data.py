@@ -664,6 +664,25 @@ def test_dataloader_workers_persist_from_epoch_to_epoch() -> None:
     assert len(workers[0]) == 2 and workers[0] == workers[1] == workers[2], workers
 
 
+def test_the_interpreter_exits_with_a_loader_still_held() -> None:
+    """multiprocessing's exit hook waits, without a limit, for the workers it sends SIGTERM,
+    which they ignore: a loader reachable at exit (here a global; a failed test's or an
+    internal error's traceback alike) hung `blockspec train` and pytest."""
+    program = (
+        "from tests.test_data import _synthetic\n"
+        "from tests.test_augment import TRIO\n"
+        "from blockspec.data import build_augment, make_loaders\n"
+        "data = _synthetic()\n"
+        "HELD = make_loaders(data, build_augment(TRIO, data.mean), 4, 2, 3, False)\n"
+        "for _ in HELD[0]: pass\n"
+        "for _ in HELD[1]: pass\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", program], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+
+
 def test_an_epoch_from_persistent_workers_is_the_epoch_a_resumed_run_sees() -> None:
     """Workers that lived through epochs 1–3 give epoch 3 as fresh ones do (a run resumed at
     epoch 3); the last epochs' switch (data.augment_off) reaches them too: epoch 4 is the

@@ -134,7 +134,7 @@ def test_a_run_is_resumed_only_in_as_many_processes_as_it_trained_in(
 
 
 @pytest.mark.parametrize("command", [["check", str(ROOT / "architectures/flagship.yaml")], ["eval", "--checkpoint", "x"]])
-def test_a_command_other_than_train_is_refused_understart_torchrun(
+def test_a_command_other_than_train_is_refused_under_torchrun(
     command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each process ran it whole: `eval -f json` printed two documents back to back."""

@@ -1024,6 +1024,27 @@ def _long_run_with_workers(tmp_path: Path, data_root: Path, run_dir: Path) -> su
     )
 
 
+def test_the_workers_end_with_the_last_epoch(tmp_path: Path, data_root: Path) -> None:
+    """They persist from epoch to epoch; left alive past the last, they held memory through the
+    final records, and one ended there was said as an internal error, "a bug in blockspec"."""
+    import multiprocessing
+
+    from blockspec.load import load_spec
+    from blockspec.train.options import RunOptions
+    from blockspec.train.run import train
+
+    before = {process.pid for process in multiprocessing.active_children()}
+    at_the_end = []
+
+    def log(line: str) -> None:  # its last line comes after the final records and plots
+        if line.startswith("best test accuracy"):
+            at_the_end.append({process.pid for process in multiprocessing.active_children()} - before)
+
+    options = RunOptions(out=tmp_path / "run", workers=2, loader="albumentations")
+    train(load_spec(write_spec(tmp_path, data_root, epochs=2)), options, log=log)
+    assert at_the_end == [set()]
+
+
 def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path, data_root: Path) -> None:
     """systemd, SLURM's scancel and `kill -- -PGID` signal the DataLoader workers too: a worker
     ended mid-batch made the run an internal error (exit 70)."""

@@ -7,13 +7,16 @@ shuffling, augmentation in the main process or in each worker — derives from o
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
+import multiprocessing.util  # noqa: F401 (its exit hook registered before ours: ours runs first)
 import random
 import signal
 import sys
+import weakref
 from collections.abc import Iterator, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import albumentations as A
 import numpy as np
@@ -155,7 +158,7 @@ def make_loaders(
 
     Every image of `data` is used (`ImageData.limited` cuts a data set to `--limit-train`
     and `--limit-test`). The last train batch is dropped only if it would hold one image, which BatchNorm cannot train on.
-    `augment` is copied, so the caller's Compose keeps its own random state. `shard` is
+    `augment` and `final`'s are copied, so the caller's Composes keep their own random state. `shard` is
     (rank, world size): each process's share of every epoch's shuffle (see `epoch_sampler`).
     `alternate_flip`: the train set mirrors its images itself (`AlternatingFlip`), `augment`
     holding the remaining transforms; `final`: the last epochs' augmentation, if it changes.
@@ -163,6 +166,8 @@ def make_loaders(
     if augment is not None:
         augment = copy.deepcopy(augment)
         seed_augment(augment, seed)
+    if final is not None:
+        final = replace(final, augment=copy.deepcopy(final.augment))
     flips = AlternatingFlip(len(data.train_images), seed) if alternate_flip else None
     train_set = AugmentedDataset(data.train_images, data.train_labels, augment, flips, seed=seed, rank=shard[0],
                                  final=final)
@@ -186,7 +191,35 @@ def make_loaders(
     test = DataLoader(
         test_set, shuffle=False, generator=torch.Generator().manual_seed(seed), **common
     )
+    if workers > 0:
+        _KEPT.update((train, test))
     return train, test
+
+
+_KEPT: weakref.WeakSet[DataLoader] = weakref.WeakSet()  # the loaders whose workers persist
+
+
+def release_workers(*loaders: object) -> None:
+    """End the persistent workers of `loaders` (DataLoaders; any other is left as it is) now
+    rather than when the loader is collected: idle, a worker still holds memory, and torch
+    reports its death wherever the main process is. torch has no public call for it; this is
+    the shutdown its iterator runs when collected."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if isinstance(loader, DataLoader) and iterator is not None:
+            loader._iterator = None
+            iterator._shutdown_workers()
+
+
+def _release_at_exit() -> None:
+    """multiprocessing's exit hook sends its daemon processes SIGTERM and waits for them
+    without a limit; the workers ignore SIGTERM (`_leave_sigterm`), so a loader still reachable
+    at exit (a traceback, a global) hung the interpreter. Registered after that hook (imported
+    above), this one runs first."""
+    release_workers(*list(_KEPT))
+
+
+atexit.register(_release_at_exit)
 
 
 class EpochSampler(DistributedSampler):
@@ -194,7 +227,8 @@ class EpochSampler(DistributedSampler):
     wherever it runs, in a worker that `set_epoch` in the main process cannot reach."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, index) for index in super().__iter__())
+        epoch = self.epoch  # the epoch the permutation was drawn for, whatever set_epoch says later
+        return ((epoch, index) for index in super().__iter__())
 
 
 def epoch_sampler(dataset: Sized, seed: int, shard: tuple[int, int]) -> EpochSampler:

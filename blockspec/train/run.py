@@ -18,6 +18,7 @@ from typing import Any
 from blockspec.analysis import input_shape, trace
 from blockspec.build import build_model
 from blockspec.data import load_dataset
+from blockspec.data.loader import release_workers
 from blockspec.errors import SpecError, fail
 from blockspec.recipe import recipe_notes
 from blockspec.spec import Spec
@@ -164,7 +165,6 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                 write_text_atomic(run_dir / "spec.yaml", spec.to_yaml())
         agree = partial(distributed.any_rank, ranks=ranks, device=info.device) if ranks.active else None
         with ctrl_c_between_steps(agree) as check_stop:
-            epoch = start
             try:
                 for epoch in range(start, spec.train.epochs + 1):
                     check_stop(boundary=True)  # a Ctrl-C during the evaluation
@@ -196,12 +196,15 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
             except RuntimeError as error:  # raised wherever the main process is when torch learns of it
                 check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
                 if is_worker_death(error):
-                    raise worker_death_error(error, epoch, run_dir, saved, options.workers, restart) from None
+                    raise worker_death_error(error, saved + 1, run_dir, saved, options.workers, restart) from None
                 raise
+            finally:  # the workers persist from epoch to epoch: not past the last one
+                release_workers(train_loader, test_loader)
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
             check_stop(boundary=True)
         if last_eval is None:
             last_eval = evaluate(session.eval_model, test_loader, batches, session.loss_fn, TTAViews.of(spec.train))
+            release_workers(test_loader)
         if not ranks.main:
             distributed.stop(ranks)
             return run_summary(spec, history, info, setup, session.step)
