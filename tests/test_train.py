@@ -1058,18 +1058,20 @@ def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(tmp_path: Path
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the workers through Linux's /proc")
+@pytest.mark.parametrize("killed", [1, None], ids=["one", "all"])
 def test_a_dataloader_worker_killed_is_said_as_the_memory_and_the_epoch_kept_not_a_bug(
-    tmp_path: Path, data_root: Path
+    tmp_path: Path, data_root: Path, killed: int | None
 ) -> None:
     """The system's out-of-memory killer ending a DataLoader worker was reported as an internal
-    error, "a bug in blockspec" (exit 70)."""
+    error, "a bug in blockspec" (exit 70); so was the end of a second one, which torch reported
+    in turn while the first was said."""
     run_dir = tmp_path / "run"
     process = _long_run_with_workers(tmp_path, data_root, run_dir)
     try:
         wait_for_epochs(run_dir, 2, process)
         deadline = time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline:  # again if one ended as its epoch did
-            for worker in _children(process.pid)[:1]:
+            for worker in _children(process.pid)[:killed]:
                 os.kill(worker, signal.SIGKILL)
             time.sleep(0.2)
         _, stderr = process.communicate(timeout=60)
@@ -1083,6 +1085,28 @@ def test_a_dataloader_worker_killed_is_said_as_the_memory_and_the_epoch_kept_not
                      rf"--resume {re.escape(str(run_dir))}` \({re.escape(str(run_dir / 'last.pt'))} holds epoch {kept}; a new "
                      rf"run with fewer --workers needs less\)$", stderr, re.MULTILINE), stderr
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == kept
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_connection_error_of_the_data_sets_own_is_not_taken_for_a_worker_ending(workers: int) -> None:
+    """A worker ended by the system can reset the connection its batch came through before
+    torch sees it has ended, and that ConnectionResetError is said as the worker's end
+    (`_long_run_with_workers` with every worker killed, under load); one the data set itself
+    raises (say, reading over a network) stays its own error."""
+    from torch.utils.data import DataLoader
+
+    from blockspec.data.loader import is_worker_death
+
+    class Remote(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, index: int) -> int:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(ConnectionResetError) as raised:
+        list(DataLoader(Remote(), num_workers=workers))
+    assert not is_worker_death(raised.value)
 
 
 def test_a_worker_out_of_shared_memory_is_told_to_raise_that_limit_not_to_free_memory() -> None:

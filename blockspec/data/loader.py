@@ -199,16 +199,38 @@ def make_loaders(
 _KEPT: weakref.WeakSet[DataLoader] = weakref.WeakSet()  # the loaders whose workers persist
 
 
+def is_worker_death(error: BaseException) -> bool:
+    """torch's report of a DataLoader worker process that ended without finishing (killed by
+    the system out of memory, or by a person), not an error raised in the worker's code. On
+    POSIX torch raises it from its SIGCHLD handler, wherever the main process then is. Or the
+    connection a batch's shared memory came through, reset by the worker's end before torch
+    saw it had ended (the system closes a process's sockets before it can be reaped: under
+    load, torch's check lost that race)."""
+    if isinstance(error, RuntimeError):
+        return str(error).startswith("DataLoader worker (pid")
+    modules = set()
+    trace = error.__traceback__
+    while trace is not None:
+        modules.add(trace.tb_frame.f_globals.get("__name__"))
+        trace = trace.tb_next
+    return isinstance(error, ConnectionError) and {"torch.utils.data.dataloader", "multiprocessing.connection"} <= modules
+
+
 def release_workers(*loaders: object) -> None:
     """End the persistent workers of `loaders` (DataLoaders; any other is left as it is) now
     rather than when the loader is collected: idle, a worker still holds memory, and torch
     reports its death wherever the main process is. torch has no public call for it; this is
-    the shutdown its iterator runs when collected."""
+    the shutdown its iterator runs when collected (which unregisters the workers from torch's
+    SIGCHLD handler even when the handler raises in it)."""
     for loader in loaders:
         iterator = getattr(loader, "_iterator", None)
         if isinstance(loader, DataLoader) and iterator is not None:
             loader._iterator = None
-            iterator._shutdown_workers()
+            try:
+                iterator._shutdown_workers()
+            except RuntimeError as error:  # one that ended meanwhile: ended anyway
+                if not is_worker_death(error):
+                    raise
 
 
 def _release_at_exit() -> None:

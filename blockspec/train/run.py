@@ -18,7 +18,7 @@ from typing import Any
 from blockspec.analysis import input_shape, trace
 from blockspec.build import build_model
 from blockspec.data import load_dataset
-from blockspec.data.loader import release_workers
+from blockspec.data.loader import is_worker_death, release_workers
 from blockspec.errors import SpecError, fail
 from blockspec.recipe import recipe_notes
 from blockspec.spec import Spec
@@ -50,7 +50,6 @@ from blockspec.train.rundir import (
     checkpoint_dir,
     disk_errors_reported,
     hold_run_dir,
-    is_worker_death,
     prepare_run_dir,
     windows_folder_problem,
     worker_death_error,
@@ -193,13 +192,13 @@ def _train(spec: Spec | None, options: RunOptions, log: Callable[[str], None], h
                     if reached:
                         log(f"stopping: the target {spec.train.target:g}% is reached (--stop-at-target)")
                         break
-            except RuntimeError as error:  # raised wherever the main process is when torch learns of it
-                check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGTERM (sent to the process group)
+                release_workers(train_loader, test_loader)  # they persist from epoch to epoch: not past the last
+            except (RuntimeError, ConnectionError) as error:  # a worker's end: raised wherever the main process is then
+                release_workers(train_loader, test_loader)  # before another's end is raised in turn
+                check_stop.raise_if_requested()  # a DataLoader worker ended by the same SIGINT (sent to the process group)
                 if is_worker_death(error):
                     raise worker_death_error(error, saved + 1, run_dir, saved, options.workers, restart) from None
                 raise
-            finally:  # the workers persist from epoch to epoch: not past the last one
-                release_workers(train_loader, test_loader)
             # a Ctrl-C during the last evaluation or save: the epoch is kept, the run stops
             check_stop(boundary=True)
         if last_eval is None:

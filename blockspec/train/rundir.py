@@ -157,12 +157,6 @@ def disk_errors_reported(run_dir: Path, action: str, kept_epoch: int | None, com
         raise fail("--out", f"could not {action} ({error.strerror or error}); {then}", str(run_dir)) from None
 
 
-def is_worker_death(error: RuntimeError) -> bool:
-    """torch's report of a DataLoader worker process that ended without finishing (killed by
-    the system out of memory, or by a person), not an error raised in the worker's code."""
-    return str(error).startswith("DataLoader worker (pid")
-
-
 def worker_death_error(error: RuntimeError, epoch: int, run_dir: Path, kept_epoch: int, workers: int,
                        command: str) -> SpecError:
     """What a user can do about a worker that ended: the system's, not blockspec's, doing
